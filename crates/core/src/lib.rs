@@ -1,0 +1,11 @@
+//! novate-core: the deterministic clearing state machine of SPEC.md.
+//!
+//! No I/O, no clocks, no randomness, no allocation on the hot path after start-up, and no hash
+//! iteration order leaking into results: given the same log, every node computes bit-identical
+//! state and events.
+
+pub mod command;
+pub mod units;
+
+pub use command::*;
+pub use units::*;
