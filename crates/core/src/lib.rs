@@ -5,7 +5,13 @@
 //! state and events.
 
 pub mod command;
+pub mod hash;
+pub mod map;
+pub mod position;
+pub mod state;
 pub mod units;
 
 pub use command::*;
+pub use position::{Book, Totals, Valued};
+pub use state::*;
 pub use units::*;

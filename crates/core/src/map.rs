@@ -1,0 +1,187 @@
+//! Fixed-capacity open-addressing maps from ids to dense `u32` indices.
+//!
+//! Allocated once at start-up; `insert` never allocates and never grows. The table is sized to
+//! twice the item limit (load factor <= 0.5), so linear probing always finds an empty slot within
+//! a short run and every loop is bounded by the table size. The hash is fixed (no random seed):
+//! lookups are deterministic, and nothing is ever iterated in table order to produce output.
+
+/// A key with a reserved "empty" value.
+pub trait MapKey: Copy + Eq {
+    const EMPTY: Self;
+    fn hash64(&self) -> u64;
+}
+
+/// Murmur3's 64-bit finaliser: a fast, well-mixing bijection.
+#[inline]
+pub fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+impl MapKey for u64 {
+    const EMPTY: u64 = 0;
+    #[inline]
+    fn hash64(&self) -> u64 {
+        fmix64(*self)
+    }
+}
+
+/// (account id, instrument id) packed as three u32 words so an entry is 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PairKey([u32; 3]);
+
+impl PairKey {
+    #[inline]
+    pub fn new(account: u64, instrument: u32) -> PairKey {
+        PairKey([account as u32, (account >> 32) as u32, instrument])
+    }
+}
+
+impl MapKey for PairKey {
+    const EMPTY: PairKey = PairKey([0; 3]);
+    #[inline]
+    fn hash64(&self) -> u64 {
+        let a = u64::from(self.0[0]) | u64::from(self.0[1]) << 32;
+        fmix64(a ^ u64::from(self.0[2]).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Entry<K> {
+    key: K,
+    val: u32,
+}
+
+/// The map is at its item limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+pub struct FixedMap<K: MapKey> {
+    entries: Box<[Entry<K>]>,
+    mask: usize,
+    len: usize,
+    items_max: usize,
+}
+
+impl<K: MapKey> FixedMap<K> {
+    /// A map holding at most `items_max` keys.
+    pub fn new(items_max: usize) -> Self {
+        let slots = (items_max.max(4) * 2).next_power_of_two();
+        FixedMap {
+            entries: vec![Entry { key: K::EMPTY, val: 0 }; slots].into_boxed_slice(),
+            mask: slots - 1,
+            len: 0,
+            items_max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len >= self.items_max
+    }
+
+    #[inline]
+    fn home(&self, key: &K) -> usize {
+        key.hash64() as usize & self.mask
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<u32> {
+        if *key == K::EMPTY {
+            return None;
+        }
+        let mut i = self.home(key);
+        // Bounded: the load factor is <= 0.5, so an empty slot exists.
+        for _ in 0..=self.mask {
+            let e = &self.entries[i];
+            if e.key == *key {
+                return Some(e.val);
+            }
+            if e.key == K::EMPTY {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Insert a key that is not present. The caller checks `get` first.
+    pub fn insert(&mut self, key: K, val: u32) -> Result<(), Full> {
+        debug_assert!(key != K::EMPTY && self.get(&key).is_none());
+        if self.is_full() {
+            return Err(Full);
+        }
+        let mut i = self.home(&key);
+        while self.entries[i].key != K::EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.entries[i] = Entry { key, val };
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Hint the CPU to load the key's home slot (no effect on results).
+    #[inline]
+    pub fn prefetch(&self, key: &K) {
+        prefetch(&self.entries[self.home(key)]);
+    }
+}
+
+/// Ask the CPU to pull the cache line holding `r` into L1. Never faults, changes nothing.
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: prefetch is a hint; it never faults or writes, and SSE is baseline on x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_and_full() {
+        let mut m: FixedMap<u64> = FixedMap::new(100);
+        for k in 1..=100u64 {
+            assert_eq!(m.get(&(k * 7919)), None);
+            m.insert(k * 7919, k as u32).unwrap();
+        }
+        assert_eq!(m.insert(5, 5), Err(Full));
+        for k in 1..=100u64 {
+            assert_eq!(m.get(&(k * 7919)), Some(k as u32));
+        }
+        assert_eq!(m.get(&0), None);
+        assert_eq!(m.get(&3), None);
+        assert_eq!(m.len(), 100);
+    }
+
+    #[test]
+    fn pair_keys_are_distinct() {
+        let mut m: FixedMap<PairKey> = FixedMap::new(16);
+        m.insert(PairKey::new(1, 2), 10).unwrap();
+        m.insert(PairKey::new(2, 1), 20).unwrap();
+        m.insert(PairKey::new(1 << 32, 2), 30).unwrap();
+        assert_eq!(m.get(&PairKey::new(1, 2)), Some(10));
+        assert_eq!(m.get(&PairKey::new(2, 1)), Some(20));
+        assert_eq!(m.get(&PairKey::new(1 << 32, 2)), Some(30));
+        assert_eq!(m.get(&PairKey::new(1, 1)), None);
+        assert_eq!(std::mem::size_of::<Entry<PairKey>>(), 16);
+        assert_eq!(std::mem::size_of::<Entry<u64>>(), 16);
+    }
+}

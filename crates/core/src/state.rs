@@ -1,0 +1,853 @@
+//! The deterministic clearing state machine.
+//!
+//! # Layout
+//! Accounts and instruments live in dense arrays (`row`, `col`) reached through fixed-capacity
+//! id maps. Positions are 64-byte records (one cache line) allocated to their account in chunks
+//! of [`CHUNK_POSITIONS`] adjacent slots, so valuing an account walks a few adjacent lines, and a
+//! (account id, instrument id) map finds one position in one probe. Each instrument chains its
+//! holders (for mark-to-market). Everything is allocated in [`StateMachine::new`]; `apply` never
+//! allocates (tests/no_alloc.rs proves it).
+//!
+//! # Determinism
+//! No clocks, no randomness; maps are only probed, never iterated for output. Mark-to-market
+//! emits in ascending account id, and `state_hash()` walks ids in ascending order.
+
+use crate::command::*;
+use crate::hash::StableHasher;
+use crate::map::{prefetch, FixedMap, PairKey};
+use crate::position::{Book, Totals, Valued};
+use crate::units::*;
+
+/// Positions per allocation chunk: 4 x 64 B = 256 B, adjacent lines the prefetcher pulls in.
+pub const CHUNK_POSITIONS: usize = 4;
+/// Commands ahead whose positions `apply_batch` prefetches (two stages of this distance).
+pub const PREFETCH_DISTANCE: usize = 4;
+/// Events one ClearTrade or BustTrade can emit: cleared, 2 positions, 2 x (3 breaches + call).
+pub const TRADE_EVENTS_MAX: usize = 11;
+const NONE: u32 = u32::MAX;
+
+/// Capacities, fixed at start-up. Running out is a typed rejection, never a silent drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub accounts_max: u32,
+    pub instruments_max: u32,
+    /// Open or flat positions remembered (a flat position keeps its realized P&L).
+    pub positions_max: u32,
+    /// Trade ids remembered for duplicate detection and busts.
+    pub trades_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            accounts_max: 10_000,
+            instruments_max: 1_000,
+            positions_max: 100_000,
+            trades_max: 1_000_000,
+        }
+    }
+}
+
+/// Limits that cannot be honoured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitsError {
+    /// A capacity was 0.
+    Zero(&'static str),
+    /// The slots needed do not fit the u32 indices (or sane memory).
+    TooLarge(&'static str),
+}
+
+impl std::fmt::Display for LimitsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitsError::Zero(k) => write!(f, "limit {k} must be at least 1"),
+            LimitsError::TooLarge(k) => write!(f, "limit {k} is too large"),
+        }
+    }
+}
+
+impl std::error::Error for LimitsError {}
+
+impl Limits {
+    /// Largest value of each capacity (keeps every index in u32 and memory within reason).
+    pub const EACH_MAX: u32 = 1 << 28;
+
+    fn validate(&self) -> Result<(), LimitsError> {
+        for (name, v) in [
+            ("accounts_max", self.accounts_max),
+            ("instruments_max", self.instruments_max),
+            ("positions_max", self.positions_max),
+            ("trades_max", self.trades_max),
+        ] {
+            if v == 0 {
+                return Err(LimitsError::Zero(name));
+            }
+            if v > Self::EACH_MAX {
+                return Err(LimitsError::TooLarge(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunks so that `positions_max` positions always fit: each account wastes < 1 chunk.
+    fn chunks(&self) -> usize {
+        (self.positions_max as usize).div_ceil(CHUNK_POSITIONS) + self.accounts_max as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Account {
+    spec: AccountSpec,
+    collateral: Money,
+    first_chunk: u32,
+    last_chunk: u32,
+    positions: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Instrument {
+    spec: InstrumentSpec,
+    /// Last mark or settlement price; 0 = none yet.
+    explicit_mark: Price,
+    /// Last cleared trade price; 0 = none yet.
+    last_price: Price,
+    /// First position of the holder chain (NONE if none).
+    holders_head: u32,
+    holders: u32,
+}
+
+impl Instrument {
+    /// SPEC.md: the last settlement or mark price, else the last cleared trade price (0: none).
+    fn mark(&self) -> Price {
+        if self.explicit_mark != 0 {
+            self.explicit_mark
+        } else {
+            self.last_price
+        }
+    }
+}
+
+/// One cache line per position.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Position {
+    book: Book,
+    account: u32,
+    instrument: u32,
+    next_holder: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Position>() == 64);
+
+#[derive(Clone, Copy, Debug)]
+struct TradeRecord {
+    trade: Trade,
+    busted: bool,
+}
+
+/// A command with what the sequencer stamped on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sequenced {
+    pub seq: Seq,
+    pub ts: Nanos,
+    pub cmd: Command,
+}
+
+/// A position as queries see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PositionView {
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub qty: Qty,
+    pub cost: Money,
+    pub realized: Money,
+    /// At the instrument's current mark (0 when it has no mark).
+    pub unrealized: Money,
+    /// `cost / (qty * m)`, display only; `None` when flat.
+    pub avg_price: Option<Price>,
+}
+
+/// An account as queries see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountView {
+    pub spec: AccountSpec,
+    pub collateral: Money,
+    pub totals: Totals,
+    /// collateral + realized + unrealized.
+    pub equity: Money,
+    /// Initial margin (rate model).
+    pub margin: Money,
+    /// equity - margin.
+    pub excess: Money,
+    pub positions: u32,
+}
+
+/// An instrument as queries see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstrumentView {
+    pub spec: InstrumentSpec,
+    /// 0 when none yet.
+    pub mark: Price,
+    pub last_price: Price,
+    pub holders: u32,
+}
+
+/// A position override for valuation: "as if" this instrument's position were `book`, valued
+/// at `mark`.
+#[derive(Clone, Copy)]
+struct WhatIf {
+    col: u32,
+    book: Book,
+    mark: Price,
+}
+
+/// Outcome of the post-trade checks of one account.
+#[derive(Clone, Copy, Default)]
+struct Breaches {
+    /// Bit i set: `CHECK_ORDER[i]` fails.
+    failed: u8,
+    shortfall: Money,
+}
+
+/// Risk checks in SPEC.md's order, after the existence/suspension checks.
+const RISK_ORDER: [Reject; 4] = [Reject::MaxPosition, Reject::MaxNotional, Reject::MaxLoss, Reject::Margin];
+
+pub struct StateMachine {
+    limits: Limits,
+    account_index: FixedMap<u64>,
+    accounts: Vec<Account>,
+    instrument_index: FixedMap<u64>,
+    instruments: Vec<Instrument>,
+    position_index: FixedMap<PairKey>,
+    positions: Box<[Position]>,
+    chunk_next: Box<[u32]>,
+    chunks_used: u32,
+    positions_len: u32,
+    trade_index: FixedMap<u64>,
+    trades: Vec<TradeRecord>,
+    events: Vec<Event>,
+    /// Scratch for mark-to-market: (account id, position slot), sorted by account id.
+    scratch: Vec<(AccountId, u32)>,
+    last_seq: Seq,
+}
+
+impl StateMachine {
+    /// Allocate everything the state machine will ever use.
+    pub fn new(limits: Limits) -> Result<StateMachine, LimitsError> {
+        limits.validate()?;
+        let chunks = limits.chunks();
+        let slots = chunks * CHUNK_POSITIONS;
+        if slots >= NONE as usize {
+            return Err(LimitsError::TooLarge("positions_max"));
+        }
+        let a = limits.accounts_max as usize;
+        Ok(StateMachine {
+            limits,
+            account_index: FixedMap::new(a),
+            accounts: Vec::with_capacity(a),
+            instrument_index: FixedMap::new(limits.instruments_max as usize),
+            instruments: Vec::with_capacity(limits.instruments_max as usize),
+            position_index: FixedMap::new(limits.positions_max as usize),
+            positions: vec![Position::default(); slots].into_boxed_slice(),
+            chunk_next: vec![NONE; chunks].into_boxed_slice(),
+            chunks_used: 0,
+            positions_len: 0,
+            trade_index: FixedMap::new(limits.trades_max as usize),
+            trades: Vec::with_capacity(limits.trades_max as usize),
+            events: Vec::with_capacity(a + TRADE_EVENTS_MAX + 1),
+            scratch: Vec::with_capacity(a),
+            last_seq: 0,
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sequence number of the last command applied (accepted or rejected); 0 before any.
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Apply one command. On `Err` nothing changed. `ts` is carried for the log; the state
+    /// machine never reads a clock and its results do not depend on `ts`.
+    pub fn apply(&mut self, cmd: &Command, seq: Seq, ts: Nanos) -> Result<&[Event], Reject> {
+        let _ = ts;
+        self.last_seq = seq;
+        self.events.clear();
+        match *cmd {
+            Command::UpsertInstrument(spec) => self.upsert_instrument(spec)?,
+            Command::UpsertAccount(spec) => self.upsert_account(spec)?,
+            Command::AdjustCollateral { account, amount } => self.adjust_collateral(account, amount)?,
+            Command::CheckOrder { account, instrument, side, qty, price } => {
+                self.check_order(account, instrument, side.signed(qty), qty, price)?
+            }
+            Command::ClearTrade(t) => self.clear_trade(&t)?,
+            Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
+            Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
+            Command::SettlementPrice { instrument, price } => self.settlement_price(instrument, price)?,
+        }
+        Ok(&self.events)
+    }
+
+    /// Apply a batch in order, calling `on_result(i, result)` for each command. Equivalent to
+    /// calling [`apply`](Self::apply) one by one; it prefetches, in two stages, the index
+    /// slots and then the accounts and positions of the trades `PREFETCH_DISTANCE` and
+    /// `2 * PREFETCH_DISTANCE` commands ahead so their cache misses overlap.
+    pub fn apply_batch(
+        &mut self,
+        batch: &[Sequenced],
+        mut on_result: impl FnMut(usize, Result<&[Event], Reject>),
+    ) {
+        for (i, s) in batch.iter().enumerate() {
+            if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
+                self.prefetch_index(&far.cmd);
+            }
+            if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
+                self.prefetch_rows(&near.cmd);
+            }
+            let r = self.apply(&s.cmd, s.seq, s.ts);
+            on_result(i, r);
+        }
+    }
+
+    fn prefetch_index(&self, cmd: &Command) {
+        if let Command::ClearTrade(t) = cmd {
+            self.account_index.prefetch(&t.buy);
+            self.account_index.prefetch(&t.sell);
+            self.position_index.prefetch(&PairKey::new(t.buy, t.instrument));
+            self.position_index.prefetch(&PairKey::new(t.sell, t.instrument));
+            self.trade_index.prefetch(&t.trade_id);
+        }
+    }
+
+    fn prefetch_rows(&self, cmd: &Command) {
+        if let Command::ClearTrade(t) = cmd {
+            for acct in [t.buy, t.sell] {
+                if let Some(row) = self.account_index.get(&acct) {
+                    prefetch(&self.accounts[row as usize]);
+                }
+                if let Some(slot) = self.position_index.get(&PairKey::new(acct, t.instrument)) {
+                    prefetch(&self.positions[slot as usize]);
+                }
+            }
+        }
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    fn upsert_instrument(&mut self, spec: InstrumentSpec) -> Result<(), Reject> {
+        if spec.id == 0 {
+            return Err(Reject::InvalidId);
+        }
+        if spec.multiplier < 1 {
+            return Err(Reject::InvalidMultiplier);
+        }
+        if !(0..=MARGIN_BPS_MAX).contains(&spec.margin_bps) {
+            return Err(Reject::InvalidMarginRate);
+        }
+        if spec.settle_days > SETTLE_DAYS_MAX {
+            return Err(Reject::InvalidSettleDays);
+        }
+        match self.instrument_index.get(&u64::from(spec.id)) {
+            Some(col) => {
+                let ins = &mut self.instruments[col as usize];
+                if ins.spec.multiplier != spec.multiplier && ins.holders > 0 {
+                    return Err(Reject::InstrumentInUse);
+                }
+                ins.spec = spec;
+            }
+            None => {
+                let col = self.instruments.len() as u32;
+                self.instrument_index
+                    .insert(u64::from(spec.id), col)
+                    .map_err(|_| Reject::InstrumentCapacity)?;
+                self.instruments.push(Instrument {
+                    spec,
+                    explicit_mark: 0,
+                    last_price: 0,
+                    holders_head: NONE,
+                    holders: 0,
+                });
+            }
+        }
+        self.events.push(Event::InstrumentUpdated { instrument: spec.id });
+        Ok(())
+    }
+
+    fn upsert_account(&mut self, spec: AccountSpec) -> Result<(), Reject> {
+        if spec.id == 0 {
+            return Err(Reject::InvalidId);
+        }
+        if spec.max_position < 0 || spec.max_notional < 0 || spec.max_loss < 0 {
+            return Err(Reject::InvalidLimit);
+        }
+        match self.account_index.get(&spec.id) {
+            Some(row) => self.accounts[row as usize].spec = spec,
+            None => {
+                let row = self.accounts.len() as u32;
+                self.account_index.insert(spec.id, row).map_err(|_| Reject::AccountCapacity)?;
+                self.accounts.push(Account {
+                    spec,
+                    collateral: 0,
+                    first_chunk: NONE,
+                    last_chunk: NONE,
+                    positions: 0,
+                });
+            }
+        }
+        self.events.push(Event::AccountUpdated { account: spec.id });
+        Ok(())
+    }
+
+    fn adjust_collateral(&mut self, account: AccountId, amount: Money) -> Result<(), Reject> {
+        let row = self.account_row(account)?;
+        let acct = self.accounts[row as usize];
+        let balance = acct.collateral.checked_add(amount).ok_or(Reject::Overflow)?;
+        if amount < 0 {
+            if balance < 0 {
+                return Err(Reject::InsufficientCollateral);
+            }
+            let t = self.value_account(row, None)?;
+            let equity = equity(balance, &t)?;
+            if equity < t.margin {
+                return Err(Reject::Margin);
+            }
+        }
+        self.accounts[row as usize].collateral = balance;
+        self.events.push(Event::CollateralChanged { account, amount, balance });
+        Ok(())
+    }
+
+    fn check_order(
+        &mut self,
+        account: AccountId,
+        instrument: InstrumentId,
+        d: Qty,
+        qty: Qty,
+        price: Price,
+    ) -> Result<(), Reject> {
+        if qty <= 0 {
+            return Err(Reject::InvalidQuantity);
+        }
+        if price <= 0 {
+            return Err(Reject::InvalidPrice);
+        }
+        let row = self.account_row(account)?;
+        let col = self.instrument_col(instrument)?;
+        if self.accounts[row as usize].spec.suspended {
+            return Err(Reject::Suspended);
+        }
+        let ins = &self.instruments[col as usize];
+        let mark = if ins.mark() != 0 { ins.mark() } else { price };
+        let book = self.book(account, instrument).fill(d, price, ins.spec.multiplier);
+        let book = book.ok_or(Reject::Overflow)?;
+        let b = self.breaches(row, WhatIf { col, book, mark })?;
+        match b.failed {
+            0 => {
+                self.events.push(Event::OrderAccepted { account, instrument });
+                Ok(())
+            }
+            // Branch-light: all four checks were evaluated; the lowest set bit is the first
+            // failing check in SPEC.md's order.
+            f => Err(RISK_ORDER[f.trailing_zeros() as usize]),
+        }
+    }
+
+    fn clear_trade(&mut self, t: &Trade) -> Result<(), Reject> {
+        if t.trade_id == 0 {
+            return Err(Reject::InvalidId);
+        }
+        if t.qty <= 0 {
+            return Err(Reject::InvalidQuantity);
+        }
+        if t.price <= 0 {
+            return Err(Reject::InvalidPrice);
+        }
+        if !is_valid_date(t.trade_date) {
+            return Err(Reject::InvalidDate);
+        }
+        if t.buy == t.sell {
+            return Err(Reject::SelfTrade);
+        }
+        let buy_row = self.account_row(t.buy)?;
+        let sell_row = self.account_row(t.sell)?;
+        let col = self.instrument_col(t.instrument)?;
+        if self.trade_index.get(&t.trade_id).is_some() {
+            return Err(Reject::Duplicate);
+        }
+        if self.trade_index.is_full() {
+            return Err(Reject::TradeCapacity);
+        }
+        let ins = &self.instruments[col as usize];
+        let mark = if ins.explicit_mark != 0 { ins.explicit_mark } else { t.price };
+        self.book_legs(t, [buy_row, sell_row], col, mark, t.qty)?;
+        let ins = &mut self.instruments[col as usize];
+        ins.last_price = t.price;
+        let index = self.trades.len() as u32;
+        let inserted = self.trade_index.insert(t.trade_id, index);
+        debug_assert!(inserted.is_ok(), "capacity was checked above");
+        self.trades.push(TradeRecord { trade: *t, busted: false });
+        self.events.insert(0, Event::TradeCleared { trade_id: t.trade_id });
+        Ok(())
+    }
+
+    fn bust_trade(&mut self, trade_id: TradeId) -> Result<(), Reject> {
+        if trade_id == 0 {
+            return Err(Reject::InvalidId);
+        }
+        let index = self.trade_index.get(&trade_id).ok_or(Reject::UnknownTrade)? as usize;
+        let rec = self.trades[index];
+        if rec.busted {
+            return Err(Reject::AlreadyBusted);
+        }
+        let t = rec.trade;
+        let rows = [self.account_row(t.buy)?, self.account_row(t.sell)?];
+        let col = self.instrument_col(t.instrument)?;
+        let mark = self.instruments[col as usize].mark();
+        // The reverse: the buyer sells and the seller buys the original quantity.
+        self.book_legs(&t, rows, col, mark, -t.qty)?;
+        self.trades[index].busted = true;
+        self.events.insert(0, Event::TradeBusted { trade_id });
+        Ok(())
+    }
+
+    fn mark_price(&mut self, instrument: InstrumentId, price: Price) -> Result<(), Reject> {
+        if price <= 0 {
+            return Err(Reject::InvalidPrice);
+        }
+        let col = self.instrument_col(instrument)?;
+        self.instruments[col as usize].explicit_mark = price;
+        self.events.push(Event::MarkChanged { instrument, price });
+        Ok(())
+    }
+
+    fn settlement_price(&mut self, instrument: InstrumentId, price: Price) -> Result<(), Reject> {
+        if price <= 0 {
+            return Err(Reject::InvalidPrice);
+        }
+        let col = self.instrument_col(instrument)?;
+        let ins = self.instruments[col as usize];
+        let m = ins.spec.multiplier;
+        // Pass 1: check every open position can be settled, and order them by account id.
+        self.scratch.clear();
+        let mut slot = ins.holders_head;
+        while slot != NONE {
+            let p = &self.positions[slot as usize];
+            if p.book.qty != 0 {
+                p.book.settle(price, m).ok_or(Reject::Overflow)?;
+                self.scratch.push((self.accounts[p.account as usize].spec.id, slot));
+            }
+            slot = p.next_holder;
+        }
+        self.scratch.sort_unstable();
+        // Pass 2: apply (cannot fail now).
+        self.instruments[col as usize].explicit_mark = price;
+        self.events.push(Event::MarkChanged { instrument, price });
+        for &(account, slot) in &self.scratch {
+            let p = &mut self.positions[slot as usize];
+            let Some((book, amount)) = p.book.settle(price, m) else {
+                unreachable!("checked in pass 1")
+            };
+            p.book = book;
+            self.events.push(Event::VariationMargin { account, instrument, amount });
+        }
+        Ok(())
+    }
+
+    // ---- booking --------------------------------------------------------------------------
+
+    /// Book `qty` bought by `rows[0]` and sold by `rows[1]` (negative `qty` reverses), value
+    /// both accounts with the instrument at `mark`, and emit positions, breaches and margin
+    /// calls. All-or-nothing: every fallible step runs before the first write.
+    fn book_legs(
+        &mut self,
+        t: &Trade,
+        rows: [u32; 2],
+        col: u32,
+        mark: Price,
+        qty: Qty,
+    ) -> Result<(), Reject> {
+        let m = self.instruments[col as usize].spec.multiplier;
+        let ids = [t.buy, t.sell];
+        let slots = ids.map(|a| self.position_index.get(&PairKey::new(a, t.instrument)));
+        let new_positions = slots.iter().filter(|s| s.is_none()).count() as u32;
+        if self.positions_len + new_positions > self.limits.positions_max {
+            return Err(Reject::PositionCapacity);
+        }
+        let mut books = [Book::default(); 2];
+        let mut checks = [Breaches::default(); 2];
+        for leg in 0..2 {
+            let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
+            let d = if leg == 0 { qty } else { -qty };
+            books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
+            checks[leg] = self.breaches(rows[leg], WhatIf { col, book: books[leg], mark })?;
+        }
+        for leg in 0..2 {
+            let slot = match slots[leg] {
+                Some(s) => s,
+                None => self.new_position(rows[leg], col, ids[leg], t.instrument),
+            };
+            self.positions[slot as usize].book = books[leg];
+            let b = books[leg];
+            self.events.push(Event::PositionChanged {
+                account: ids[leg],
+                instrument: t.instrument,
+                qty: b.qty,
+                cost: b.cost,
+                realized: b.realized,
+            });
+        }
+        for leg in 0..2 {
+            let Breaches { failed, shortfall } = checks[leg];
+            for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
+                if failed & (1 << bit) != 0 {
+                    self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
+                }
+            }
+            if failed & (1 << 3) != 0 {
+                self.events.push(Event::MarginCall { account: ids[leg], shortfall });
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocate a position slot for (row, col). Capacity was checked by the caller.
+    fn new_position(&mut self, row: u32, col: u32, id: AccountId, instrument: InstrumentId) -> u32 {
+        let acct = &mut self.accounts[row as usize];
+        let lane = acct.positions as usize % CHUNK_POSITIONS;
+        if lane == 0 {
+            let chunk = self.chunks_used;
+            assert!((chunk as usize) < self.chunk_next.len(), "chunk bound is proven by Limits::chunks");
+            self.chunks_used += 1;
+            if acct.last_chunk == NONE {
+                acct.first_chunk = chunk;
+            } else {
+                self.chunk_next[acct.last_chunk as usize] = chunk;
+            }
+            acct.last_chunk = chunk;
+        }
+        let slot = acct.last_chunk * CHUNK_POSITIONS as u32 + lane as u32;
+        acct.positions += 1;
+        self.positions_len += 1;
+        let ins = &mut self.instruments[col as usize];
+        self.positions[slot as usize] =
+            Position { book: Book::default(), account: row, instrument: col, next_holder: ins.holders_head };
+        ins.holders_head = slot;
+        ins.holders += 1;
+        let inserted = self.position_index.insert(PairKey::new(id, instrument), slot);
+        debug_assert!(inserted.is_ok(), "positions_max bounds the index");
+        slot
+    }
+
+    // ---- valuation and risk ---------------------------------------------------------------
+
+    /// Visit the account's position slots in allocation order.
+    #[inline]
+    fn for_each_slot(&self, row: u32, mut f: impl FnMut(u32) -> Result<(), Reject>) -> Result<(), Reject> {
+        let acct = &self.accounts[row as usize];
+        let mut left = acct.positions as usize;
+        let mut chunk = acct.first_chunk;
+        while left > 0 {
+            let base = chunk * CHUNK_POSITIONS as u32;
+            for lane in 0..left.min(CHUNK_POSITIONS) {
+                f(base + lane as u32)?;
+            }
+            left = left.saturating_sub(CHUNK_POSITIONS);
+            chunk = self.chunk_next[chunk as usize];
+        }
+        Ok(())
+    }
+
+    /// Totals over the account's positions at current marks, with an optional what-if.
+    fn value_account(&self, row: u32, what_if: Option<WhatIf>) -> Result<Totals, Reject> {
+        let mut t = Totals::default();
+        let mut seen = false;
+        self.for_each_slot(row, |slot| {
+            let p = &self.positions[slot as usize];
+            let ins = &self.instruments[p.instrument as usize];
+            let v = match what_if {
+                Some(w) if w.col == p.instrument => {
+                    seen = true;
+                    valued(w.book, w.mark, ins)
+                }
+                _ => valued(p.book, ins.mark(), ins),
+            };
+            t = t.add(&v).ok_or(Reject::Overflow)?;
+            Ok(())
+        })?;
+        if let (Some(w), false) = (what_if, seen) {
+            t = t.add(&valued(w.book, w.mark, &self.instruments[w.col as usize])).ok_or(Reject::Overflow)?;
+        }
+        Ok(t)
+    }
+
+    /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
+    /// at once (no early exit), as bits in SPEC.md's order.
+    fn breaches(&self, row: u32, w: WhatIf) -> Result<Breaches, Reject> {
+        let spec = self.accounts[row as usize].spec;
+        let t = self.value_account(row, Some(w))?;
+        let eq = equity(self.accounts[row as usize].collateral, &t)?;
+        let pnl = t.realized.checked_add(t.unrealized).ok_or(Reject::Overflow)?;
+        let pos = spec.max_position != 0 && w.book.qty.unsigned_abs() > spec.max_position as u64;
+        let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
+        let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
+        let margin = eq < t.margin;
+        let failed = u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
+        Ok(Breaches { failed, shortfall: if margin { t.margin - eq } else { 0 } })
+    }
+
+    // ---- lookups and queries --------------------------------------------------------------
+
+    #[inline]
+    fn account_row(&self, id: AccountId) -> Result<u32, Reject> {
+        self.account_index.get(&id).ok_or(Reject::UnknownAccount)
+    }
+
+    #[inline]
+    fn instrument_col(&self, id: InstrumentId) -> Result<u32, Reject> {
+        self.instrument_index.get(&u64::from(id)).ok_or(Reject::UnknownInstrument)
+    }
+
+    fn book(&self, account: AccountId, instrument: InstrumentId) -> Book {
+        self.position_index
+            .get(&PairKey::new(account, instrument))
+            .map_or(Book::default(), |s| self.positions[s as usize].book)
+    }
+
+    pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Option<PositionView> {
+        let slot = self.position_index.get(&PairKey::new(account, instrument))?;
+        let p = &self.positions[slot as usize];
+        let ins = &self.instruments[p.instrument as usize];
+        Some(PositionView {
+            account,
+            instrument,
+            qty: p.book.qty,
+            cost: p.book.cost,
+            realized: p.book.realized,
+            unrealized: p.book.unrealized(ins.mark(), ins.spec.multiplier).unwrap_or(0),
+            avg_price: p.book.avg_price(ins.spec.multiplier),
+        })
+    }
+
+    /// The account's valuation; `Err(Overflow)` if its sums do not fit (see SEMANTICS.md).
+    pub fn account(&self, id: AccountId) -> Result<AccountView, Reject> {
+        let row = self.account_row(id)?;
+        let a = &self.accounts[row as usize];
+        let totals = self.value_account(row, None)?;
+        let equity = equity(a.collateral, &totals)?;
+        Ok(AccountView {
+            spec: a.spec,
+            collateral: a.collateral,
+            totals,
+            equity,
+            margin: totals.margin,
+            excess: equity.checked_sub(totals.margin).ok_or(Reject::Overflow)?,
+            positions: a.positions,
+        })
+    }
+
+    pub fn instrument(&self, id: InstrumentId) -> Option<InstrumentView> {
+        let ins = &self.instruments[self.instrument_col(id).ok()? as usize];
+        Some(InstrumentView { spec: ins.spec, mark: ins.mark(), last_price: ins.last_price, holders: ins.holders })
+    }
+
+    /// The trade and whether it was busted.
+    pub fn trade(&self, id: TradeId) -> Option<(Trade, bool)> {
+        let r = self.trades[self.trade_index.get(&id)? as usize];
+        Some((r.trade, r.busted))
+    }
+
+    /// Every position of an instrument (open or flat) with what valuing it needs, in holder
+    /// order. Allocates: a query, not the hot path.
+    pub fn instrument_positions(&self, id: InstrumentId) -> Vec<crate::position::Valued> {
+        let Ok(col) = self.instrument_col(id) else { return Vec::new() };
+        let ins = &self.instruments[col as usize];
+        let mut out = Vec::with_capacity(ins.holders as usize);
+        let mut slot = ins.holders_head;
+        while slot != NONE {
+            let p = &self.positions[slot as usize];
+            out.push(valued(p.book, ins.mark(), ins));
+            slot = p.next_holder;
+        }
+        out
+    }
+
+    pub fn accounts_len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn instruments_len(&self) -> usize {
+        self.instruments.len()
+    }
+
+    pub fn positions_len(&self) -> usize {
+        self.positions_len as usize
+    }
+
+    pub fn trades_len(&self) -> usize {
+        self.trades.len()
+    }
+
+    /// Account ids in ascending order (allocates; for queries and snapshots).
+    pub fn account_ids(&self) -> Vec<AccountId> {
+        let mut ids: Vec<_> = self.accounts.iter().map(|a| a.spec.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A stable hash of the whole business state: instruments, accounts with their positions,
+    /// and remembered trades, each in ascending id order (independent of internal layout and of
+    /// `seq`/`ts`). Allocates for sorting; not for the hot path.
+    pub fn state_hash(&self) -> u64 {
+        let mut h = StableHasher::default();
+        let mut ins: Vec<&Instrument> = self.instruments.iter().collect();
+        ins.sort_unstable_by_key(|i| i.spec.id);
+        h.u64(ins.len() as u64);
+        for i in ins {
+            let s = i.spec;
+            h.u64(u64::from(s.id)).i64(s.multiplier).i64(s.margin_bps).u64(u64::from(s.settle_days));
+            h.i64(i.explicit_mark).i64(i.last_price);
+        }
+        let mut rows: Vec<u32> = (0..self.accounts.len() as u32).collect();
+        rows.sort_unstable_by_key(|&r| self.accounts[r as usize].spec.id);
+        h.u64(rows.len() as u64);
+        let mut books: Vec<(InstrumentId, Book)> = Vec::new();
+        for row in rows {
+            let a = &self.accounts[row as usize];
+            let s = a.spec;
+            h.u64(s.id).i64(s.max_position).i128(s.max_notional).i128(s.max_loss);
+            h.u64(u64::from(s.suspended)).i128(a.collateral);
+            books.clear();
+            let _ = self.for_each_slot(row, |slot| {
+                let p = &self.positions[slot as usize];
+                books.push((self.instruments[p.instrument as usize].spec.id, p.book));
+                Ok(())
+            });
+            books.sort_unstable_by_key(|b| b.0);
+            h.u64(books.len() as u64);
+            for (id, b) in &books {
+                h.u64(u64::from(*id)).i64(b.qty).i128(b.cost).i128(b.realized);
+            }
+        }
+        let mut trades: Vec<&TradeRecord> = self.trades.iter().collect();
+        trades.sort_unstable_by_key(|t| t.trade.trade_id);
+        h.u64(trades.len() as u64);
+        for r in trades {
+            let t = r.trade;
+            h.u64(t.trade_id).u64(t.buy).u64(t.sell).u64(u64::from(t.instrument));
+            h.i64(t.qty).i64(t.price).u64(u64::from(t.trade_date)).u64(u64::from(r.busted));
+        }
+        h.finish()
+    }
+}
+
+#[inline]
+fn valued(book: Book, mark: Price, ins: &Instrument) -> Valued {
+    Valued { book, mark, multiplier: ins.spec.multiplier, margin_bps: ins.spec.margin_bps }
+}
+
+#[inline]
+fn equity(collateral: Money, t: &Totals) -> Result<Money, Reject> {
+    collateral.checked_add(t.realized).and_then(|x| x.checked_add(t.unrealized)).ok_or(Reject::Overflow)
+}

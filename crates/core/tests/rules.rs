@@ -1,0 +1,314 @@
+//! One test per rule of SPEC.md (and of docs/SEMANTICS.md), with hand-computed numbers.
+
+mod common;
+use common::*;
+use novate_core::*;
+
+fn setup() -> Sm {
+    let mut s = Sm::new();
+    s.ok(instrument(1, 1, 1_000)); // a share, 10% margin
+    s.ok(instrument(2, 50, 500)); // an index future x50, 5% margin
+    for a in [10, 11, 12] {
+        s.ok(account(a));
+        s.ok(deposit(a, 1_000_000 * P as i128));
+    }
+    s
+}
+
+#[test]
+fn open_reduce_close_and_flip_through_the_engine() {
+    let mut s = setup();
+    s.ok(trade(1, 10, 11, 1, 10, 100 * P));
+    assert_eq!(s.pos(10, 1), (10, 1_000 * P as i128, 0));
+    assert_eq!(s.pos(11, 1), (-10, -1_000 * P as i128, 0));
+    // 10 sells 4 at 110 to 12: closed = 1000*4/10 = 400; realized = 440 - 400 = 40.
+    s.ok(trade(2, 12, 10, 1, 4, 110 * P));
+    assert_eq!(s.pos(10, 1), (6, 600 * P as i128, 40 * P as i128));
+    // 10 sells 9 at 90: closes 6 (realized += 540 - 600 = -60), opens short 3 at 90.
+    s.ok(trade(3, 11, 10, 1, 9, 90 * P));
+    assert_eq!(s.pos(10, 1), (-3, -270 * P as i128, -20 * P as i128));
+    // 11 was short 10 at 100, bought 9 at 90: realized = -1*9*90 - (-1000*9/10) = 90.
+    assert_eq!(s.pos(11, 1), (-1, -100 * P as i128, 90 * P as i128));
+    // 10 buys 3 at 80: flat, realized += -1*3*80 - (-270) = 30.
+    s.ok(trade(4, 10, 12, 1, 3, 80 * P));
+    assert_eq!(s.pos(10, 1), (0, 0, 10 * P as i128));
+    let v = s.sm.position(10, 1).unwrap();
+    assert_eq!((v.avg_price, v.unrealized), (None, 0));
+}
+
+#[test]
+fn truncation_of_the_closed_cost_is_toward_zero_for_shorts() {
+    let mut s = setup();
+    // Short 3 with cost -100 (1e-8 units): three fills at price 1, 33 and 66 units.
+    s.ok(trade(1, 11, 10, 1, 1, 1));
+    s.ok(trade(2, 11, 10, 1, 1, 33));
+    s.ok(trade(3, 11, 10, 1, 1, 66));
+    assert_eq!(s.pos(10, 1), (-3, -100, 0));
+    // Buy 1 back at 40: closed = -100*1/3 = -33 (toward zero); realized = -40 + 33 = -7.
+    s.ok(trade(4, 10, 11, 1, 1, 40));
+    assert_eq!(s.pos(10, 1), (-2, -67, -7));
+}
+
+#[test]
+fn unrealized_and_average_price_use_the_multiplier() {
+    let mut s = setup();
+    s.ok(trade(1, 10, 11, 2, 3, 4_000 * P));
+    s.ok(trade(2, 10, 11, 2, 1, 4_001 * P));
+    // cost = (3*4000 + 4001) * 50 = 800_050; avg = 800_050 / (4*50) = 4000.25.
+    let v = s.sm.position(10, 2).unwrap();
+    assert_eq!(v.cost, 800_050 * P as i128);
+    assert_eq!(v.avg_price, Some(4_000_25 * P / 100));
+    // Mark is the last trade price (4001): unrealized = 4*4001*50 - 800_050 = 150.
+    assert_eq!(v.unrealized, 150 * P as i128);
+    s.ok(Command::MarkPrice { instrument: 2, price: 3_990 * P });
+    assert_eq!(s.sm.position(10, 2).unwrap().unrealized, -2_050 * P as i128);
+    // An explicit mark sticks: later trades do not move it.
+    s.ok(trade(3, 12, 11, 2, 1, 4_100 * P));
+    assert_eq!(s.sm.instrument(2).unwrap().mark, 3_990 * P);
+    assert_eq!(s.sm.instrument(2).unwrap().last_price, 4_100 * P);
+}
+
+#[test]
+fn settlement_price_pays_variation_in_ascending_account_order() {
+    let mut s = setup();
+    s.ok(trade(1, 12, 11, 2, 2, 100 * P)); // 12 long 2, 11 short 2
+    s.ok(trade(2, 10, 12, 2, 1, 102 * P)); // 10 long 1; 12 sells 1: realized 2*50 = 100
+    let ev = s.ok(Command::SettlementPrice { instrument: 2, price: 105 * P });
+    assert_eq!(
+        ev,
+        vec![
+            Event::MarkChanged { instrument: 2, price: 105 * P },
+            Event::VariationMargin { account: 10, instrument: 2, amount: 150 * P as i128 },
+            Event::VariationMargin { account: 11, instrument: 2, amount: -500 * P as i128 },
+            Event::VariationMargin { account: 12, instrument: 2, amount: 250 * P as i128 },
+        ]
+    );
+    assert_eq!(s.pos(12, 2), (1, 5_250 * P as i128, 350 * P as i128));
+    assert_eq!(s.pos(11, 2), (-2, -10_500 * P as i128, -500 * P as i128));
+    // A flat position gets no variation event.
+    s.ok(trade(3, 11, 10, 2, 1, 105 * P));
+    let ev = s.ok(Command::SettlementPrice { instrument: 2, price: 106 * P });
+    assert_eq!(ev.len(), 3, "{ev:?}");
+}
+
+#[test]
+fn margin_is_truncated_per_position_and_equity_includes_pnl() {
+    let mut s = setup();
+    // 3 units at 0.00000333 with 10%: 3*333*1000/10000 = 99.9 -> 99 per position.
+    s.ok(trade(1, 10, 11, 1, 3, 333));
+    s.ok(trade(2, 10, 11, 2, 1, 100 * P)); // 100*50 = 5000 notional, 5% = 250
+    let a = s.sm.account(10).unwrap();
+    assert_eq!(a.totals.notional, 999 + 5_000 * P as i128);
+    assert_eq!(a.margin, 99 + 250 * P as i128);
+    assert_eq!(a.equity, 1_000_000 * P as i128);
+    assert_eq!(a.excess, a.equity - a.margin);
+    s.ok(Command::MarkPrice { instrument: 2, price: 90 * P });
+    let a = s.sm.account(10).unwrap();
+    assert_eq!(a.equity, (1_000_000 - 500) * P as i128);
+    assert_eq!(a.margin, 99 + 225 * P as i128);
+}
+
+#[test]
+fn check_order_reasons_come_in_spec_order() {
+    let mut s = setup();
+    s.ok(account_with(20, 5, 1_000 * P as i128, 10 * P as i128));
+    s.rejects(order(99, 1, Side::Buy, 1, P), Reject::UnknownAccount);
+    s.rejects(order(99, 99, Side::Buy, 1, P), Reject::UnknownAccount);
+    s.rejects(order(20, 99, Side::Buy, 1, P), Reject::UnknownInstrument);
+    s.rejects(order(20, 1, Side::Buy, 0, P), Reject::InvalidQuantity);
+    s.rejects(order(20, 1, Side::Buy, 1, 0), Reject::InvalidPrice);
+    // No collateral: margin fails, but MaxPosition comes first.
+    s.rejects(order(20, 1, Side::Buy, 6, 100 * P), Reject::MaxPosition);
+    s.rejects(order(20, 1, Side::Buy, 5, 300 * P), Reject::MaxNotional);
+    s.rejects(order(20, 1, Side::Buy, 5, 100 * P), Reject::Margin);
+    s.ok(deposit(20, 50 * P as i128)); // margin of 5 @ 100 at 10% = 50
+    assert_eq!(s.ok(order(20, 1, Side::Buy, 5, 100 * P)), vec![Event::OrderAccepted { account: 20, instrument: 1 }]);
+    // With a mark of 97 (a cleared trade), buying 5 at 100 loses 15 > max_loss 10.
+    s.ok(trade(1, 10, 11, 1, 1, 97 * P));
+    s.rejects(order(20, 1, Side::Buy, 5, 100 * P), Reject::MaxLoss);
+    s.ok(Command::UpsertAccount(AccountSpec { id: 20, max_position: 5, max_notional: 0, max_loss: 0, suspended: true }));
+    s.rejects(order(20, 1, Side::Buy, 1, 100 * P), Reject::Suspended);
+    assert_eq!(s.sm.position(20, 1), None, "CheckOrder books nothing");
+}
+
+#[test]
+fn check_order_on_a_reducing_order_passes_a_position_limit_breached_before() {
+    let mut s = setup();
+    s.ok(account_with(20, 5, 0, 0));
+    s.ok(deposit(20, 1_000 * P as i128));
+    s.ok(trade(1, 20, 10, 1, 8, P)); // cleared regardless of limits: breach reported
+    s.rejects(order(20, 1, Side::Buy, 1, P), Reject::MaxPosition);
+    s.ok(order(20, 1, Side::Sell, 3, P)); // |8-3| = 5 <= 5
+}
+
+#[test]
+fn clear_trade_books_then_reports_breaches_and_margin_calls() {
+    let mut s = setup();
+    s.ok(account_with(20, 2, 150 * P as i128, 0));
+    s.ok(deposit(20, 10 * P as i128));
+    let ev = s.ok(trade(7, 20, 10, 1, 3, 100 * P));
+    assert_eq!(
+        ev,
+        vec![
+            Event::TradeCleared { trade_id: 7 },
+            Event::PositionChanged { account: 20, instrument: 1, qty: 3, cost: 300 * P as i128, realized: 0 },
+            Event::PositionChanged { account: 10, instrument: 1, qty: -3, cost: -300 * P as i128, realized: 0 },
+            Event::LimitBreach { account: 20, reason: Reject::MaxPosition },
+            Event::LimitBreach { account: 20, reason: Reject::MaxNotional },
+            // margin 30, equity 10
+            Event::MarginCall { account: 20, shortfall: 20 * P as i128 },
+        ]
+    );
+}
+
+#[test]
+fn suspended_accounts_still_clear() {
+    let mut s = setup();
+    s.ok(Command::UpsertAccount(AccountSpec { id: 10, max_position: 0, max_notional: 0, max_loss: 0, suspended: true }));
+    s.ok(trade(1, 10, 11, 1, 1, P));
+    assert_eq!(s.pos(10, 1).0, 1);
+}
+
+#[test]
+fn max_loss_breach_after_a_losing_trade() {
+    let mut s = setup();
+    s.ok(account_with(20, 0, 0, 5 * P as i128));
+    s.ok(deposit(20, 1_000 * P as i128));
+    s.ok(trade(1, 20, 10, 1, 1, 100 * P));
+    // Mark falls to 90 by a trade between others: 20's loss is 10 > 5, reported on 20's next trade.
+    s.ok(trade(2, 11, 12, 1, 1, 90 * P));
+    let ev = s.ok(trade(3, 20, 12, 1, 1, 90 * P));
+    assert!(ev.contains(&Event::LimitBreach { account: 20, reason: Reject::MaxLoss }), "{ev:?}");
+}
+
+#[test]
+fn duplicate_trade_ids_are_rejected_every_time() {
+    let mut s = setup();
+    s.ok(trade(5, 10, 11, 1, 1, P));
+    s.rejects(trade(5, 10, 11, 1, 1, P), Reject::Duplicate);
+    s.rejects(trade(5, 12, 11, 2, 9, 3 * P), Reject::Duplicate);
+    s.ok(Command::BustTrade { trade_id: 5 });
+    s.rejects(trade(5, 10, 11, 1, 1, P), Reject::Duplicate);
+}
+
+#[test]
+fn bust_of_a_flipped_position_books_the_reverse_at_the_original_price() {
+    let mut s = setup();
+    s.ok(trade(1, 10, 11, 1, 5, 10 * P)); // 10 long 5 @ 10
+    s.ok(trade(2, 12, 10, 1, 8, 12 * P)); // 10 sells 8 @ 12: realized 10, short 3 @ 12
+    assert_eq!(s.pos(10, 1), (-3, -36 * P as i128, 10 * P as i128));
+    let ev = s.ok(Command::BustTrade { trade_id: 2 });
+    assert_eq!(ev[0], Event::TradeBusted { trade_id: 2 });
+    // Reverse: 10 buys 8 @ 12: closes short 3 (realized += -36 + 36 = 0), long 5 @ 12.
+    assert_eq!(s.pos(10, 1), (5, 60 * P as i128, 10 * P as i128));
+    // 12 was long 8 @ 12 and sells 8 @ 12: flat, realized 0.
+    assert_eq!(s.pos(12, 1), (0, 0, 0));
+    assert_eq!(s.sm.trade(2), Some((Trade { trade_id: 2, buy: 12, sell: 10, instrument: 1, qty: 8, price: 12 * P, trade_date: DATE }, true)));
+    s.rejects(Command::BustTrade { trade_id: 2 }, Reject::AlreadyBusted);
+    s.rejects(Command::BustTrade { trade_id: 3 }, Reject::UnknownTrade);
+    s.rejects(Command::BustTrade { trade_id: 0 }, Reject::InvalidId);
+    assert_eq!(s.sm.instrument(1).unwrap().last_price, 12 * P, "a bust is not a market price");
+}
+
+#[test]
+fn every_input_rejection_leaves_the_state_untouched() {
+    let mut s = setup();
+    s.ok(trade(1, 10, 11, 1, 1, P));
+    s.rejects(instrument(0, 1, 0), Reject::InvalidId);
+    s.rejects(instrument(3, 0, 0), Reject::InvalidMultiplier);
+    s.rejects(instrument(3, 1, -1), Reject::InvalidMarginRate);
+    s.rejects(instrument(3, 1, MARGIN_BPS_MAX + 1), Reject::InvalidMarginRate);
+    s.rejects(
+        Command::UpsertInstrument(InstrumentSpec { id: 3, multiplier: 1, margin_bps: 0, settle_days: 31 }),
+        Reject::InvalidSettleDays,
+    );
+    s.rejects(instrument(1, 2, 0), Reject::InstrumentInUse);
+    s.rejects(account(0), Reject::InvalidId);
+    s.rejects(account_with(10, -1, 0, 0), Reject::InvalidLimit);
+    s.rejects(account_with(10, 0, -1, 0), Reject::InvalidLimit);
+    s.rejects(account_with(10, 0, 0, -1), Reject::InvalidLimit);
+    s.rejects(deposit(99, 1), Reject::UnknownAccount);
+    s.rejects(deposit(10, i128::MAX), Reject::Overflow);
+    s.rejects(deposit(10, -2_000_000 * P as i128), Reject::InsufficientCollateral);
+    s.rejects(trade(0, 10, 11, 1, 1, P), Reject::InvalidId);
+    s.rejects(trade(2, 10, 11, 1, 0, P), Reject::InvalidQuantity);
+    s.rejects(trade(2, 10, 11, 1, -1, P), Reject::InvalidQuantity);
+    s.rejects(trade(2, 10, 11, 1, 1, 0), Reject::InvalidPrice);
+    s.rejects(trade(2, 10, 11, 1, 1, -P), Reject::InvalidPrice);
+    s.rejects(trade(2, 10, 10, 1, 1, P), Reject::SelfTrade);
+    s.rejects(trade(2, 99, 11, 1, 1, P), Reject::UnknownAccount);
+    s.rejects(trade(2, 10, 99, 1, 1, P), Reject::UnknownAccount);
+    s.rejects(trade(2, 10, 11, 9, 1, P), Reject::UnknownInstrument);
+    s.rejects(trade(2, 10, 11, 1, i64::MAX, i64::MAX), Reject::Overflow);
+    s.rejects(
+        Command::ClearTrade(Trade { trade_id: 2, buy: 10, sell: 11, instrument: 1, qty: 1, price: P, trade_date: 20260230 }),
+        Reject::InvalidDate,
+    );
+    s.rejects(Command::MarkPrice { instrument: 1, price: 0 }, Reject::InvalidPrice);
+    s.rejects(Command::MarkPrice { instrument: 9, price: 1 }, Reject::UnknownInstrument);
+    s.rejects(Command::SettlementPrice { instrument: 1, price: -1 }, Reject::InvalidPrice);
+    s.rejects(Command::SettlementPrice { instrument: 9, price: 1 }, Reject::UnknownInstrument);
+    s.rejects(order(10, 2, Side::Sell, i64::MAX, i64::MAX), Reject::Overflow); // 2^63 * 2^63 * 50
+}
+
+#[test]
+fn overflow_in_a_later_leg_or_in_settlement_changes_nothing() {
+    let mut s = setup();
+    s.ok(instrument(3, i64::MAX / 4, 0));
+    s.ok(trade(1, 10, 11, 3, 1 << 20, 1 << 20)); // 2^40 * 2^61 = 2^101: fits
+    // qty 2^21 at 2^40 more: cost 2^21*2^40*2^61 = 2^122 fits; the position total too.
+    s.ok(trade(2, 10, 11, 3, 1 << 21, 1 << 40));
+    // Settling at a huge price: 3*2^20 * 2^62 * 2^61 overflows i128 for every holder.
+    s.rejects(Command::SettlementPrice { instrument: 3, price: i64::MAX }, Reject::Overflow);
+    assert_eq!(s.sm.instrument(3).unwrap().mark, 1 << 40, "mark unchanged");
+}
+
+#[test]
+fn withdrawals_must_leave_equity_above_margin() {
+    let mut s = setup();
+    s.ok(trade(1, 10, 11, 1, 1_000, 100 * P)); // margin 10% of 100_000 = 10_000
+    s.rejects(deposit(10, -(990_001 * P as i128)), Reject::Margin);
+    let ev = s.ok(deposit(10, -(990_000 * P as i128)));
+    assert_eq!(ev, vec![Event::CollateralChanged { account: 10, amount: -(990_000 * P as i128), balance: 10_000 * P as i128 }]);
+}
+
+#[test]
+fn capacities_are_typed_rejections() {
+    let mut s = Sm::with(Limits { accounts_max: 3, instruments_max: 2, positions_max: 3, trades_max: 2 });
+    s.ok(instrument(1, 1, 0));
+    s.ok(instrument(2, 1, 0));
+    s.rejects(instrument(3, 1, 0), Reject::InstrumentCapacity);
+    s.ok(instrument(2, 1, 10)); // an update needs no room
+    for a in 1..=3 {
+        s.ok(account(a));
+    }
+    s.rejects(account(4), Reject::AccountCapacity);
+    s.ok(trade(1, 1, 2, 1, 1, P)); // 2 positions
+    s.rejects(trade(2, 1, 3, 2, 1, P), Reject::PositionCapacity); // would need 2 more
+    s.ok(trade(2, 1, 3, 1, 1, P)); // 1 more: 3
+    s.rejects(trade(3, 2, 3, 1, 1, P), Reject::TradeCapacity);
+    assert_eq!(s.sm.positions_len(), 3);
+}
+
+#[test]
+fn limits_are_validated() {
+    assert!(matches!(StateMachine::new(Limits { accounts_max: 0, ..Limits::default() }), Err(LimitsError::Zero("accounts_max"))));
+    assert!(matches!(
+        StateMachine::new(Limits { trades_max: Limits::EACH_MAX + 1, ..Limits::default() }),
+        Err(LimitsError::TooLarge("trades_max"))
+    ));
+}
+
+#[test]
+fn state_hash_ignores_seq_and_insertion_order_but_not_content() {
+    let mut a = Sm::new();
+    let mut b = Sm::new();
+    a.ok(account(1));
+    a.ok(account(2));
+    b.seq = 1_000;
+    b.ok(account(2));
+    b.ok(account(1));
+    assert_eq!(a.sm.state_hash(), b.sm.state_hash());
+    b.ok(deposit(1, 1));
+    assert_ne!(a.sm.state_hash(), b.sm.state_hash());
+}
