@@ -481,6 +481,8 @@ impl StateMachine {
         }
         let ins = &self.instruments[col as usize];
         let mark = if ins.explicit_mark != 0 { ins.explicit_mark } else { t.price };
+        // Events of a rejected command are discarded, so the first one can go in now.
+        self.events.push(Event::TradeCleared { trade_id: t.trade_id });
         self.book_legs(t, [buy_row, sell_row], col, mark, t.qty)?;
         let ins = &mut self.instruments[col as usize];
         ins.last_price = t.price;
@@ -488,7 +490,6 @@ impl StateMachine {
         let inserted = self.trade_index.insert(t.trade_id, index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         self.trades.push(TradeRecord { trade: *t, busted: false });
-        self.events.insert(0, Event::TradeCleared { trade_id: t.trade_id });
         Ok(())
     }
 
@@ -505,10 +506,10 @@ impl StateMachine {
         let rows = [self.account_row(t.buy)?, self.account_row(t.sell)?];
         let col = self.instrument_col(t.instrument)?;
         let mark = self.instruments[col as usize].mark();
+        self.events.push(Event::TradeBusted { trade_id });
         // The reverse: the buyer sells and the seller buys the original quantity.
         self.book_legs(&t, rows, col, mark, -t.qty)?;
         self.trades[index].busted = true;
-        self.events.insert(0, Event::TradeBusted { trade_id });
         Ok(())
     }
 

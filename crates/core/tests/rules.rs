@@ -312,3 +312,21 @@ fn state_hash_ignores_seq_and_insertion_order_but_not_content() {
     b.ok(deposit(1, 1));
     assert_ne!(a.sm.state_hash(), b.sm.state_hash());
 }
+
+#[test]
+fn limits_are_inclusive_a_value_equal_to_the_limit_passes() {
+    let mut s = setup();
+    s.ok(account_with(20, 5, 500 * P as i128, 10 * P as i128));
+    s.ok(deposit(20, 1_000 * P as i128));
+    s.ok(order(20, 1, Side::Buy, 5, 100 * P)); // |qty| 5 == 5, notional 500 == 500
+    s.rejects(order(20, 1, Side::Buy, 5, 100 * P + 1), Reject::MaxNotional);
+    s.ok(trade(1, 10, 11, 1, 1, 98 * P)); // mark 98
+    s.ok(order(20, 1, Side::Buy, 5, 100 * P)); // loss 5*2 = 10 == max_loss
+    s.rejects(order(20, 1, Side::Buy, 5, 100 * P + 1), Reject::MaxLoss);
+    // Margin: equity == margin passes. 5 @ 100 at 10% = 50; collateral 50, no loss at mark 100.
+    s.ok(account(21));
+    s.ok(deposit(21, 50 * P as i128));
+    s.ok(Command::MarkPrice { instrument: 1, price: 100 * P });
+    s.ok(order(21, 1, Side::Buy, 5, 100 * P));
+    s.rejects(order(21, 1, Side::Buy, 6, 100 * P), Reject::Margin);
+}

@@ -1,0 +1,78 @@
+//! `apply` allocates nothing after start-up: a counting global allocator proves it over every
+//! command kind, accepted and rejected, including mark-to-market over many holders.
+
+mod common;
+use common::*;
+use novate_core::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: delegates to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn apply_and_apply_batch_never_allocate() {
+    let limits = Limits { accounts_max: 200, instruments_max: 20, positions_max: 4_000, trades_max: 20_000 };
+    // Build every command first: only the state machine runs while counting.
+    let mut cmds = Vec::new();
+    for i in 1..=20 {
+        cmds.push(instrument(i, 1 + i64::from(i % 3) * 49, 1_000));
+    }
+    for a in 1..=200 {
+        cmds.push(account_with(a, if a % 7 == 0 { 50 } else { 0 }, 0, 0));
+        cmds.push(deposit(a, i128::from(a) * 1_000 * P as i128));
+    }
+    let mut id = 0;
+    for round in 0..40u64 {
+        for k in 0..200u64 {
+            id += 1;
+            let buy = 1 + (k * 7 + round) % 200;
+            let sell = 1 + (k * 13 + round * 3 + 1) % 200;
+            let ins = 1 + ((k + round) % 20) as u32;
+            cmds.push(trade(id, buy, sell, ins, 1 + (k % 9) as i64, (90 + (k % 20) as i64) * P));
+            cmds.push(order(buy, ins, Side::Sell, 5, 95 * P));
+        }
+        cmds.push(Command::MarkPrice { instrument: 1 + (round % 20) as u32, price: 97 * P });
+        cmds.push(Command::SettlementPrice { instrument: 1 + ((round + 3) % 20) as u32, price: 99 * P });
+        cmds.push(Command::BustTrade { trade_id: id - 5 });
+        cmds.push(Command::BustTrade { trade_id: id - 5 }); // AlreadyBusted
+        cmds.push(trade(id, 1, 2, 1, 1, P)); // Duplicate
+        cmds.push(deposit(3, -1));
+        cmds.push(deposit(99_999, 1)); // UnknownAccount
+    }
+    let (first, rest) = cmds.split_at(cmds.len() / 2);
+    let batch: Vec<Sequenced> = rest.iter().enumerate().map(|(i, c)| Sequenced { seq: 1_000_000 + i as u64, ts: 0, cmd: *c }).collect();
+
+    let mut sm = StateMachine::new(limits).unwrap();
+    let mut accepted = 0u64;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for (i, c) in first.iter().enumerate() {
+        accepted += u64::from(sm.apply(c, i as u64 + 1, 0).is_ok());
+    }
+    sm.apply_batch(&batch, |_, r| accepted += u64::from(r.is_ok()));
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(after - before, 0, "apply allocated {} times", after - before);
+    assert!(accepted > cmds.len() as u64 / 2, "the workload must mostly succeed: {accepted}");
+    assert!(sm.positions_len() > 1_000, "{}", sm.positions_len());
+}
