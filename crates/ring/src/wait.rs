@@ -1,0 +1,197 @@
+//! How a thread waits when its ring is empty (or full): chosen in configuration.
+//!
+//! | strategy | latency to notice new data | CPU while idle | use |
+//! |---|---|---|---|
+//! | `busy-spin` | tens of ns | one full core | pinned threads on isolated cores, benchmarks |
+//! | `spin-yield` | sub-µs while other work is runnable | one core, but yields it | shared cores |
+//! | `park` | up to [`PARK_MAX`] once idle | ~0 | laptops, CI, the default |
+//!
+//! `park` spins, then yields, then sleeps in `park_timeout` steps that double from [`PARK_MIN`]
+//! to [`PARK_MAX`] (a bounded backoff): there is no wake-up call to forget, and an idle engine
+//! costs one wake-up per `PARK_MAX`.
+
+use core::fmt;
+use core::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// Spin iterations before `spin-yield` and `park` start yielding.
+pub const SPIN_STEPS: u32 = 100;
+/// Yields before `park` starts parking.
+pub const YIELD_STEPS: u32 = 20;
+/// First park duration.
+pub const PARK_MIN: Duration = Duration::from_micros(1);
+/// Longest park duration (bounds the added latency of an idle `park` waiter).
+pub const PARK_MAX: Duration = Duration::from_millis(1);
+
+/// A waiting policy, parsed from configuration: `"busy-spin" | "spin-yield" | "park"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaitStrategy {
+    /// Spin with a CPU hint forever.
+    BusySpin,
+    /// Spin [`SPIN_STEPS`] times, then `yield_now` on every step.
+    SpinYield,
+    /// Spin, yield, then park with a doubling, bounded timeout. The default: behaves on 2 cores.
+    #[default]
+    Park,
+}
+
+impl WaitStrategy {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BusySpin => "busy-spin",
+            Self::SpinYield => "spin-yield",
+            Self::Park => "park",
+        }
+    }
+}
+
+impl fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown wait strategy name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownWaitStrategy(pub String);
+
+impl fmt::Display for UnknownWaitStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown wait strategy {:?} (expected busy-spin, spin-yield or park)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownWaitStrategy {}
+
+impl FromStr for WaitStrategy {
+    type Err = UnknownWaitStrategy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "busy-spin" => Ok(Self::BusySpin),
+            "spin-yield" => Ok(Self::SpinYield),
+            "park" => Ok(Self::Park),
+            other => Err(UnknownWaitStrategy(other.to_owned())),
+        }
+    }
+}
+
+/// The state of one waiting loop: call [`Waiter::wait`] after each empty poll and
+/// [`Waiter::reset`] after each successful one.
+#[derive(Debug)]
+pub struct Waiter {
+    strategy: WaitStrategy,
+    step: u32,
+    park: Duration,
+}
+
+impl Waiter {
+    /// A waiter at its first step.
+    pub fn new(strategy: WaitStrategy) -> Self {
+        Self { strategy, step: 0, park: PARK_MIN }
+    }
+
+    /// The policy.
+    pub fn strategy(&self) -> WaitStrategy {
+        self.strategy
+    }
+
+    /// Back to the first (cheapest, most responsive) step.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.step = 0;
+        self.park = PARK_MIN;
+    }
+
+    /// Idles once, according to the policy and how long this wait has lasted.
+    #[inline]
+    pub fn wait(&mut self) {
+        match self.strategy {
+            WaitStrategy::BusySpin => std::hint::spin_loop(),
+            WaitStrategy::SpinYield => {
+                if self.step < SPIN_STEPS {
+                    self.step += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            WaitStrategy::Park => {
+                if self.step < SPIN_STEPS {
+                    self.step += 1;
+                    std::hint::spin_loop();
+                } else if self.step < SPIN_STEPS + YIELD_STEPS {
+                    self.step += 1;
+                    std::thread::yield_now();
+                } else {
+                    std::thread::park_timeout(self.park);
+                    self.park = (self.park * 2).min(PARK_MAX);
+                }
+            }
+        }
+    }
+
+    /// Polls `poll` until it returns `Some`, waiting between polls; gives up at `deadline`.
+    pub fn wait_until<R>(
+        &mut self,
+        deadline: Instant,
+        mut poll: impl FnMut() -> Option<R>,
+    ) -> Option<R> {
+        loop {
+            if let Some(r) = poll() {
+                self.reset();
+                return Some(r);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.wait();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_names_and_rejects_others() {
+        for s in [WaitStrategy::BusySpin, WaitStrategy::SpinYield, WaitStrategy::Park] {
+            assert_eq!(s.to_string().parse::<WaitStrategy>(), Ok(s));
+        }
+        assert_eq!("busy-spin".parse(), Ok(WaitStrategy::BusySpin));
+        let err = "spin".parse::<WaitStrategy>().unwrap_err();
+        assert!(err.to_string().contains("spin-yield"));
+        assert_eq!(WaitStrategy::default(), WaitStrategy::Park);
+    }
+
+    #[test]
+    fn park_backoff_is_bounded() {
+        let mut w = Waiter::new(WaitStrategy::Park);
+        for _ in 0..(SPIN_STEPS + YIELD_STEPS + 20) {
+            w.wait();
+        }
+        assert_eq!(w.park, PARK_MAX);
+        w.reset();
+        assert_eq!(w.park, PARK_MIN);
+        assert_eq!(w.step, 0);
+    }
+
+    #[test]
+    fn wait_until_times_out_and_succeeds() {
+        for strategy in [WaitStrategy::BusySpin, WaitStrategy::SpinYield, WaitStrategy::Park] {
+            let mut w = Waiter::new(strategy);
+            let start = Instant::now();
+            let got: Option<()> = w.wait_until(start + Duration::from_millis(20), || None);
+            assert_eq!(got, None);
+            assert!(start.elapsed() >= Duration::from_millis(20));
+            let mut n = 0;
+            let got = w.wait_until(Instant::now() + Duration::from_secs(5), || {
+                n += 1;
+                (n == 300).then_some(n)
+            });
+            assert_eq!(got, Some(300));
+        }
+    }
+}
