@@ -152,6 +152,25 @@ fn enum_checks(o: &mut String, s: &Schema, b: &Block, src: &str, indent: &str) {
     }
 }
 
+/// Body of a `visit` method: calls `v(group, index, name, value)` for every field of the block.
+fn visit_fields(o: &mut String, s: &Schema, b: &Block, recv: &str, group: &str, indent: &str) {
+    for f in &b.fields {
+        let name = snake(&f.name);
+        let val = |x: &str| match &f.kind {
+            Kind::Prim(p) if p.signed() => format!("crate::rt::Value::Int(i128::from({x}))"),
+            Kind::Prim(_) => format!("crate::rt::Value::Uint(u64::from({x}))"),
+            Kind::Int128 => format!("crate::rt::Value::Int({x})"),
+            Kind::Enum(_) => format!("crate::rt::Value::Enum({x}.name(), u64::from({x}.raw()))"),
+        };
+        let _ = s;
+        if f.since == 0 {
+            let _ = writeln!(o, "{indent}v({group}, \"{}\", {});", f.name, val(&format!("{recv}.{name}()")));
+        } else {
+            let _ = writeln!(o, "{indent}v({group}, \"{}\", match {recv}.{name}() {{ Some(x) => {}, None => crate::rt::Value::Absent }});", f.name, val("x"));
+        }
+    }
+}
+
 fn min_len_fn(o: &mut String, b: &Block) {
     let _ = writeln!(o, "    /// The shortest block a sender of `version` may send.");
     let _ = writeln!(o, "    #[inline]\n    pub const fn min_block_length(version: u16) -> usize {{");
@@ -234,6 +253,15 @@ fn decoder(o: &mut String, s: &Schema, m: &Message) {
     let _ = writeln!(o, "    /// Bytes from the header's start to the end of the last group.");
     let _ = writeln!(o, "    #[inline]\n    pub fn encoded_len(&self) -> usize {{\n        self.encoded_len\n    }}\n");
     accessors(o, s, &m.block);
+    let _ = writeln!(o, "    /// Every field in schema order as `(group entry, field name, value)`: for listings and tests.");
+    let _ = writeln!(o, "    pub fn visit(&self, v: &mut dyn FnMut(Option<(&'static str, usize)>, &'static str, crate::rt::Value)) {{");
+    visit_fields(o, s, &m.block, "self", "None", "        ");
+    for g in &m.groups {
+        let _ = writeln!(o, "        for (i, e) in self.{}().enumerate() {{", snake(&g.name));
+        visit_fields(o, s, &g.block, "e", &format!("Some((\"{}\", i))", g.name), "            ");
+        let _ = writeln!(o, "        }}");
+    }
+    let _ = writeln!(o, "    }}\n");
     for g in &m.groups {
         let gn = snake(&g.name);
         let gd = format!("{}{}Decoder", m.name, pascal(&g.name));
@@ -380,6 +408,12 @@ fn dispatch(o: &mut String, s: &Schema) {
     let _ = writeln!(o, "        }}\n    }}\n\n    pub fn encoded_len(&self) -> usize {{\n        match self {{");
     for m in &s.messages {
         let _ = writeln!(o, "            Message::{}(d) => d.encoded_len(),", m.name);
+    }
+    let _ = writeln!(o, "        }}\n    }}\n");
+    let _ = writeln!(o, "    /// Every field in schema order (see each decoder's `visit`).");
+    let _ = writeln!(o, "    pub fn visit(&self, v: &mut dyn FnMut(Option<(&'static str, usize)>, &'static str, crate::rt::Value)) {{\n        match self {{");
+    for m in &s.messages {
+        let _ = writeln!(o, "            Message::{}(d) => d.visit(v),", m.name);
     }
     let _ = writeln!(o, "        }}\n    }}\n}}\n");
     let _ = writeln!(o, "/// Decodes the body of one template after its header was read and checked.");

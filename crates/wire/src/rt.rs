@@ -204,3 +204,25 @@ impl<'a> GroupView<'a> {
         self.entries.chunks_exact(self.block_length.max(1))
     }
 }
+
+/// A field value in a listing (see the generated `visit` methods).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    Uint(u64),
+    Int(i128),
+    /// Name and number of an enum value.
+    Enum(&'static str, u64),
+    /// A field newer than the sender's version.
+    Absent,
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Uint(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Enum(name, _) => write!(f, "{name}"),
+            Value::Absent => write!(f, "absent"),
+        }
+    }
+}
