@@ -12,6 +12,6 @@ pub mod state;
 pub mod units;
 
 pub use command::*;
-pub use position::{Book, Totals, Valued};
+pub use position::{value_batch, value_scalar, Book, Sums, Terms, Totals, Valued, WideSum};
 pub use state::*;
 pub use units::*;

@@ -7,8 +7,10 @@
 
 /// A key with a reserved "empty" value.
 pub trait MapKey: Copy + Eq {
+    /// The reserved empty key; its bytes are all zero.
     const EMPTY: Self;
     fn hash64(&self) -> u64;
+    fn is_zero(&self) -> bool;
 }
 
 /// Murmur3's 64-bit finaliser: a fast, well-mixing bijection.
@@ -26,6 +28,9 @@ impl MapKey for u64 {
     #[inline]
     fn hash64(&self) -> u64 {
         fmix64(*self)
+    }
+    fn is_zero(&self) -> bool {
+        *self == 0
     }
 }
 
@@ -46,6 +51,9 @@ impl MapKey for PairKey {
     fn hash64(&self) -> u64 {
         let a = u64::from(self.0[0]) | u64::from(self.0[1]) << 32;
         fmix64(a ^ u64::from(self.0[2]).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+    fn is_zero(&self) -> bool {
+        self.0 == [0; 3]
     }
 }
 
@@ -71,8 +79,10 @@ impl<K: MapKey> FixedMap<K> {
     /// A map holding at most `items_max` keys.
     pub fn new(items_max: usize) -> Self {
         let slots = (items_max.max(4) * 2).next_power_of_two();
+        assert!(K::EMPTY.is_zero(), "empty keys are all-zero bytes");
         FixedMap {
-            entries: vec![Entry { key: K::EMPTY, val: 0 }; slots].into_boxed_slice(),
+            // SAFETY: an all-zero entry is the EMPTY key (checked above) with value 0: valid.
+            entries: unsafe { zeroed_slice(slots) },
             mask: slots - 1,
             len: 0,
             items_max,
@@ -136,6 +146,49 @@ impl<K: MapKey> FixedMap<K> {
     pub fn prefetch(&self, key: &K) {
         prefetch(&self.entries[self.home(key)]);
     }
+}
+
+/// A boxed slice of `n` zeroed `T`, from fresh zero pages that the kernel is asked to back
+/// with transparent huge pages (fewer TLB misses on large random-access tables). The advice is
+/// a hint: without THP the memory is ordinary pages and everything works the same.
+///
+/// # Safety
+/// An all-zero bit pattern must be a valid `T`.
+pub unsafe fn zeroed_slice<T>(n: usize) -> Box<[T]> {
+    use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+    let layout = Layout::array::<T>(n.max(1)).expect("table size fits the address space");
+    // SAFETY: the layout has a non-zero size (n.max(1) elements of a sized, non-ZST T here).
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        handle_alloc_error(layout);
+    }
+    advise_huge_pages(ptr.cast::<u8>(), layout.size());
+    // SAFETY: `ptr` holds n.max(1) zeroed Ts (valid per the caller); Box<[T]> frees it with
+    // Layout::array::<T>(len), the layout it was allocated with, when len == n.max(1).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n.max(1))) }
+}
+
+/// Advise the kernel to back `[ptr, ptr + len)` with transparent huge pages (Linux; a no-op
+/// elsewhere). Only whole 4 KiB pages inside the range are advised; failure is ignored because
+/// the advice never changes results.
+pub fn advise_huge_pages(ptr: *const u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        const MADV_HUGEPAGE: i32 = 14;
+        extern "C" {
+            fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
+        }
+        let start = (ptr as usize).div_ceil(PAGE) * PAGE;
+        let end = (ptr as usize + len) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the range lies inside one live allocation of ours; MADV_HUGEPAGE does not
+            // change its contents or validity.
+            let _ = unsafe { madvise(start as *mut u8, end - start, MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// Ask the CPU to pull the cache line holding `r` into L1. Never faults, changes nothing.

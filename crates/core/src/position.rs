@@ -94,64 +94,136 @@ pub struct Valued {
     pub margin_bps: Bps,
 }
 
-impl Totals {
+/// One position's contribution to each of the [`Totals`].
+pub type Terms = Totals;
+
+impl Valued {
     /// The scalar twin: SPEC.md's formulas written literally with checked arithmetic.
-    pub fn add_scalar(mut self, v: &Valued) -> Option<Totals> {
-        let q = i128::from(v.book.qty);
-        let notional = value(q.abs(), v.mark, v.multiplier)?;
-        let margin = notional.checked_mul(i128::from(v.margin_bps))? / i128::from(BPS_SCALE);
-        self.notional = self.notional.checked_add(notional)?;
-        self.unrealized = self.unrealized.checked_add(v.book.unrealized(v.mark, v.multiplier)?)?;
-        self.realized = self.realized.checked_add(v.book.realized)?;
-        self.margin = self.margin.checked_add(margin)?;
-        Some(self)
+    pub fn terms_scalar(&self) -> Option<Terms> {
+        let q = i128::from(self.book.qty);
+        let notional = value(q.abs(), self.mark, self.multiplier)?;
+        Some(Terms {
+            notional,
+            unrealized: self.book.unrealized(self.mark, self.multiplier)?,
+            realized: self.book.realized,
+            margin: notional.checked_mul(i128::from(self.margin_bps))? / i128::from(BPS_SCALE),
+        })
     }
 
-    /// The fast path: one widening 64x64 multiply per value and 64-bit division when the
-    /// numbers allow it, overflow tracked as flags instead of branches. Falls back to the scalar
-    /// twin for the rare position whose magnitudes could overflow, so results are identical.
+    /// The fast path: one widening 64x64 multiply per value and a 64-bit division when the
+    /// numbers allow it, overflow tracked as flags instead of branches. Falls back to the
+    /// scalar twin for the rare position whose magnitudes could overflow: results are identical.
     #[inline]
-    pub fn add(self, v: &Valued) -> Option<Totals> {
-        match self.add_fast(v) {
-            (t, false) => Some(t),
-            (_, true) => self.add_scalar(v),
-        }
-    }
-
-    #[inline]
-    fn add_fast(self, v: &Valued) -> (Totals, bool) {
-        let qm = i128::from(v.book.qty) * i128::from(v.multiplier); // |q*m| <= 2^126: exact
+    pub fn terms(&self) -> Option<Terms> {
+        let qm = i128::from(self.book.qty) * i128::from(self.multiplier); // |q*m| <= 2^126
         let qm_abs = qm.unsigned_abs();
-        let mut slow = (qm_abs >> 64) != 0 || v.mark < 0 || v.margin_bps < 0;
-        // < 2^64 * 2^63 = 2^127: fits i128 when !slow.
-        let notional_u = u128::from(qm_abs as u64) * u128::from(v.mark as u64);
+        // < 2^64 * 2^63 = 2^127 when qm_abs < 2^64 and mark >= 0: fits i128.
+        let notional_u = u128::from(qm_abs as u64) * u128::from(self.mark as u64);
         let notional = notional_u as i128;
         let signed = if qm < 0 { notional.wrapping_neg() } else { notional };
-        let (unrealized, o1) = signed.overflowing_sub(v.book.cost);
-        let (nb, o2) = notional_u.overflowing_mul(u128::from(v.margin_bps as u64));
-        slow |= o1 | o2 | ((nb >> 127) != 0);
+        let (unrealized, o1) = signed.overflowing_sub(self.book.cost);
+        let (nb, o2) = notional_u.overflowing_mul(u128::from(self.margin_bps as u64));
         let margin = if (nb >> 64) == 0 {
             ((nb as u64) / BPS_SCALE as u64) as i128
         } else {
             (nb / BPS_SCALE as u128) as i128
         };
-        let (n, o3) = self.notional.overflowing_add(notional);
-        let (u, o4) = self.unrealized.overflowing_add(unrealized);
-        let (r, o5) = self.realized.overflowing_add(v.book.realized);
-        let (g, o6) = self.margin.overflowing_add(margin);
-        slow |= o3 | o4 | o5 | o6;
-        (Totals { notional: n, unrealized: u, realized: r, margin: g }, slow)
+        let slow = (qm_abs >> 64) != 0 || self.mark < 0 || self.margin_bps < 0;
+        if slow | o1 | o2 | ((nb >> 127) != 0) {
+            return self.terms_scalar();
+        }
+        Some(Terms { notional, unrealized, realized: self.book.realized, margin })
     }
 }
 
-/// Value many positions, fast path (see [`Totals::add`]).
+/// An exact running sum of i128 terms: a wrapping 128-bit low part and a signed count of
+/// carries. Partial sums never overflow, so a total is the same whatever the order of its
+/// terms (or whether it was built incrementally); only the final value must fit in i128.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WideSum {
+    lo: u128,
+    hi: i64,
+}
+
+impl WideSum {
+    pub fn of(x: i128) -> WideSum {
+        WideSum { lo: x as u128, hi: -i64::from(x < 0) }
+    }
+
+    #[inline]
+    pub fn add(&mut self, x: i128) {
+        let (s, carry) = self.lo.overflowing_add(x as u128);
+        self.lo = s;
+        self.hi += i64::from(carry) - i64::from(x < 0);
+    }
+
+    #[inline]
+    pub fn sub(&mut self, x: i128) {
+        let (s, borrow) = self.lo.overflowing_sub(x as u128);
+        self.lo = s;
+        self.hi += i64::from(x < 0) - i64::from(borrow);
+    }
+
+    /// The sum, if it fits in i128.
+    pub fn get(&self) -> Option<i128> {
+        let v = self.lo as i128;
+        match self.hi {
+            0 if v >= 0 => Some(v),
+            -1 if v < 0 => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// [`Totals`] being summed exactly (see [`WideSum`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sums([WideSum; 4]);
+
+impl Sums {
+    pub fn of(t: &Totals) -> Sums {
+        Sums([t.notional, t.unrealized, t.realized, t.margin].map(WideSum::of))
+    }
+
+    #[inline]
+    pub fn add(&mut self, t: &Terms) {
+        let [n, u, r, m] = &mut self.0;
+        n.add(t.notional);
+        u.add(t.unrealized);
+        r.add(t.realized);
+        m.add(t.margin);
+    }
+
+    #[inline]
+    pub fn sub(&mut self, t: &Terms) {
+        let [n, u, r, m] = &mut self.0;
+        n.sub(t.notional);
+        u.sub(t.unrealized);
+        r.sub(t.realized);
+        m.sub(t.margin);
+    }
+
+    pub fn totals(&self) -> Option<Totals> {
+        let [n, u, r, m] = &self.0;
+        Some(Totals { notional: n.get()?, unrealized: u.get()?, realized: r.get()?, margin: m.get()? })
+    }
+}
+
+/// Value many positions with the fast kernel.
 pub fn value_batch(positions: &[Valued]) -> Option<Totals> {
-    positions.iter().try_fold(Totals::default(), |t, v| t.add(v))
+    let mut s = Sums::default();
+    for v in positions {
+        s.add(&v.terms()?);
+    }
+    s.totals()
 }
 
 /// Value many positions with the scalar twin.
 pub fn value_scalar(positions: &[Valued]) -> Option<Totals> {
-    positions.iter().try_fold(Totals::default(), |t, v| t.add_scalar(v))
+    let mut s = Sums::default();
+    for v in positions {
+        s.add(&v.terms_scalar()?);
+    }
+    s.totals()
 }
 
 #[cfg(test)]
@@ -245,7 +317,46 @@ mod tests {
             })
     }
 
+    #[test]
+    fn wide_sums_do_not_depend_on_order() {
+        let mut a = WideSum::default();
+        a.add(i128::MAX);
+        a.add(i128::MAX);
+        assert_eq!(a.get(), None);
+        a.sub(i128::MAX);
+        assert_eq!(a.get(), Some(i128::MAX));
+        a.add(i128::MIN);
+        assert_eq!(a.get(), Some(-1));
+        let mut b = WideSum::of(i128::MIN);
+        b.sub(1);
+        assert_eq!(b.get(), None);
+        b.add(2);
+        assert_eq!(b.get(), Some(i128::MIN + 1));
+        b.sub(i128::MIN);
+        assert_eq!(b.get(), Some(1));
+    }
+
     proptest! {
+        #[test]
+        fn wide_sum_is_exact(xs in proptest::collection::vec(any::<i128>(), 0..20)) {
+            // Reference: the same sum in 4 x 64-bit limbs... simpler: in pairs of i128 halves.
+            let mut w = WideSum::default();
+            let (mut hi, mut lo) = (0i128, 0i128);
+            for &x in &xs {
+                w.add(x);
+                hi += x >> 64;
+                lo += x & 0xffff_ffff_ffff_ffff;
+            }
+            hi += lo >> 64;
+            lo &= 0xffff_ffff_ffff_ffff;
+            let want = if (i128::from(i64::MIN)..=i128::from(i64::MAX)).contains(&hi) {
+                (hi << 64).checked_add(lo)
+            } else {
+                None
+            };
+            prop_assert_eq!(w.get(), want);
+        }
+
         #[test]
         fn batch_equals_scalar(v in proptest::collection::vec(valued(), 0..40)) {
             prop_assert_eq!(value_batch(&v), value_scalar(&v));

@@ -15,7 +15,7 @@
 use crate::command::*;
 use crate::hash::StableHasher;
 use crate::map::{prefetch, FixedMap, PairKey};
-use crate::position::{Book, Totals, Valued};
+use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 
 /// Positions per allocation chunk: 4 x 64 B = 256 B, adjacent lines the prefetcher pulls in.
@@ -99,6 +99,10 @@ impl Limits {
 struct Account {
     spec: AccountSpec,
     collateral: Money,
+    /// The account's totals at the marks of `cache_epoch` (derived state, not hashed).
+    cache: Totals,
+    /// The mark epoch `cache` is valid for; stale when it differs from `StateMachine::epoch`.
+    cache_epoch: u64,
     first_chunk: u32,
     last_chunk: u32,
     positions: u32,
@@ -144,6 +148,41 @@ struct TradeRecord {
     trade: Trade,
     busted: bool,
 }
+
+/// The whole business state in ascending id order: what snapshots store and restore.
+/// `StateMachine::restore(limits, &state.export())` has the same `state_hash()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Spec, explicit mark (0: none), last trade price (0: none), ascending id.
+    pub instruments: Vec<(InstrumentSpec, Price, Price)>,
+    /// Spec and collateral, ascending id.
+    pub accounts: Vec<(AccountSpec, Money)>,
+    /// Ascending (account id, instrument id); flat positions included (they keep realized).
+    pub positions: Vec<(AccountId, InstrumentId, Book)>,
+    /// Remembered trades and whether each was busted, ascending trade id.
+    pub trades: Vec<(Trade, bool)>,
+    /// Sequence number of the last command applied.
+    pub last_seq: Seq,
+}
+
+/// Why a snapshot cannot be restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    Limits(LimitsError),
+    /// The snapshot holds more than the limits allow, or refers to unknown ids, or repeats one.
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::Limits(e) => write!(f, "{e}"),
+            RestoreError::Invalid(why) => write!(f, "invalid snapshot: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
 
 /// A command with what the sequencer stamped on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +236,8 @@ pub struct InstrumentView {
 #[derive(Clone, Copy)]
 struct WhatIf {
     col: u32,
+    /// The account's position in `col` now (at the instrument's current mark).
+    old: Book,
     book: Book,
     mark: Price,
 }
@@ -204,9 +245,11 @@ struct WhatIf {
 /// Outcome of the post-trade checks of one account.
 #[derive(Clone, Copy, Default)]
 struct Breaches {
-    /// Bit i set: `CHECK_ORDER[i]` fails.
+    /// Bit i set: `RISK_ORDER[i]` fails.
     failed: u8,
     shortfall: Money,
+    /// The account's totals in the what-if state.
+    totals: Totals,
 }
 
 /// Risk checks in SPEC.md's order, after the existence/suspension checks.
@@ -228,6 +271,9 @@ pub struct StateMachine {
     events: Vec<Event>,
     /// Scratch for mark-to-market: (account id, position slot), sorted by account id.
     scratch: Vec<(AccountId, u32)>,
+    /// Bumped whenever a mark, a margin rate or a settlement changes what some account's
+    /// positions are worth other than through its own trades; invalidates account caches.
+    epoch: u64,
     last_seq: Seq,
 }
 
@@ -248,14 +294,16 @@ impl StateMachine {
             instrument_index: FixedMap::new(limits.instruments_max as usize),
             instruments: Vec::with_capacity(limits.instruments_max as usize),
             position_index: FixedMap::new(limits.positions_max as usize),
-            positions: vec![Position::default(); slots].into_boxed_slice(),
+            // SAFETY: an all-zero Position is a flat book with indices 0: valid.
+            positions: unsafe { crate::map::zeroed_slice(slots) },
             chunk_next: vec![NONE; chunks].into_boxed_slice(),
             chunks_used: 0,
             positions_len: 0,
             trade_index: FixedMap::new(limits.trades_max as usize),
-            trades: Vec::with_capacity(limits.trades_max as usize),
+            trades: with_capacity_huge(limits.trades_max as usize),
             events: Vec::with_capacity(a + TRADE_EVENTS_MAX + 1),
             scratch: Vec::with_capacity(a),
+            epoch: 1,
             last_seq: 0,
         })
     }
@@ -355,6 +403,9 @@ impl StateMachine {
                 if ins.spec.multiplier != spec.multiplier && ins.holders > 0 {
                     return Err(Reject::InstrumentInUse);
                 }
+                if (ins.spec.multiplier, ins.spec.margin_bps) != (spec.multiplier, spec.margin_bps) {
+                    self.epoch += 1;
+                }
                 ins.spec = spec;
             }
             None => {
@@ -390,6 +441,8 @@ impl StateMachine {
                 self.accounts.push(Account {
                     spec,
                     collateral: 0,
+                    cache: Totals::default(),
+                    cache_epoch: self.epoch,
                     first_chunk: NONE,
                     last_chunk: NONE,
                     positions: 0,
@@ -408,7 +461,7 @@ impl StateMachine {
             if balance < 0 {
                 return Err(Reject::InsufficientCollateral);
             }
-            let t = self.value_account(row, None)?;
+            let t = self.refresh(row)?;
             let equity = equity(balance, &t)?;
             if equity < t.margin {
                 return Err(Reject::Margin);
@@ -440,9 +493,10 @@ impl StateMachine {
         }
         let ins = &self.instruments[col as usize];
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
-        let book = self.book(account, instrument).fill(d, price, ins.spec.multiplier);
-        let book = book.ok_or(Reject::Overflow)?;
-        let b = self.breaches(row, WhatIf { col, book, mark })?;
+        let old = self.book(account, instrument);
+        let book = old.fill(d, price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
+        let base = self.refresh(row)?;
+        let b = self.breaches(row, base, WhatIf { col, old, book, mark })?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -481,9 +535,10 @@ impl StateMachine {
         }
         let ins = &self.instruments[col as usize];
         let mark = if ins.explicit_mark != 0 { ins.explicit_mark } else { t.price };
+        let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
-        self.book_legs(t, [buy_row, sell_row], col, mark, t.qty)?;
+        self.book_legs(t, [buy_row, sell_row], col, mark, t.qty, moves_mark)?;
         let ins = &mut self.instruments[col as usize];
         ins.last_price = t.price;
         let index = self.trades.len() as u32;
@@ -508,7 +563,7 @@ impl StateMachine {
         let mark = self.instruments[col as usize].mark();
         self.events.push(Event::TradeBusted { trade_id });
         // The reverse: the buyer sells and the seller buys the original quantity.
-        self.book_legs(&t, rows, col, mark, -t.qty)?;
+        self.book_legs(&t, rows, col, mark, -t.qty, false)?;
         self.trades[index].busted = true;
         Ok(())
     }
@@ -519,6 +574,7 @@ impl StateMachine {
         }
         let col = self.instrument_col(instrument)?;
         self.instruments[col as usize].explicit_mark = price;
+        self.epoch += 1;
         self.events.push(Event::MarkChanged { instrument, price });
         Ok(())
     }
@@ -544,6 +600,7 @@ impl StateMachine {
         self.scratch.sort_unstable();
         // Pass 2: apply (cannot fail now).
         self.instruments[col as usize].explicit_mark = price;
+        self.epoch += 1;
         self.events.push(Event::MarkChanged { instrument, price });
         for &(account, slot) in &self.scratch {
             let p = &mut self.positions[slot as usize];
@@ -560,7 +617,8 @@ impl StateMachine {
 
     /// Book `qty` bought by `rows[0]` and sold by `rows[1]` (negative `qty` reverses), value
     /// both accounts with the instrument at `mark`, and emit positions, breaches and margin
-    /// calls. All-or-nothing: every fallible step runs before the first write.
+    /// calls. `moves_mark`: the instrument's mark becomes `mark` (other holders' caches go
+    /// stale). All-or-nothing: every fallible step runs before the first write.
     fn book_legs(
         &mut self,
         t: &Trade,
@@ -568,6 +626,7 @@ impl StateMachine {
         col: u32,
         mark: Price,
         qty: Qty,
+        moves_mark: bool,
     ) -> Result<(), Reject> {
         let m = self.instruments[col as usize].spec.multiplier;
         let ids = [t.buy, t.sell];
@@ -582,7 +641,16 @@ impl StateMachine {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
-            checks[leg] = self.breaches(rows[leg], WhatIf { col, book: books[leg], mark })?;
+            let base = self.refresh(rows[leg])?;
+            checks[leg] = self.breaches(rows[leg], base, WhatIf { col, old, book: books[leg], mark })?;
+        }
+        if moves_mark {
+            self.epoch += 1;
+        }
+        for leg in 0..2 {
+            let acct = &mut self.accounts[rows[leg] as usize];
+            acct.cache = checks[leg].totals;
+            acct.cache_epoch = self.epoch;
         }
         for leg in 0..2 {
             let slot = match slots[leg] {
@@ -600,7 +668,7 @@ impl StateMachine {
             });
         }
         for leg in 0..2 {
-            let Breaches { failed, shortfall } = checks[leg];
+            let Breaches { failed, shortfall, .. } = checks[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
@@ -660,42 +728,52 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Totals over the account's positions at current marks, with an optional what-if.
-    fn value_account(&self, row: u32, what_if: Option<WhatIf>) -> Result<Totals, Reject> {
-        let mut t = Totals::default();
-        let mut seen = false;
+    /// The account's totals at current marks: the cache when current, else a full walk.
+    fn fresh_totals(&self, row: u32) -> Result<Totals, Reject> {
+        let acct = &self.accounts[row as usize];
+        if acct.cache_epoch == self.epoch {
+            return Ok(acct.cache);
+        }
+        let mut sums = Sums::default();
         self.for_each_slot(row, |slot| {
             let p = &self.positions[slot as usize];
             let ins = &self.instruments[p.instrument as usize];
-            let v = match what_if {
-                Some(w) if w.col == p.instrument => {
-                    seen = true;
-                    valued(w.book, w.mark, ins)
-                }
-                _ => valued(p.book, ins.mark(), ins),
-            };
-            t = t.add(&v).ok_or(Reject::Overflow)?;
+            sums.add(&valued(p.book, ins.mark(), ins).terms().ok_or(Reject::Overflow)?);
             Ok(())
         })?;
-        if let (Some(w), false) = (what_if, seen) {
-            t = t.add(&valued(w.book, w.mark, &self.instruments[w.col as usize])).ok_or(Reject::Overflow)?;
-        }
+        sums.totals().ok_or(Reject::Overflow)
+    }
+
+    /// [`fresh_totals`](Self::fresh_totals), remembered in the account's cache.
+    fn refresh(&mut self, row: u32) -> Result<Totals, Reject> {
+        let t = self.fresh_totals(row)?;
+        let acct = &mut self.accounts[row as usize];
+        acct.cache = t;
+        acct.cache_epoch = self.epoch;
         Ok(t)
     }
 
     /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
-    /// at once (no early exit), as bits in SPEC.md's order.
-    fn breaches(&self, row: u32, w: WhatIf) -> Result<Breaches, Reject> {
-        let spec = self.accounts[row as usize].spec;
-        let t = self.value_account(row, Some(w))?;
-        let eq = equity(self.accounts[row as usize].collateral, &t)?;
+    /// at once (no early exit), as bits in SPEC.md's order. `base`: the account's current
+    /// totals; the what-if replaces one position's contribution (exact: see `WideSum`).
+    fn breaches(&self, row: u32, base: Totals, w: WhatIf) -> Result<Breaches, Reject> {
+        let acct = &self.accounts[row as usize];
+        let ins = &self.instruments[w.col as usize];
+        let mut sums = Sums::of(&base);
+        sums.sub(&valued(w.old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?);
+        sums.add(&valued(w.book, w.mark, ins).terms().ok_or(Reject::Overflow)?);
+        let t = sums.totals().ok_or(Reject::Overflow)?;
+        let spec = acct.spec;
+        let eq = equity(acct.collateral, &t)?;
         let pnl = t.realized.checked_add(t.unrealized).ok_or(Reject::Overflow)?;
         let pos = spec.max_position != 0 && w.book.qty.unsigned_abs() > spec.max_position as u64;
         let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
         let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
         let margin = eq < t.margin;
         let failed = u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
-        Ok(Breaches { failed, shortfall: if margin { t.margin - eq } else { 0 } })
+        // eq < margin, both i128: the difference fits only if it does; check it.
+        let shortfall = if margin { t.margin.checked_sub(eq).ok_or(Reject::Overflow)? } else { 0 };
+        Ok(Breaches { failed, shortfall, totals: t })
     }
 
     // ---- lookups and queries --------------------------------------------------------------
@@ -735,7 +813,7 @@ impl StateMachine {
     pub fn account(&self, id: AccountId) -> Result<AccountView, Reject> {
         let row = self.account_row(id)?;
         let a = &self.accounts[row as usize];
-        let totals = self.value_account(row, None)?;
+        let totals = self.fresh_totals(row)?;
         let equity = equity(a.collateral, &totals)?;
         Ok(AccountView {
             spec: a.spec,
@@ -797,6 +875,84 @@ impl StateMachine {
         ids
     }
 
+    /// Copy out the whole business state in ascending id order (allocates; the snapshotter
+    /// calls it at a batch boundary).
+    pub fn export(&self) -> Snapshot {
+        let mut snap = Snapshot { last_seq: self.last_seq, ..Snapshot::default() };
+        snap.instruments = self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)).collect();
+        snap.instruments.sort_unstable_by_key(|i| i.0.id);
+        snap.accounts = self.accounts.iter().map(|a| (a.spec, a.collateral)).collect();
+        snap.accounts.sort_unstable_by_key(|a| a.0.id);
+        for (row, a) in self.accounts.iter().enumerate() {
+            let _ = self.for_each_slot(row as u32, |slot| {
+                let p = &self.positions[slot as usize];
+                snap.positions.push((a.spec.id, self.instruments[p.instrument as usize].spec.id, p.book));
+                Ok(())
+            });
+        }
+        snap.positions.sort_unstable_by_key(|p| (p.0, p.1));
+        snap.trades = self.trades.iter().map(|t| (t.trade, t.busted)).collect();
+        snap.trades.sort_unstable_by_key(|t| t.0.trade_id);
+        snap
+    }
+
+    /// Rebuild a state machine from a snapshot. Validates what it loads: capacity, unknown or
+    /// repeated ids, and positions that do not fit their types.
+    pub fn restore(limits: Limits, snap: &Snapshot) -> Result<StateMachine, RestoreError> {
+        use RestoreError::Invalid;
+        let mut sm = StateMachine::new(limits).map_err(RestoreError::Limits)?;
+        for &(spec, mark, last) in &snap.instruments {
+            sm.upsert_instrument(spec).map_err(|_| Invalid("instrument"))?;
+            if sm.instruments.len() != sm.instrument_index.len() || mark < 0 || last < 0 {
+                return Err(Invalid("instrument"));
+            }
+            let ins = sm.instruments.last_mut().ok_or(Invalid("instrument"))?;
+            if ins.spec.id != spec.id {
+                return Err(Invalid("repeated instrument id"));
+            }
+            (ins.explicit_mark, ins.last_price) = (mark, last);
+        }
+        for &(spec, collateral) in &snap.accounts {
+            let before = sm.accounts.len();
+            sm.upsert_account(spec).map_err(|_| Invalid("account"))?;
+            if sm.accounts.len() == before {
+                return Err(Invalid("repeated account id"));
+            }
+            sm.accounts[before].collateral = collateral;
+        }
+        if snap.positions.len() > limits.positions_max as usize {
+            return Err(Invalid("more positions than positions_max"));
+        }
+        for &(account, instrument, book) in &snap.positions {
+            let row = sm.account_row(account).map_err(|_| Invalid("position of an unknown account"))?;
+            let col = sm.instrument_col(instrument).map_err(|_| Invalid("position in an unknown instrument"))?;
+            if sm.position_index.get(&PairKey::new(account, instrument)).is_some() {
+                return Err(Invalid("repeated position"));
+            }
+            let slot = sm.new_position(row, col, account, instrument);
+            sm.positions[slot as usize].book = book;
+        }
+        if snap.trades.len() > limits.trades_max as usize {
+            return Err(Invalid("more trades than trades_max"));
+        }
+        for &(trade, busted) in &snap.trades {
+            if trade.trade_id == 0 || sm.trade_index.get(&trade.trade_id).is_some() {
+                return Err(Invalid("repeated or zero trade id"));
+            }
+            let index = sm.trades.len() as u32;
+            sm.trade_index.insert(trade.trade_id, index).map_err(|_| Invalid("trades"))?;
+            sm.trades.push(TradeRecord { trade, busted });
+        }
+        sm.epoch += 1; // the empty caches made while loading are stale now
+        for row in 0..sm.accounts.len() as u32 {
+            // Totals are derived: recompute; an account whose sums overflow stays uncached.
+            let _ = sm.refresh(row);
+        }
+        sm.events.clear();
+        sm.last_seq = snap.last_seq;
+        Ok(sm)
+    }
+
     /// A stable hash of the whole business state: instruments, accounts with their positions,
     /// and remembered trades, each in ascending id order (independent of internal layout and of
     /// `seq`/`ts`). Allocates for sorting; not for the hot path.
@@ -841,6 +997,13 @@ impl StateMachine {
         }
         h.finish()
     }
+}
+
+/// A Vec whose (untouched) capacity is advised for huge pages.
+fn with_capacity_huge<T>(n: usize) -> Vec<T> {
+    let v: Vec<T> = Vec::with_capacity(n);
+    crate::map::advise_huge_pages(v.as_ptr().cast::<u8>(), n * std::mem::size_of::<T>());
+    v
 }
 
 #[inline]

@@ -26,6 +26,19 @@ fn fits_i64(x: i128) -> Option<i128> {
     (i128::from(i64::MIN)..=i128::from(i64::MAX)).contains(&x).then_some(x)
 }
 
+/// Sum in two 64-bit-limb halves so no partial sum overflows; the total must fit i128.
+fn exact_sum(xs: &[i128]) -> Option<i128> {
+    let (mut hi, mut lo) = (0i128, 0i128);
+    for &x in xs {
+        hi += x >> 64;
+        lo += x & 0xffff_ffff_ffff_ffff;
+    }
+    hi += lo >> 64;
+    lo &= 0xffff_ffff_ffff_ffff;
+    fits_i64(hi)?;
+    (hi << 64).checked_add(lo)
+}
+
 fn mul3(a: i128, b: i128, c: i128) -> Option<i128> {
     a.checked_mul(b)?.checked_mul(c)
 }
@@ -71,16 +84,18 @@ impl Model {
             .filter(|(i, _, _)| over.is_none_or(|o| o.0 != *i))
             .collect();
         rows.extend(over);
-        let (mut notional, mut unreal, mut realized, mut margin) = (0i128, 0i128, 0i128, 0i128);
+        let (mut ns, mut us, mut rs, mut ms) = (vec![], vec![], vec![], vec![]);
         for (i, (qty, cost, rl), mark) in rows {
             let (spec, _, _) = self.instruments[&i];
             let m = i128::from(spec.multiplier);
             let n = mul3(qty.abs(), mark, m)?;
-            notional = notional.checked_add(n)?;
-            unreal = unreal.checked_add(mul3(qty, mark, m)?.checked_sub(cost)?)?;
-            realized = realized.checked_add(rl)?;
-            margin = margin.checked_add(n.checked_mul(i128::from(spec.margin_bps))? / 10_000)?;
+            ns.push(n);
+            us.push(mul3(qty, mark, m)?.checked_sub(cost)?);
+            rs.push(rl);
+            ms.push(n.checked_mul(i128::from(spec.margin_bps))? / 10_000);
         }
+        // A total overflows only if its final value does not fit (SEMANTICS.md).
+        let (notional, unreal, realized, margin) = (exact_sum(&ns)?, exact_sum(&us)?, exact_sum(&rs)?, exact_sum(&ms)?);
         let collateral = self.accounts[&a].1;
         let equity = collateral.checked_add(realized)?.checked_add(unreal)?;
         Some(Val { notional, pnl: realized.checked_add(unreal)?, margin, equity })
@@ -103,7 +118,7 @@ impl Model {
         if v.equity < v.margin {
             f.push(Reject::Margin);
         }
-        Ok((f, v.margin - v.equity))
+        Ok((f, if v.equity < v.margin { v.margin.checked_sub(v.equity).ok_or(Reject::Overflow)? } else { 0 }))
     }
 
     fn apply(&mut self, c: &Command) -> Result<Vec<Event>, Reject> {
@@ -431,4 +446,31 @@ fn the_streams_exercise_every_outcome() {
         assert!(seen.contains(&r), "stream never produced {r:?}: {seen:?}");
     }
     assert!(events.len() >= 10, "only {} event kinds", events.len());
+}
+
+#[test]
+fn export_and_restore_round_trip_mid_stream() {
+    let cmds = stream(99, 6_000);
+    let mut a = StateMachine::new(LIMITS).unwrap();
+    for (i, c) in cmds[..3_000].iter().enumerate() {
+        let _ = a.apply(c, i as u64 + 1, 0);
+    }
+    let snap = a.export();
+    assert_eq!(snap.last_seq, 3_000);
+    assert!(snap.positions.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)), "ascending");
+    let mut b = StateMachine::restore(LIMITS, &snap).unwrap();
+    assert_eq!(b.state_hash(), a.state_hash());
+    assert_eq!(b.export(), snap);
+    // Both continue identically from there.
+    for (i, c) in cmds[3_000..].iter().enumerate() {
+        let seq = 3_001 + i as u64;
+        assert_eq!(a.apply(c, seq, 0).map(|e| e.to_vec()), b.apply(c, seq, 0).map(|e| e.to_vec()), "#{i} {c:?}");
+    }
+    assert_eq!(a.state_hash(), b.state_hash());
+    // A snapshot bigger than the limits is refused with a reason, not a panic.
+    let small = Limits { accounts_max: 2, ..LIMITS };
+    assert!(matches!(StateMachine::restore(small, &snap), Err(RestoreError::Invalid(_))));
+    let mut bad = snap.clone();
+    bad.positions.push(bad.positions[0]);
+    assert!(matches!(StateMachine::restore(LIMITS, &bad), Err(RestoreError::Invalid(_))));
 }

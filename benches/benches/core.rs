@@ -1,0 +1,356 @@
+//! ClearTrade / CheckOrder / valuation benchmarks for novate-core, against a plain
+//! `HashMap<(account, instrument), Position>` engine doing the same work in the same run.
+//!
+//! Workload (issue 2): 100k accounts, 1k instruments, ~1M open positions (sparse: most accounts
+//! hold ~10 instruments), ClearTrade between holders of existing positions, uniform or hot-set
+//! (Zipf, s = 0.99) access. Each figure is the median of REPS repetitions of N commands.
+//!
+//! Run: `cargo bench -p novate-benches --bench core` (NOVATE_BENCH_QUICK=1 for a smoke run).
+
+use criterion::{black_box, Criterion};
+use hdrhistogram::Histogram;
+use novate_benches::{latency_histogram, report, SplitMix};
+use novate_core::*;
+use std::collections::HashMap;
+use std::time::Instant;
+
+const ACCOUNTS: u64 = 100_000;
+const INSTRUMENTS: u32 = 1_000;
+const PREFILL_PER_ACCOUNT: u64 = 5; // each prefill trade opens up to 2 positions
+const BATCH: usize = 256;
+
+struct Sizes {
+    n: usize,
+    reps: usize,
+}
+
+fn sizes() -> Sizes {
+    if std::env::var_os("NOVATE_BENCH_QUICK").is_some() {
+        Sizes { n: 100_000, reps: 2 }
+    } else {
+        Sizes { n: 1_000_000, reps: 5 }
+    }
+}
+
+fn setup_commands(rng: &mut SplitMix) -> (Vec<Command>, Vec<Trade>) {
+    let mut cmds = Vec::new();
+    for id in 1..=INSTRUMENTS {
+        let multiplier = [1, 10, 50, 100][id as usize % 4];
+        cmds.push(Command::UpsertInstrument(InstrumentSpec { id, multiplier, margin_bps: 1_000, settle_days: 2 }));
+        cmds.push(Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
+    }
+    for id in 1..=ACCOUNTS {
+        let max_position = if id % 10 == 0 { 1_000_000 } else { 0 };
+        cmds.push(Command::UpsertAccount(AccountSpec { id, max_position, max_notional: 0, max_loss: 0, suspended: false }));
+        cmds.push(Command::AdjustCollateral { account: id, amount: 1_000_000_000 * i128::from(PRICE_SCALE) });
+    }
+    let mut prefill = Vec::new();
+    let mut trade_id = 0;
+    for buy in 1..=ACCOUNTS {
+        for _ in 0..PREFILL_PER_ACCOUNT {
+            let sell = 1 + (buy + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
+            trade_id += 1;
+            let t = Trade {
+                trade_id,
+                buy,
+                sell,
+                instrument: 1 + rng.below(u64::from(INSTRUMENTS)) as u32,
+                qty: 1 + rng.below(100) as i64,
+                price: (95 + rng.below(10) as i64) * PRICE_SCALE,
+                trade_date: 20260105,
+            };
+            cmds.push(Command::ClearTrade(t));
+            prefill.push(t);
+        }
+    }
+    (cmds, prefill)
+}
+
+/// Zipf(s) over ranks 0..n by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=n).map(|k| { acc += 1.0 / (k as f64).powf(s); acc }).collect();
+        cdf.iter_mut().for_each(|c| *c /= acc);
+        Zipf { cdf }
+    }
+    fn sample(&self, rng: &mut SplitMix) -> usize {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// ClearTrades re-trading existing (buy, sell, instrument) pairs, so no position is new.
+fn workload(rng: &mut SplitMix, prefill: &[Trade], n: usize, zipf: Option<&Zipf>, first_id: u64) -> Vec<Sequenced> {
+    (0..n)
+        .map(|i| {
+            let k = match zipf {
+                Some(z) => z.sample(rng),
+                None => rng.below(prefill.len() as u64) as usize,
+            };
+            let base = prefill[k];
+            let (buy, sell) = if rng.below(2) == 0 { (base.buy, base.sell) } else { (base.sell, base.buy) };
+            let t = Trade {
+                trade_id: first_id + i as u64,
+                buy,
+                sell,
+                qty: 1 + rng.below(20) as i64,
+                price: (90 + rng.below(20) as i64) * PRICE_SCALE,
+                ..base
+            };
+            Sequenced { seq: first_id + i as u64, ts: 0, cmd: Command::ClearTrade(t) }
+        })
+        .collect()
+}
+
+fn build(setup: &[Command], trades_max: u32) -> StateMachine {
+    let limits = Limits {
+        accounts_max: ACCOUNTS as u32,
+        instruments_max: INSTRUMENTS,
+        positions_max: 1_100_000,
+        trades_max,
+    };
+    let mut sm = StateMachine::new(limits).expect("limits");
+    for (i, c) in setup.iter().enumerate() {
+        sm.apply(c, i as u64 + 1, 0).expect("setup command accepted");
+    }
+    sm
+}
+
+// ---- the peer: a plain HashMap engine doing the same work -----------------------------------
+
+struct PeerAccount {
+    collateral: Money,
+    spec: AccountSpec,
+    /// Same algorithm as novate: totals kept exact incrementally (marks are fixed in this
+    /// workload, so they never go stale); only the storage differs.
+    totals: Totals,
+}
+
+#[derive(Default)]
+struct Peer {
+    instruments: HashMap<InstrumentId, (InstrumentSpec, Price)>,
+    accounts: HashMap<AccountId, PeerAccount>,
+    positions: HashMap<(AccountId, InstrumentId), Book>,
+    trades: HashMap<TradeId, Trade>,
+}
+
+impl Peer {
+    fn apply(&mut self, c: &Command) -> Result<usize, Reject> {
+        match *c {
+            Command::UpsertInstrument(s) => { self.instruments.insert(s.id, (s, 0)); }
+            Command::MarkPrice { instrument, price } => {
+                assert!(self.positions.is_empty(), "marks are set before any trade");
+                self.instruments.get_mut(&instrument).ok_or(Reject::UnknownInstrument)?.1 = price;
+            }
+            Command::UpsertAccount(spec) => { self.accounts.insert(spec.id, PeerAccount { collateral: 0, spec, totals: Totals::default() }); }
+            Command::AdjustCollateral { account, amount } => { self.accounts.get_mut(&account).ok_or(Reject::UnknownAccount)?.collateral += amount; }
+            Command::ClearTrade(t) => return self.clear(&t),
+            _ => unreachable!("not in the workload"),
+        }
+        Ok(0)
+    }
+
+    fn clear(&mut self, t: &Trade) -> Result<usize, Reject> {
+        if self.trades.contains_key(&t.trade_id) { return Err(Reject::Duplicate) }
+        let &(spec, mark) = self.instruments.get(&t.instrument).ok_or(Reject::UnknownInstrument)?;
+        assert!(mark != 0, "explicit marks in this workload");
+        let mut breaches = 0;
+        let mut books = [Book::default(); 2];
+        let mut totals = [Totals::default(); 2];
+        for (leg, (acct, d)) in [(t.buy, t.qty), (t.sell, -t.qty)].into_iter().enumerate() {
+            let old = self.positions.get(&(acct, t.instrument)).copied().unwrap_or_default();
+            books[leg] = old.fill(d, t.price, spec.multiplier).ok_or(Reject::Overflow)?;
+            let a = self.accounts.get(&acct).ok_or(Reject::UnknownAccount)?;
+            let v = |book| Valued { book, mark, multiplier: spec.multiplier, margin_bps: spec.margin_bps };
+            let mut sums = Sums::of(&a.totals);
+            sums.sub(&v(old).terms().ok_or(Reject::Overflow)?);
+            sums.add(&v(books[leg]).terms().ok_or(Reject::Overflow)?);
+            totals[leg] = sums.totals().ok_or(Reject::Overflow)?;
+            let equity = a.collateral + totals[leg].realized + totals[leg].unrealized;
+            breaches += usize::from(a.spec.max_position != 0 && books[leg].qty.abs() > a.spec.max_position);
+            breaches += usize::from(equity < totals[leg].margin);
+        }
+        for (leg, acct) in [t.buy, t.sell].into_iter().enumerate() {
+            self.positions.insert((acct, t.instrument), books[leg]);
+            self.accounts.get_mut(&acct).expect("checked").totals = totals[leg];
+        }
+        self.trades.insert(t.trade_id, *t);
+        Ok(breaches)
+    }
+}
+
+// ---- measurement ----------------------------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Run {
+    ns_per_op: f64,
+    hist: Option<Histogram<u64>>,
+}
+
+fn bench_engine(setup: &[Command], prefill: &[Trade], zipf: Option<&Zipf>, batched: bool, sz: &Sizes) -> Run {
+    let first = prefill.len() as u64 + 1;
+    let mut sm = build(setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
+    let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
+    let mut times = Vec::new();
+    let mut hist = latency_histogram();
+    for rep in 0..=sz.reps {
+        let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
+        let mut ok = 0usize;
+        let t0 = Instant::now();
+        if batched {
+            for chunk in work.chunks(BATCH) {
+                sm.apply_batch(chunk, |_, r| ok += usize::from(r.is_ok()));
+            }
+        } else if rep == sz.reps {
+            // The last repetition times every command (adds the timer's own cost, reported).
+            for s in &work {
+                let t = Instant::now();
+                ok += usize::from(sm.apply(&s.cmd, s.seq, s.ts).is_ok());
+                hist.record(t.elapsed().as_nanos() as u64).expect("in range");
+            }
+        } else {
+            for s in &work {
+                ok += usize::from(sm.apply(&s.cmd, s.seq, s.ts).is_ok());
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(ok, work.len(), "every benchmark trade must clear");
+        if rep < sz.reps && rep > 0 || sz.reps == 1 {
+            times.push(dt * 1e9 / work.len() as f64);
+        }
+    }
+    Run { ns_per_op: median(times), hist: (!batched).then_some(hist) }
+}
+
+fn bench_peer(setup: &[Command], prefill: &[Trade], zipf: Option<&Zipf>, sz: &Sizes, check: &StateMachine) -> Run {
+    let mut peer = Peer::default();
+    for c in setup {
+        peer.apply(c).expect("peer setup");
+    }
+    // The peer must compute the same positions as the engine for the same setup.
+    for t in prefill.iter().step_by(997) {
+        let p = check.position(t.buy, t.instrument).expect("engine position");
+        let q = peer.positions[&(t.buy, t.instrument)];
+        assert_eq!((p.qty, p.cost, p.realized), (q.qty, q.cost, q.realized), "peer disagrees");
+    }
+    let first = prefill.len() as u64 + 1;
+    let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
+    let mut times = Vec::new();
+    let mut hist = latency_histogram();
+    for rep in 0..=sz.reps {
+        let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
+        let t0 = Instant::now();
+        for s in &work {
+            let t = Instant::now();
+            black_box(peer.apply(&s.cmd).expect("peer clears"));
+            if rep == sz.reps {
+                hist.record(t.elapsed().as_nanos() as u64).expect("in range");
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        if rep < sz.reps && rep > 0 || sz.reps == 1 {
+            times.push(dt * 1e9 / work.len() as f64);
+        }
+    }
+    Run { ns_per_op: median(times), hist: Some(hist) }
+}
+
+fn timer_overhead_ns() -> u64 {
+    let mut h = latency_histogram();
+    for _ in 0..100_000 {
+        let t = Instant::now();
+        h.record(black_box(t.elapsed()).as_nanos() as u64).expect("in range");
+    }
+    h.value_at_quantile(0.5)
+}
+
+fn main() {
+    let sz = sizes();
+    let mut rng = SplitMix(1);
+    let t0 = Instant::now();
+    let (setup, prefill) = setup_commands(&mut rng);
+    let probe = build(&setup, prefill.len() as u32 + 1);
+    println!(
+        "core setup: {} accounts, {} instruments, {} positions, {} prefill trades ({:.1}s)",
+        probe.accounts_len(), probe.instruments_len(), probe.positions_len(), prefill.len(), t0.elapsed().as_secs_f64()
+    );
+    println!("timer overhead (Instant pair): p50 {} ns, included in the per-command percentiles", timer_overhead_ns());
+    let zipf = Zipf::new(prefill.len(), 0.99);
+    for (name, z) in [("uniform", None), ("zipf", Some(&zipf))] {
+        let one = bench_engine(&setup, &prefill, z, false, &sz);
+        let batch = bench_engine(&setup, &prefill, z, true, &sz);
+        let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
+        println!("clear_trade/{name}/novate apply: {:.1} ns/op ({:.2} M/s)", one.ns_per_op, 1e3 / one.ns_per_op);
+        println!("clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)", batch.ns_per_op, 1e3 / batch.ns_per_op);
+        println!("clear_trade/{name}/peer HashMap: {:.1} ns/op ({:.2} M/s)", peer.ns_per_op, 1e3 / peer.ns_per_op);
+        println!("{}", report(&format!("clear_trade/{name}/novate apply latency"), one.hist.as_ref().expect("hist")));
+        println!("{}", report(&format!("clear_trade/{name}/peer latency"), peer.hist.as_ref().expect("hist")));
+        println!(
+            "ratio clear_trade/{name}: peer/novate apply = {:.2}x, peer/novate apply_batch = {:.2}x, apply/apply_batch = {:.2}x",
+            peer.ns_per_op / one.ns_per_op, peer.ns_per_op / batch.ns_per_op, one.ns_per_op / batch.ns_per_op
+        );
+    }
+    criterion_part(&probe, &prefill);
+}
+
+fn criterion_part(sm: &StateMachine, prefill: &[Trade]) {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .sample_size(20);
+    // CheckOrder changes nothing, so it can run against the loaded book again and again.
+    let mut sm2 = StateMachine::new(sm.limits()).expect("limits");
+    let (setup, _) = setup_commands(&mut SplitMix(1));
+    for (i, cmd) in setup.iter().enumerate() {
+        sm2.apply(cmd, i as u64 + 1, 0).expect("setup");
+    }
+    let orders: Vec<Command> = prefill
+        .iter()
+        .step_by(7)
+        .take(65_536)
+        .map(|t| Command::CheckOrder { account: t.buy, instrument: t.instrument, side: Side::Sell, qty: 10, price: 100 * PRICE_SCALE })
+        .collect();
+    let mut i = 0;
+    c.bench_function("check_order/novate", |b| {
+        b.iter(|| {
+            i = (i + 1) & (orders.len() - 1);
+            black_box(sm2.apply(&orders[i], 1, 0).is_ok())
+        })
+    });
+    let mut hist = latency_histogram();
+    for (k, o) in orders.iter().enumerate() {
+        let t = Instant::now();
+        black_box(sm2.apply(o, k as u64, 0).is_ok());
+        hist.record(t.elapsed().as_nanos() as u64).expect("in range");
+    }
+    println!("{}", report("check_order/novate latency", &hist));
+
+    // Batch valuation over ~1M positions: fast kernel vs its scalar twin.
+    let positions: Vec<Valued> = (1..=INSTRUMENTS).flat_map(|i| sm.instrument_positions(i)).collect();
+    assert_eq!(value_batch(&positions), value_scalar(&positions), "kernels must agree");
+    println!("valuation over {} positions", positions.len());
+    let mut g = c.benchmark_group("valuation_1m");
+    g.throughput(criterion::Throughput::Elements(positions.len() as u64));
+    g.bench_function("batch", |b| b.iter(|| black_box(value_batch(black_box(&positions)))));
+    g.bench_function("scalar", |b| b.iter(|| black_box(value_scalar(black_box(&positions)))));
+    g.finish();
+    let time = |f: &dyn Fn() -> Option<Totals>| {
+        median((0..9).map(|_| { let t = Instant::now(); black_box(f()); t.elapsed().as_secs_f64() }).collect())
+    };
+    let fast = time(&|| value_batch(&positions));
+    let slow = time(&|| value_scalar(&positions));
+    println!(
+        "valuation: batch {:.2} ns/position, scalar {:.2} ns/position, ratio scalar/batch = {:.2}x",
+        fast * 1e9 / positions.len() as f64, slow * 1e9 / positions.len() as f64, slow / fast
+    );
+}
