@@ -499,7 +499,13 @@ pub fn write_trade_capture_report(buf: &mut [u8], request_id: u64, t: &Trade) ->
         o.bytes(b"\x0131=")?;
         o.price(t.price)?;
         o.bytes(b"\x01")?;
-        o.field_u64(b"75=", u64::from(t.trade_date))?;
+        // TradeDate is always 8 digits (YYYYMMDD, zero-padded).
+        o.bytes(b"75=")?;
+        let d = t.trade_date;
+        for div in [10_000_000, 1_000_000, 100_000, 10_000, 1000, 100, 10, 1] {
+            o.bytes(&[b'0' + ((d / div) % 10) as u8])?;
+        }
+        o.bytes(&[SOH])?;
         o.bytes(b"552=2\x0154=1\x01")?;
         o.field_u64(b"1=", t.buy)?;
         o.bytes(b"54=2\x01")?;
