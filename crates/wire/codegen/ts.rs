@@ -221,7 +221,7 @@ fn write_field(o: &mut String, s: &Schema, f: &Field, obj: &str, base: &str, pat
     match &f.kind {
         Kind::Prim(p) => {
             let little = if p.size() > 1 { ", true" } else { "" };
-            let _ = writeln!(o, "  checkInt({v}, '{}', '{path}{}');", prim_tag(*p), f.name);
+            let _ = writeln!(o, "  checkInt({v}, '{}', `{path}{}`);", prim_tag(*p), f.name);
             let _ = writeln!(o, "  view.{}({at}, {v}{little});", setter(*p));
         }
         Kind::Enum(i) => {
@@ -231,7 +231,7 @@ fn write_field(o: &mut String, s: &Schema, f: &Field, obj: &str, base: &str, pat
             let _ = writeln!(o, "  view.{}({at}, {v}{little});", setter(e.encoding));
         }
         Kind::Int128 => {
-            let _ = writeln!(o, "  checkInt({v}, 'i128', '{path}{}');", f.name);
+            let _ = writeln!(o, "  checkInt({v}, 'i128', `{path}{}`);", f.name);
             let _ = writeln!(o, "  setI128(view, {at}, {v});");
         }
     }
