@@ -3,10 +3,18 @@
 //! # Layout
 //! Accounts and instruments live in dense arrays (`row`, `col`) reached through fixed-capacity
 //! id maps. Positions are 64-byte records (one cache line) allocated to their account in chunks
-//! of [`CHUNK_POSITIONS`] adjacent slots, so valuing an account walks a few adjacent lines, and a
-//! (account id, instrument id) map finds one position in one probe. Each instrument chains its
-//! holders (for mark-to-market). Everything is allocated in [`StateMachine::new`]; `apply` never
-//! allocates (tests/no_alloc.rs proves it).
+//! of [`CHUNK_POSITIONS`] adjacent slots, and a (account id, instrument id) map finds one
+//! position in one probe. Each instrument lists its holders' slots in 64-byte chunks.
+//! Everything is allocated in [`StateMachine::new`]; `apply` never allocates
+//! (tests/no_alloc.rs proves it).
+//!
+//! # Valuation
+//! Each account keeps the exact sums ([`Sums`]) of its positions' value terms at current marks.
+//! A trade updates them by the difference in its own position only; a change of mark, margin
+//! rate or settlement re-values that instrument's holders (check pass, then apply pass). So a
+//! trade costs O(1) whatever the account holds, and risk always sees current marks. Invariant:
+//! every position's terms at its instrument's current mark fit their types; a command that
+//! would break it is rejected with `Overflow`.
 //!
 //! # Determinism
 //! No clocks, no randomness; maps are only probed, never iterated for output. Mark-to-market
@@ -20,6 +28,8 @@ use crate::units::*;
 
 /// Positions per allocation chunk: 4 x 64 B = 256 B, adjacent lines the prefetcher pulls in.
 pub const CHUNK_POSITIONS: usize = 4;
+/// Holder slots per 64-byte holder chunk (15 slots + the next-chunk index).
+pub const CHUNK_HOLDERS: usize = 15;
 /// Commands ahead whose positions `apply_batch` prefetches (two stages of this distance).
 pub const PREFETCH_DISTANCE: usize = 4;
 /// Events one ClearTrade or BustTrade can emit: cleared, 2 positions, 2 x (3 breaches + call).
@@ -93,16 +103,19 @@ impl Limits {
     fn chunks(&self) -> usize {
         (self.positions_max as usize).div_ceil(CHUNK_POSITIONS) + self.accounts_max as usize
     }
+
+    /// Holder chunks so that `positions_max` holders always fit: each instrument wastes < 1.
+    fn holder_chunks(&self) -> usize {
+        (self.positions_max as usize).div_ceil(CHUNK_HOLDERS) + self.instruments_max as usize
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Account {
     spec: AccountSpec,
     collateral: Money,
-    /// The account's totals at the marks of `cache_epoch` (derived state, not hashed).
-    cache: Totals,
-    /// The mark epoch `cache` is valid for; stale when it differs from `StateMachine::epoch`.
-    cache_epoch: u64,
+    /// Exact sums of its positions' value terms at current marks (derived, not hashed).
+    sums: Sums,
     first_chunk: u32,
     last_chunk: u32,
     positions: u32,
@@ -115,8 +128,9 @@ struct Instrument {
     explicit_mark: Price,
     /// Last cleared trade price; 0 = none yet.
     last_price: Price,
-    /// First position of the holder chain (NONE if none).
-    holders_head: u32,
+    /// Holder chunks (NONE if none) and the number of holders (positions, open or flat).
+    holders_first: u32,
+    holders_last: u32,
     holders: u32,
 }
 
@@ -138,10 +152,19 @@ struct Position {
     book: Book,
     account: u32,
     instrument: u32,
-    next_holder: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Position>() == 64);
+
+/// One cache line of an instrument's holder list.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct HolderChunk {
+    slots: [u32; CHUNK_HOLDERS],
+    next: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<HolderChunk>() == 64);
 
 #[derive(Clone, Copy, Debug)]
 struct TradeRecord {
@@ -232,7 +255,7 @@ pub struct InstrumentView {
 }
 
 /// A position override for valuation: "as if" this instrument's position were `book`, valued
-/// at `mark`.
+/// at `mark` (instead of `old` at the instrument's current mark).
 #[derive(Clone, Copy)]
 struct WhatIf {
     col: u32,
@@ -248,8 +271,8 @@ struct Breaches {
     /// Bit i set: `RISK_ORDER[i]` fails.
     failed: u8,
     shortfall: Money,
-    /// The account's totals in the what-if state.
-    totals: Totals,
+    /// The account's sums in the what-if state.
+    sums: Sums,
 }
 
 /// Risk checks in SPEC.md's order, after the existence/suspension checks.
@@ -266,14 +289,13 @@ pub struct StateMachine {
     chunk_next: Box<[u32]>,
     chunks_used: u32,
     positions_len: u32,
+    holder_chunks: Box<[HolderChunk]>,
+    holder_chunks_used: u32,
     trade_index: FixedMap<u64>,
     trades: Vec<TradeRecord>,
     events: Vec<Event>,
-    /// Scratch for mark-to-market: (account id, position slot), sorted by account id.
-    scratch: Vec<(AccountId, u32)>,
-    /// Bumped whenever a mark, a margin rate or a settlement changes what some account's
-    /// positions are worth other than through its own trades; invalidates account caches.
-    epoch: u64,
+    /// Scratch for re-valuing holders: (account row, or id when ordering, position slot).
+    scratch: Vec<(u64, u32)>,
     last_seq: Seq,
 }
 
@@ -299,11 +321,13 @@ impl StateMachine {
             chunk_next: vec![NONE; chunks].into_boxed_slice(),
             chunks_used: 0,
             positions_len: 0,
+            // SAFETY: an all-zero HolderChunk is valid plain data (never read before written).
+            holder_chunks: unsafe { crate::map::zeroed_slice(limits.holder_chunks()) },
+            holder_chunks_used: 0,
             trade_index: FixedMap::new(limits.trades_max as usize),
             trades: with_capacity_huge(limits.trades_max as usize),
             events: Vec::with_capacity(a + TRADE_EVENTS_MAX + 1),
             scratch: Vec::with_capacity(a),
-            epoch: 1,
             last_seq: 0,
         })
     }
@@ -399,14 +423,14 @@ impl StateMachine {
         }
         match self.instrument_index.get(&u64::from(spec.id)) {
             Some(col) => {
-                let ins = &mut self.instruments[col as usize];
+                let ins = self.instruments[col as usize];
                 if ins.spec.multiplier != spec.multiplier && ins.holders > 0 {
                     return Err(Reject::InstrumentInUse);
                 }
-                if (ins.spec.multiplier, ins.spec.margin_bps) != (spec.multiplier, spec.margin_bps) {
-                    self.epoch += 1;
+                if ins.spec.margin_bps != spec.margin_bps {
+                    self.revalue_holders(col, ins.mark(), spec.margin_bps, [NONE; 2])?;
                 }
-                ins.spec = spec;
+                self.instruments[col as usize].spec = spec;
             }
             None => {
                 let col = self.instruments.len() as u32;
@@ -417,7 +441,8 @@ impl StateMachine {
                     spec,
                     explicit_mark: 0,
                     last_price: 0,
-                    holders_head: NONE,
+                    holders_first: NONE,
+                    holders_last: NONE,
                     holders: 0,
                 });
             }
@@ -441,8 +466,7 @@ impl StateMachine {
                 self.accounts.push(Account {
                     spec,
                     collateral: 0,
-                    cache: Totals::default(),
-                    cache_epoch: self.epoch,
+                    sums: Sums::default(),
                     first_chunk: NONE,
                     last_chunk: NONE,
                     positions: 0,
@@ -461,7 +485,7 @@ impl StateMachine {
             if balance < 0 {
                 return Err(Reject::InsufficientCollateral);
             }
-            let t = self.refresh(row)?;
+            let t = self.totals(row)?;
             let equity = equity(balance, &t)?;
             if equity < t.margin {
                 return Err(Reject::Margin);
@@ -495,8 +519,7 @@ impl StateMachine {
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = self.book(account, instrument);
         let book = old.fill(d, price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
-        let base = self.refresh(row)?;
-        let b = self.breaches(row, base, WhatIf { col, old, book, mark })?;
+        let b = self.breaches(row, WhatIf { col, old, book, mark })?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -573,8 +596,9 @@ impl StateMachine {
             return Err(Reject::InvalidPrice);
         }
         let col = self.instrument_col(instrument)?;
+        let bps = self.instruments[col as usize].spec.margin_bps;
+        self.revalue_holders(col, price, bps, [NONE; 2])?;
         self.instruments[col as usize].explicit_mark = price;
-        self.epoch += 1;
         self.events.push(Event::MarkChanged { instrument, price });
         Ok(())
     }
@@ -585,30 +609,84 @@ impl StateMachine {
         }
         let col = self.instrument_col(instrument)?;
         let ins = self.instruments[col as usize];
-        let m = ins.spec.multiplier;
-        // Pass 1: check every open position can be settled, and order them by account id.
-        self.scratch.clear();
-        let mut slot = ins.holders_head;
-        while slot != NONE {
-            let p = &self.positions[slot as usize];
-            if p.book.qty != 0 {
-                p.book.settle(price, m).ok_or(Reject::Overflow)?;
-                self.scratch.push((self.accounts[p.account as usize].spec.id, slot));
+        let at_s = |book: Book| valued(book, price, &ins);
+        // Pass 1: every open position can be settled and valued at S; order by account id.
+        self.collect_holders(col, [NONE; 2]);
+        let mut open = 0;
+        for i in 0..self.scratch.len() {
+            let (row, slot) = self.scratch[i];
+            let book = self.positions[slot as usize].book;
+            if book.qty != 0 {
+                let (settled, _) = book.settle(price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
+                at_s(settled).terms().ok_or(Reject::Overflow)?;
+                self.scratch[open] = (self.accounts[row as usize].spec.id, slot);
+                open += 1;
             }
-            slot = p.next_holder;
         }
+        self.scratch.truncate(open);
         self.scratch.sort_unstable();
-        // Pass 2: apply (cannot fail now).
+        // Pass 2: apply (cannot fail now). Flat positions are worth the same at any mark.
         self.instruments[col as usize].explicit_mark = price;
-        self.epoch += 1;
         self.events.push(Event::MarkChanged { instrument, price });
-        for &(account, slot) in &self.scratch {
-            let p = &mut self.positions[slot as usize];
-            let Some((book, amount)) = p.book.settle(price, m) else {
-                unreachable!("checked in pass 1")
+        for i in 0..self.scratch.len() {
+            let (account, slot) = self.scratch[i];
+            let p = self.positions[slot as usize];
+            let (Some((book, amount)), Some(old)) =
+                (p.book.settle(price, ins.spec.multiplier), valued(p.book, ins.mark(), &ins).terms())
+            else {
+                unreachable!("checked in pass 1 and by the terms invariant")
             };
-            p.book = book;
+            let Some(new) = at_s(book).terms() else { unreachable!("checked in pass 1") };
+            self.positions[slot as usize].book = book;
+            let sums = &mut self.accounts[p.account as usize].sums;
+            sums.sub(&old);
+            sums.add(&new);
             self.events.push(Event::VariationMargin { account, instrument, amount });
+        }
+        Ok(())
+    }
+
+    /// Fill `self.scratch` with (account row, slot) of every holder of `col` but `skip`.
+    fn collect_holders(&mut self, col: u32, skip: [u32; 2]) {
+        self.scratch.clear();
+        let ins = &self.instruments[col as usize];
+        let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
+        while left > 0 {
+            let c = &self.holder_chunks[chunk as usize];
+            for &slot in &c.slots[..left.min(CHUNK_HOLDERS)] {
+                if !skip.contains(&slot) {
+                    self.scratch.push((u64::from(self.positions[slot as usize].account), slot));
+                }
+            }
+            left = left.saturating_sub(CHUNK_HOLDERS);
+            chunk = c.next;
+        }
+    }
+
+    /// Re-value every holder of `col` (but `skip`) at a new `mark` and margin rate `bps`.
+    /// Pass 1 checks that every new value fits; pass 2 moves each account's sums by the
+    /// difference. On `Err(Overflow)` nothing changed.
+    fn revalue_holders(&mut self, col: u32, mark: Price, bps: Bps, skip: [u32; 2]) -> Result<(), Reject> {
+        let ins = self.instruments[col as usize];
+        let new_ins = Instrument { spec: InstrumentSpec { margin_bps: bps, ..ins.spec }, ..ins };
+        self.collect_holders(col, skip);
+        for &(_, slot) in &self.scratch {
+            valued(self.positions[slot as usize].book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
+        }
+        for i in 0..self.scratch.len() {
+            let (row, slot) = self.scratch[i];
+            if let Some(&(_, ahead)) = self.scratch.get(i + PREFETCH_DISTANCE) {
+                prefetch(&self.positions[ahead as usize]);
+            }
+            let book = self.positions[slot as usize].book;
+            let (Some(old), Some(new)) =
+                (valued(book, ins.mark(), &ins).terms(), valued(book, mark, &new_ins).terms())
+            else {
+                unreachable!("checked in pass 1 and by the terms invariant")
+            };
+            let sums = &mut self.accounts[row as usize].sums;
+            sums.sub(&old);
+            sums.add(&new);
         }
         Ok(())
     }
@@ -617,8 +695,8 @@ impl StateMachine {
 
     /// Book `qty` bought by `rows[0]` and sold by `rows[1]` (negative `qty` reverses), value
     /// both accounts with the instrument at `mark`, and emit positions, breaches and margin
-    /// calls. `moves_mark`: the instrument's mark becomes `mark` (other holders' caches go
-    /// stale). All-or-nothing: every fallible step runs before the first write.
+    /// calls. `moves_mark`: the instrument's mark becomes `mark`, so its other holders are
+    /// re-valued too. All-or-nothing: every fallible step runs before the first write.
     fn book_legs(
         &mut self,
         t: &Trade,
@@ -641,16 +719,15 @@ impl StateMachine {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
-            let base = self.refresh(rows[leg])?;
-            checks[leg] = self.breaches(rows[leg], base, WhatIf { col, old, book: books[leg], mark })?;
+            checks[leg] = self.breaches(rows[leg], WhatIf { col, old, book: books[leg], mark })?;
         }
         if moves_mark {
-            self.epoch += 1;
+            // Every other holder is re-valued at the new mark (checked, then applied).
+            let bps = self.instruments[col as usize].spec.margin_bps;
+            self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
         for leg in 0..2 {
-            let acct = &mut self.accounts[rows[leg] as usize];
-            acct.cache = checks[leg].totals;
-            acct.cache_epoch = self.epoch;
+            self.accounts[rows[leg] as usize].sums = checks[leg].sums;
         }
         for leg in 0..2 {
             let slot = match slots[leg] {
@@ -699,10 +776,21 @@ impl StateMachine {
         let slot = acct.last_chunk * CHUNK_POSITIONS as u32 + lane as u32;
         acct.positions += 1;
         self.positions_len += 1;
+        self.positions[slot as usize] = Position { book: Book::default(), account: row, instrument: col };
         let ins = &mut self.instruments[col as usize];
-        self.positions[slot as usize] =
-            Position { book: Book::default(), account: row, instrument: col, next_holder: ins.holders_head };
-        ins.holders_head = slot;
+        let lane = ins.holders as usize % CHUNK_HOLDERS;
+        if lane == 0 {
+            let chunk = self.holder_chunks_used;
+            assert!((chunk as usize) < self.holder_chunks.len(), "bound proven by Limits::holder_chunks");
+            self.holder_chunks_used += 1;
+            if ins.holders_last == NONE {
+                ins.holders_first = chunk;
+            } else {
+                self.holder_chunks[ins.holders_last as usize].next = chunk;
+            }
+            ins.holders_last = chunk;
+        }
+        self.holder_chunks[ins.holders_last as usize].slots[lane] = slot;
         ins.holders += 1;
         let inserted = self.position_index.insert(PairKey::new(id, instrument), slot);
         debug_assert!(inserted.is_ok(), "positions_max bounds the index");
@@ -728,38 +816,18 @@ impl StateMachine {
         Ok(())
     }
 
-    /// The account's totals at current marks: the cache when current, else a full walk.
-    fn fresh_totals(&self, row: u32) -> Result<Totals, Reject> {
-        let acct = &self.accounts[row as usize];
-        if acct.cache_epoch == self.epoch {
-            return Ok(acct.cache);
-        }
-        let mut sums = Sums::default();
-        self.for_each_slot(row, |slot| {
-            let p = &self.positions[slot as usize];
-            let ins = &self.instruments[p.instrument as usize];
-            sums.add(&valued(p.book, ins.mark(), ins).terms().ok_or(Reject::Overflow)?);
-            Ok(())
-        })?;
-        sums.totals().ok_or(Reject::Overflow)
-    }
-
-    /// [`fresh_totals`](Self::fresh_totals), remembered in the account's cache.
-    fn refresh(&mut self, row: u32) -> Result<Totals, Reject> {
-        let t = self.fresh_totals(row)?;
-        let acct = &mut self.accounts[row as usize];
-        acct.cache = t;
-        acct.cache_epoch = self.epoch;
-        Ok(t)
+    /// The account's totals at current marks; `Err(Overflow)` if a sum does not fit.
+    fn totals(&self, row: u32) -> Result<Totals, Reject> {
+        self.accounts[row as usize].sums.totals().ok_or(Reject::Overflow)
     }
 
     /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
-    /// at once (no early exit), as bits in SPEC.md's order. `base`: the account's current
-    /// totals; the what-if replaces one position's contribution (exact: see `WideSum`).
-    fn breaches(&self, row: u32, base: Totals, w: WhatIf) -> Result<Breaches, Reject> {
+    /// at once (no early exit), as bits in SPEC.md's order. The what-if replaces one
+    /// position's terms in the account's sums (exact: see `WideSum`).
+    fn breaches(&self, row: u32, w: WhatIf) -> Result<Breaches, Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[w.col as usize];
-        let mut sums = Sums::of(&base);
+        let mut sums = acct.sums;
         sums.sub(&valued(w.old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?);
         sums.add(&valued(w.book, w.mark, ins).terms().ok_or(Reject::Overflow)?);
         let t = sums.totals().ok_or(Reject::Overflow)?;
@@ -773,7 +841,7 @@ impl StateMachine {
         let failed = u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
         // eq < margin, both i128: the difference fits only if it does; check it.
         let shortfall = if margin { t.margin.checked_sub(eq).ok_or(Reject::Overflow)? } else { 0 };
-        Ok(Breaches { failed, shortfall, totals: t })
+        Ok(Breaches { failed, shortfall, sums })
     }
 
     // ---- lookups and queries --------------------------------------------------------------
@@ -813,7 +881,7 @@ impl StateMachine {
     pub fn account(&self, id: AccountId) -> Result<AccountView, Reject> {
         let row = self.account_row(id)?;
         let a = &self.accounts[row as usize];
-        let totals = self.fresh_totals(row)?;
+        let totals = self.totals(row)?;
         let equity = equity(a.collateral, &totals)?;
         Ok(AccountView {
             spec: a.spec,
@@ -843,11 +911,14 @@ impl StateMachine {
         let Ok(col) = self.instrument_col(id) else { return Vec::new() };
         let ins = &self.instruments[col as usize];
         let mut out = Vec::with_capacity(ins.holders as usize);
-        let mut slot = ins.holders_head;
-        while slot != NONE {
-            let p = &self.positions[slot as usize];
-            out.push(valued(p.book, ins.mark(), ins));
-            slot = p.next_holder;
+        let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
+        while left > 0 {
+            let c = &self.holder_chunks[chunk as usize];
+            for &slot in &c.slots[..left.min(CHUNK_HOLDERS)] {
+                out.push(valued(self.positions[slot as usize].book, ins.mark(), ins));
+            }
+            left = left.saturating_sub(CHUNK_HOLDERS);
+            chunk = c.next;
         }
         out
     }
@@ -931,6 +1002,8 @@ impl StateMachine {
             }
             let slot = sm.new_position(row, col, account, instrument);
             sm.positions[slot as usize].book = book;
+            let terms = valued(book, sm.instruments[col as usize].mark(), &sm.instruments[col as usize]).terms();
+            sm.accounts[row as usize].sums.add(&terms.ok_or(Invalid("a position's value overflows"))?);
         }
         if snap.trades.len() > limits.trades_max as usize {
             return Err(Invalid("more trades than trades_max"));
@@ -942,11 +1015,6 @@ impl StateMachine {
             let index = sm.trades.len() as u32;
             sm.trade_index.insert(trade.trade_id, index).map_err(|_| Invalid("trades"))?;
             sm.trades.push(TradeRecord { trade, busted });
-        }
-        sm.epoch += 1; // the empty caches made while loading are stale now
-        for row in 0..sm.accounts.len() as u32 {
-            // Totals are derived: recompute; an account whose sums overflow stays uncached.
-            let _ = sm.refresh(row);
         }
         sm.events.clear();
         sm.last_seq = snap.last_seq;

@@ -69,6 +69,17 @@ struct Val {
 }
 
 impl Model {
+    /// Would every position in `i` (but those of `skip`) still have representable value terms
+    /// at `mark` with margin rate `bps`? (SEMANTICS.md: the terms invariant.)
+    fn holders_fit(&self, i: u32, mark: i128, bps: i64, skip: &[u64]) -> bool {
+        let m = i128::from(self.instruments[&i].0.multiplier);
+        self.positions.iter().filter(|((a, ii), _)| *ii == i && !skip.contains(a)).all(|(_, &(qty, cost, _))| {
+            let n = mul3(qty.abs(), mark, m);
+            n.and_then(|n| n.checked_mul(i128::from(bps))).is_some()
+                && mul3(qty, mark, m).and_then(|v| v.checked_sub(cost)).is_some()
+        })
+    }
+
     fn mark(&self, i: u32) -> i128 {
         let (_, em, lp) = self.instruments[&i];
         if em != 0 { em } else { lp }
@@ -129,10 +140,12 @@ impl Model {
                 if s.multiplier < 1 { return Err(InvalidMultiplier) }
                 if s.margin_bps < 0 || s.margin_bps > MARGIN_BPS_MAX { return Err(InvalidMarginRate) }
                 if s.settle_days > SETTLE_DAYS_MAX { return Err(InvalidSettleDays) }
-                if let Some(old) = self.instruments.get_mut(&s.id) {
+                if let Some(old) = self.instruments.get(&s.id).copied() {
                     let held = self.positions.keys().any(|(_, i)| *i == s.id);
                     if old.0.multiplier != s.multiplier && held { return Err(InstrumentInUse) }
-                    old.0 = s;
+                    let mark = if old.1 != 0 { old.1 } else { old.2 };
+                    if !self.holders_fit(s.id, mark, s.margin_bps, &[]) { return Err(Overflow) }
+                    self.instruments.get_mut(&s.id).unwrap().0 = s;
                 } else {
                     if self.instruments.len() >= LIMITS.instruments_max as usize { return Err(InstrumentCapacity) }
                     self.instruments.insert(s.id, (s, 0, 0));
@@ -208,7 +221,9 @@ impl Model {
             }
             Command::MarkPrice { instrument, price } => {
                 if price <= 0 { return Err(InvalidPrice) }
-                self.instruments.get_mut(&instrument).ok_or(UnknownInstrument)?.1 = i128::from(price);
+                let (spec, _, _) = *self.instruments.get(&instrument).ok_or(UnknownInstrument)?;
+                if !self.holders_fit(instrument, i128::from(price), spec.margin_bps, &[]) { return Err(Overflow) }
+                self.instruments.get_mut(&instrument).unwrap().1 = i128::from(price);
                 Ok(vec![Event::MarkChanged { instrument, price }])
             }
             Command::SettlementPrice { instrument, price } => {
@@ -220,6 +235,7 @@ impl Model {
                     if i != instrument || qty == 0 { continue }
                     let at = mul3(qty, s, m).ok_or(Overflow)?;
                     let var = at.checked_sub(cost).ok_or(Overflow)?;
+                    at.abs().checked_mul(i128::from(spec.margin_bps)).ok_or(Overflow)?;
                     updates.push((a, (qty, at, realized.checked_add(var).ok_or(Overflow)?), var));
                 }
                 self.instruments.get_mut(&instrument).unwrap().1 = s;
@@ -245,6 +261,10 @@ impl Model {
             let p = fill(old, d, i128::from(t.price), m).ok_or(Reject::Overflow)?;
             checks.push(self.checks(a, t.instrument, p, mark)?);
             books.push((a, p));
+        }
+        let bps = self.instruments[&t.instrument].0.margin_bps;
+        if mark != self.mark(t.instrument) && !self.holders_fit(t.instrument, mark, bps, &[t.buy, t.sell]) {
+            return Err(Reject::Overflow);
         }
         let mut ev = vec![];
         for &(a, p) in &books {
