@@ -181,6 +181,7 @@ impl ClearTradeBatchDecoder<'_> {
 impl Message<'_> {
     /// The command of a single-command message with its request id; `None` for events,
     /// answers and batches (use [`ClearTradeBatchDecoder::commands`]).
+    #[inline]
     pub fn command(&self) -> Option<(RequestId, Command)> {
         Some(match self {
             Message::UpsertInstrument(d) => (
@@ -227,6 +228,7 @@ impl Message<'_> {
 
     /// The event of an event message with its seq; `Ok(None)` for other messages. A
     /// `LimitBreach` whose reason is a wire-level code (not a core `Reject`) is `BadEnumValue`.
+    #[inline]
     pub fn event(&self) -> Result<Option<(Seq, Event)>, DecodeError> {
         Ok(Some(match self {
             Message::InstrumentUpdated(d) => (d.seq(), Event::InstrumentUpdated { instrument: d.instrument_id() }),
