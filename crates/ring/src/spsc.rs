@@ -54,8 +54,10 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 impl<T> Shared<T> {
     #[inline(always)]
     fn slot(&self, counter: usize) -> &UnsafeCell<MaybeUninit<T>> {
-        // The mask keeps the index in bounds; the optimiser removes the bounds check.
-        &self.slots[counter & self.mask]
+        debug_assert_eq!(self.slots.len(), self.mask + 1);
+        // SAFETY: `counter & mask <= mask < slots.len()`, since `slots.len() == mask + 1` by
+        // construction (checked in debug builds above). No bounds check on the hot path.
+        unsafe { self.slots.get_unchecked(counter & self.mask) }
     }
 }
 
