@@ -26,6 +26,9 @@ pub enum BadRecord {
 pub enum CorruptionKind {
     /// The segment header is unreadable (magic, checksum, version).
     SegmentHeader(&'static str),
+    /// The file is shorter or longer than its header's `segment_bytes` (segments are
+    /// pre-allocated before they get their name, so a crash never changes their size).
+    SegmentSize { expected: u64, found: u64 },
     /// The file name and the header disagree on the first sequence number.
     SegmentName { header_first_seq: Seq },
     /// A record fails validation and valid records follow it (or it is not in the last

@@ -22,6 +22,8 @@ pub enum RepairAction {
     Quarantined { segment: PathBuf, to: PathBuf },
     /// The seal of the last segment was removed (its successor is missing).
     Unsealed { segment: PathBuf, offset: u64 },
+    /// A segment file was brought back to its pre-allocated size.
+    Resized { segment: PathBuf, from: u64, to: u64 },
     /// The durable marks were lowered to the last intact record.
     MarkLowered { from: Seq, to: Seq },
 }
@@ -58,6 +60,14 @@ pub fn repair(dir: &Path) -> Result<RepairReport, Error> {
             CorruptionKind::Record { .. } | CorruptionKind::ZeroedRecords { .. } => {
                 zero_from(&c.segment, c.offset as usize, &mut report)?;
                 quarantine_after(dir, &c.segment, &quarantine, &mut report)?;
+            }
+            CorruptionKind::SegmentSize { expected, found } => {
+                // Restore the pre-allocated size; the bytes after the cut read as zeros, so the
+                // records before it survive and the cut becomes the end of the journal.
+                let f = OpenOptions::new().write(true).open(&c.segment).map_err(|e| Error::io("open", &c.segment, e))?;
+                f.set_len(expected).map_err(|e| Error::io("set_len", &c.segment, e))?;
+                f.sync_all().map_err(|e| Error::io("fsync", &c.segment, e))?;
+                report.actions.push(RepairAction::Resized { segment: c.segment.clone(), from: found, to: expected });
             }
             CorruptionKind::MissingSegment { .. } => {
                 let f = OpenOptions::new().write(true).open(&c.segment).map_err(|e| Error::io("open", &c.segment, e))?;

@@ -172,7 +172,11 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
             return Err(corrupt(path, 24, CorruptionKind::SegmentName { header_first_seq: header.first_seq }));
         }
         if header.segment_bytes != b.len() as u64 {
-            return Err(corrupt(path, 16, CorruptionKind::SegmentHeader("file size differs from the header")));
+            return Err(corrupt(
+                path,
+                b.len().min(header.segment_bytes as usize),
+                CorruptionKind::SegmentSize { expected: header.segment_bytes, found: b.len() as u64 },
+            ));
         }
         durable_mark = durable_mark.max(DurableMark::decode(b));
         let (mut seq, mut chain) = (header.first_seq, header.chain_in);
