@@ -75,7 +75,8 @@ fn data() -> Data {
             b[..n].to_vec()
         })
         .collect();
-    let bincode = trades.iter().map(|(r, t)| bincode::serialize(&peer(*r, t)).expect("serializes")).collect();
+    let bincode =
+        trades.iter().map(|(r, t)| bincode::serialize(&peer(*r, t)).expect("serializes")).collect();
     Data { trades, sbe, fix, bincode }
 }
 
@@ -96,7 +97,12 @@ fn peer(request_id: u64, t: &Trade) -> TradeMsg {
 fn fold(acc: u64, request_id: u64, t: &Trade) -> u64 {
     acc.wrapping_mul(31)
         .wrapping_add(request_id ^ t.trade_id ^ t.buy.rotate_left(7) ^ t.sell.rotate_left(13))
-        .wrapping_add((t.qty as u64) ^ (t.price as u64).rotate_left(3) ^ u64::from(t.instrument) ^ u64::from(t.trade_date))
+        .wrapping_add(
+            (t.qty as u64)
+                ^ (t.price as u64).rotate_left(3)
+                ^ u64::from(t.instrument)
+                ^ u64::from(t.trade_date),
+        )
 }
 
 #[inline(never)]
@@ -166,7 +172,8 @@ fn sbe_encode_batch(d: &Data, out: &mut [u8; 64]) -> usize {
 fn fix_encode_batch(d: &Data, out: &mut [u8; 512]) -> usize {
     let mut n = 0;
     for (r, t) in &d.trades {
-        n += fix::write_trade_capture_report(black_box(&mut out[..]), *r, black_box(t)).expect("fits");
+        n += fix::write_trade_capture_report(black_box(&mut out[..]), *r, black_box(t))
+            .expect("fits");
         black_box(&out);
     }
     n
@@ -207,16 +214,25 @@ fn summary(d: &Data) {
     assert_eq!(fix_decode_batch(d), want, "FIX decodes every field");
     assert_eq!(bincode_decode_batch(d), want, "bincode decodes every field");
 
-    let sizes = (d.sbe[0].len(), d.fix.iter().map(Vec::len).sum::<usize>() / BATCH, d.bincode[0].len());
+    let sizes =
+        (d.sbe[0].len(), d.fix.iter().map(Vec::len).sum::<usize>() / BATCH, d.bincode[0].len());
     let (mut o64, mut o512, mut p64) = ([0u8; 64], [0u8; 512], [0u8; 64]);
     let rows = [
         ("SBE decode (wrap + read all fields)", sizes.0, measure(samples, || sbe_decode_batch(d))),
-        ("SBE decode via dispatch table -> Command", sizes.0, measure(samples, || sbe_dispatch_batch(d))),
+        (
+            "SBE decode via dispatch table -> Command",
+            sizes.0,
+            measure(samples, || sbe_dispatch_batch(d)),
+        ),
         ("FIX 4.4 AE parse -> Command", sizes.1, measure(samples, || fix_decode_batch(d))),
         ("serde + bincode 1 decode", sizes.2, measure(samples, || bincode_decode_batch(d))),
         ("SBE encode", sizes.0, measure(samples, || sbe_encode_batch(d, &mut o64) as u64)),
         ("FIX 4.4 AE write", sizes.1, measure(samples, || fix_encode_batch(d, &mut o512) as u64)),
-        ("serde + bincode 1 encode", sizes.2, measure(samples, || bincode_encode_batch(d, &mut p64) as u64)),
+        (
+            "serde + bincode 1 encode",
+            sizes.2,
+            measure(samples, || bincode_encode_batch(d, &mut p64) as u64),
+        ),
     ];
     println!("\nwire: ns per ClearTrade, {samples} batches of {BATCH} distinct messages");
     println!("{:<44} {:>6} {:>10} {:>10}", "codec", "bytes", "median ns", "p99 ns");
@@ -228,7 +244,11 @@ fn summary(d: &Data) {
     println!("ratio bincode decode / SBE decode:   {:>8.1}x", r(0, 3));
     println!("ratio FIX write / SBE encode:        {:>8.1}x", r(4, 5));
     println!("ratio bincode encode / SBE encode:   {:>8.1}x", r(4, 6));
-    println!("SBE decode median {:.2} ns: goal <= 5 ns {}", rows[0].2 .0, if rows[0].2 .0 <= 5.0 { "met" } else { "MISSED" });
+    println!(
+        "SBE decode median {:.2} ns: goal <= 5 ns {}",
+        rows[0].2 .0,
+        if rows[0].2 .0 <= 5.0 { "met" } else { "MISSED" }
+    );
 }
 
 fn main() {

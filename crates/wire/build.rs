@@ -17,6 +17,8 @@ fn main() {
         Err(e) => panic!("schema/novate.xml: {e}"),
     };
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
-    std::fs::write(out.join("generated.rs"), codegen::rust::generate(&schema)).expect("write generated.rs");
-    std::fs::write(out.join("generated.ts"), codegen::ts::generate(&schema)).expect("write generated.ts");
+    std::fs::write(out.join("generated.rs"), codegen::rust::generate(&schema))
+        .expect("write generated.rs");
+    std::fs::write(out.join("generated.ts"), codegen::ts::generate(&schema))
+        .expect("write generated.ts");
 }

@@ -107,12 +107,23 @@ pub struct Block {
 impl Block {
     /// The shortest block a sender of `version` may send: the end of the last field it knows.
     pub fn min_length(&self, version: u16) -> usize {
-        self.fields.iter().filter(|f| f.since <= version).map(|f| f.offset + f.size).max().unwrap_or(0)
+        self.fields
+            .iter()
+            .filter(|f| f.since <= version)
+            .map(|f| f.offset + f.size)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The distinct `sinceVersion`s above 0, ascending.
     pub fn later_versions(&self) -> Vec<u16> {
-        self.fields.iter().map(|f| f.since).filter(|&v| v > 0).collect::<BTreeSet<_>>().into_iter().collect()
+        self.fields
+            .iter()
+            .map(|f| f.since)
+            .filter(|&v| v > 0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 }
 
@@ -214,7 +225,9 @@ pub fn parse(xml: &str) -> Result<Schema, String> {
             let name = attr(t, "name")?.to_string();
             let kind = match t.tag_name().name() {
                 "type" => {
-                    if t.attribute("length").is_some_and(|l| l != "1") || t.attribute("presence") == Some("constant") {
+                    if t.attribute("length").is_some_and(|l| l != "1")
+                        || t.attribute("presence") == Some("constant")
+                    {
                         return Err(format!("type {name}: arrays and constants are not supported"));
                     }
                     Kind::Prim(Prim::parse(attr(t, "primitiveType")?)?)
@@ -254,14 +267,23 @@ pub fn parse(xml: &str) -> Result<Schema, String> {
                     "messageHeader" => {
                         expect_composite(
                             t,
-                            &[("blockLength", "uint16"), ("templateId", "uint16"), ("schemaId", "uint16"), ("version", "uint16")],
+                            &[
+                                ("blockLength", "uint16"),
+                                ("templateId", "uint16"),
+                                ("schemaId", "uint16"),
+                                ("version", "uint16"),
+                            ],
                         )?;
                         continue;
                     }
                     "groupSizeEncoding" => {
-                        expect_composite(t, &[("blockLength", "uint16"), ("numInGroup", "uint16")])?;
+                        expect_composite(
+                            t,
+                            &[("blockLength", "uint16"), ("numInGroup", "uint16")],
+                        )?;
                         let n = elements(t).nth(1).ok_or("numInGroup missing")?;
-                        schema.group_entries_max = num(attr(n, "maxValue")?, "numInGroup maxValue")?;
+                        schema.group_entries_max =
+                            num(attr(n, "maxValue")?, "numInGroup maxValue")?;
                         continue;
                     }
                     _ if t.attribute("semanticType") == Some("int128") => {
@@ -295,18 +317,26 @@ pub fn parse(xml: &str) -> Result<Schema, String> {
                 "field" if groups.is_empty() => add_field(&schema, &types, &mut block, c)?,
                 "field" => return Err(format!("message {name}: fields must come before groups")),
                 "group" => {
-                    if c.attribute("dimensionType").unwrap_or("groupSizeEncoding") != "groupSizeEncoding" {
+                    if c.attribute("dimensionType").unwrap_or("groupSizeEncoding")
+                        != "groupSizeEncoding"
+                    {
                         return Err(format!("message {name}: only groupSizeEncoding is supported"));
                     }
                     let mut gb = Block::default();
                     for f in elements(c) {
                         if f.tag_name().name() != "field" {
-                            return Err(format!("message {name}: nested groups and var data are not supported"));
+                            return Err(format!(
+                                "message {name}: nested groups and var data are not supported"
+                            ));
                         }
                         add_field(&schema, &types, &mut gb, f)?;
                     }
                     finish_block(&mut gb, c.attribute("blockLength"))?;
-                    groups.push(Group { name: attr(c, "name")?.to_string(), id: num(attr(c, "id")?, "group id")?, block: gb });
+                    groups.push(Group {
+                        name: attr(c, "name")?.to_string(),
+                        id: num(attr(c, "id")?, "group id")?,
+                        block: gb,
+                    });
                 }
                 other => return Err(format!("message {name}: unsupported element <{other}>")),
             }
@@ -317,7 +347,10 @@ pub fn parse(xml: &str) -> Result<Schema, String> {
     for m in &schema.messages {
         for f in m.block.fields.iter().chain(m.groups.iter().flat_map(|g| g.block.fields.iter())) {
             if f.since > schema.version {
-                return Err(format!("{}.{}: sinceVersion above the schema version", m.name, f.name));
+                return Err(format!(
+                    "{}.{}: sinceVersion above the schema version",
+                    m.name, f.name
+                ));
             }
         }
     }
@@ -331,7 +364,8 @@ fn add_field(
     f: roxmltree::Node,
 ) -> Result<(), String> {
     let name = attr(f, "name")?.to_string();
-    let TypeRef::Kind(kind) = types.get(attr(f, "type")?).ok_or_else(|| format!("field {name}: unknown type"))?;
+    let TypeRef::Kind(kind) =
+        types.get(attr(f, "type")?).ok_or_else(|| format!("field {name}: unknown type"))?;
     let size = kind.size(schema);
     let since: u16 = num(f.attribute("sinceVersion").unwrap_or("0"), "sinceVersion")?;
     let next = block.length;

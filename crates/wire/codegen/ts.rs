@@ -237,13 +237,24 @@ fn write_field(o: &mut String, s: &Schema, f: &Field, obj: &str, base: &str, pat
     }
 }
 
-fn interface(o: &mut String, s: &Schema, name: &str, desc: &str, b: &Block, groups: &[(String, String)]) {
+fn interface(
+    o: &mut String,
+    s: &Schema,
+    name: &str,
+    desc: &str,
+    b: &Block,
+    groups: &[(String, String)],
+) {
     let _ = writeln!(o, "/** {desc} */\nexport interface {name} {{");
     for f in &b.fields {
         let opt = if f.since > 0 { "?" } else { "" };
         let mut d = format!("offset {}", f.offset);
         if f.since > 0 {
-            let _ = write!(d, ", since version {} (undefined when decoded from an older version)", f.since);
+            let _ = write!(
+                d,
+                ", since version {} (undefined when decoded from an older version)",
+                f.since
+            );
         }
         if !f.description.is_empty() {
             d = format!("{}; {d}", f.description);
@@ -260,7 +271,8 @@ fn decode_fields(o: &mut String, s: &Schema, b: &Block, base: &str, indent: &str
     for f in &b.fields {
         if let Kind::Enum(i) = &f.kind {
             let e = &s.enums[*i];
-            let cond = if f.since > 0 { format!("version >= {} && ", f.since) } else { String::new() };
+            let cond =
+                if f.since > 0 { format!("version >= {} && ", f.since) } else { String::new() };
             let raw = read_field(s, f, base);
             let _ = writeln!(o, "{indent}if ({cond}!{}_VALUES.has({raw})) {{", upper(&e.name));
             let _ = writeln!(o, "{indent}  throw new DecodeError('BadEnumValue', `field {}: ${{{raw}}} is not a valid value`);\n{indent}}}", f.name);
@@ -284,15 +296,35 @@ fn object_literal(s: &Schema, b: &Block, base: &str) -> Vec<String> {
 
 fn message(o: &mut String, s: &Schema, m: &Message) {
     let up = upper(&m.name);
-    let groups: Vec<(String, String)> = m.groups.iter().map(|g| (g.name.clone(), format!("{}{}", m.name, super::pascal(&g.name)))).collect();
+    let groups: Vec<(String, String)> = m
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), format!("{}{}", m.name, super::pascal(&g.name))))
+        .collect();
     for (g, (_, ty)) in m.groups.iter().zip(&groups) {
         interface(o, s, ty, &format!("One entry of {}.{}.", m.name, g.name), &g.block, &[]);
     }
-    interface(o, s, &m.name, &format!("{} (template id {}).", m.description, m.id), &m.block, &groups);
-    let _ = writeln!(o, "export const {up}_TEMPLATE_ID = {};\nexport const {up}_BLOCK_LENGTH = {};\n", m.id, m.block.length);
+    interface(
+        o,
+        s,
+        &m.name,
+        &format!("{} (template id {}).", m.description, m.id),
+        &m.block,
+        &groups,
+    );
+    let _ = writeln!(
+        o,
+        "export const {up}_TEMPLATE_ID = {};\nexport const {up}_BLOCK_LENGTH = {};\n",
+        m.id, m.block.length
+    );
     // Encoder.
-    let _ = writeln!(o, "/** Encode `m` at `offset` (header included); returns the bytes written. */");
-    let _ = writeln!(o, "export function encode{}(buf: Uint8Array, offset: number, m: {}): number {{", m.name, m.name);
+    let _ =
+        writeln!(o, "/** Encode `m` at `offset` (header included); returns the bytes written. */");
+    let _ = writeln!(
+        o,
+        "export function encode{}(buf: Uint8Array, offset: number, m: {}): number {{",
+        m.name, m.name
+    );
     let _ = writeln!(o, "  const view = viewOf(buf);");
     let mut len = format!("HEADER_LENGTH + {}", m.block.length);
     for g in &m.groups {
@@ -300,15 +332,24 @@ fn message(o: &mut String, s: &Schema, m: &Message) {
         let _ = write!(len, " + GROUP_HEADER_LENGTH + m.{}.length * {}", g.name, g.block.length);
     }
     let _ = writeln!(o, "  const end = offset + {len};\n  room(view, end);");
-    let _ = writeln!(o, "  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);");
-    let _ = writeln!(o, "  writeHeader(view, offset, {}, {});\n  const base = offset + HEADER_LENGTH;", m.block.length, m.id);
+    let _ =
+        writeln!(o, "  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);");
+    let _ = writeln!(
+        o,
+        "  writeHeader(view, offset, {}, {});\n  const base = offset + HEADER_LENGTH;",
+        m.block.length, m.id
+    );
     for f in &m.block.fields {
         write_field(o, s, f, "m", "base", "");
     }
     let _ = writeln!(o, "  let pos = base + {};", m.block.length);
     for g in &m.groups {
         let _ = writeln!(o, "  view.setUint16(pos, {}, true);\n  view.setUint16(pos + 2, m.{}.length, true);\n  pos += GROUP_HEADER_LENGTH;", g.block.length, g.name);
-        let _ = writeln!(o, "  m.{}.forEach((e, i) => {{\n    const at = pos + i * {};", g.name, g.block.length);
+        let _ = writeln!(
+            o,
+            "  m.{}.forEach((e, i) => {{\n    const at = pos + i * {};",
+            g.name, g.block.length
+        );
         let mut inner = String::new();
         for f in &g.block.fields {
             write_field(&mut inner, s, f, "e", "at", &format!("{}[${{i}}].", g.name));
@@ -320,26 +361,49 @@ fn message(o: &mut String, s: &Schema, m: &Message) {
     }
     let _ = writeln!(o, "  return pos - offset;\n}}\n");
     // Decoder body.
-    let _ = writeln!(o, "function decode{}Body(view: DataView, offset: number, h: MessageHeader): [{}, number] {{", m.name, m.name);
+    let _ = writeln!(
+        o,
+        "function decode{}Body(view: DataView, offset: number, h: MessageHeader): [{}, number] {{",
+        m.name, m.name
+    );
     let _ = writeln!(o, "  const version = h.version;\n  const min = {};", min_len_expr(&m.block));
     let _ = writeln!(o, "  if (h.blockLength < min) {{\n    throw new DecodeError('BadBlockLength', `template {}: block length ${{h.blockLength}} below ${{min}}`);\n  }}", m.id);
-    let _ = writeln!(o, "  const base = offset + HEADER_LENGTH;\n  need(view, base + h.blockLength);");
+    let _ =
+        writeln!(o, "  const base = offset + HEADER_LENGTH;\n  need(view, base + h.blockLength);");
     decode_fields(o, s, &m.block, "base", "  ");
     let _ = writeln!(o, "  let pos = base + h.blockLength;");
     for (g, (_, ty)) in m.groups.iter().zip(&groups) {
-        let _ = writeln!(o, "  const [{0}Length, {0}Count, {0}Start] = readGroup(view, pos, '{0}', {1});", g.name, min_len_expr(&g.block));
+        let _ = writeln!(
+            o,
+            "  const [{0}Length, {0}Count, {0}Start] = readGroup(view, pos, '{0}', {1});",
+            g.name,
+            min_len_expr(&g.block)
+        );
         let _ = writeln!(o, "  const {}: {ty}[] = [];", g.name);
-        let _ = writeln!(o, "  for (let i = 0; i < {0}Count; i++) {{\n    const at = {0}Start + i * {0}Length;", g.name);
+        let _ = writeln!(
+            o,
+            "  for (let i = 0; i < {0}Count; i++) {{\n    const at = {0}Start + i * {0}Length;",
+            g.name
+        );
         decode_fields(o, s, &g.block, "at", "    ");
-        let _ = writeln!(o, "    {}.push({{ {} }});\n  }}", g.name, object_literal(s, &g.block, "at").join(", "));
+        let _ = writeln!(
+            o,
+            "    {}.push({{ {} }});\n  }}",
+            g.name,
+            object_literal(s, &g.block, "at").join(", ")
+        );
         let _ = writeln!(o, "  pos = {0}Start + {0}Count * {0}Length;", g.name);
     }
     let mut fields = object_literal(s, &m.block, "base");
     fields.extend(m.groups.iter().map(|g| g.name.clone()));
     let _ = writeln!(o, "  return [{{ {} }}, pos - offset];\n}}\n", fields.join(", "));
     let _ = writeln!(o, "/** Decode a {} that starts (header included) at `offset`. */", m.name);
-    let _ = writeln!(o, "export function decode{}(buf: Uint8Array, offset = 0): {} {{", m.name, m.name);
-    let _ = writeln!(o, "  const view = viewOf(buf);\n  const h = readHeader(view, offset);\n  checkSchema(h);");
+    let _ =
+        writeln!(o, "export function decode{}(buf: Uint8Array, offset = 0): {} {{", m.name, m.name);
+    let _ = writeln!(
+        o,
+        "  const view = viewOf(buf);\n  const h = readHeader(view, offset);\n  checkSchema(h);"
+    );
     let _ = writeln!(o, "  if (h.templateId !== {}) {{\n    throw new DecodeError('WrongTemplate', `template ${{h.templateId}}, expected {}`);\n  }}", m.id, m.id);
     let _ = writeln!(o, "  return decode{}Body(view, offset, h)[0];\n}}\n", m.name);
 }
@@ -347,11 +411,25 @@ fn message(o: &mut String, s: &Schema, m: &Message) {
 /// The whole generated TypeScript module.
 pub fn generate(s: &Schema) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "// @generated by crates/wire/codegen from crates/wire/schema/novate.xml. Do not edit:");
-    let _ = writeln!(o, "// regenerate with `cargo run -p novate-wire --bin gen-ts`.\n/* eslint-disable */\n");
-    let _ = writeln!(o, "/** Schema id of `{}` ({}). */\nexport const SCHEMA_ID = {};", s.package, s.description, s.id);
+    let _ = writeln!(
+        o,
+        "// @generated by crates/wire/codegen from crates/wire/schema/novate.xml. Do not edit:"
+    );
+    let _ = writeln!(
+        o,
+        "// regenerate with `cargo run -p novate-wire --bin gen-ts`.\n/* eslint-disable */\n"
+    );
+    let _ = writeln!(
+        o,
+        "/** Schema id of `{}` ({}). */\nexport const SCHEMA_ID = {};",
+        s.package, s.description, s.id
+    );
     let _ = writeln!(o, "/** The newest message version this code knows; older versions decode too. */\nexport const SCHEMA_VERSION = {};", s.version);
-    let _ = writeln!(o, "/** Most entries in one repeating group. */\nexport const GROUP_ENTRIES_MAX = {};", s.group_entries_max);
+    let _ = writeln!(
+        o,
+        "/** Most entries in one repeating group. */\nexport const GROUP_ENTRIES_MAX = {};",
+        s.group_entries_max
+    );
     o.push_str(PRELUDE);
     o.push('\n');
     for e in &s.enums {
@@ -363,7 +441,12 @@ pub fn generate(s: &Schema) -> String {
             let _ = writeln!(o, "  {} = {},", v.name, v.value);
         }
         let vals: Vec<String> = e.values.iter().map(|v| v.value.to_string()).collect();
-        let _ = writeln!(o, "}}\nconst {}_VALUES: ReadonlySet<number> = new Set([{}]);\n", upper(&e.name), vals.join(", "));
+        let _ = writeln!(
+            o,
+            "}}\nconst {}_VALUES: ReadonlySet<number> = new Set([{}]);\n",
+            upper(&e.name),
+            vals.join(", ")
+        );
     }
     for m in &s.messages {
         message(&mut o, s, m);
@@ -379,15 +462,20 @@ pub fn generate(s: &Schema) -> String {
     for m in &s.messages {
         let _ = writeln!(o, "DISPATCH[{}] = (v, o, h) => {{\n  const [value, n] = decode{}Body(v, o, h);\n  return [{{ template: '{}', value }}, n];\n}};", m.id, m.name, m.name);
     }
-    let _ = writeln!(o, "\n/** Decode any message at `offset`; returns it and the bytes it took. */");
+    let _ =
+        writeln!(o, "\n/** Decode any message at `offset`; returns it and the bytes it took. */");
     let _ = writeln!(o, "export function decodeMessage(buf: Uint8Array, offset = 0): {{ message: Message; length: number }} {{");
     let _ = writeln!(o, "  const view = viewOf(buf);\n  const h = readHeader(view, offset);\n  checkSchema(h);\n  const f = DISPATCH[h.templateId];");
     let _ = writeln!(o, "  if (f === undefined) {{\n    throw new DecodeError('UnknownTemplate', `unknown template id ${{h.templateId}}`);\n  }}");
-    let _ = writeln!(o, "  const [message, length] = f(view, offset, h);\n  return {{ message, length }};\n}}\n");
+    let _ = writeln!(
+        o,
+        "  const [message, length] = f(view, offset, h);\n  return {{ message, length }};\n}}\n"
+    );
     let _ = writeln!(o, "/** Encode any message at `offset`; returns the bytes written. */");
     let _ = writeln!(o, "export function encodeMessage(buf: Uint8Array, offset: number, msg: Message): number {{\n  switch (msg.template) {{");
     for m in &s.messages {
-        let _ = writeln!(o, "    case '{0}':\n      return encode{0}(buf, offset, msg.value);", m.name);
+        let _ =
+            writeln!(o, "    case '{0}':\n      return encode{0}(buf, offset, msg.value);", m.name);
     }
     let _ = writeln!(o, "  }}\n}}\n");
     let _ = writeln!(o, "/** Template id of each message name. */\nexport const TEMPLATE_IDS: Readonly<Record<TemplateName, number>> = {{");

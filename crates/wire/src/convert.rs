@@ -6,7 +6,9 @@
 
 use crate::generated::*;
 use crate::rt::{DecodeError, EncodeError};
-use novate_core::{AccountSpec, Command, Event, InstrumentSpec, Reject, Seq, Side as CoreSide, Trade};
+use novate_core::{
+    AccountSpec, Command, Event, InstrumentSpec, Reject, Seq, Side as CoreSide, Trade,
+};
 
 /// The request id a client chose for a command (unique per member session).
 pub type RequestId = u64;
@@ -72,7 +74,11 @@ fn bool_of(b: bool) -> BooleanType {
 }
 
 /// Encode `cmd` with its request id at the start of `buf`; returns the bytes written.
-pub fn encode_command(buf: &mut [u8], request_id: RequestId, cmd: &Command) -> Result<usize, EncodeError> {
+pub fn encode_command(
+    buf: &mut [u8],
+    request_id: RequestId,
+    cmd: &Command,
+) -> Result<usize, EncodeError> {
     Ok(match *cmd {
         Command::UpsertInstrument(i) => UpsertInstrumentEncoder::wrap(buf)?
             .request_id(request_id)
@@ -89,31 +95,45 @@ pub fn encode_command(buf: &mut [u8], request_id: RequestId, cmd: &Command) -> R
             .max_loss(a.max_loss)
             .suspended(bool_of(a.suspended))
             .encoded_len(),
-        Command::AdjustCollateral { account, amount } => {
-            AdjustCollateralEncoder::wrap(buf)?.request_id(request_id).account_id(account).amount(amount).encoded_len()
-        }
-        Command::CheckOrder { account, instrument, side, qty, price } => CheckOrderEncoder::wrap(buf)?
+        Command::AdjustCollateral { account, amount } => AdjustCollateralEncoder::wrap(buf)?
             .request_id(request_id)
             .account_id(account)
+            .amount(amount)
+            .encoded_len(),
+        Command::CheckOrder { account, instrument, side, qty, price } => {
+            CheckOrderEncoder::wrap(buf)?
+                .request_id(request_id)
+                .account_id(account)
+                .instrument_id(instrument)
+                .side(side_of(side))
+                .qty(qty)
+                .price(price)
+                .encoded_len()
+        }
+        Command::ClearTrade(t) => encode_clear_trade(buf, request_id, &t)?,
+        Command::BustTrade { trade_id } => {
+            BustTradeEncoder::wrap(buf)?.request_id(request_id).trade_id(trade_id).encoded_len()
+        }
+        Command::MarkPrice { instrument, price } => MarkPriceEncoder::wrap(buf)?
+            .request_id(request_id)
             .instrument_id(instrument)
-            .side(side_of(side))
-            .qty(qty)
             .price(price)
             .encoded_len(),
-        Command::ClearTrade(t) => encode_clear_trade(buf, request_id, &t)?,
-        Command::BustTrade { trade_id } => BustTradeEncoder::wrap(buf)?.request_id(request_id).trade_id(trade_id).encoded_len(),
-        Command::MarkPrice { instrument, price } => {
-            MarkPriceEncoder::wrap(buf)?.request_id(request_id).instrument_id(instrument).price(price).encoded_len()
-        }
-        Command::SettlementPrice { instrument, price } => {
-            SettlementPriceEncoder::wrap(buf)?.request_id(request_id).instrument_id(instrument).price(price).encoded_len()
-        }
+        Command::SettlementPrice { instrument, price } => SettlementPriceEncoder::wrap(buf)?
+            .request_id(request_id)
+            .instrument_id(instrument)
+            .price(price)
+            .encoded_len(),
     })
 }
 
 /// Encode a `ClearTrade` (the hot path: no match on the command kind).
 #[inline]
-pub fn encode_clear_trade(buf: &mut [u8], request_id: RequestId, t: &Trade) -> Result<usize, EncodeError> {
+pub fn encode_clear_trade(
+    buf: &mut [u8],
+    request_id: RequestId,
+    t: &Trade,
+) -> Result<usize, EncodeError> {
     Ok(ClearTradeEncoder::wrap(buf)?
         .request_id(request_id)
         .trade_id(t.trade_id)
@@ -127,7 +147,10 @@ pub fn encode_clear_trade(buf: &mut [u8], request_id: RequestId, t: &Trade) -> R
 }
 
 /// Encode up to `GROUP_ENTRIES_MAX` trades, each with its request id, as one `ClearTradeBatch`.
-pub fn encode_clear_trade_batch(buf: &mut [u8], trades: &[(RequestId, Trade)]) -> Result<usize, EncodeError> {
+pub fn encode_clear_trade_batch(
+    buf: &mut [u8],
+    trades: &[(RequestId, Trade)],
+) -> Result<usize, EncodeError> {
     let mut e = ClearTradeBatchEncoder::wrap(buf, trades.len())?;
     for (i, (request_id, t)) in trades.iter().enumerate() {
         if let Some(mut x) = e.trades(i) {
@@ -203,9 +226,10 @@ impl Message<'_> {
                     suspended: d.suspended() == BooleanType::True,
                 }),
             ),
-            Message::AdjustCollateral(d) => {
-                (d.request_id(), Command::AdjustCollateral { account: d.account_id(), amount: d.amount() })
-            }
+            Message::AdjustCollateral(d) => (
+                d.request_id(),
+                Command::AdjustCollateral { account: d.account_id(), amount: d.amount() },
+            ),
             Message::CheckOrder(d) => (
                 d.request_id(),
                 Command::CheckOrder {
@@ -217,11 +241,17 @@ impl Message<'_> {
                 },
             ),
             Message::ClearTrade(d) => (d.request_id(), Command::ClearTrade(d.trade())),
-            Message::BustTrade(d) => (d.request_id(), Command::BustTrade { trade_id: d.trade_id() }),
-            Message::MarkPrice(d) => (d.request_id(), Command::MarkPrice { instrument: d.instrument_id(), price: d.price() }),
-            Message::SettlementPrice(d) => {
-                (d.request_id(), Command::SettlementPrice { instrument: d.instrument_id(), price: d.price() })
+            Message::BustTrade(d) => {
+                (d.request_id(), Command::BustTrade { trade_id: d.trade_id() })
             }
+            Message::MarkPrice(d) => (
+                d.request_id(),
+                Command::MarkPrice { instrument: d.instrument_id(), price: d.price() },
+            ),
+            Message::SettlementPrice(d) => (
+                d.request_id(),
+                Command::SettlementPrice { instrument: d.instrument_id(), price: d.price() },
+            ),
             _ => return None,
         })
     }
@@ -231,15 +261,24 @@ impl Message<'_> {
     #[inline]
     pub fn event(&self) -> Result<Option<(Seq, Event)>, DecodeError> {
         Ok(Some(match self {
-            Message::InstrumentUpdated(d) => (d.seq(), Event::InstrumentUpdated { instrument: d.instrument_id() }),
-            Message::AccountUpdated(d) => (d.seq(), Event::AccountUpdated { account: d.account_id() }),
+            Message::InstrumentUpdated(d) => {
+                (d.seq(), Event::InstrumentUpdated { instrument: d.instrument_id() })
+            }
+            Message::AccountUpdated(d) => {
+                (d.seq(), Event::AccountUpdated { account: d.account_id() })
+            }
             Message::CollateralChanged(d) => (
                 d.seq(),
-                Event::CollateralChanged { account: d.account_id(), amount: d.amount(), balance: d.balance() },
+                Event::CollateralChanged {
+                    account: d.account_id(),
+                    amount: d.amount(),
+                    balance: d.balance(),
+                },
             ),
-            Message::OrderAccepted(d) => {
-                (d.seq(), Event::OrderAccepted { account: d.account_id(), instrument: d.instrument_id() })
-            }
+            Message::OrderAccepted(d) => (
+                d.seq(),
+                Event::OrderAccepted { account: d.account_id(), instrument: d.instrument_id() },
+            ),
             Message::TradeCleared(d) => (d.seq(), Event::TradeCleared { trade_id: d.trade_id() }),
             Message::TradeBusted(d) => (d.seq(), Event::TradeBusted { trade_id: d.trade_id() }),
             Message::PositionChanged(d) => (
@@ -252,18 +291,28 @@ impl Message<'_> {
                     realized: d.realized(),
                 },
             ),
-            Message::MarkChanged(d) => (d.seq(), Event::MarkChanged { instrument: d.instrument_id(), price: d.price() }),
+            Message::MarkChanged(d) => {
+                (d.seq(), Event::MarkChanged { instrument: d.instrument_id(), price: d.price() })
+            }
             Message::VariationMargin(d) => (
                 d.seq(),
-                Event::VariationMargin { account: d.account_id(), instrument: d.instrument_id(), amount: d.amount() },
+                Event::VariationMargin {
+                    account: d.account_id(),
+                    instrument: d.instrument_id(),
+                    amount: d.amount(),
+                },
             ),
             Message::LimitBreach(d) => {
                 let code = d.reason();
-                let reason = core_reject(code)
-                    .ok_or(DecodeError::BadEnumValue { field: "reason", value: u64::from(code.raw()) })?;
+                let reason = core_reject(code).ok_or(DecodeError::BadEnumValue {
+                    field: "reason",
+                    value: u64::from(code.raw()),
+                })?;
                 (d.seq(), Event::LimitBreach { account: d.account_id(), reason })
             }
-            Message::MarginCall(d) => (d.seq(), Event::MarginCall { account: d.account_id(), shortfall: d.shortfall() }),
+            Message::MarginCall(d) => {
+                (d.seq(), Event::MarginCall { account: d.account_id(), shortfall: d.shortfall() })
+            }
             _ => return Ok(None),
         }))
     }
@@ -275,51 +324,84 @@ pub fn encode_event(buf: &mut [u8], seq: Seq, event: &Event) -> Result<usize, En
         Event::InstrumentUpdated { instrument } => {
             InstrumentUpdatedEncoder::wrap(buf)?.seq(seq).instrument_id(instrument).encoded_len()
         }
-        Event::AccountUpdated { account } => AccountUpdatedEncoder::wrap(buf)?.seq(seq).account_id(account).encoded_len(),
-        Event::CollateralChanged { account, amount, balance } => CollateralChangedEncoder::wrap(buf)?
-            .seq(seq)
-            .account_id(account)
-            .amount(amount)
-            .balance(balance)
-            .encoded_len(),
-        Event::OrderAccepted { account, instrument } => {
-            OrderAcceptedEncoder::wrap(buf)?.seq(seq).account_id(account).instrument_id(instrument).encoded_len()
+        Event::AccountUpdated { account } => {
+            AccountUpdatedEncoder::wrap(buf)?.seq(seq).account_id(account).encoded_len()
         }
-        Event::TradeCleared { trade_id } => TradeClearedEncoder::wrap(buf)?.seq(seq).trade_id(trade_id).encoded_len(),
-        Event::TradeBusted { trade_id } => TradeBustedEncoder::wrap(buf)?.seq(seq).trade_id(trade_id).encoded_len(),
-        Event::PositionChanged { account, instrument, qty, cost, realized } => PositionChangedEncoder::wrap(buf)?
-            .seq(seq)
-            .account_id(account)
-            .instrument_id(instrument)
-            .qty(qty)
-            .cost(cost)
-            .realized(realized)
-            .encoded_len(),
-        Event::MarkChanged { instrument, price } => {
-            MarkChangedEncoder::wrap(buf)?.seq(seq).instrument_id(instrument).price(price).encoded_len()
+        Event::CollateralChanged { account, amount, balance } => {
+            CollateralChangedEncoder::wrap(buf)?
+                .seq(seq)
+                .account_id(account)
+                .amount(amount)
+                .balance(balance)
+                .encoded_len()
         }
-        Event::VariationMargin { account, instrument, amount } => VariationMarginEncoder::wrap(buf)?
+        Event::OrderAccepted { account, instrument } => OrderAcceptedEncoder::wrap(buf)?
             .seq(seq)
             .account_id(account)
             .instrument_id(instrument)
-            .amount(amount)
             .encoded_len(),
-        Event::LimitBreach { account, reason } => {
-            LimitBreachEncoder::wrap(buf)?.seq(seq).account_id(account).reason(reject_code(reason)).encoded_len()
+        Event::TradeCleared { trade_id } => {
+            TradeClearedEncoder::wrap(buf)?.seq(seq).trade_id(trade_id).encoded_len()
         }
-        Event::MarginCall { account, shortfall } => {
-            MarginCallEncoder::wrap(buf)?.seq(seq).account_id(account).shortfall(shortfall).encoded_len()
+        Event::TradeBusted { trade_id } => {
+            TradeBustedEncoder::wrap(buf)?.seq(seq).trade_id(trade_id).encoded_len()
         }
+        Event::PositionChanged { account, instrument, qty, cost, realized } => {
+            PositionChangedEncoder::wrap(buf)?
+                .seq(seq)
+                .account_id(account)
+                .instrument_id(instrument)
+                .qty(qty)
+                .cost(cost)
+                .realized(realized)
+                .encoded_len()
+        }
+        Event::MarkChanged { instrument, price } => MarkChangedEncoder::wrap(buf)?
+            .seq(seq)
+            .instrument_id(instrument)
+            .price(price)
+            .encoded_len(),
+        Event::VariationMargin { account, instrument, amount } => {
+            VariationMarginEncoder::wrap(buf)?
+                .seq(seq)
+                .account_id(account)
+                .instrument_id(instrument)
+                .amount(amount)
+                .encoded_len()
+        }
+        Event::LimitBreach { account, reason } => LimitBreachEncoder::wrap(buf)?
+            .seq(seq)
+            .account_id(account)
+            .reason(reject_code(reason))
+            .encoded_len(),
+        Event::MarginCall { account, shortfall } => MarginCallEncoder::wrap(buf)?
+            .seq(seq)
+            .account_id(account)
+            .shortfall(shortfall)
+            .encoded_len(),
     })
 }
 
 /// Encode the `Ack` of a command (version 1: with the sequencer's timestamp).
-pub fn encode_ack(buf: &mut [u8], request_id: RequestId, seq: Seq, timestamp_ns: u64) -> Result<usize, EncodeError> {
-    Ok(AckEncoder::wrap(buf)?.request_id(request_id).seq(seq).timestamp_ns(timestamp_ns).encoded_len())
+pub fn encode_ack(
+    buf: &mut [u8],
+    request_id: RequestId,
+    seq: Seq,
+    timestamp_ns: u64,
+) -> Result<usize, EncodeError> {
+    Ok(AckEncoder::wrap(buf)?
+        .request_id(request_id)
+        .seq(seq)
+        .timestamp_ns(timestamp_ns)
+        .encoded_len())
 }
 
 /// Encode the `Reject` of a command.
-pub fn encode_reject(buf: &mut [u8], request_id: RequestId, code: RejectCode) -> Result<usize, EncodeError> {
+pub fn encode_reject(
+    buf: &mut [u8],
+    request_id: RequestId,
+    code: RejectCode,
+) -> Result<usize, EncodeError> {
     Ok(RejectEncoder::wrap(buf)?.request_id(request_id).code(code).encoded_len())
 }
 
@@ -327,7 +409,9 @@ pub fn encode_reject(buf: &mut [u8], request_id: RequestId, code: RejectCode) ->
 pub fn reject_code_of_decode_error(e: &DecodeError) -> RejectCode {
     match e {
         DecodeError::UnknownTemplate(_) => RejectCode::UnknownTemplate,
-        DecodeError::UnsupportedSchema(_) | DecodeError::UnsupportedVersion(_) => RejectCode::UnsupportedSchema,
+        DecodeError::UnsupportedSchema(_) | DecodeError::UnsupportedVersion(_) => {
+            RejectCode::UnsupportedSchema
+        }
         _ => RejectCode::MalformedMessage,
     }
 }

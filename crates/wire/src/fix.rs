@@ -81,9 +81,13 @@ impl std::fmt::Display for FixError {
             FixError::TooLong(n) => write!(f, "{n} bytes, max {FIX_MSG_LEN_MAX}"),
             FixError::BadBeginString => write!(f, "BeginString (8) is not FIX.4.4"),
             FixError::BadBodyLength => write!(f, "BodyLength (9) missing or not a number"),
-            FixError::BodyLengthMismatch { declared, actual } => write!(f, "BodyLength (9) {declared}, actual {actual:?}"),
+            FixError::BodyLengthMismatch { declared, actual } => {
+                write!(f, "BodyLength (9) {declared}, actual {actual:?}")
+            }
             FixError::MalformedChecksum => write!(f, "CheckSum (10) is not 3 digits at the end"),
-            FixError::BadChecksum { declared, computed } => write!(f, "CheckSum (10) {declared:03}, computed {computed:03}"),
+            FixError::BadChecksum { declared, computed } => {
+                write!(f, "CheckSum (10) {declared:03}, computed {computed:03}")
+            }
             FixError::MalformedField { offset } => write!(f, "malformed field at byte {offset}"),
             FixError::MsgTypeNotFirst => write!(f, "MsgType (35) is not the first body field"),
             FixError::UnsupportedMsgType => write!(f, "MsgType (35) is not AE or D"),
@@ -132,7 +136,11 @@ pub fn validate(msg: &[u8]) -> Result<(&[u8], usize), FixError> {
         return Err(FixError::TooLong(msg.len()));
     }
     if !msg.starts_with(BEGIN_STRING) {
-        return Err(if BEGIN_STRING.starts_with(msg) { FixError::Truncated } else { FixError::BadBeginString });
+        return Err(if BEGIN_STRING.starts_with(msg) {
+            FixError::Truncated
+        } else {
+            FixError::BadBeginString
+        });
     }
     let rest = msg.get(BEGIN_STRING.len()..).unwrap_or_default();
     let Some(after9) = rest.strip_prefix(b"9=") else {
@@ -146,7 +154,10 @@ pub fn validate(msg: &[u8]) -> Result<(&[u8], usize), FixError> {
     let Some(body_end) = body_end else {
         return Err(match trailer {
             None if !msg.ends_with(&[SOH]) => FixError::Truncated,
-            actual => FixError::BodyLengthMismatch { declared: declared as usize, actual: actual.map(|t| t - body_start) },
+            actual => FixError::BodyLengthMismatch {
+                declared: declared as usize,
+                actual: actual.map(|t| t - body_start),
+            },
         });
     };
     // Trailer: "10=" + 3 digits + SOH, and nothing after.
@@ -195,7 +206,8 @@ impl<'a> Iterator for Fields<'a> {
         let field = rest.get(..end).unwrap_or_default();
         self.pos += end + 1;
         let Some(eq) = field.iter().position(|&b| b == b'=') else { return Some(Err(bad)) };
-        let (tag, value) = (field.get(..eq).unwrap_or_default(), field.get(eq + 1..).unwrap_or_default());
+        let (tag, value) =
+            (field.get(..eq).unwrap_or_default(), field.get(eq + 1..).unwrap_or_default());
         match digits_u64(tag) {
             Some(t) if tag.len() <= 9 && t > 0 && !value.is_empty() => Some(Ok((t as u32, value))),
             _ => Some(Err(bad)),
@@ -210,7 +222,7 @@ fn set<'a>(slot: &mut Option<&'a [u8]>, tag: u32, v: &'a [u8]) -> Result<(), Fix
     Ok(())
 }
 
-fn req<'a>(slot: Option<&'a [u8]>, tag: u32) -> Result<&'a [u8], FixError> {
+fn req(slot: Option<&[u8]>, tag: u32) -> Result<&[u8], FixError> {
     slot.ok_or(FixError::MissingTag(tag))
 }
 
@@ -347,7 +359,8 @@ fn parse_ae(fields: Fields<'_>) -> Result<FixCommand, FixError> {
                 n_sides += 1;
             }
             1 | 448 | 452 if in_side => {
-                let s = sides.get_mut(n_sides - 1).ok_or(FixError::UnsupportedValue { tag: 552 })?;
+                let s =
+                    sides.get_mut(n_sides - 1).ok_or(FixError::UnsupportedValue { tag: 552 })?;
                 match tag {
                     1 => set(&mut s.account, tag, v)?,
                     448 => s.party_id = Some(v),

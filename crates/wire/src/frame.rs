@@ -45,9 +45,18 @@ pub const PACKET_HEADER_LEN: usize = 16;
 /// packet is never fragmented.
 pub const PACKET_LEN_MAX: usize = 1472;
 
-const _: () = assert!(SOFH_LEN + crate::HEADER_LEN + crate::GROUP_HEADER_LEN + crate::GROUP_ENTRIES_MAX * crate::ClearTradeBatchTradesDecoder::BLOCK_LENGTH <= FRAME_LEN_MAX);
+const _: () = assert!(
+    SOFH_LEN
+        + crate::HEADER_LEN
+        + crate::GROUP_HEADER_LEN
+        + crate::GROUP_ENTRIES_MAX * crate::ClearTradeBatchTradesDecoder::BLOCK_LENGTH
+        <= FRAME_LEN_MAX
+);
 const _: () = assert!(FRAME_LEN_MAX <= u32::MAX as usize);
-const _: () = assert!(PACKET_HEADER_LEN + SOFH_LEN + crate::HEADER_LEN + crate::ClearTradeDecoder::BLOCK_LENGTH <= PACKET_LEN_MAX);
+const _: () = assert!(
+    PACKET_HEADER_LEN + SOFH_LEN + crate::HEADER_LEN + crate::ClearTradeDecoder::BLOCK_LENGTH
+        <= PACKET_LEN_MAX
+);
 
 /// Why bytes are not a valid frame or packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,10 +80,16 @@ pub enum FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FrameError::LengthTooShort(n) => write!(f, "frame length {n} below the {SOFH_LEN}-byte header"),
+            FrameError::LengthTooShort(n) => {
+                write!(f, "frame length {n} below the {SOFH_LEN}-byte header")
+            }
             FrameError::LengthTooLong(n) => write!(f, "frame length {n} above {FRAME_LEN_MAX}"),
-            FrameError::BadEncoding(e) => write!(f, "encoding type {e:#06x}, expected {SBE_LE_ENCODING:#06x}"),
-            FrameError::BadPacket { len, frames } => write!(f, "packet of {len} bytes is not exactly {frames} frames"),
+            FrameError::BadEncoding(e) => {
+                write!(f, "encoding type {e:#06x}, expected {SBE_LE_ENCODING:#06x}")
+            }
+            FrameError::BadPacket { len, frames } => {
+                write!(f, "packet of {len} bytes is not exactly {frames} frames")
+            }
             FrameError::BadReserved(r) => write!(f, "packet reserved field {r} is not 0"),
             FrameError::Broken(why) => write!(f, "stream broken earlier: {why}"),
             FrameError::Message(e) => write!(f, "message: {e}"),
@@ -152,7 +167,12 @@ impl StreamDecoder {
 
     /// `capacity` is raised to `FRAME_LEN_MAX` so any valid frame fits.
     pub fn with_capacity(capacity: usize) -> Self {
-        StreamDecoder { buf: vec![0; capacity.max(FRAME_LEN_MAX)].into_boxed_slice(), start: 0, end: 0, broken: None }
+        StreamDecoder {
+            buf: vec![0; capacity.max(FRAME_LEN_MAX)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            broken: None,
+        }
     }
 
     /// Free space to read into (moves unread bytes to the front first when that makes room).
@@ -236,7 +256,9 @@ pub struct Packet<'a> {
 impl<'a> Packet<'a> {
     /// Check the header, and that exactly `frame_count` valid frames fill the rest.
     pub fn parse(buf: &'a [u8]) -> Result<Self, FrameError> {
-        let h = buf.first_chunk::<PACKET_HEADER_LEN>().ok_or(FrameError::BadPacket { len: buf.len(), frames: 0 })?;
+        let h = buf
+            .first_chunk::<PACKET_HEADER_LEN>()
+            .ok_or(FrameError::BadPacket { len: buf.len(), frames: 0 })?;
         let header = PacketHeader {
             stream_id: u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
             frame_count: u16::from_le_bytes([h[4], h[5]]),
@@ -296,7 +318,10 @@ impl<'a> PacketWriter<'a> {
     }
 
     /// Append one frame; `ShortBuffer` if it does not fit (the packet is unchanged then).
-    pub fn push(&mut self, encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>) -> Result<(), EncodeError> {
+    pub fn push(
+        &mut self,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+    ) -> Result<(), EncodeError> {
         let rest = self.buf.get_mut(self.len..).unwrap_or_default();
         let n = write_frame(rest, encode)?;
         self.len += n;

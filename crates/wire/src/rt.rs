@@ -37,20 +37,32 @@ pub enum DecodeError {
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::ShortBuffer { needed, len } => write!(f, "short buffer: {len} bytes, need {needed}"),
+            DecodeError::ShortBuffer { needed, len } => {
+                write!(f, "short buffer: {len} bytes, need {needed}")
+            }
             DecodeError::BadBlockLength { template_id, block_length, min } => {
                 write!(f, "template {template_id}: block length {block_length} below {min}")
             }
             DecodeError::BadGroupBlockLength { group, block_length, min } => {
                 write!(f, "group {group}: entry length {block_length} below {min}")
             }
-            DecodeError::GroupCountOverLimit { group, count, max } => write!(f, "group {group}: {count} entries, max {max}"),
+            DecodeError::GroupCountOverLimit { group, count, max } => {
+                write!(f, "group {group}: {count} entries, max {max}")
+            }
             DecodeError::UnknownTemplate(t) => write!(f, "unknown template id {t}"),
-            DecodeError::WrongTemplate { expected, found } => write!(f, "template id {found}, expected {expected}"),
+            DecodeError::WrongTemplate { expected, found } => {
+                write!(f, "template id {found}, expected {expected}")
+            }
             DecodeError::UnsupportedSchema(s) => write!(f, "schema id {s}, expected {SCHEMA_ID}"),
-            DecodeError::UnsupportedVersion(v) => write!(f, "schema version {v} is newer than {SCHEMA_VERSION}"),
-            DecodeError::BadEnumValue { field, value } => write!(f, "field {field}: {value} is not a valid value"),
-            DecodeError::BadLength { declared, actual } => write!(f, "length {declared} declared, {actual} found"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "schema version {v} is newer than {SCHEMA_VERSION}")
+            }
+            DecodeError::BadEnumValue { field, value } => {
+                write!(f, "field {field}: {value} is not a valid value")
+            }
+            DecodeError::BadLength { declared, actual } => {
+                write!(f, "length {declared} declared, {actual} found")
+            }
         }
     }
 }
@@ -69,8 +81,12 @@ pub enum EncodeError {
 impl std::fmt::Display for EncodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EncodeError::ShortBuffer { needed, len } => write!(f, "output buffer of {len} bytes, need {needed}"),
-            EncodeError::GroupCountOverLimit { group, count, max } => write!(f, "group {group}: {count} entries, max {max}"),
+            EncodeError::ShortBuffer { needed, len } => {
+                write!(f, "output buffer of {len} bytes, need {needed}")
+            }
+            EncodeError::GroupCountOverLimit { group, count, max } => {
+                write!(f, "group {group}: {count} entries, max {max}")
+            }
         }
     }
 }
@@ -96,7 +112,9 @@ impl MessageHeader {
     /// Read the header at the start of `buf`.
     #[inline]
     pub fn read(buf: &[u8]) -> Result<Self, DecodeError> {
-        let h = buf.first_chunk::<HEADER_LEN>().ok_or(DecodeError::ShortBuffer { needed: HEADER_LEN, len: buf.len() })?;
+        let h = buf
+            .first_chunk::<HEADER_LEN>()
+            .ok_or(DecodeError::ShortBuffer { needed: HEADER_LEN, len: buf.len() })?;
         Ok(MessageHeader {
             block_length: u16::from_le_bytes([h[0], h[1]]),
             template_id: u16::from_le_bytes([h[2], h[3]]),
@@ -150,7 +168,9 @@ pub fn wr<const W: usize>(b: &mut [u8], off: usize, v: [u8; W]) {
 /// `buf[off..off + len]` or `ShortBuffer`.
 #[inline]
 pub fn sub(buf: &[u8], off: usize, len: usize) -> Result<&[u8], DecodeError> {
-    let end = off.checked_add(len).ok_or(DecodeError::ShortBuffer { needed: usize::MAX, len: buf.len() })?;
+    let end = off
+        .checked_add(len)
+        .ok_or(DecodeError::ShortBuffer { needed: usize::MAX, len: buf.len() })?;
     buf.get(off..end).ok_or(DecodeError::ShortBuffer { needed: end, len: buf.len() })
 }
 
@@ -171,12 +191,21 @@ pub struct GroupView<'a> {
 }
 
 impl<'a> GroupView<'a> {
-    pub fn read(buf: &'a [u8], pos: usize, group: &'static str, min: usize) -> Result<Self, DecodeError> {
+    pub fn read(
+        buf: &'a [u8],
+        pos: usize,
+        group: &'static str,
+        min: usize,
+    ) -> Result<Self, DecodeError> {
         let h = sub(buf, pos, GROUP_HEADER_LEN)?;
         let block_length = usize::from(u16::from_le_bytes([h[0], h[1]]));
         let count = usize::from(u16::from_le_bytes([h[2], h[3]]));
         if count > crate::GROUP_ENTRIES_MAX {
-            return Err(DecodeError::GroupCountOverLimit { group, count, max: crate::GROUP_ENTRIES_MAX });
+            return Err(DecodeError::GroupCountOverLimit {
+                group,
+                count,
+                max: crate::GROUP_ENTRIES_MAX,
+            });
         }
         if block_length < min.max(1) {
             return Err(DecodeError::BadGroupBlockLength { group, block_length, min: min.max(1) });

@@ -5,7 +5,8 @@ use novate_wire::convert::*;
 use novate_wire::*;
 use proptest::prelude::*;
 
-const TRADE: Trade = Trade { trade_id: 9, buy: 1, sell: 2, instrument: 3, qty: 4, price: 5, trade_date: 20260102 };
+const TRADE: Trade =
+    Trade { trade_id: 9, buy: 1, sell: 2, instrument: 3, qty: 4, price: 5, trade_date: 20260102 };
 
 fn clear_trade() -> Vec<u8> {
     let mut buf = vec![0u8; 128];
@@ -49,7 +50,10 @@ fn unknown_template_ids_are_refused_through_the_table() {
 #[test]
 fn wrong_template_for_a_typed_decoder() {
     let b = clear_trade();
-    assert_eq!(BustTradeDecoder::wrap(&b).unwrap_err(), DecodeError::WrongTemplate { expected: 6, found: 5 });
+    assert_eq!(
+        BustTradeDecoder::wrap(&b).unwrap_err(),
+        DecodeError::WrongTemplate { expected: 6, found: 5 }
+    );
 }
 
 #[test]
@@ -59,8 +63,14 @@ fn other_schema_and_newer_version_are_refused() {
     assert_eq!(decode_message(&b).unwrap_err(), DecodeError::UnsupportedSchema(SCHEMA_ID + 1));
     let mut b = clear_trade();
     set_u16(&mut b, 6, SCHEMA_VERSION + 1);
-    assert_eq!(decode_message(&b).unwrap_err(), DecodeError::UnsupportedVersion(SCHEMA_VERSION + 1));
-    assert_eq!(reject_code_of_decode_error(&DecodeError::UnsupportedVersion(9)), RejectCode::UnsupportedSchema);
+    assert_eq!(
+        decode_message(&b).unwrap_err(),
+        DecodeError::UnsupportedVersion(SCHEMA_VERSION + 1)
+    );
+    assert_eq!(
+        reject_code_of_decode_error(&DecodeError::UnsupportedVersion(9)),
+        RejectCode::UnsupportedSchema
+    );
 }
 
 #[test]
@@ -101,21 +111,38 @@ fn bad_enum_values_are_typed() {
     let n = encode_command(
         &mut buf,
         1,
-        &Command::CheckOrder { account: 1, instrument: 2, side: novate_core::Side::Buy, qty: 3, price: 4 },
+        &Command::CheckOrder {
+            account: 1,
+            instrument: 2,
+            side: novate_core::Side::Buy,
+            qty: 3,
+            price: 4,
+        },
     )
     .unwrap();
     let side_at = 8 + 36;
     for bad in [0u8, 3, 255] {
         let mut b = buf[..n].to_vec();
         b[side_at] = bad;
-        assert_eq!(decode_message(&b).unwrap_err(), DecodeError::BadEnumValue { field: "side", value: u64::from(bad) });
+        assert_eq!(
+            decode_message(&b).unwrap_err(),
+            DecodeError::BadEnumValue { field: "side", value: u64::from(bad) }
+        );
     }
     let n = encode_reject(&mut buf, 1, RejectCode::Margin).unwrap();
     let mut b = buf[..n].to_vec();
     set_u16(&mut b, 16, 27);
-    assert_eq!(decode_message(&b).unwrap_err(), DecodeError::BadEnumValue { field: "code", value: 27 });
+    assert_eq!(
+        decode_message(&b).unwrap_err(),
+        DecodeError::BadEnumValue { field: "code", value: 27 }
+    );
     // A LimitBreach with a wire-level reason decodes as a message but is not a core event.
-    let n = LimitBreachEncoder::wrap(&mut buf).unwrap().seq(1).account_id(2).reason(RejectCode::UnknownTemplate).encoded_len();
+    let n = LimitBreachEncoder::wrap(&mut buf)
+        .unwrap()
+        .seq(1)
+        .account_id(2)
+        .reason(RejectCode::UnknownTemplate)
+        .encoded_len();
     let m = decode_exact(&buf[..n]).unwrap();
     assert_eq!(m.event().unwrap_err(), DecodeError::BadEnumValue { field: "reason", value: 1001 });
 }
@@ -170,7 +197,9 @@ fn reject_codes_equal_core_codes_by_number_and_name() {
         assert_eq!(c.name(), r.name());
         assert_eq!(core_reject(c), Some(r));
     }
-    for c in [RejectCode::MalformedMessage, RejectCode::UnknownTemplate, RejectCode::UnsupportedSchema] {
+    for c in
+        [RejectCode::MalformedMessage, RejectCode::UnknownTemplate, RejectCode::UnsupportedSchema]
+    {
         assert!(c.raw() >= 1000);
         assert_eq!(core_reject(c), None);
     }

@@ -16,7 +16,15 @@ fn msg(body: &str) -> Vec<u8> {
 }
 
 const AE: &str = "35=AE|49=VENUE|56=NOVATE|34=12|52=20260115-10:00:00|571=5001|17=900001|48=7|22=8|32=100|31=101.25|75=20260115|552=2|54=1|1=1001|54=2|1=1002|";
-const TRADE: Trade = Trade { trade_id: 900_001, buy: 1001, sell: 1002, instrument: 7, qty: 100, price: 10_125_000_000, trade_date: 20260115 };
+const TRADE: Trade = Trade {
+    trade_id: 900_001,
+    buy: 1001,
+    sell: 1002,
+    instrument: 7,
+    qty: 100,
+    price: 10_125_000_000,
+    trade_date: 20260115,
+};
 
 #[test]
 fn trade_capture_report_maps_to_clear_trade() {
@@ -38,7 +46,13 @@ fn new_order_single_maps_to_check_order() {
         got,
         FixCommand {
             request_id: 77,
-            command: Command::CheckOrder { account: 1001, instrument: 7, side: Side::Sell, qty: 25, price: 50_000_000 }
+            command: Command::CheckOrder {
+                account: 1001,
+                instrument: 7,
+                side: Side::Sell,
+                qty: 25,
+                price: 50_000_000
+            }
         }
     );
 }
@@ -50,9 +64,18 @@ fn fix_and_sbe_produce_the_same_commands() {
     let via_fix = parse(&buf[..n]).unwrap();
     let mut sbe = [0u8; 64];
     let m = encode_command(&mut sbe, 5001, &Command::ClearTrade(TRADE)).unwrap();
-    assert_eq!(decode_exact(&sbe[..m]).unwrap().command(), Some((via_fix.request_id, via_fix.command)));
+    assert_eq!(
+        decode_exact(&sbe[..m]).unwrap().command(),
+        Some((via_fix.request_id, via_fix.command))
+    );
 
-    let order = Command::CheckOrder { account: 3, instrument: 4, side: Side::Buy, qty: 5, price: 123_456_789 };
+    let order = Command::CheckOrder {
+        account: 3,
+        instrument: 4,
+        side: Side::Buy,
+        qty: 5,
+        price: 123_456_789,
+    };
     let n = write_new_order_single(&mut buf, 9, &order).unwrap();
     assert_eq!(parse(&buf[..n]).unwrap(), FixCommand { request_id: 9, command: order });
 }
@@ -64,7 +87,10 @@ fn body_length_and_checksum_are_checked() {
     let s = String::from_utf8(good.clone()).unwrap();
     let len: usize = s.split('\x01').nth(1).unwrap()[2..].parse().unwrap();
     let wrong = s.replacen(&format!("9={len}"), &format!("9={}", len + 1), 1);
-    assert_eq!(parse(wrong.as_bytes()).unwrap_err(), FixError::BodyLengthMismatch { declared: len + 1, actual: Some(len) });
+    assert_eq!(
+        parse(wrong.as_bytes()).unwrap_err(),
+        FixError::BodyLengthMismatch { declared: len + 1, actual: Some(len) }
+    );
     // Wrong checksum.
     let mut bad = good.clone();
     let at = bad.len() - 2;
@@ -89,23 +115,65 @@ fn body_length_and_checksum_are_checked() {
 #[test]
 fn missing_and_malformed_tags_are_named() {
     let cases: &[(&str, FixError)] = &[
-        ("35=AE|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MissingTag(571)),
-        ("35=AE|571=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MissingTag(17)),
-        ("35=AE|571=1|17=1|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MissingTag(48)),
-        ("35=AE|571=1|17=1|48=7|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MissingTag(32)),
-        ("35=AE|571=1|17=1|48=7|32=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MissingTag(31)),
+        (
+            "35=AE|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MissingTag(571),
+        ),
+        (
+            "35=AE|571=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MissingTag(17),
+        ),
+        (
+            "35=AE|571=1|17=1|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MissingTag(48),
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MissingTag(32),
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|32=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MissingTag(31),
+        ),
         ("35=AE|571=1|17=1|48=7|32=1|31=1|552=2|54=1|1=1|54=2|1=2|", FixError::MissingTag(75)),
         ("35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|", FixError::MissingTag(552)),
         ("35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|", FixError::MissingTag(54)),
-        ("35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|54=2|1=2|", FixError::MissingTag(1)),
-        ("35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=3|54=1|1=1|54=2|1=2|", FixError::UnsupportedValue { tag: 552 }),
-        ("35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=1|1=2|", FixError::UnsupportedValue { tag: 54 }),
-        ("35=AE|571=x|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MalformedValue { tag: 571 }),
-        ("35=AE|571=1|17=1|48=7|32=1.5|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MalformedValue { tag: 32 }),
-        ("35=AE|571=1|17=1|48=7|32=1|31=1.123456789|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MalformedValue { tag: 31 }),
-        ("35=AE|571=1|17=1|48=4294967296|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::MalformedValue { tag: 48 }),
-        ("35=AE|571=1|17=1|48=7|32=1|31=1|75=2026011|552=2|54=1|1=1|54=2|1=2|", FixError::MalformedValue { tag: 75 }),
-        ("35=AE|571=1|571=2|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|", FixError::DuplicateTag(571)),
+        (
+            "35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|54=2|1=2|",
+            FixError::MissingTag(1),
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=3|54=1|1=1|54=2|1=2|",
+            FixError::UnsupportedValue { tag: 552 },
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=1|1=2|",
+            FixError::UnsupportedValue { tag: 54 },
+        ),
+        (
+            "35=AE|571=x|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MalformedValue { tag: 571 },
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|32=1.5|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MalformedValue { tag: 32 },
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|32=1|31=1.123456789|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MalformedValue { tag: 31 },
+        ),
+        (
+            "35=AE|571=1|17=1|48=4294967296|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MalformedValue { tag: 48 },
+        ),
+        (
+            "35=AE|571=1|17=1|48=7|32=1|31=1|75=2026011|552=2|54=1|1=1|54=2|1=2|",
+            FixError::MalformedValue { tag: 75 },
+        ),
+        (
+            "35=AE|571=1|571=2|17=1|48=7|32=1|31=1|75=20260115|552=2|54=1|1=1|54=2|1=2|",
+            FixError::DuplicateTag(571),
+        ),
         ("35=D|11=1|48=7|54=1|38=1|44=1|", FixError::MissingTag(1)),
         ("35=D|11=1|1=1|48=7|54=7|38=1|44=1|", FixError::UnsupportedValue { tag: 54 }),
         ("35=D|11=1|1=1|48=7|54=1|38=1|40=1|44=1|", FixError::UnsupportedValue { tag: 40 }),
@@ -118,7 +186,10 @@ fn missing_and_malformed_tags_are_named() {
     }
     // A field without '=' or with an empty value or a non-numeric tag.
     for body in ["35=D|11|", "35=D|11=|", "35=D|x1=3|", "35=D|=3|"] {
-        assert!(matches!(parse(&msg(body)).unwrap_err(), FixError::MalformedField { .. }), "{body}");
+        assert!(
+            matches!(parse(&msg(body)).unwrap_err(), FixError::MalformedField { .. }),
+            "{body}"
+        );
     }
 }
 

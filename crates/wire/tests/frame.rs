@@ -6,7 +6,15 @@ use novate_wire::frame::*;
 use novate_wire::EncodeError;
 
 fn trade(i: u64) -> Command {
-    Command::ClearTrade(Trade { trade_id: i, buy: 1, sell: 2, instrument: 3, qty: 4, price: 5, trade_date: 20260102 })
+    Command::ClearTrade(Trade {
+        trade_id: i,
+        buy: 1,
+        sell: 2,
+        instrument: 3,
+        qty: 4,
+        price: 5,
+        trade_date: 20260102,
+    })
 }
 
 fn stream_of(n: u64) -> Vec<u8> {
@@ -103,7 +111,10 @@ fn bad_headers_break_the_stream_with_a_reason() {
     longer[3] = 71;
     longer.push(0);
     let (payload, _) = parse_frame(&longer).unwrap().unwrap();
-    assert!(matches!(decode_frame(payload).unwrap_err(), FrameError::Message(novate_wire::DecodeError::BadLength { .. })));
+    assert!(matches!(
+        decode_frame(payload).unwrap_err(),
+        FrameError::Message(novate_wire::DecodeError::BadLength { .. })
+    ));
 }
 
 #[test]
@@ -130,7 +141,10 @@ fn packets_carry_frames_and_sequence_numbers() {
     let mut reserved = buf[..len].to_vec();
     reserved[6] = 1;
     assert_eq!(Packet::parse(&reserved).unwrap_err(), FrameError::BadReserved(1));
-    assert_eq!(PacketWriter::new(&mut [0u8; 15], 1, 1).unwrap_err(), EncodeError::ShortBuffer { needed: 16, len: 15 });
+    assert_eq!(
+        PacketWriter::new(&mut [0u8; 15], 1, 1).unwrap_err(),
+        EncodeError::ShortBuffer { needed: 16, len: 15 }
+    );
 }
 
 #[test]

@@ -34,35 +34,148 @@ fn cases() -> Vec<(&'static str, Case)> {
     use Case::*;
     let big = 123_456_789_012_345_678_901_234i128;
     vec![
-        ("upsert_instrument", Command(1, novate_core::Command::UpsertInstrument(InstrumentSpec { id: 7, multiplier: 50, margin_bps: 1500, settle_days: 2 }))),
-        ("upsert_account", Command(2, novate_core::Command::UpsertAccount(AccountSpec { id: 1001, max_position: 10_000, max_notional: 100_000_000_000_000_000_000, max_loss: 500_000_000_000_000_000, suspended: true }))),
-        ("adjust_collateral", Command(3, novate_core::Command::AdjustCollateral { account: 1001, amount: -big })),
-        ("check_order", Command(4, novate_core::Command::CheckOrder { account: 1001, instrument: 7, side: Side::Sell, qty: 25, price: 10_125_000_000 })),
+        (
+            "upsert_instrument",
+            Command(
+                1,
+                novate_core::Command::UpsertInstrument(InstrumentSpec {
+                    id: 7,
+                    multiplier: 50,
+                    margin_bps: 1500,
+                    settle_days: 2,
+                }),
+            ),
+        ),
+        (
+            "upsert_account",
+            Command(
+                2,
+                novate_core::Command::UpsertAccount(AccountSpec {
+                    id: 1001,
+                    max_position: 10_000,
+                    max_notional: 100_000_000_000_000_000_000,
+                    max_loss: 500_000_000_000_000_000,
+                    suspended: true,
+                }),
+            ),
+        ),
+        (
+            "adjust_collateral",
+            Command(3, novate_core::Command::AdjustCollateral { account: 1001, amount: -big }),
+        ),
+        (
+            "check_order",
+            Command(
+                4,
+                novate_core::Command::CheckOrder {
+                    account: 1001,
+                    instrument: 7,
+                    side: Side::Sell,
+                    qty: 25,
+                    price: 10_125_000_000,
+                },
+            ),
+        ),
         ("clear_trade", Command(5, novate_core::Command::ClearTrade(TRADE))),
         ("bust_trade", Command(6, novate_core::Command::BustTrade { trade_id: 900_001 })),
-        ("mark_price", Command(7, novate_core::Command::MarkPrice { instrument: 7, price: 10_200_000_000 })),
-        ("settlement_price", Command(8, novate_core::Command::SettlementPrice { instrument: 7, price: -50_000_000 })),
-        ("clear_trade_batch", Batch(vec![
-            (10, TRADE),
-            (11, Trade { trade_id: 900_002, buy: 1002, sell: 1003, qty: 1, price: 1, ..TRADE }),
-            (12, Trade { trade_id: u64::MAX, buy: u64::MAX, sell: 1, instrument: u32::MAX, qty: i64::MAX, price: i64::MIN, trade_date: 99991231 }),
-        ])),
+        (
+            "mark_price",
+            Command(7, novate_core::Command::MarkPrice { instrument: 7, price: 10_200_000_000 }),
+        ),
+        (
+            "settlement_price",
+            Command(8, novate_core::Command::SettlementPrice { instrument: 7, price: -50_000_000 }),
+        ),
+        (
+            "clear_trade_batch",
+            Batch(vec![
+                (10, TRADE),
+                (11, Trade { trade_id: 900_002, buy: 1002, sell: 1003, qty: 1, price: 1, ..TRADE }),
+                (
+                    12,
+                    Trade {
+                        trade_id: u64::MAX,
+                        buy: u64::MAX,
+                        sell: 1,
+                        instrument: u32::MAX,
+                        qty: i64::MAX,
+                        price: i64::MIN,
+                        trade_date: 99991231,
+                    },
+                ),
+            ]),
+        ),
         ("instrument_updated", Event(77, novate_core::Event::InstrumentUpdated { instrument: 7 })),
         ("account_updated", Event(78, novate_core::Event::AccountUpdated { account: 1001 })),
-        ("collateral_changed", Event(79, novate_core::Event::CollateralChanged { account: 1001, amount: big, balance: i128::MAX })),
-        ("order_accepted", Event(80, novate_core::Event::OrderAccepted { account: 1001, instrument: 7 })),
+        (
+            "collateral_changed",
+            Event(
+                79,
+                novate_core::Event::CollateralChanged {
+                    account: 1001,
+                    amount: big,
+                    balance: i128::MAX,
+                },
+            ),
+        ),
+        (
+            "order_accepted",
+            Event(80, novate_core::Event::OrderAccepted { account: 1001, instrument: 7 }),
+        ),
         ("trade_cleared", Event(81, novate_core::Event::TradeCleared { trade_id: 900_001 })),
         ("trade_busted", Event(82, novate_core::Event::TradeBusted { trade_id: 900_001 })),
-        ("position_changed", Event(83, novate_core::Event::PositionChanged { account: 1001, instrument: 7, qty: -100, cost: -50_625_000_000_000, realized: i128::MIN })),
-        ("mark_changed", Event(84, novate_core::Event::MarkChanged { instrument: 7, price: 10_200_000_000 })),
-        ("variation_margin", Event(85, novate_core::Event::VariationMargin { account: 1002, instrument: 7, amount: -375_000_000_000 })),
-        ("limit_breach", Event(86, novate_core::Event::LimitBreach { account: 1001, reason: novate_core::Reject::MaxNotional })),
+        (
+            "position_changed",
+            Event(
+                83,
+                novate_core::Event::PositionChanged {
+                    account: 1001,
+                    instrument: 7,
+                    qty: -100,
+                    cost: -50_625_000_000_000,
+                    realized: i128::MIN,
+                },
+            ),
+        ),
+        (
+            "mark_changed",
+            Event(84, novate_core::Event::MarkChanged { instrument: 7, price: 10_200_000_000 }),
+        ),
+        (
+            "variation_margin",
+            Event(
+                85,
+                novate_core::Event::VariationMargin {
+                    account: 1002,
+                    instrument: 7,
+                    amount: -375_000_000_000,
+                },
+            ),
+        ),
+        (
+            "limit_breach",
+            Event(
+                86,
+                novate_core::Event::LimitBreach {
+                    account: 1001,
+                    reason: novate_core::Reject::MaxNotional,
+                },
+            ),
+        ),
         ("margin_call", Event(87, novate_core::Event::MarginCall { account: 1001, shortfall: 1 })),
         ("ack", Ack(5, 81, 1_768_435_200_123_456_789)),
         ("reject", Reject(5, RejectCode::Duplicate)),
         ("reject_malformed", Reject(0, RejectCode::MalformedMessage)),
         // An Ack from a version-0 sender: 16-byte block, no timestampNs.
-        ("ack_v0", Raw([16u16, 201, SCHEMA_ID, 0].iter().flat_map(|v| v.to_le_bytes()).chain(5u64.to_le_bytes()).chain(81u64.to_le_bytes()).collect())),
+        (
+            "ack_v0",
+            Raw([16u16, 201, SCHEMA_ID, 0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .chain(5u64.to_le_bytes())
+                .chain(81u64.to_le_bytes())
+                .collect()),
+        ),
     ]
 }
 
@@ -85,9 +198,16 @@ fn encode(case: &Case) -> Vec<u8> {
 fn listing(name: &str, bytes: &[u8], decode_only: bool) -> String {
     let m = decode_exact(bytes).expect("golden bytes decode");
     let h = MessageHeader::read(bytes).expect("header");
-    let mut s = format!("# {name}.bin: {} bytes{}\n", bytes.len(), if decode_only { " (decode-only: an older version)" } else { "" });
+    let mut s = format!(
+        "# {name}.bin: {} bytes{}\n",
+        bytes.len(),
+        if decode_only { " (decode-only: an older version)" } else { "" }
+    );
     s += &format!("template {}\n", m.name());
-    s += &format!("header blockLength={} templateId={} schemaId={} version={}\n", h.block_length, h.template_id, h.schema_id, h.version);
+    s += &format!(
+        "header blockLength={} templateId={} schemaId={} version={}\n",
+        h.block_length, h.template_id, h.schema_id, h.version
+    );
     m.visit(&mut |group, field, value| match group {
         None => s += &format!("field {field}={value}\n"),
         Some((g, i)) => s += &format!("field {g}[{i}].{field}={value}\n"),
@@ -110,19 +230,25 @@ fn golden_fixtures_match_byte_for_byte() {
     for (name, case) in cases() {
         let bytes = encode(&case);
         let text = listing(name, &bytes, matches!(case, Case::Raw(_)));
-        let (bin_path, txt_path) = (dir().join(format!("{name}.bin")), dir().join(format!("{name}.txt")));
+        let (bin_path, txt_path) =
+            (dir().join(format!("{name}.bin")), dir().join(format!("{name}.txt")));
         if update {
             std::fs::create_dir_all(dir()).unwrap();
             std::fs::write(&bin_path, &bytes).unwrap();
             std::fs::write(&txt_path, &text).unwrap();
         }
-        let golden = std::fs::read(&bin_path).unwrap_or_else(|e| panic!("{}: {e}", bin_path.display()));
+        let golden =
+            std::fs::read(&bin_path).unwrap_or_else(|e| panic!("{}: {e}", bin_path.display()));
         assert_eq!(bytes, golden, "{name}: encoding differs from {}", bin_path.display());
         let golden_text = std::fs::read_to_string(&txt_path).unwrap();
         assert_eq!(text, golden_text, "{name}: listing differs");
         templates_seen.insert(decode_exact(&golden).unwrap().template_id());
     }
-    assert_eq!(templates_seen.into_iter().collect::<Vec<_>>(), TEMPLATE_IDS.to_vec(), "a fixture for every template");
+    assert_eq!(
+        templates_seen.into_iter().collect::<Vec<_>>(),
+        TEMPLATE_IDS.to_vec(),
+        "a fixture for every template"
+    );
 }
 
 #[test]

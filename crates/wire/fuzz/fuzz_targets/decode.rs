@@ -12,11 +12,17 @@ fuzz_target!(|data: &[u8]| {
     let mut out = [0u8; 256];
     if let Some((r, c)) = m.command() {
         let n = encode_command(&mut out, r, &c).expect("fits");
-        assert_eq!(novate_wire::decode_exact(&out[..n]).expect("re-decodes").command(), Some((r, c)));
+        assert_eq!(
+            novate_wire::decode_exact(&out[..n]).expect("re-decodes").command(),
+            Some((r, c))
+        );
     }
     if let Ok(Some((seq, e))) = m.event() {
         let n = encode_event(&mut out, seq, &e).expect("fits");
-        assert_eq!(novate_wire::decode_exact(&out[..n]).expect("re-decodes").event(), Ok(Some((seq, e))));
+        assert_eq!(
+            novate_wire::decode_exact(&out[..n]).expect("re-decodes").event(),
+            Ok(Some((seq, e)))
+        );
     }
     if let novate_wire::Message::ClearTradeBatch(b) = m {
         assert!(b.commands().count() <= novate_wire::GROUP_ENTRIES_MAX);
