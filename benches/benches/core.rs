@@ -14,10 +14,21 @@ use novate_core::*;
 use std::collections::HashMap;
 use std::time::Instant;
 
-const ACCOUNTS: u64 = 100_000;
-const INSTRUMENTS: u32 = 1_000;
 const PREFILL_PER_ACCOUNT: u64 = 5; // each prefill trade opens up to 2 positions
 const BATCH: usize = 256;
+
+/// The book's size: the 1M positions, and a cache-resident one that shows compute cost.
+#[derive(Clone, Copy)]
+struct Scale {
+    name: &'static str,
+    accounts: u64,
+    instruments: u32,
+}
+
+const SCALES: [Scale; 2] = [
+    Scale { name: "1m", accounts: 100_000, instruments: 1_000 },
+    Scale { name: "10k", accounts: 1_000, instruments: 100 },
+];
 
 struct Sizes {
     n: usize,
@@ -32,29 +43,29 @@ fn sizes() -> Sizes {
     }
 }
 
-fn setup_commands(rng: &mut SplitMix) -> (Vec<Command>, Vec<Trade>) {
+fn setup_commands(sc: Scale, rng: &mut SplitMix) -> (Vec<Command>, Vec<Trade>) {
     let mut cmds = Vec::new();
-    for id in 1..=INSTRUMENTS {
+    for id in 1..=sc.instruments {
         let multiplier = [1, 10, 50, 100][id as usize % 4];
         cmds.push(Command::UpsertInstrument(InstrumentSpec { id, multiplier, margin_bps: 1_000, settle_days: 2 }));
         cmds.push(Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
     }
-    for id in 1..=ACCOUNTS {
+    for id in 1..=sc.accounts {
         let max_position = if id % 10 == 0 { 1_000_000 } else { 0 };
         cmds.push(Command::UpsertAccount(AccountSpec { id, max_position, max_notional: 0, max_loss: 0, suspended: false }));
         cmds.push(Command::AdjustCollateral { account: id, amount: 1_000_000_000 * i128::from(PRICE_SCALE) });
     }
     let mut prefill = Vec::new();
     let mut trade_id = 0;
-    for buy in 1..=ACCOUNTS {
+    for buy in 1..=sc.accounts {
         for _ in 0..PREFILL_PER_ACCOUNT {
-            let sell = 1 + (buy + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
+            let sell = 1 + (buy + rng.below(sc.accounts - 1)) % sc.accounts;
             trade_id += 1;
             let t = Trade {
                 trade_id,
                 buy,
                 sell,
-                instrument: 1 + rng.below(u64::from(INSTRUMENTS)) as u32,
+                instrument: 1 + rng.below(u64::from(sc.instruments)) as u32,
                 qty: 1 + rng.below(100) as i64,
                 price: (95 + rng.below(10) as i64) * PRICE_SCALE,
                 trade_date: 20260105,
@@ -107,11 +118,11 @@ fn workload(rng: &mut SplitMix, prefill: &[Trade], n: usize, zipf: Option<&Zipf>
         .collect()
 }
 
-fn build(setup: &[Command], trades_max: u32) -> StateMachine {
+fn build(sc: Scale, setup: &[Command], trades_max: u32) -> StateMachine {
     let limits = Limits {
-        accounts_max: ACCOUNTS as u32,
-        instruments_max: INSTRUMENTS,
-        positions_max: 1_100_000,
+        accounts_max: sc.accounts as u32,
+        instruments_max: sc.instruments,
+        positions_max: (sc.accounts * PREFILL_PER_ACCOUNT * 2 + 1_000) as u32,
         trades_max,
     };
     let mut sm = StateMachine::new(limits).expect("limits");
@@ -196,9 +207,9 @@ struct Run {
     hist: Option<Histogram<u64>>,
 }
 
-fn bench_engine(setup: &[Command], prefill: &[Trade], zipf: Option<&Zipf>, batched: bool, sz: &Sizes) -> Run {
+fn bench_engine(sc: Scale, setup: &[Command], prefill: &[Trade], zipf: Option<&Zipf>, batched: bool, sz: &Sizes) -> Run {
     let first = prefill.len() as u64 + 1;
-    let mut sm = build(setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
+    let mut sm = build(sc, setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
     let mut times = Vec::new();
     let mut hist = latency_histogram();
@@ -275,45 +286,54 @@ fn timer_overhead_ns() -> u64 {
 
 fn main() {
     let sz = sizes();
-    let mut rng = SplitMix(1);
-    let t0 = Instant::now();
-    let (setup, prefill) = setup_commands(&mut rng);
-    let probe = build(&setup, prefill.len() as u32 + 1);
-    println!(
-        "core setup: {} accounts, {} instruments, {} positions, {} prefill trades ({:.1}s)",
-        probe.accounts_len(), probe.instruments_len(), probe.positions_len(), prefill.len(), t0.elapsed().as_secs_f64()
-    );
     println!("timer overhead (Instant pair): p50 {} ns, included in the per-command percentiles", timer_overhead_ns());
-    let zipf = Zipf::new(prefill.len(), 0.99);
-    for (name, z) in [("uniform", None), ("zipf", Some(&zipf))] {
-        let one = bench_engine(&setup, &prefill, z, false, &sz);
-        let batch = bench_engine(&setup, &prefill, z, true, &sz);
-        let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
-        println!("clear_trade/{name}/novate apply: {:.1} ns/op ({:.2} M/s)", one.ns_per_op, 1e3 / one.ns_per_op);
-        println!("clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)", batch.ns_per_op, 1e3 / batch.ns_per_op);
-        println!("clear_trade/{name}/peer HashMap: {:.1} ns/op ({:.2} M/s)", peer.ns_per_op, 1e3 / peer.ns_per_op);
-        println!("{}", report(&format!("clear_trade/{name}/novate apply latency"), one.hist.as_ref().expect("hist")));
-        println!("{}", report(&format!("clear_trade/{name}/peer latency"), peer.hist.as_ref().expect("hist")));
+    let mut big = None;
+    let only = std::env::var("NOVATE_BENCH_SCALE").ok();
+    for sc in SCALES {
+        if only.as_deref().is_some_and(|o| o != sc.name) {
+            continue;
+        }
+        let mut rng = SplitMix(1);
+        let t0 = Instant::now();
+        let (setup, prefill) = setup_commands(sc, &mut rng);
+        let probe = build(sc, &setup, prefill.len() as u32 + 1);
         println!(
-            "ratio clear_trade/{name}: peer/novate apply = {:.2}x, peer/novate apply_batch = {:.2}x, apply/apply_batch = {:.2}x",
-            peer.ns_per_op / one.ns_per_op, peer.ns_per_op / batch.ns_per_op, one.ns_per_op / batch.ns_per_op
+            "core/{} setup: {} accounts, {} instruments, {} positions, {} prefill trades ({:.1}s)",
+            sc.name, probe.accounts_len(), probe.instruments_len(), probe.positions_len(), prefill.len(), t0.elapsed().as_secs_f64()
         );
+        let zipf = Zipf::new(prefill.len(), 0.99);
+        for (dist, z) in [("uniform", None), ("zipf", Some(&zipf))] {
+            let name = format!("{}/{dist}", sc.name);
+            let one = bench_engine(sc, &setup, &prefill, z, false, &sz);
+            let batch = bench_engine(sc, &setup, &prefill, z, true, &sz);
+            let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
+            println!("clear_trade/{name}/novate apply: {:.1} ns/op ({:.2} M/s)", one.ns_per_op, 1e3 / one.ns_per_op);
+            println!("clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)", batch.ns_per_op, 1e3 / batch.ns_per_op);
+            println!("clear_trade/{name}/peer HashMap: {:.1} ns/op ({:.2} M/s)", peer.ns_per_op, 1e3 / peer.ns_per_op);
+            println!("{}", report(&format!("clear_trade/{name}/novate apply latency"), one.hist.as_ref().expect("hist")));
+            println!("{}", report(&format!("clear_trade/{name}/peer latency"), peer.hist.as_ref().expect("hist")));
+            println!(
+                "ratio clear_trade/{name}: peer/novate apply = {:.2}x, peer/novate apply_batch = {:.2}x, apply/apply_batch = {:.2}x",
+                peer.ns_per_op / one.ns_per_op, peer.ns_per_op / batch.ns_per_op, one.ns_per_op / batch.ns_per_op
+            );
+        }
+        if sc.name == "1m" {
+            big = Some((probe, prefill, setup));
+        }
     }
-    criterion_part(&probe, &prefill);
+    if let Some((probe, prefill, setup)) = big {
+        criterion_part(SCALES[0], &probe, &prefill, &setup);
+    }
 }
 
-fn criterion_part(sm: &StateMachine, prefill: &[Trade]) {
+fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Command]) {
     let mut c = Criterion::default()
         .configure_from_args()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2))
         .sample_size(20);
     // CheckOrder changes nothing, so it can run against the loaded book again and again.
-    let mut sm2 = StateMachine::new(sm.limits()).expect("limits");
-    let (setup, _) = setup_commands(&mut SplitMix(1));
-    for (i, cmd) in setup.iter().enumerate() {
-        sm2.apply(cmd, i as u64 + 1, 0).expect("setup");
-    }
+    let mut sm2 = build(sc, setup, prefill.len() as u32 + 1);
     let orders: Vec<Command> = prefill
         .iter()
         .step_by(7)
@@ -336,7 +356,7 @@ fn criterion_part(sm: &StateMachine, prefill: &[Trade]) {
     println!("{}", report("check_order/novate latency", &hist));
 
     // Batch valuation over ~1M positions: fast kernel vs its scalar twin.
-    let positions: Vec<Valued> = (1..=INSTRUMENTS).flat_map(|i| sm.instrument_positions(i)).collect();
+    let positions: Vec<Valued> = (1..=sc.instruments).flat_map(|i| sm.instrument_positions(i)).collect();
     assert_eq!(value_batch(&positions), value_scalar(&positions), "kernels must agree");
     println!("valuation over {} positions", positions.len());
     let mut g = c.benchmark_group("valuation_1m");

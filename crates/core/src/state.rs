@@ -22,7 +22,7 @@
 
 use crate::command::*;
 use crate::hash::StableHasher;
-use crate::map::{prefetch, FixedMap, PairKey};
+use crate::map::{prefetch, FixedMap, PairKey, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 
@@ -111,6 +111,7 @@ impl Limits {
 }
 
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Account {
     spec: AccountSpec,
     collateral: Money,
@@ -155,6 +156,8 @@ struct Position {
 }
 
 const _: () = assert!(std::mem::size_of::<Position>() == 64);
+// Spec (64 B), collateral, sums and chunk links: three lines a trade reads together.
+const _: () = assert!(std::mem::size_of::<Account>() == 192);
 
 /// One cache line of an instrument's holder list.
 #[derive(Clone, Copy, Debug, Default)]
@@ -291,7 +294,7 @@ pub struct StateMachine {
     positions_len: u32,
     holder_chunks: Box<[HolderChunk]>,
     holder_chunks_used: u32,
-    trade_index: FixedMap<u64>,
+    trade_index: FixedMap<SeqKey>,
     trades: Vec<TradeRecord>,
     events: Vec<Event>,
     /// Scratch for re-valuing holders: (account row, or id when ordering, position slot).
@@ -389,7 +392,7 @@ impl StateMachine {
             self.account_index.prefetch(&t.sell);
             self.position_index.prefetch(&PairKey::new(t.buy, t.instrument));
             self.position_index.prefetch(&PairKey::new(t.sell, t.instrument));
-            self.trade_index.prefetch(&t.trade_id);
+            self.trade_index.prefetch(&SeqKey(t.trade_id));
         }
     }
 
@@ -397,7 +400,7 @@ impl StateMachine {
         if let Command::ClearTrade(t) = cmd {
             for acct in [t.buy, t.sell] {
                 if let Some(row) = self.account_index.get(&acct) {
-                    prefetch(&self.accounts[row as usize]);
+                    prefetch_lines(&self.accounts[row as usize]);
                 }
                 if let Some(slot) = self.position_index.get(&PairKey::new(acct, t.instrument)) {
                     prefetch(&self.positions[slot as usize]);
@@ -550,7 +553,7 @@ impl StateMachine {
         let buy_row = self.account_row(t.buy)?;
         let sell_row = self.account_row(t.sell)?;
         let col = self.instrument_col(t.instrument)?;
-        if self.trade_index.get(&t.trade_id).is_some() {
+        if self.trade_index.get(&SeqKey(t.trade_id)).is_some() {
             return Err(Reject::Duplicate);
         }
         if self.trade_index.is_full() {
@@ -565,7 +568,7 @@ impl StateMachine {
         let ins = &mut self.instruments[col as usize];
         ins.last_price = t.price;
         let index = self.trades.len() as u32;
-        let inserted = self.trade_index.insert(t.trade_id, index);
+        let inserted = self.trade_index.insert(SeqKey(t.trade_id), index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         self.trades.push(TradeRecord { trade: *t, busted: false });
         Ok(())
@@ -575,7 +578,7 @@ impl StateMachine {
         if trade_id == 0 {
             return Err(Reject::InvalidId);
         }
-        let index = self.trade_index.get(&trade_id).ok_or(Reject::UnknownTrade)? as usize;
+        let index = self.trade_index.get(&SeqKey(trade_id)).ok_or(Reject::UnknownTrade)? as usize;
         let rec = self.trades[index];
         if rec.busted {
             return Err(Reject::AlreadyBusted);
@@ -901,7 +904,7 @@ impl StateMachine {
 
     /// The trade and whether it was busted.
     pub fn trade(&self, id: TradeId) -> Option<(Trade, bool)> {
-        let r = self.trades[self.trade_index.get(&id)? as usize];
+        let r = self.trades[self.trade_index.get(&SeqKey(id))? as usize];
         Some((r.trade, r.busted))
     }
 
@@ -1009,11 +1012,11 @@ impl StateMachine {
             return Err(Invalid("more trades than trades_max"));
         }
         for &(trade, busted) in &snap.trades {
-            if trade.trade_id == 0 || sm.trade_index.get(&trade.trade_id).is_some() {
+            if trade.trade_id == 0 || sm.trade_index.get(&SeqKey(trade.trade_id)).is_some() {
                 return Err(Invalid("repeated or zero trade id"));
             }
             let index = sm.trades.len() as u32;
-            sm.trade_index.insert(trade.trade_id, index).map_err(|_| Invalid("trades"))?;
+            sm.trade_index.insert(SeqKey(trade.trade_id), index).map_err(|_| Invalid("trades"))?;
             sm.trades.push(TradeRecord { trade, busted });
         }
         sm.events.clear();
@@ -1064,6 +1067,16 @@ impl StateMachine {
             h.i64(t.qty).i64(t.price).u64(u64::from(t.trade_date)).u64(u64::from(r.busted));
         }
         h.finish()
+    }
+}
+
+/// Prefetch every cache line of `r` (an account spans three).
+#[inline(always)]
+fn prefetch_lines<T>(r: &T) {
+    let p = (r as *const T).cast::<u8>();
+    for off in (0..std::mem::size_of::<T>()).step_by(64) {
+        // wrapping_add: only an address for the hint; it stays inside `*r`.
+        crate::map::prefetch_ptr(p.wrapping_add(off));
     }
 }
 
