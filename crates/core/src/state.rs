@@ -908,6 +908,28 @@ impl StateMachine {
         Some((r.trade, r.busted))
     }
 
+    /// Totals over every position in an instrument at its current mark, with the batch kernel
+    /// over the holder list (prefetching ahead). `None` if a sum does not fit.
+    pub fn value_instrument(&self, id: InstrumentId) -> Option<Totals> {
+        let col = self.instrument_col(id).ok()?;
+        let ins = &self.instruments[col as usize];
+        let mut sums = Sums::default();
+        let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
+        while left > 0 {
+            let c = &self.holder_chunks[chunk as usize];
+            if left > CHUNK_HOLDERS {
+                c.slots.iter().for_each(|&s| prefetch(&self.positions[s as usize]));
+            }
+            let slots = &c.slots[..left.min(CHUNK_HOLDERS)];
+            for &slot in slots {
+                sums.add(&valued(self.positions[slot as usize].book, ins.mark(), ins).terms()?);
+            }
+            left -= slots.len();
+            chunk = c.next;
+        }
+        sums.totals()
+    }
+
     /// Every position of an instrument (open or flat) with what valuing it needs, in holder
     /// order. Allocates: a query, not the hot path.
     pub fn instrument_positions(&self, id: InstrumentId) -> Vec<crate::position::Valued> {

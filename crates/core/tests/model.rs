@@ -494,3 +494,33 @@ fn export_and_restore_round_trip_mid_stream() {
     bad.positions.push(bad.positions[0]);
     assert!(matches!(StateMachine::restore(LIMITS, &bad), Err(RestoreError::Invalid(_))));
 }
+
+#[test]
+fn instrument_valuation_matches_the_scalar_twin_and_the_account_sums() {
+    let cmds = stream(4242, 8_000);
+    let mut sm = StateMachine::new(LIMITS).unwrap();
+    for (i, c) in cmds.iter().enumerate() {
+        let _ = sm.apply(c, i as u64 + 1, 0);
+    }
+    let mut by_instrument = Totals::default();
+    for id in 1..=8 {
+        let positions = sm.instrument_positions(id);
+        let fast = sm.value_instrument(id);
+        assert_eq!(fast, value_scalar(&positions), "instrument {id}");
+        assert_eq!(fast, value_batch(&positions), "instrument {id}");
+        if let Some(t) = fast {
+            by_instrument.notional += t.notional;
+            by_instrument.margin += t.margin;
+        }
+    }
+    // The same positions summed per account (the cached sums) give the same grand totals.
+    let mut by_account = Totals::default();
+    for id in sm.account_ids() {
+        if let Ok(a) = sm.account(id) {
+            by_account.notional += a.totals.notional;
+            by_account.margin += a.margin;
+        }
+    }
+    assert_eq!((by_account.notional, by_account.margin), (by_instrument.notional, by_instrument.margin));
+    assert!(by_account.notional > 0);
+}
