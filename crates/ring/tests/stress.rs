@@ -149,14 +149,19 @@ fn seqlock_readers_never_see_a_torn_snapshot() {
     const WRITES: u64 = 500_000;
     let (mut w, r) = seqlock::new(Snapshot::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    // Readers check in before the writer starts, so each overlaps at least part of the writes
+    // even when the scheduler (2 CPUs, other tests) starts them late.
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let r = r.clone();
             let done = done.clone();
+            let started = started.clone();
             thread::spawn(move || {
                 let end = deadline();
                 let (mut last, mut reads) = (0u64, 0u64);
-                while !done.load(Ordering::Acquire) {
+                started.fetch_add(1, Ordering::AcqRel);
+                loop {
                     assert!(Instant::now() < end, "reader timed out");
                     let (s, version) = r.read();
                     assert_eq!(s, Snapshot::new(s.version), "torn snapshot");
@@ -164,11 +169,19 @@ fn seqlock_readers_never_see_a_torn_snapshot() {
                     assert!(version >= last, "went back in time");
                     last = version;
                     reads += 1;
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
                 }
                 reads
             })
         })
         .collect();
+    let end = deadline();
+    while started.load(Ordering::Acquire) < 2 {
+        assert!(Instant::now() < end, "readers never started");
+        thread::yield_now();
+    }
     for v in 1..=WRITES {
         w.publish(Snapshot::new(v));
     }
