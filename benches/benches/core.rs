@@ -47,13 +47,27 @@ fn setup_commands(sc: Scale, rng: &mut SplitMix) -> (Vec<Command>, Vec<Trade>) {
     let mut cmds = Vec::new();
     for id in 1..=sc.instruments {
         let multiplier = [1, 10, 50, 100][id as usize % 4];
-        cmds.push(Command::UpsertInstrument(InstrumentSpec { id, multiplier, margin_bps: 1_000, settle_days: 2 }));
+        cmds.push(Command::UpsertInstrument(InstrumentSpec {
+            id,
+            multiplier,
+            margin_bps: 1_000,
+            settle_days: 2,
+        }));
         cmds.push(Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
     }
     for id in 1..=sc.accounts {
         let max_position = if id % 10 == 0 { 1_000_000 } else { 0 };
-        cmds.push(Command::UpsertAccount(AccountSpec { id, max_position, max_notional: 0, max_loss: 0, suspended: false }));
-        cmds.push(Command::AdjustCollateral { account: id, amount: 1_000_000_000 * i128::from(PRICE_SCALE) });
+        cmds.push(Command::UpsertAccount(AccountSpec {
+            id,
+            max_position,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }));
+        cmds.push(Command::AdjustCollateral {
+            account: id,
+            amount: 1_000_000_000 * i128::from(PRICE_SCALE),
+        });
     }
     let mut prefill = Vec::new();
     let mut trade_id = 0;
@@ -85,7 +99,12 @@ struct Zipf {
 impl Zipf {
     fn new(n: usize, s: f64) -> Zipf {
         let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n).map(|k| { acc += 1.0 / (k as f64).powf(s); acc }).collect();
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|k| {
+                acc += 1.0 / (k as f64).powf(s);
+                acc
+            })
+            .collect();
         cdf.iter_mut().for_each(|c| *c /= acc);
         Zipf { cdf }
     }
@@ -96,7 +115,13 @@ impl Zipf {
 }
 
 /// ClearTrades re-trading existing (buy, sell, instrument) pairs, so no position is new.
-fn workload(rng: &mut SplitMix, prefill: &[Trade], n: usize, zipf: Option<&Zipf>, first_id: u64) -> Vec<Sequenced> {
+fn workload(
+    rng: &mut SplitMix,
+    prefill: &[Trade],
+    n: usize,
+    zipf: Option<&Zipf>,
+    first_id: u64,
+) -> Vec<Sequenced> {
     (0..n)
         .map(|i| {
             let k = match zipf {
@@ -104,7 +129,8 @@ fn workload(rng: &mut SplitMix, prefill: &[Trade], n: usize, zipf: Option<&Zipf>
                 None => rng.below(prefill.len() as u64) as usize,
             };
             let base = prefill[k];
-            let (buy, sell) = if rng.below(2) == 0 { (base.buy, base.sell) } else { (base.sell, base.buy) };
+            let (buy, sell) =
+                if rng.below(2) == 0 { (base.buy, base.sell) } else { (base.sell, base.buy) };
             let t = Trade {
                 trade_id: first_id + i as u64,
                 buy,
@@ -153,13 +179,22 @@ struct Peer {
 impl Peer {
     fn apply(&mut self, c: &Command) -> Result<usize, Reject> {
         match *c {
-            Command::UpsertInstrument(s) => { self.instruments.insert(s.id, (s, 0)); }
+            Command::UpsertInstrument(s) => {
+                self.instruments.insert(s.id, (s, 0));
+            }
             Command::MarkPrice { instrument, price } => {
                 assert!(self.positions.is_empty(), "marks are set before any trade");
                 self.instruments.get_mut(&instrument).ok_or(Reject::UnknownInstrument)?.1 = price;
             }
-            Command::UpsertAccount(spec) => { self.accounts.insert(spec.id, PeerAccount { collateral: 0, spec, totals: Totals::default() }); }
-            Command::AdjustCollateral { account, amount } => { self.accounts.get_mut(&account).ok_or(Reject::UnknownAccount)?.collateral += amount; }
+            Command::UpsertAccount(spec) => {
+                self.accounts.insert(
+                    spec.id,
+                    PeerAccount { collateral: 0, spec, totals: Totals::default() },
+                );
+            }
+            Command::AdjustCollateral { account, amount } => {
+                self.accounts.get_mut(&account).ok_or(Reject::UnknownAccount)?.collateral += amount;
+            }
             Command::ClearTrade(t) => return self.clear(&t),
             _ => unreachable!("not in the workload"),
         }
@@ -167,7 +202,9 @@ impl Peer {
     }
 
     fn clear(&mut self, t: &Trade) -> Result<usize, Reject> {
-        if self.trades.contains_key(&t.trade_id) { return Err(Reject::Duplicate) }
+        if self.trades.contains_key(&t.trade_id) {
+            return Err(Reject::Duplicate);
+        }
         let &(spec, mark) = self.instruments.get(&t.instrument).ok_or(Reject::UnknownInstrument)?;
         assert!(mark != 0, "explicit marks in this workload");
         let mut breaches = 0;
@@ -177,13 +214,19 @@ impl Peer {
             let old = self.positions.get(&(acct, t.instrument)).copied().unwrap_or_default();
             books[leg] = old.fill(d, t.price, spec.multiplier).ok_or(Reject::Overflow)?;
             let a = self.accounts.get(&acct).ok_or(Reject::UnknownAccount)?;
-            let v = |book| Valued { book, mark, multiplier: spec.multiplier, margin_bps: spec.margin_bps };
+            let v = |book| Valued {
+                book,
+                mark,
+                multiplier: spec.multiplier,
+                margin_bps: spec.margin_bps,
+            };
             let mut sums = Sums::of(&a.totals);
             sums.sub(&v(old).terms().ok_or(Reject::Overflow)?);
             sums.add(&v(books[leg]).terms().ok_or(Reject::Overflow)?);
             totals[leg] = sums.totals().ok_or(Reject::Overflow)?;
             let equity = a.collateral + totals[leg].realized + totals[leg].unrealized;
-            breaches += usize::from(a.spec.max_position != 0 && books[leg].qty.abs() > a.spec.max_position);
+            breaches +=
+                usize::from(a.spec.max_position != 0 && books[leg].qty.abs() > a.spec.max_position);
             breaches += usize::from(equity < totals[leg].margin);
         }
         for (leg, acct) in [t.buy, t.sell].into_iter().enumerate() {
@@ -207,7 +250,14 @@ struct Run {
     hist: Option<Histogram<u64>>,
 }
 
-fn bench_engine(sc: Scale, setup: &[Command], prefill: &[Trade], zipf: Option<&Zipf>, batched: bool, sz: &Sizes) -> Run {
+fn bench_engine(
+    sc: Scale,
+    setup: &[Command],
+    prefill: &[Trade],
+    zipf: Option<&Zipf>,
+    batched: bool,
+    sz: &Sizes,
+) -> Run {
     let first = prefill.len() as u64 + 1;
     let mut sm = build(sc, setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
@@ -242,7 +292,13 @@ fn bench_engine(sc: Scale, setup: &[Command], prefill: &[Trade], zipf: Option<&Z
     Run { ns_per_op: median(times), hist: (!batched).then_some(hist) }
 }
 
-fn bench_peer(setup: &[Command], prefill: &[Trade], zipf: Option<&Zipf>, sz: &Sizes, check: &StateMachine) -> Run {
+fn bench_peer(
+    setup: &[Command],
+    prefill: &[Trade],
+    zipf: Option<&Zipf>,
+    sz: &Sizes,
+    check: &StateMachine,
+) -> Run {
     let mut peer = Peer::default();
     for c in setup {
         peer.apply(c).expect("peer setup");
@@ -286,7 +342,10 @@ fn timer_overhead_ns() -> u64 {
 
 fn main() {
     let sz = sizes();
-    println!("timer overhead (Instant pair): p50 {} ns, included in the per-command percentiles", timer_overhead_ns());
+    println!(
+        "timer overhead (Instant pair): p50 {} ns, included in the per-command percentiles",
+        timer_overhead_ns()
+    );
     let mut big = None;
     let only = std::env::var("NOVATE_BENCH_SCALE").ok();
     for sc in SCALES {
@@ -299,7 +358,12 @@ fn main() {
         let probe = build(sc, &setup, prefill.len() as u32 + 1);
         println!(
             "core/{} setup: {} accounts, {} instruments, {} positions, {} prefill trades ({:.1}s)",
-            sc.name, probe.accounts_len(), probe.instruments_len(), probe.positions_len(), prefill.len(), t0.elapsed().as_secs_f64()
+            sc.name,
+            probe.accounts_len(),
+            probe.instruments_len(),
+            probe.positions_len(),
+            prefill.len(),
+            t0.elapsed().as_secs_f64()
         );
         let zipf = Zipf::new(prefill.len(), 0.99);
         for (dist, z) in [("uniform", None), ("zipf", Some(&zipf))] {
@@ -307,11 +371,35 @@ fn main() {
             let one = bench_engine(sc, &setup, &prefill, z, false, &sz);
             let batch = bench_engine(sc, &setup, &prefill, z, true, &sz);
             let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
-            println!("clear_trade/{name}/novate apply: {:.1} ns/op ({:.2} M/s)", one.ns_per_op, 1e3 / one.ns_per_op);
-            println!("clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)", batch.ns_per_op, 1e3 / batch.ns_per_op);
-            println!("clear_trade/{name}/peer HashMap: {:.1} ns/op ({:.2} M/s)", peer.ns_per_op, 1e3 / peer.ns_per_op);
-            println!("{}", report(&format!("clear_trade/{name}/novate apply latency"), one.hist.as_ref().expect("hist")));
-            println!("{}", report(&format!("clear_trade/{name}/peer latency"), peer.hist.as_ref().expect("hist")));
+            println!(
+                "clear_trade/{name}/novate apply: {:.1} ns/op ({:.2} M/s)",
+                one.ns_per_op,
+                1e3 / one.ns_per_op
+            );
+            println!(
+                "clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)",
+                batch.ns_per_op,
+                1e3 / batch.ns_per_op
+            );
+            println!(
+                "clear_trade/{name}/peer HashMap: {:.1} ns/op ({:.2} M/s)",
+                peer.ns_per_op,
+                1e3 / peer.ns_per_op
+            );
+            println!(
+                "{}",
+                report(
+                    &format!("clear_trade/{name}/novate apply latency"),
+                    one.hist.as_ref().expect("hist")
+                )
+            );
+            println!(
+                "{}",
+                report(
+                    &format!("clear_trade/{name}/peer latency"),
+                    peer.hist.as_ref().expect("hist")
+                )
+            );
             println!(
                 "ratio clear_trade/{name}: peer/novate apply = {:.2}x, peer/novate apply_batch = {:.2}x, apply/apply_batch = {:.2}x",
                 peer.ns_per_op / one.ns_per_op, peer.ns_per_op / batch.ns_per_op, one.ns_per_op / batch.ns_per_op
@@ -338,7 +426,13 @@ fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Comm
         .iter()
         .step_by(7)
         .take(65_536)
-        .map(|t| Command::CheckOrder { account: t.buy, instrument: t.instrument, side: Side::Sell, qty: 10, price: 100 * PRICE_SCALE })
+        .map(|t| Command::CheckOrder {
+            account: t.buy,
+            instrument: t.instrument,
+            side: Side::Sell,
+            qty: 10,
+            price: 100 * PRICE_SCALE,
+        })
         .collect();
     let mut i = 0;
     c.bench_function("check_order/novate", |b| {
@@ -356,7 +450,8 @@ fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Comm
     println!("{}", report("check_order/novate latency", &hist));
 
     // Batch valuation over ~1M positions: fast kernel vs its scalar twin.
-    let positions: Vec<Valued> = (1..=sc.instruments).flat_map(|i| sm.instrument_positions(i)).collect();
+    let positions: Vec<Valued> =
+        (1..=sc.instruments).flat_map(|i| sm.instrument_positions(i)).collect();
     assert_eq!(value_batch(&positions), value_scalar(&positions), "kernels must agree");
     println!("valuation over {} positions", positions.len());
     let mut g = c.benchmark_group("valuation_1m");
@@ -365,12 +460,22 @@ fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Comm
     g.bench_function("scalar", |b| b.iter(|| black_box(value_scalar(black_box(&positions)))));
     g.finish();
     let time = |f: &dyn Fn() -> Option<Totals>| {
-        median((0..9).map(|_| { let t = Instant::now(); black_box(f()); t.elapsed().as_secs_f64() }).collect())
+        median(
+            (0..9)
+                .map(|_| {
+                    let t = Instant::now();
+                    black_box(f());
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        )
     };
     let fast = time(&|| value_batch(&positions));
     let slow = time(&|| value_scalar(&positions));
     println!(
         "valuation: batch {:.2} ns/position, scalar {:.2} ns/position, ratio scalar/batch = {:.2}x",
-        fast * 1e9 / positions.len() as f64, slow * 1e9 / positions.len() as f64, slow / fast
+        fast * 1e9 / positions.len() as f64,
+        slow * 1e9 / positions.len() as f64,
+        slow / fast
     );
 }

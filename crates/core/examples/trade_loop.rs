@@ -6,7 +6,12 @@ use novate_core::*;
 
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let limits = Limits { accounts_max: 1_000, instruments_max: 100, positions_max: 100_000, trades_max: 1_000_000 };
+    let limits = Limits {
+        accounts_max: 1_000,
+        instruments_max: 100,
+        positions_max: 100_000,
+        trades_max: 1_000_000,
+    };
     let mut sm = StateMachine::new(limits).expect("limits");
     let mut seq = 0;
     let mut run = |sm: &mut StateMachine, c: Command| {
@@ -14,11 +19,28 @@ fn main() {
         sm.apply(&c, seq, 0).is_ok()
     };
     for id in 1..=100u32 {
-        run(&mut sm, Command::UpsertInstrument(InstrumentSpec { id, multiplier: 10, margin_bps: 1_000, settle_days: 2 }));
+        run(
+            &mut sm,
+            Command::UpsertInstrument(InstrumentSpec {
+                id,
+                multiplier: 10,
+                margin_bps: 1_000,
+                settle_days: 2,
+            }),
+        );
         run(&mut sm, Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
     }
     for id in 1..=1_000u64 {
-        run(&mut sm, Command::UpsertAccount(AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }));
+        run(
+            &mut sm,
+            Command::UpsertAccount(AccountSpec {
+                id,
+                max_position: 0,
+                max_notional: 0,
+                max_loss: 0,
+                suspended: false,
+            }),
+        );
         run(&mut sm, Command::AdjustCollateral { account: id, amount: 1 << 90 });
     }
     let mut x = 12345u64;

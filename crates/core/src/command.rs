@@ -68,16 +68,33 @@ pub enum Command {
     UpsertInstrument(InstrumentSpec),
     UpsertAccount(AccountSpec),
     /// Add (deposit, > 0) or remove (withdrawal, < 0) collateral.
-    AdjustCollateral { account: AccountId, amount: Money },
+    AdjustCollateral {
+        account: AccountId,
+        amount: Money,
+    },
     /// A pre-trade risk check; changes nothing.
-    CheckOrder { account: AccountId, instrument: InstrumentId, side: Side, qty: Qty, price: Price },
+    CheckOrder {
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        qty: Qty,
+        price: Price,
+    },
     ClearTrade(Trade),
     /// Books the reverse of the original trade at its original price for both accounts.
-    BustTrade { trade_id: TradeId },
+    BustTrade {
+        trade_id: TradeId,
+    },
     /// Sets the instrument's mark; no variation is paid.
-    MarkPrice { instrument: InstrumentId, price: Price },
+    MarkPrice {
+        instrument: InstrumentId,
+        price: Price,
+    },
     /// Sets the instrument's mark and marks every open position to it (variation margin).
-    SettlementPrice { instrument: InstrumentId, price: Price },
+    SettlementPrice {
+        instrument: InstrumentId,
+        price: Price,
+    },
 }
 
 impl Command {
@@ -99,12 +116,27 @@ impl Command {
 /// What applying a command produced. Order within one command is defined in docs/SEMANTICS.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
-    InstrumentUpdated { instrument: InstrumentId },
-    AccountUpdated { account: AccountId },
-    CollateralChanged { account: AccountId, amount: Money, balance: Money },
-    OrderAccepted { account: AccountId, instrument: InstrumentId },
-    TradeCleared { trade_id: TradeId },
-    TradeBusted { trade_id: TradeId },
+    InstrumentUpdated {
+        instrument: InstrumentId,
+    },
+    AccountUpdated {
+        account: AccountId,
+    },
+    CollateralChanged {
+        account: AccountId,
+        amount: Money,
+        balance: Money,
+    },
+    OrderAccepted {
+        account: AccountId,
+        instrument: InstrumentId,
+    },
+    TradeCleared {
+        trade_id: TradeId,
+    },
+    TradeBusted {
+        trade_id: TradeId,
+    },
     PositionChanged {
         account: AccountId,
         instrument: InstrumentId,
@@ -112,10 +144,23 @@ pub enum Event {
         cost: Money,
         realized: Money,
     },
-    MarkChanged { instrument: InstrumentId, price: Price },
-    VariationMargin { account: AccountId, instrument: InstrumentId, amount: Money },
-    LimitBreach { account: AccountId, reason: Reject },
-    MarginCall { account: AccountId, shortfall: Money },
+    MarkChanged {
+        instrument: InstrumentId,
+        price: Price,
+    },
+    VariationMargin {
+        account: AccountId,
+        instrument: InstrumentId,
+        amount: Money,
+    },
+    LimitBreach {
+        account: AccountId,
+        reason: Reject,
+    },
+    MarginCall {
+        account: AccountId,
+        shortfall: Money,
+    },
 }
 
 /// Numbered result codes for every expected rejection. The numbers are part of the protocol.

@@ -350,20 +350,17 @@ mod tests {
     }
 
     fn valued() -> impl Strategy<Value = Valued> {
-        let big = prop_oneof![
-            any::<i64>(),
-            -1_000_000i64..1_000_000,
-            Just(i64::MAX),
-            Just(i64::MIN + 1)
-        ];
+        let big =
+            prop_oneof![any::<i64>(), -1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN + 1)];
         let money = prop_oneof![any::<i128>(), -1_000_000_000_000i128..1_000_000_000_000];
-        (big.clone(), money.clone(), money, 1..i64::MAX, 1..i64::MAX, 0..=MARGIN_BPS_MAX)
-            .prop_map(|(qty, cost, realized, mark, multiplier, margin_bps)| Valued {
+        (big.clone(), money.clone(), money, 1..i64::MAX, 1..i64::MAX, 0..=MARGIN_BPS_MAX).prop_map(
+            |(qty, cost, realized, mark, multiplier, margin_bps)| Valued {
                 book: Book { qty, cost, realized },
                 mark,
                 multiplier: if multiplier % 3 == 0 { multiplier } else { multiplier % 100 + 1 },
                 margin_bps,
-            })
+            },
+        )
     }
 
     #[test]

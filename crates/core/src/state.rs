@@ -279,7 +279,8 @@ struct Breaches {
 }
 
 /// Risk checks in SPEC.md's order, after the existence/suspension checks.
-const RISK_ORDER: [Reject; 4] = [Reject::MaxPosition, Reject::MaxNotional, Reject::MaxLoss, Reject::Margin];
+const RISK_ORDER: [Reject; 4] =
+    [Reject::MaxPosition, Reject::MaxNotional, Reject::MaxLoss, Reject::Margin];
 
 pub struct StateMachine {
     limits: Limits,
@@ -353,14 +354,18 @@ impl StateMachine {
         match *cmd {
             Command::UpsertInstrument(spec) => self.upsert_instrument(spec)?,
             Command::UpsertAccount(spec) => self.upsert_account(spec)?,
-            Command::AdjustCollateral { account, amount } => self.adjust_collateral(account, amount)?,
+            Command::AdjustCollateral { account, amount } => {
+                self.adjust_collateral(account, amount)?
+            }
             Command::CheckOrder { account, instrument, side, qty, price } => {
                 self.check_order(account, instrument, side.signed(qty), qty, price)?
             }
             Command::ClearTrade(t) => self.clear_trade(&t)?,
             Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
             Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
-            Command::SettlementPrice { instrument, price } => self.settlement_price(instrument, price)?,
+            Command::SettlementPrice { instrument, price } => {
+                self.settlement_price(instrument, price)?
+            }
         }
         Ok(&self.events)
     }
@@ -620,7 +625,8 @@ impl StateMachine {
             let (row, slot) = self.scratch[i];
             let book = self.positions[slot as usize].book;
             if book.qty != 0 {
-                let (settled, _) = book.settle(price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
+                let (settled, _) =
+                    book.settle(price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
                 at_s(settled).terms().ok_or(Reject::Overflow)?;
                 self.scratch[open] = (self.accounts[row as usize].spec.id, slot);
                 open += 1;
@@ -634,9 +640,10 @@ impl StateMachine {
         for i in 0..self.scratch.len() {
             let (account, slot) = self.scratch[i];
             let p = self.positions[slot as usize];
-            let (Some((book, amount)), Some(old)) =
-                (p.book.settle(price, ins.spec.multiplier), valued(p.book, ins.mark(), &ins).terms())
-            else {
+            let (Some((book, amount)), Some(old)) = (
+                p.book.settle(price, ins.spec.multiplier),
+                valued(p.book, ins.mark(), &ins).terms(),
+            ) else {
                 unreachable!("checked in pass 1 and by the terms invariant")
             };
             let Some(new) = at_s(book).terms() else { unreachable!("checked in pass 1") };
@@ -669,12 +676,20 @@ impl StateMachine {
     /// Re-value every holder of `col` (but `skip`) at a new `mark` and margin rate `bps`.
     /// Pass 1 checks that every new value fits; pass 2 moves each account's sums by the
     /// difference. On `Err(Overflow)` nothing changed.
-    fn revalue_holders(&mut self, col: u32, mark: Price, bps: Bps, skip: [u32; 2]) -> Result<(), Reject> {
+    fn revalue_holders(
+        &mut self,
+        col: u32,
+        mark: Price,
+        bps: Bps,
+        skip: [u32; 2],
+    ) -> Result<(), Reject> {
         let ins = self.instruments[col as usize];
         let new_ins = Instrument { spec: InstrumentSpec { margin_bps: bps, ..ins.spec }, ..ins };
         self.collect_holders(col, skip);
         for &(_, slot) in &self.scratch {
-            valued(self.positions[slot as usize].book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
+            valued(self.positions[slot as usize].book, mark, &new_ins)
+                .terms()
+                .ok_or(Reject::Overflow)?;
         }
         for i in 0..self.scratch.len() {
             let (row, slot) = self.scratch[i];
@@ -767,7 +782,10 @@ impl StateMachine {
         let lane = acct.positions as usize % CHUNK_POSITIONS;
         if lane == 0 {
             let chunk = self.chunks_used;
-            assert!((chunk as usize) < self.chunk_next.len(), "chunk bound is proven by Limits::chunks");
+            assert!(
+                (chunk as usize) < self.chunk_next.len(),
+                "chunk bound is proven by Limits::chunks"
+            );
             self.chunks_used += 1;
             if acct.last_chunk == NONE {
                 acct.first_chunk = chunk;
@@ -779,12 +797,16 @@ impl StateMachine {
         let slot = acct.last_chunk * CHUNK_POSITIONS as u32 + lane as u32;
         acct.positions += 1;
         self.positions_len += 1;
-        self.positions[slot as usize] = Position { book: Book::default(), account: row, instrument: col };
+        self.positions[slot as usize] =
+            Position { book: Book::default(), account: row, instrument: col };
         let ins = &mut self.instruments[col as usize];
         let lane = ins.holders as usize % CHUNK_HOLDERS;
         if lane == 0 {
             let chunk = self.holder_chunks_used;
-            assert!((chunk as usize) < self.holder_chunks.len(), "bound proven by Limits::holder_chunks");
+            assert!(
+                (chunk as usize) < self.holder_chunks.len(),
+                "bound proven by Limits::holder_chunks"
+            );
             self.holder_chunks_used += 1;
             if ins.holders_last == NONE {
                 ins.holders_first = chunk;
@@ -804,7 +826,11 @@ impl StateMachine {
 
     /// Visit the account's position slots in allocation order.
     #[inline]
-    fn for_each_slot(&self, row: u32, mut f: impl FnMut(u32) -> Result<(), Reject>) -> Result<(), Reject> {
+    fn for_each_slot(
+        &self,
+        row: u32,
+        mut f: impl FnMut(u32) -> Result<(), Reject>,
+    ) -> Result<(), Reject> {
         let acct = &self.accounts[row as usize];
         let mut left = acct.positions as usize;
         let mut chunk = acct.first_chunk;
@@ -841,7 +867,8 @@ impl StateMachine {
         let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
         let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
         let margin = eq < t.margin;
-        let failed = u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
+        let failed =
+            u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
         // eq < margin, both i128: the difference fits only if it does; check it.
         let shortfall = if margin { t.margin.checked_sub(eq).ok_or(Reject::Overflow)? } else { 0 };
         Ok(Breaches { failed, shortfall, sums })
@@ -899,7 +926,12 @@ impl StateMachine {
 
     pub fn instrument(&self, id: InstrumentId) -> Option<InstrumentView> {
         let ins = &self.instruments[self.instrument_col(id).ok()? as usize];
-        Some(InstrumentView { spec: ins.spec, mark: ins.mark(), last_price: ins.last_price, holders: ins.holders })
+        Some(InstrumentView {
+            spec: ins.spec,
+            mark: ins.mark(),
+            last_price: ins.last_price,
+            holders: ins.holders,
+        })
     }
 
     /// The trade and whether it was busted.
@@ -975,14 +1007,19 @@ impl StateMachine {
     /// calls it at a batch boundary).
     pub fn export(&self) -> Snapshot {
         let mut snap = Snapshot { last_seq: self.last_seq, ..Snapshot::default() };
-        snap.instruments = self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)).collect();
+        snap.instruments =
+            self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)).collect();
         snap.instruments.sort_unstable_by_key(|i| i.0.id);
         snap.accounts = self.accounts.iter().map(|a| (a.spec, a.collateral)).collect();
         snap.accounts.sort_unstable_by_key(|a| a.0.id);
         for (row, a) in self.accounts.iter().enumerate() {
             let _ = self.for_each_slot(row as u32, |slot| {
                 let p = &self.positions[slot as usize];
-                snap.positions.push((a.spec.id, self.instruments[p.instrument as usize].spec.id, p.book));
+                snap.positions.push((
+                    a.spec.id,
+                    self.instruments[p.instrument as usize].spec.id,
+                    p.book,
+                ));
                 Ok(())
             });
         }
@@ -1020,15 +1057,22 @@ impl StateMachine {
             return Err(Invalid("more positions than positions_max"));
         }
         for &(account, instrument, book) in &snap.positions {
-            let row = sm.account_row(account).map_err(|_| Invalid("position of an unknown account"))?;
-            let col = sm.instrument_col(instrument).map_err(|_| Invalid("position in an unknown instrument"))?;
+            let row =
+                sm.account_row(account).map_err(|_| Invalid("position of an unknown account"))?;
+            let col = sm
+                .instrument_col(instrument)
+                .map_err(|_| Invalid("position in an unknown instrument"))?;
             if sm.position_index.get(&PairKey::new(account, instrument)).is_some() {
                 return Err(Invalid("repeated position"));
             }
             let slot = sm.new_position(row, col, account, instrument);
             sm.positions[slot as usize].book = book;
-            let terms = valued(book, sm.instruments[col as usize].mark(), &sm.instruments[col as usize]).terms();
-            sm.accounts[row as usize].sums.add(&terms.ok_or(Invalid("a position's value overflows"))?);
+            let terms =
+                valued(book, sm.instruments[col as usize].mark(), &sm.instruments[col as usize])
+                    .terms();
+            sm.accounts[row as usize]
+                .sums
+                .add(&terms.ok_or(Invalid("a position's value overflows"))?);
         }
         if snap.trades.len() > limits.trades_max as usize {
             return Err(Invalid("more trades than trades_max"));
@@ -1056,7 +1100,10 @@ impl StateMachine {
         h.u64(ins.len() as u64);
         for i in ins {
             let s = i.spec;
-            h.u64(u64::from(s.id)).i64(s.multiplier).i64(s.margin_bps).u64(u64::from(s.settle_days));
+            h.u64(u64::from(s.id))
+                .i64(s.multiplier)
+                .i64(s.margin_bps)
+                .u64(u64::from(s.settle_days));
             h.i64(i.explicit_mark).i64(i.last_price);
         }
         let mut rows: Vec<u32> = (0..self.accounts.len() as u32).collect();
@@ -1116,5 +1163,8 @@ fn valued(book: Book, mark: Price, ins: &Instrument) -> Valued {
 
 #[inline]
 fn equity(collateral: Money, t: &Totals) -> Result<Money, Reject> {
-    collateral.checked_add(t.realized).and_then(|x| x.checked_add(t.unrealized)).ok_or(Reject::Overflow)
+    collateral
+        .checked_add(t.realized)
+        .and_then(|x| x.checked_add(t.unrealized))
+        .ok_or(Reject::Overflow)
 }

@@ -10,7 +10,8 @@ use novate_core::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-const LIMITS: Limits = Limits { accounts_max: 48, instruments_max: 10, positions_max: 300, trades_max: 1_500 };
+const LIMITS: Limits =
+    Limits { accounts_max: 48, instruments_max: 10, positions_max: 300, trades_max: 1_500 };
 
 // ---- the model ------------------------------------------------------------------------------
 
@@ -73,16 +74,22 @@ impl Model {
     /// at `mark` with margin rate `bps`? (SEMANTICS.md: the terms invariant.)
     fn holders_fit(&self, i: u32, mark: i128, bps: i64, skip: &[u64]) -> bool {
         let m = i128::from(self.instruments[&i].0.multiplier);
-        self.positions.iter().filter(|((a, ii), _)| *ii == i && !skip.contains(a)).all(|(_, &(qty, cost, _))| {
-            let n = mul3(qty.abs(), mark, m);
-            n.and_then(|n| n.checked_mul(i128::from(bps))).is_some()
-                && mul3(qty, mark, m).and_then(|v| v.checked_sub(cost)).is_some()
-        })
+        self.positions.iter().filter(|((a, ii), _)| *ii == i && !skip.contains(a)).all(
+            |(_, &(qty, cost, _))| {
+                let n = mul3(qty.abs(), mark, m);
+                n.and_then(|n| n.checked_mul(i128::from(bps))).is_some()
+                    && mul3(qty, mark, m).and_then(|v| v.checked_sub(cost)).is_some()
+            },
+        )
     }
 
     fn mark(&self, i: u32) -> i128 {
         let (_, em, lp) = self.instruments[&i];
-        if em != 0 { em } else { lp }
+        if em != 0 {
+            em
+        } else {
+            lp
+        }
     }
 
     /// Value an account with `over` = (instrument, position, mark) replacing the real one.
@@ -106,14 +113,21 @@ impl Model {
             ms.push(n.checked_mul(i128::from(spec.margin_bps))? / 10_000);
         }
         // A total overflows only if its final value does not fit (SEMANTICS.md).
-        let (notional, unreal, realized, margin) = (exact_sum(&ns)?, exact_sum(&us)?, exact_sum(&rs)?, exact_sum(&ms)?);
+        let (notional, unreal, realized, margin) =
+            (exact_sum(&ns)?, exact_sum(&us)?, exact_sum(&rs)?, exact_sum(&ms)?);
         let collateral = self.accounts[&a].1;
         let equity = collateral.checked_add(realized)?.checked_add(unreal)?;
         Some(Val { notional, pnl: realized.checked_add(unreal)?, margin, equity })
     }
 
     /// Failing checks in SPEC order (MaxPosition, MaxNotional, MaxLoss, Margin) + shortfall.
-    fn checks(&self, a: u64, i: u32, pos: (i128, i128, i128), mark: i128) -> Result<(Vec<Reject>, i128), Reject> {
+    fn checks(
+        &self,
+        a: u64,
+        i: u32,
+        pos: (i128, i128, i128),
+        mark: i128,
+    ) -> Result<(Vec<Reject>, i128), Reject> {
         let spec = self.accounts[&a].0;
         let v = self.value(a, Some((i, pos, mark))).ok_or(Reject::Overflow)?;
         let mut f = vec![];
@@ -129,36 +143,63 @@ impl Model {
         if v.equity < v.margin {
             f.push(Reject::Margin);
         }
-        Ok((f, if v.equity < v.margin { v.margin.checked_sub(v.equity).ok_or(Reject::Overflow)? } else { 0 }))
+        Ok((
+            f,
+            if v.equity < v.margin {
+                v.margin.checked_sub(v.equity).ok_or(Reject::Overflow)?
+            } else {
+                0
+            },
+        ))
     }
 
     fn apply(&mut self, c: &Command) -> Result<Vec<Event>, Reject> {
         use Reject::*;
         match *c {
             Command::UpsertInstrument(s) => {
-                if s.id == 0 { return Err(InvalidId) }
-                if s.multiplier < 1 { return Err(InvalidMultiplier) }
-                if s.margin_bps < 0 || s.margin_bps > MARGIN_BPS_MAX { return Err(InvalidMarginRate) }
-                if s.settle_days > SETTLE_DAYS_MAX { return Err(InvalidSettleDays) }
+                if s.id == 0 {
+                    return Err(InvalidId);
+                }
+                if s.multiplier < 1 {
+                    return Err(InvalidMultiplier);
+                }
+                if s.margin_bps < 0 || s.margin_bps > MARGIN_BPS_MAX {
+                    return Err(InvalidMarginRate);
+                }
+                if s.settle_days > SETTLE_DAYS_MAX {
+                    return Err(InvalidSettleDays);
+                }
                 if let Some(old) = self.instruments.get(&s.id).copied() {
                     let held = self.positions.keys().any(|(_, i)| *i == s.id);
-                    if old.0.multiplier != s.multiplier && held { return Err(InstrumentInUse) }
+                    if old.0.multiplier != s.multiplier && held {
+                        return Err(InstrumentInUse);
+                    }
                     let mark = if old.1 != 0 { old.1 } else { old.2 };
-                    if !self.holders_fit(s.id, mark, s.margin_bps, &[]) { return Err(Overflow) }
+                    if !self.holders_fit(s.id, mark, s.margin_bps, &[]) {
+                        return Err(Overflow);
+                    }
                     self.instruments.get_mut(&s.id).unwrap().0 = s;
                 } else {
-                    if self.instruments.len() >= LIMITS.instruments_max as usize { return Err(InstrumentCapacity) }
+                    if self.instruments.len() >= LIMITS.instruments_max as usize {
+                        return Err(InstrumentCapacity);
+                    }
                     self.instruments.insert(s.id, (s, 0, 0));
                 }
                 Ok(vec![Event::InstrumentUpdated { instrument: s.id }])
             }
             Command::UpsertAccount(s) => {
-                if s.id == 0 { return Err(InvalidId) }
-                if s.max_position < 0 || s.max_notional < 0 || s.max_loss < 0 { return Err(InvalidLimit) }
+                if s.id == 0 {
+                    return Err(InvalidId);
+                }
+                if s.max_position < 0 || s.max_notional < 0 || s.max_loss < 0 {
+                    return Err(InvalidLimit);
+                }
                 if let Some(old) = self.accounts.get_mut(&s.id) {
                     old.0 = s;
                 } else {
-                    if self.accounts.len() >= LIMITS.accounts_max as usize { return Err(AccountCapacity) }
+                    if self.accounts.len() >= LIMITS.accounts_max as usize {
+                        return Err(AccountCapacity);
+                    }
                     self.accounts.insert(s.id, (s, 0));
                 }
                 Ok(vec![Event::AccountUpdated { account: s.id }])
@@ -167,24 +208,38 @@ impl Model {
                 let (_, coll) = *self.accounts.get(&account).ok_or(UnknownAccount)?;
                 let balance = coll.checked_add(amount).ok_or(Overflow)?;
                 if amount < 0 {
-                    if balance < 0 { return Err(InsufficientCollateral) }
+                    if balance < 0 {
+                        return Err(InsufficientCollateral);
+                    }
                     let v = self.value(account, None).ok_or(Overflow)?;
                     let eq = (v.equity - coll).checked_add(balance).ok_or(Overflow)?;
-                    if eq < v.margin { return Err(Margin) }
+                    if eq < v.margin {
+                        return Err(Margin);
+                    }
                 }
                 self.accounts.get_mut(&account).unwrap().1 = balance;
                 Ok(vec![Event::CollateralChanged { account, amount, balance }])
             }
             Command::CheckOrder { account, instrument, side, qty, price } => {
-                if qty <= 0 { return Err(InvalidQuantity) }
-                if price <= 0 { return Err(InvalidPrice) }
+                if qty <= 0 {
+                    return Err(InvalidQuantity);
+                }
+                if price <= 0 {
+                    return Err(InvalidPrice);
+                }
                 let (spec, _) = *self.accounts.get(&account).ok_or(UnknownAccount)?;
                 let (ispec, _, _) = *self.instruments.get(&instrument).ok_or(UnknownInstrument)?;
-                if spec.suspended { return Err(Suspended) }
-                let mark = match self.mark(instrument) { 0 => i128::from(price), m => m };
+                if spec.suspended {
+                    return Err(Suspended);
+                }
+                let mark = match self.mark(instrument) {
+                    0 => i128::from(price),
+                    m => m,
+                };
                 let old = self.positions.get(&(account, instrument)).copied().unwrap_or_default();
                 let d = i128::from(side.signed(qty));
-                let new = fill(old, d, i128::from(price), i128::from(ispec.multiplier)).ok_or(Overflow)?;
+                let new = fill(old, d, i128::from(price), i128::from(ispec.multiplier))
+                    .ok_or(Overflow)?;
                 let (failed, _) = self.checks(account, instrument, new, mark)?;
                 match failed.first() {
                     None => Ok(vec![Event::OrderAccepted { account, instrument }]),
@@ -192,15 +247,33 @@ impl Model {
                 }
             }
             Command::ClearTrade(t) => {
-                if t.trade_id == 0 { return Err(InvalidId) }
-                if t.qty <= 0 { return Err(InvalidQuantity) }
-                if t.price <= 0 { return Err(InvalidPrice) }
-                if !is_valid_date(t.trade_date) { return Err(InvalidDate) }
-                if t.buy == t.sell { return Err(SelfTrade) }
-                if !self.accounts.contains_key(&t.buy) || !self.accounts.contains_key(&t.sell) { return Err(UnknownAccount) }
-                if !self.instruments.contains_key(&t.instrument) { return Err(UnknownInstrument) }
-                if self.trades.contains_key(&t.trade_id) { return Err(Duplicate) }
-                if self.trades.len() >= LIMITS.trades_max as usize { return Err(TradeCapacity) }
+                if t.trade_id == 0 {
+                    return Err(InvalidId);
+                }
+                if t.qty <= 0 {
+                    return Err(InvalidQuantity);
+                }
+                if t.price <= 0 {
+                    return Err(InvalidPrice);
+                }
+                if !is_valid_date(t.trade_date) {
+                    return Err(InvalidDate);
+                }
+                if t.buy == t.sell {
+                    return Err(SelfTrade);
+                }
+                if !self.accounts.contains_key(&t.buy) || !self.accounts.contains_key(&t.sell) {
+                    return Err(UnknownAccount);
+                }
+                if !self.instruments.contains_key(&t.instrument) {
+                    return Err(UnknownInstrument);
+                }
+                if self.trades.contains_key(&t.trade_id) {
+                    return Err(Duplicate);
+                }
+                if self.trades.len() >= LIMITS.trades_max as usize {
+                    return Err(TradeCapacity);
+                }
                 let em = self.instruments[&t.instrument].1;
                 let mark = if em != 0 { em } else { i128::from(t.price) };
                 let mut ev = self.book(&t, mark, i128::from(t.qty))?;
@@ -210,9 +283,13 @@ impl Model {
                 Ok(ev)
             }
             Command::BustTrade { trade_id } => {
-                if trade_id == 0 { return Err(InvalidId) }
+                if trade_id == 0 {
+                    return Err(InvalidId);
+                }
                 let (t, busted) = *self.trades.get(&trade_id).ok_or(UnknownTrade)?;
-                if busted { return Err(AlreadyBusted) }
+                if busted {
+                    return Err(AlreadyBusted);
+                }
                 let mark = self.mark(t.instrument);
                 let mut ev = self.book(&t, mark, -i128::from(t.qty))?;
                 self.trades.get_mut(&trade_id).unwrap().1 = true;
@@ -220,19 +297,27 @@ impl Model {
                 Ok(ev)
             }
             Command::MarkPrice { instrument, price } => {
-                if price <= 0 { return Err(InvalidPrice) }
+                if price <= 0 {
+                    return Err(InvalidPrice);
+                }
                 let (spec, _, _) = *self.instruments.get(&instrument).ok_or(UnknownInstrument)?;
-                if !self.holders_fit(instrument, i128::from(price), spec.margin_bps, &[]) { return Err(Overflow) }
+                if !self.holders_fit(instrument, i128::from(price), spec.margin_bps, &[]) {
+                    return Err(Overflow);
+                }
                 self.instruments.get_mut(&instrument).unwrap().1 = i128::from(price);
                 Ok(vec![Event::MarkChanged { instrument, price }])
             }
             Command::SettlementPrice { instrument, price } => {
-                if price <= 0 { return Err(InvalidPrice) }
+                if price <= 0 {
+                    return Err(InvalidPrice);
+                }
                 let (spec, _, _) = *self.instruments.get(&instrument).ok_or(UnknownInstrument)?;
                 let (s, m) = (i128::from(price), i128::from(spec.multiplier));
                 let mut updates = vec![];
                 for (&(a, i), &(qty, cost, realized)) in &self.positions {
-                    if i != instrument || qty == 0 { continue }
+                    if i != instrument || qty == 0 {
+                        continue;
+                    }
                     let at = mul3(qty, s, m).ok_or(Overflow)?;
                     let var = at.checked_sub(cost).ok_or(Overflow)?;
                     at.abs().checked_mul(i128::from(spec.margin_bps)).ok_or(Overflow)?;
@@ -251,8 +336,11 @@ impl Model {
 
     fn book(&mut self, t: &Trade, mark: i128, qty: i128) -> Result<Vec<Event>, Reject> {
         let legs = [(t.buy, qty), (t.sell, -qty)];
-        let new = legs.iter().filter(|(a, _)| !self.positions.contains_key(&(*a, t.instrument))).count();
-        if self.positions.len() + new > LIMITS.positions_max as usize { return Err(Reject::PositionCapacity) }
+        let new =
+            legs.iter().filter(|(a, _)| !self.positions.contains_key(&(*a, t.instrument))).count();
+        if self.positions.len() + new > LIMITS.positions_max as usize {
+            return Err(Reject::PositionCapacity);
+        }
         let m = i128::from(self.instruments[&t.instrument].0.multiplier);
         let mut books = vec![];
         let mut checks = vec![];
@@ -263,13 +351,21 @@ impl Model {
             books.push((a, p));
         }
         let bps = self.instruments[&t.instrument].0.margin_bps;
-        if mark != self.mark(t.instrument) && !self.holders_fit(t.instrument, mark, bps, &[t.buy, t.sell]) {
+        if mark != self.mark(t.instrument)
+            && !self.holders_fit(t.instrument, mark, bps, &[t.buy, t.sell])
+        {
             return Err(Reject::Overflow);
         }
         let mut ev = vec![];
         for &(a, p) in &books {
             self.positions.insert((a, t.instrument), p);
-            ev.push(Event::PositionChanged { account: a, instrument: t.instrument, qty: p.0 as i64, cost: p.1, realized: p.2 });
+            ev.push(Event::PositionChanged {
+                account: a,
+                instrument: t.instrument,
+                qty: p.0 as i64,
+                cost: p.1,
+                realized: p.2,
+            });
         }
         for ((a, _), (failed, shortfall)) in books.iter().zip(checks) {
             for r in failed {
@@ -300,19 +396,42 @@ impl Gen {
     }
     fn account(&mut self) -> u64 {
         // Mostly known ids, sometimes unknown (beyond 40) or 0.
-        match self.below(50) { 0 => 0, 1 => 1_000 + self.below(5), _ => 1 + self.below(40) }
+        match self.below(50) {
+            0 => 0,
+            1 => 1_000 + self.below(5),
+            _ => 1 + self.below(40),
+        }
     }
     fn instrument(&mut self) -> u32 {
-        match self.below(40) { 0 => 99, _ => 1 + self.below(8) as u32 }
+        match self.below(40) {
+            0 => 99,
+            _ => 1 + self.below(8) as u32,
+        }
     }
     fn qty(&mut self) -> i64 {
-        match self.below(200) { 0 => 0, 1 => -5, 2 => 1 << 40, 3 => i64::MAX, _ => 1 + self.below(100) as i64 }
+        match self.below(200) {
+            0 => 0,
+            1 => -5,
+            2 => 1 << 40,
+            3 => i64::MAX,
+            _ => 1 + self.below(100) as i64,
+        }
     }
     fn price(&mut self) -> i64 {
-        match self.below(200) { 0 => 0, 1 => -P, 2 => i64::MAX, 3 => 1 + self.below(1_000) as i64, _ => (1 + self.below(200) as i64) * P / 4 }
+        match self.below(200) {
+            0 => 0,
+            1 => -P,
+            2 => i64::MAX,
+            3 => 1 + self.below(1_000) as i64,
+            _ => (1 + self.below(200) as i64) * P / 4,
+        }
     }
     fn money(&mut self) -> i128 {
-        match self.below(10) { 0 => 0, 1 => i128::from(self.next() >> 1) * i128::from(self.next()), _ => i128::from(self.below(10_000_000)) * i128::from(P) }
+        match self.below(10) {
+            0 => 0,
+            1 => i128::from(self.next() >> 1) * i128::from(self.next()),
+            _ => i128::from(self.below(10_000_000)) * i128::from(P),
+        }
     }
 
     fn command(&mut self, next_trade: &mut u64) -> Command {
@@ -326,13 +445,17 @@ impl Gen {
             4..=8 => Command::UpsertAccount(AccountSpec {
                 id: self.account(),
                 max_position: [0, 0, 50, 200][self.below(4) as usize],
-                max_notional: [0, 0, 10_000 * i128::from(P), 1_000_000 * i128::from(P)][self.below(4) as usize],
+                max_notional: [0, 0, 10_000 * i128::from(P), 1_000_000 * i128::from(P)]
+                    [self.below(4) as usize],
                 max_loss: [0, 0, 1_000 * i128::from(P), -1][self.below(4) as usize],
                 suspended: self.below(10) == 0,
             }),
             9..=16 => {
                 let amount = self.money();
-                Command::AdjustCollateral { account: self.account(), amount: if self.below(3) == 0 { -amount } else { amount } }
+                Command::AdjustCollateral {
+                    account: self.account(),
+                    amount: if self.below(3) == 0 { -amount } else { amount },
+                }
             }
             17..=31 => Command::CheckOrder {
                 account: self.account(),
@@ -343,9 +466,16 @@ impl Gen {
             },
             32..=36 => Command::BustTrade { trade_id: self.below(*next_trade + 2) },
             37..=40 => Command::MarkPrice { instrument: self.instrument(), price: self.price() },
-            41..=42 => Command::SettlementPrice { instrument: self.instrument(), price: self.price() },
+            41..=42 => {
+                Command::SettlementPrice { instrument: self.instrument(), price: self.price() }
+            }
             _ => {
-                let id = if self.below(30) == 0 { self.below(*next_trade + 1) } else { *next_trade += 1; *next_trade };
+                let id = if self.below(30) == 0 {
+                    self.below(*next_trade + 1)
+                } else {
+                    *next_trade += 1;
+                    *next_trade
+                };
                 Command::ClearTrade(Trade {
                     trade_id: id,
                     buy: self.account(),
@@ -364,11 +494,27 @@ impl Gen {
 fn stream(seed: u64, len: usize) -> Vec<Command> {
     let mut g = Gen(seed);
     let mut cmds: Vec<Command> = (1..=8)
-        .map(|id| Command::UpsertInstrument(InstrumentSpec { id, multiplier: [1, 10, 50, 1_000][id as usize % 4], margin_bps: 1_000, settle_days: 2 }))
+        .map(|id| {
+            Command::UpsertInstrument(InstrumentSpec {
+                id,
+                multiplier: [1, 10, 50, 1_000][id as usize % 4],
+                margin_bps: 1_000,
+                settle_days: 2,
+            })
+        })
         .collect();
     for id in 1..=40u64 {
-        cmds.push(Command::UpsertAccount(AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }));
-        cmds.push(Command::AdjustCollateral { account: id, amount: i128::from(g.below(100_000)) * i128::from(P) });
+        cmds.push(Command::UpsertAccount(AccountSpec {
+            id,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }));
+        cmds.push(Command::AdjustCollateral {
+            account: id,
+            amount: i128::from(g.below(100_000)) * i128::from(P),
+        });
     }
     let mut next_trade = 0;
     while cmds.len() < len {
@@ -382,7 +528,11 @@ fn compare_views(sm: &StateMachine, model: &Model) {
     assert_eq!(sm.positions_len(), model.positions.len());
     for (&(a, i), &(qty, cost, realized)) in &model.positions {
         let p = sm.position(a, i).expect("position");
-        assert_eq!((i128::from(p.qty), p.cost, p.realized), (qty, cost, realized), "position {a}/{i}");
+        assert_eq!(
+            (i128::from(p.qty), p.cost, p.realized),
+            (qty, cost, realized),
+            "position {a}/{i}"
+        );
     }
     for &a in model.accounts.keys() {
         let m = model.value(a, None);
@@ -458,11 +608,25 @@ fn the_streams_exercise_every_outcome() {
     let mut events = std::collections::HashSet::new();
     for c in &cmds {
         match m.apply(c) {
-            Ok(ev) => ev.iter().for_each(|e| { events.insert(std::mem::discriminant(e)); }),
-            Err(r) => { seen.insert(r); }
+            Ok(ev) => ev.iter().for_each(|e| {
+                events.insert(std::mem::discriminant(e));
+            }),
+            Err(r) => {
+                seen.insert(r);
+            }
         }
     }
-    for r in [Reject::Overflow, Reject::Duplicate, Reject::Margin, Reject::MaxPosition, Reject::UnknownAccount, Reject::AlreadyBusted, Reject::PositionCapacity, Reject::SelfTrade, Reject::InvalidDate] {
+    for r in [
+        Reject::Overflow,
+        Reject::Duplicate,
+        Reject::Margin,
+        Reject::MaxPosition,
+        Reject::UnknownAccount,
+        Reject::AlreadyBusted,
+        Reject::PositionCapacity,
+        Reject::SelfTrade,
+        Reject::InvalidDate,
+    ] {
         assert!(seen.contains(&r), "stream never produced {r:?}: {seen:?}");
     }
     assert!(events.len() >= 10, "only {} event kinds", events.len());
@@ -484,7 +648,11 @@ fn export_and_restore_round_trip_mid_stream() {
     // Both continue identically from there.
     for (i, c) in cmds[3_000..].iter().enumerate() {
         let seq = 3_001 + i as u64;
-        assert_eq!(a.apply(c, seq, 0).map(|e| e.to_vec()), b.apply(c, seq, 0).map(|e| e.to_vec()), "#{i} {c:?}");
+        assert_eq!(
+            a.apply(c, seq, 0).map(|e| e.to_vec()),
+            b.apply(c, seq, 0).map(|e| e.to_vec()),
+            "#{i} {c:?}"
+        );
     }
     assert_eq!(a.state_hash(), b.state_hash());
     // A snapshot bigger than the limits is refused with a reason, not a panic.
@@ -521,6 +689,9 @@ fn instrument_valuation_matches_the_scalar_twin_and_the_account_sums() {
             by_account.margin += a.margin;
         }
     }
-    assert_eq!((by_account.notional, by_account.margin), (by_instrument.notional, by_instrument.margin));
+    assert_eq!(
+        (by_account.notional, by_account.margin),
+        (by_instrument.notional, by_instrument.margin)
+    );
     assert!(by_account.notional > 0);
 }

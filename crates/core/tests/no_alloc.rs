@@ -33,7 +33,8 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn apply_and_apply_batch_never_allocate() {
-    let limits = Limits { accounts_max: 200, instruments_max: 20, positions_max: 4_000, trades_max: 20_000 };
+    let limits =
+        Limits { accounts_max: 200, instruments_max: 20, positions_max: 4_000, trades_max: 20_000 };
     // Build every command first: only the state machine runs while counting.
     let mut cmds = Vec::new();
     for i in 1..=20 {
@@ -54,7 +55,10 @@ fn apply_and_apply_batch_never_allocate() {
             cmds.push(order(buy, ins, Side::Sell, 5, 95 * P));
         }
         cmds.push(Command::MarkPrice { instrument: 1 + (round % 20) as u32, price: 97 * P });
-        cmds.push(Command::SettlementPrice { instrument: 1 + ((round + 3) % 20) as u32, price: 99 * P });
+        cmds.push(Command::SettlementPrice {
+            instrument: 1 + ((round + 3) % 20) as u32,
+            price: 99 * P,
+        });
         cmds.push(Command::BustTrade { trade_id: id - 5 });
         cmds.push(Command::BustTrade { trade_id: id - 5 }); // AlreadyBusted
         cmds.push(trade(id, 1, 2, 1, 1, P)); // Duplicate
@@ -62,7 +66,11 @@ fn apply_and_apply_batch_never_allocate() {
         cmds.push(deposit(99_999, 1)); // UnknownAccount
     }
     let (first, rest) = cmds.split_at(cmds.len() / 2);
-    let batch: Vec<Sequenced> = rest.iter().enumerate().map(|(i, c)| Sequenced { seq: 1_000_000 + i as u64, ts: 0, cmd: *c }).collect();
+    let batch: Vec<Sequenced> = rest
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Sequenced { seq: 1_000_000 + i as u64, ts: 0, cmd: *c })
+        .collect();
 
     let mut sm = StateMachine::new(limits).unwrap();
     let mut accepted = 0u64;

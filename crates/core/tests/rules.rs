@@ -57,7 +57,7 @@ fn unrealized_and_average_price_use_the_multiplier() {
     // cost = (3*4000 + 4001) * 50 = 800_050; avg = 800_050 / (4*50) = 4000.25.
     let v = s.sm.position(10, 2).unwrap();
     assert_eq!(v.cost, 800_050 * P as i128);
-    assert_eq!(v.avg_price, Some(4_000_25 * P / 100));
+    assert_eq!(v.avg_price, Some(400_025 * P / 100));
     // Mark is the last trade price (4001): unrealized = 4*4001*50 - 800_050 = 150.
     assert_eq!(v.unrealized, 150 * P as i128);
     s.ok(Command::MarkPrice { instrument: 2, price: 3_990 * P });
@@ -122,11 +122,20 @@ fn check_order_reasons_come_in_spec_order() {
     s.rejects(order(20, 1, Side::Buy, 5, 300 * P), Reject::MaxNotional);
     s.rejects(order(20, 1, Side::Buy, 5, 100 * P), Reject::Margin);
     s.ok(deposit(20, 50 * P as i128)); // margin of 5 @ 100 at 10% = 50
-    assert_eq!(s.ok(order(20, 1, Side::Buy, 5, 100 * P)), vec![Event::OrderAccepted { account: 20, instrument: 1 }]);
+    assert_eq!(
+        s.ok(order(20, 1, Side::Buy, 5, 100 * P)),
+        vec![Event::OrderAccepted { account: 20, instrument: 1 }]
+    );
     // With a mark of 97 (a cleared trade), buying 5 at 100 loses 15 > max_loss 10.
     s.ok(trade(1, 10, 11, 1, 1, 97 * P));
     s.rejects(order(20, 1, Side::Buy, 5, 100 * P), Reject::MaxLoss);
-    s.ok(Command::UpsertAccount(AccountSpec { id: 20, max_position: 5, max_notional: 0, max_loss: 0, suspended: true }));
+    s.ok(Command::UpsertAccount(AccountSpec {
+        id: 20,
+        max_position: 5,
+        max_notional: 0,
+        max_loss: 0,
+        suspended: true,
+    }));
     s.rejects(order(20, 1, Side::Buy, 1, 100 * P), Reject::Suspended);
     assert_eq!(s.sm.position(20, 1), None, "CheckOrder books nothing");
 }
@@ -151,8 +160,20 @@ fn clear_trade_books_then_reports_breaches_and_margin_calls() {
         ev,
         vec![
             Event::TradeCleared { trade_id: 7 },
-            Event::PositionChanged { account: 20, instrument: 1, qty: 3, cost: 300 * P as i128, realized: 0 },
-            Event::PositionChanged { account: 10, instrument: 1, qty: -3, cost: -300 * P as i128, realized: 0 },
+            Event::PositionChanged {
+                account: 20,
+                instrument: 1,
+                qty: 3,
+                cost: 300 * P as i128,
+                realized: 0
+            },
+            Event::PositionChanged {
+                account: 10,
+                instrument: 1,
+                qty: -3,
+                cost: -300 * P as i128,
+                realized: 0
+            },
             Event::LimitBreach { account: 20, reason: Reject::MaxPosition },
             Event::LimitBreach { account: 20, reason: Reject::MaxNotional },
             // margin 30, equity 10
@@ -164,7 +185,13 @@ fn clear_trade_books_then_reports_breaches_and_margin_calls() {
 #[test]
 fn suspended_accounts_still_clear() {
     let mut s = setup();
-    s.ok(Command::UpsertAccount(AccountSpec { id: 10, max_position: 0, max_notional: 0, max_loss: 0, suspended: true }));
+    s.ok(Command::UpsertAccount(AccountSpec {
+        id: 10,
+        max_position: 0,
+        max_notional: 0,
+        max_loss: 0,
+        suspended: true,
+    }));
     s.ok(trade(1, 10, 11, 1, 1, P));
     assert_eq!(s.pos(10, 1).0, 1);
 }
@@ -203,7 +230,21 @@ fn bust_of_a_flipped_position_books_the_reverse_at_the_original_price() {
     assert_eq!(s.pos(10, 1), (5, 60 * P as i128, 10 * P as i128));
     // 12 was long 8 @ 12 and sells 8 @ 12: flat, realized 0.
     assert_eq!(s.pos(12, 1), (0, 0, 0));
-    assert_eq!(s.sm.trade(2), Some((Trade { trade_id: 2, buy: 12, sell: 10, instrument: 1, qty: 8, price: 12 * P, trade_date: DATE }, true)));
+    assert_eq!(
+        s.sm.trade(2),
+        Some((
+            Trade {
+                trade_id: 2,
+                buy: 12,
+                sell: 10,
+                instrument: 1,
+                qty: 8,
+                price: 12 * P,
+                trade_date: DATE
+            },
+            true
+        ))
+    );
     s.rejects(Command::BustTrade { trade_id: 2 }, Reject::AlreadyBusted);
     s.rejects(Command::BustTrade { trade_id: 3 }, Reject::UnknownTrade);
     s.rejects(Command::BustTrade { trade_id: 0 }, Reject::InvalidId);
@@ -219,7 +260,12 @@ fn every_input_rejection_leaves_the_state_untouched() {
     s.rejects(instrument(3, 1, -1), Reject::InvalidMarginRate);
     s.rejects(instrument(3, 1, MARGIN_BPS_MAX + 1), Reject::InvalidMarginRate);
     s.rejects(
-        Command::UpsertInstrument(InstrumentSpec { id: 3, multiplier: 1, margin_bps: 0, settle_days: 31 }),
+        Command::UpsertInstrument(InstrumentSpec {
+            id: 3,
+            multiplier: 1,
+            margin_bps: 0,
+            settle_days: 31,
+        }),
         Reject::InvalidSettleDays,
     );
     s.rejects(instrument(1, 2, 0), Reject::InstrumentInUse);
@@ -241,7 +287,15 @@ fn every_input_rejection_leaves_the_state_untouched() {
     s.rejects(trade(2, 10, 11, 9, 1, P), Reject::UnknownInstrument);
     s.rejects(trade(2, 10, 11, 1, i64::MAX, i64::MAX), Reject::Overflow);
     s.rejects(
-        Command::ClearTrade(Trade { trade_id: 2, buy: 10, sell: 11, instrument: 1, qty: 1, price: P, trade_date: 20260230 }),
+        Command::ClearTrade(Trade {
+            trade_id: 2,
+            buy: 10,
+            sell: 11,
+            instrument: 1,
+            qty: 1,
+            price: P,
+            trade_date: 20260230,
+        }),
         Reject::InvalidDate,
     );
     s.rejects(Command::MarkPrice { instrument: 1, price: 0 }, Reject::InvalidPrice);
@@ -256,7 +310,7 @@ fn overflow_in_a_later_leg_or_in_settlement_changes_nothing() {
     let mut s = setup();
     s.ok(instrument(3, i64::MAX / 4, 0));
     s.ok(trade(1, 10, 11, 3, 1 << 20, 1 << 20)); // 2^40 * 2^61 = 2^101: fits
-    // qty 2^21 at 2^40 more: cost 2^21*2^40*2^61 = 2^122 fits; the position total too.
+                                                 // qty 2^21 at 2^40 more: cost 2^21*2^40*2^61 = 2^122 fits; the position total too.
     s.ok(trade(2, 10, 11, 3, 1 << 21, 1 << 40));
     // Settling at a huge price: 3*2^20 * 2^62 * 2^61 overflows i128 for every holder.
     s.rejects(Command::SettlementPrice { instrument: 3, price: i64::MAX }, Reject::Overflow);
@@ -269,12 +323,20 @@ fn withdrawals_must_leave_equity_above_margin() {
     s.ok(trade(1, 10, 11, 1, 1_000, 100 * P)); // margin 10% of 100_000 = 10_000
     s.rejects(deposit(10, -(990_001 * P as i128)), Reject::Margin);
     let ev = s.ok(deposit(10, -(990_000 * P as i128)));
-    assert_eq!(ev, vec![Event::CollateralChanged { account: 10, amount: -(990_000 * P as i128), balance: 10_000 * P as i128 }]);
+    assert_eq!(
+        ev,
+        vec![Event::CollateralChanged {
+            account: 10,
+            amount: -(990_000 * P as i128),
+            balance: 10_000 * P as i128
+        }]
+    );
 }
 
 #[test]
 fn capacities_are_typed_rejections() {
-    let mut s = Sm::with(Limits { accounts_max: 3, instruments_max: 2, positions_max: 3, trades_max: 2 });
+    let mut s =
+        Sm::with(Limits { accounts_max: 3, instruments_max: 2, positions_max: 3, trades_max: 2 });
     s.ok(instrument(1, 1, 0));
     s.ok(instrument(2, 1, 0));
     s.rejects(instrument(3, 1, 0), Reject::InstrumentCapacity);
@@ -292,7 +354,10 @@ fn capacities_are_typed_rejections() {
 
 #[test]
 fn limits_are_validated() {
-    assert!(matches!(StateMachine::new(Limits { accounts_max: 0, ..Limits::default() }), Err(LimitsError::Zero("accounts_max"))));
+    assert!(matches!(
+        StateMachine::new(Limits { accounts_max: 0, ..Limits::default() }),
+        Err(LimitsError::Zero("accounts_max"))
+    ));
     assert!(matches!(
         StateMachine::new(Limits { trades_max: Limits::EACH_MAX + 1, ..Limits::default() }),
         Err(LimitsError::TooLarge("trades_max"))

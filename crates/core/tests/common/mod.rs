@@ -20,19 +20,43 @@ pub fn account(id: AccountId) -> Command {
     })
 }
 
-pub fn account_with(id: AccountId, max_position: Qty, max_notional: Money, max_loss: Money) -> Command {
-    Command::UpsertAccount(AccountSpec { id, max_position, max_notional, max_loss, suspended: false })
+pub fn account_with(
+    id: AccountId,
+    max_position: Qty,
+    max_notional: Money,
+    max_loss: Money,
+) -> Command {
+    Command::UpsertAccount(AccountSpec {
+        id,
+        max_position,
+        max_notional,
+        max_loss,
+        suspended: false,
+    })
 }
 
 pub fn deposit(account: AccountId, amount: Money) -> Command {
     Command::AdjustCollateral { account, amount }
 }
 
-pub fn trade(trade_id: TradeId, buy: AccountId, sell: AccountId, instrument: InstrumentId, qty: Qty, price: Price) -> Command {
+pub fn trade(
+    trade_id: TradeId,
+    buy: AccountId,
+    sell: AccountId,
+    instrument: InstrumentId,
+    qty: Qty,
+    price: Price,
+) -> Command {
     Command::ClearTrade(Trade { trade_id, buy, sell, instrument, qty, price, trade_date: DATE })
 }
 
-pub fn order(account: AccountId, instrument: InstrumentId, side: Side, qty: Qty, price: Price) -> Command {
+pub fn order(
+    account: AccountId,
+    instrument: InstrumentId,
+    side: Side,
+    qty: Qty,
+    price: Price,
+) -> Command {
     Command::CheckOrder { account, instrument, side, qty, price }
 }
 
@@ -44,7 +68,12 @@ pub struct Sm {
 
 impl Sm {
     pub fn new() -> Sm {
-        Sm::with(Limits { accounts_max: 64, instruments_max: 16, positions_max: 256, trades_max: 1024 })
+        Sm::with(Limits {
+            accounts_max: 64,
+            instruments_max: 16,
+            positions_max: 256,
+            trades_max: 1024,
+        })
     }
 
     pub fn with(limits: Limits) -> Sm {
