@@ -1,0 +1,155 @@
+//! Durability behind two small traits, so the pipeline does not depend on one storage engine:
+//! [`Journal`] (the sequenced command log, group commit) and [`SnapshotStore`] (whole-state
+//! snapshots). The in-memory implementations here serve tests, the demo and `data_dir = ""`;
+//! [`crate::store`] plugs in crates/journal for real files.
+//!
+//! # Contract (every implementation)
+//! - `append` receives each batch in ascending, gap-free `seq` order, once.
+//! - After `commit` returns `Ok`, everything appended is durable by the configured policy
+//!   (`none`: may still be in the page cache or memory; `fsync`: on stable storage).
+//!   The sequencer releases a batch to the state machine, and so to acknowledgement, only then.
+//! - `replay(from, f)` calls `f` for every committed entry with `seq >= from`, in order.
+//! - An `Err` is fatal to the engine: it stops accepting commands rather than ack what is not
+//!   durable.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use novate_core::{Seq, Sequenced, Snapshot};
+
+/// The sequenced command log.
+pub trait Journal: Send + 'static {
+    /// Append a batch (not yet durable).
+    fn append(&mut self, batch: &[Sequenced]) -> io::Result<()>;
+    /// Make everything appended durable by the policy; the group commit of one batch.
+    fn commit(&mut self) -> io::Result<()>;
+    /// Call `f` for every committed entry with `seq >= from`, in order; returns how many.
+    fn replay(&mut self, from: Seq, f: &mut dyn FnMut(&Sequenced)) -> io::Result<u64>;
+    /// Highest seq committed (0 if none).
+    fn last_seq(&self) -> Seq;
+    /// Entries below `seq` may be discarded (a snapshot covers them). Optional.
+    fn truncate_before(&mut self, _seq: Seq) -> io::Result<()> {
+        Ok(())
+    }
+    /// What this journal is, for the start-up log.
+    fn describe(&self) -> String;
+}
+
+/// Whole-state snapshots.
+pub trait SnapshotStore: Send + 'static {
+    /// Store a snapshot (its `last_seq` says which log prefix it covers).
+    fn save(&mut self, snap: &Snapshot) -> io::Result<()>;
+    /// The newest snapshot, if any.
+    fn load_latest(&mut self) -> io::Result<Option<Snapshot>>;
+    fn describe(&self) -> String;
+}
+
+/// A journal in memory, shareable so that a test can "restart" an engine on the same log.
+#[derive(Clone, Default)]
+pub struct MemJournal {
+    inner: Arc<Mutex<MemLog>>,
+    /// Keep entries (for replay)? The demo turns this off to bound memory.
+    keep: bool,
+    last: Seq,
+}
+
+#[derive(Default)]
+struct MemLog {
+    entries: Vec<Sequenced>,
+    committed: usize,
+    commits: u64,
+}
+
+impl MemJournal {
+    /// A journal that keeps every entry (replayable).
+    pub fn new() -> MemJournal {
+        MemJournal { keep: true, ..MemJournal::default() }
+    }
+
+    /// A journal that keeps nothing: durability `none` with no data dir.
+    pub fn discard() -> MemJournal {
+        MemJournal { keep: false, ..MemJournal::default() }
+    }
+
+    /// Group commits so far (tests check that commits happen per batch).
+    pub fn commits(&self) -> u64 {
+        self.inner.lock().map(|l| l.commits).unwrap_or(0)
+    }
+
+    /// Entries committed so far.
+    pub fn committed(&self) -> usize {
+        self.inner.lock().map(|l| l.committed).unwrap_or(0)
+    }
+}
+
+impl Journal for MemJournal {
+    fn append(&mut self, batch: &[Sequenced]) -> io::Result<()> {
+        if let Some(last) = batch.last() {
+            self.last = last.seq;
+        }
+        if self.keep {
+            let mut l = self.inner.lock().map_err(|_| io::Error::other("journal lock poisoned"))?;
+            l.entries.extend_from_slice(batch);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        let mut l = self.inner.lock().map_err(|_| io::Error::other("journal lock poisoned"))?;
+        l.committed = l.entries.len();
+        l.commits += 1;
+        Ok(())
+    }
+
+    fn replay(&mut self, from: Seq, f: &mut dyn FnMut(&Sequenced)) -> io::Result<u64> {
+        let l = self.inner.lock().map_err(|_| io::Error::other("journal lock poisoned"))?;
+        let mut n = 0;
+        for e in l.entries[..l.committed].iter().filter(|e| e.seq >= from) {
+            f(e);
+            n += 1;
+        }
+        if let Some(e) = l.entries[..l.committed].last() {
+            self.last = self.last.max(e.seq);
+        }
+        Ok(n)
+    }
+
+    fn last_seq(&self) -> Seq {
+        if self.keep {
+            self.inner.lock().ok().and_then(|l| l.entries[..l.committed].last().map(|e| e.seq)).unwrap_or(self.last)
+        } else {
+            self.last
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.keep { "in-memory journal (nothing survives the process)".into() } else { "no journal (durability none, no data_dir)".into() }
+    }
+}
+
+/// Snapshots in memory, shareable like [`MemJournal`].
+#[derive(Clone, Default)]
+pub struct MemSnapshots {
+    inner: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl MemSnapshots {
+    pub fn new() -> MemSnapshots {
+        MemSnapshots::default()
+    }
+}
+
+impl SnapshotStore for MemSnapshots {
+    fn save(&mut self, snap: &Snapshot) -> io::Result<()> {
+        *self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))? = Some(snap.clone());
+        Ok(())
+    }
+
+    fn load_latest(&mut self) -> io::Result<Option<Snapshot>> {
+        Ok(self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))?.clone())
+    }
+
+    fn describe(&self) -> String {
+        "in-memory snapshots".into()
+    }
+}

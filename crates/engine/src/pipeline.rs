@@ -1,0 +1,1165 @@
+//! The pipeline of ARCHITECTURE.md, in one process:
+//!
+//! ```text
+//!  clients ──► [MPSC ingress] ──► sequencer ──► [SPSC apply] ──► state machine ──► [SPSC egress] ──► egress
+//!  (Client,     try_push: Busy     seq + ts,      batches          apply_batch,       answers and       answers to each
+//!   TCP conns)  when full          journal         released only    views published    events            client's ring,
+//!                                  append+commit   when durable     per batch                            subscriptions
+//! ```
+//!
+//! - **Back-pressure.** Each client may have at most `client_inflight_max` commands without an
+//!   answer, and the ingress ring is bounded: a full ring or a full window is `Busy` from
+//!   [`Client::try_submit`], or a bounded wait in [`Client::submit`]. The stages behind the
+//!   ingress wait for room (the sequencer for the apply ring, the state machine for the egress
+//!   ring); nothing is dropped. A client's answer ring has room for its whole window, so egress
+//!   never waits for a client; a subscription that falls `subscriber_buffer` events behind is
+//!   cut off with an overflow flag that its reader sees after the last delivered event.
+//! - **Durability.** The sequencer appends a batch to the [`Journal`] and commits it (the group
+//!   commit) before pushing it to the state machine: a command is applied, and so answered,
+//!   only once durable by the policy.
+//! - **Threads.** Three (sequencer, state machine, egress), each waiting with the configured
+//!   [`WaitStrategy`] (`park` by default: spin, yield, then sleep with a bounded backoff). A
+//!   stage that hands work to a parked stage unparks it, so an idle engine answers in
+//!   microseconds without burning a core. Clients wait for answers the same way.
+//! - **Barriers.** `state_hash`, `snapshot` and shutdown travel through the rings in order with
+//!   the commands, so each is taken at a batch boundary of the state-machine thread.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, Snapshot, StateMachine};
+use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
+
+use crate::config::Config;
+use crate::durability::{Journal, SnapshotStore};
+use crate::views::{self, Publisher, Views};
+
+/// A command from a client, tagged with where its answer goes.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    cmd: Command,
+    sink: u32,
+    request_id: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Barrier {
+    Hash { sink: u32, request_id: u64 },
+    Snapshot { sink: u32, request_id: u64 },
+    Shutdown,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Inbound {
+    Cmd(Request),
+    Barrier(Barrier),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    Cmd { s: Sequenced, sink: u32, request_id: u64 },
+    Barrier(Barrier),
+    /// The journal failed: the command was not made durable and is not applied.
+    Failed { sink: u32, request_id: u64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Out {
+    Answer { sink: u32, answer: Answer },
+    Event { seq: Seq, event: Event },
+    Shutdown,
+}
+
+/// What a command (or a barrier) got back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub request_id: u64,
+    pub kind: AnswerKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Applied as log entry `seq`, stamped `ts`, durable by the policy.
+    Ack { seq: Seq, ts: Nanos },
+    /// Rejected; changed nothing (it still consumed `seq` in the log).
+    Reject { seq: Seq, reason: Reject },
+    /// The state hash after log entry `seq`.
+    Hash { seq: Seq, hash: u64 },
+    /// A snapshot covering the log up to `seq` was handed to the snapshot store.
+    Snapshot { seq: Seq },
+    /// The journal failed; the command was not applied. The engine refuses further commands.
+    Unavailable,
+}
+
+/// Why a command was not accepted into the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The ingress ring or the client's window is full (back-pressure): retry later.
+    Busy,
+    /// The engine is shut down (or failed).
+    Closed,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Busy => f.write_str("Busy: the engine's ingress ring or this client's window is full"),
+            SubmitError::Closed => f.write_str("Closed: the engine is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Errors of a blocking call (submit and wait for the answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    Rejected(Reject),
+    Submit(SubmitError),
+    /// No answer within the timeout (the command may still be applied).
+    Timeout,
+    /// The journal failed.
+    Unavailable,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Rejected(r) => write!(f, "rejected: {r}"),
+            CallError::Submit(e) => write!(f, "{e}"),
+            CallError::Timeout => f.write_str("no answer within the timeout"),
+            CallError::Unavailable => f.write_str("the journal failed; the engine accepts no more commands"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Which events a subscription wants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Bit `k` set: event kind `k` (see [`event_kind`]); 0 = every kind.
+    pub kinds: u16,
+    /// Only events that name this account (events without an account are excluded).
+    pub account: Option<u64>,
+}
+
+/// A stable number per event kind, in the order of `novate_core::Event` (0..=10); the wire's
+/// template id is `101 + kind`.
+pub fn event_kind(e: &Event) -> u8 {
+    match e {
+        Event::InstrumentUpdated { .. } => 0,
+        Event::AccountUpdated { .. } => 1,
+        Event::CollateralChanged { .. } => 2,
+        Event::OrderAccepted { .. } => 3,
+        Event::TradeCleared { .. } => 4,
+        Event::TradeBusted { .. } => 5,
+        Event::PositionChanged { .. } => 6,
+        Event::MarkChanged { .. } => 7,
+        Event::VariationMargin { .. } => 8,
+        Event::LimitBreach { .. } => 9,
+        Event::MarginCall { .. } => 10,
+    }
+}
+
+/// The account an event names, if any.
+pub fn event_account(e: &Event) -> Option<u64> {
+    match *e {
+        Event::AccountUpdated { account }
+        | Event::CollateralChanged { account, .. }
+        | Event::OrderAccepted { account, .. }
+        | Event::PositionChanged { account, .. }
+        | Event::VariationMargin { account, .. }
+        | Event::LimitBreach { account, .. }
+        | Event::MarginCall { account, .. } => Some(account),
+        _ => None,
+    }
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.kinds == 0 || self.kinds & (1 << event_kind(e)) != 0)
+            && self.account.map_or(true, |a| event_account(e) == Some(a))
+    }
+}
+
+enum Control {
+    Sink { id: u32, producer: spsc::Producer<Answer>, waker: Thread },
+    Unsink { id: u32 },
+    Subscribe { filter: EventFilter, producer: spsc::Producer<(Seq, Event)>, state: Arc<SubState> },
+}
+
+/// Shared by a subscription's two ends.
+struct SubState {
+    /// Set by the reader: stop delivering.
+    closed: AtomicBool,
+    /// Set by egress: the buffer was full and events were not delivered from then on.
+    overflowed: AtomicBool,
+    waker: Mutex<Option<Thread>>,
+}
+
+/// Counters for metrics and the demo (Relaxed: statistics).
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub commands: AtomicU64,
+    pub rejects: AtomicU64,
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub journal_commits: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub subscription_overflows: AtomicU64,
+}
+
+struct Shared {
+    ingress: mpsc::Producer<Inbound>,
+    /// Set by `shutdown`; submitters check it inside the `submitting` bracket.
+    closed: AtomicBool,
+    failed: AtomicBool,
+    submitting: AtomicUsize,
+    control: Mutex<std_mpsc::Sender<Control>>,
+    next_sink: AtomicU64,
+    subscribers: AtomicUsize,
+    sequencer: OnceLock<Thread>,
+    egress: OnceLock<Thread>,
+    metrics: Metrics,
+    wait: WaitStrategy,
+    inflight_max: usize,
+    subscriber_buffer: usize,
+}
+
+impl Shared {
+    fn wake(t: &OnceLock<Thread>) {
+        if let Some(t) = t.get() {
+            t.unpark();
+        }
+    }
+
+    fn push_control(&self, c: Control) {
+        if let Ok(tx) = self.control.lock() {
+            let _ = tx.send(c);
+        }
+        Shared::wake(&self.egress);
+    }
+
+    /// Push into the ingress ring unless closed; the bracket lets `shutdown` wait for pushes
+    /// that passed the check before it set `closed`.
+    fn try_ingress(&self, item: Inbound) -> Result<(), SubmitError> {
+        // SeqCst (with the SeqCst store of `closed` and load of `submitting` in shutdown): either
+        // shutdown sees our increment and waits, or we see `closed`.
+        self.submitting.fetch_add(1, Ordering::SeqCst);
+        let r = if self.closed.load(Ordering::SeqCst) || self.failed.load(Ordering::Relaxed) {
+            Err(SubmitError::Closed)
+        } else {
+            self.ingress.try_push(item).map_err(|_| SubmitError::Busy)
+        };
+        self.submitting.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// What start-up obtained and recovered, for the log.
+#[derive(Clone, Debug, Default)]
+pub struct StartReport {
+    pub lines: Vec<String>,
+    pub recovered_snapshot_seq: Option<Seq>,
+    pub replayed: u64,
+    pub last_seq: Seq,
+}
+
+/// What shutdown did.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownReport {
+    pub last_seq: Seq,
+    pub state_hash: u64,
+    pub snapshot_saved: bool,
+}
+
+/// A running engine. Dropping it shuts it down (as [`Engine::shutdown`]).
+pub struct Engine {
+    shared: Arc<Shared>,
+    views: Arc<Views>,
+    threads: Vec<JoinHandle<()>>,
+    final_report: Arc<Mutex<Option<ShutdownReport>>>,
+    report: StartReport,
+}
+
+fn now_ns() -> Nanos {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as Nanos)
+}
+
+impl Engine {
+    /// Recover (newest snapshot + journal replay), then start the three threads.
+    pub fn start(
+        cfg: &Config,
+        mut journal: Box<dyn Journal>,
+        mut snapshots: Box<dyn SnapshotStore>,
+    ) -> Result<Engine, EngineError> {
+        cfg.validate().map_err(|e| EngineError::Config(e.to_string()))?;
+        let limits = cfg.limits();
+        let wait = cfg.wait_strategy().map_err(|e| EngineError::Config(e.to_string()))?;
+        let mut report = StartReport::default();
+        report.lines.push(format!("journal: {}; snapshots: {}", journal.describe(), snapshots.describe()));
+        report.lines.push(format!("durability policy: {}", cfg.durability.policy.as_str()));
+        report.lines.push(format!("wait strategy: {wait}"));
+
+        // Recovery.
+        let mut sm = match snapshots.load_latest().map_err(EngineError::Io)? {
+            Some(snap) => {
+                report.recovered_snapshot_seq = Some(snap.last_seq);
+                StateMachine::restore(limits, &snap).map_err(|e| EngineError::Recovery(e.to_string()))?
+            }
+            None => StateMachine::new(limits).map_err(|e| EngineError::Config(e.to_string()))?,
+        };
+        let from = sm.last_seq() + 1;
+        let mut replay_err = None;
+        let replayed = journal
+            .replay(from, &mut |s: &Sequenced| {
+                if replay_err.is_none() && s.seq >= from {
+                    // Rejections replay as rejections: same log, same state.
+                    let _ = sm.apply(&s.cmd, s.seq, s.ts);
+                }
+                if s.seq < from {
+                    replay_err = Some(s.seq);
+                }
+            })
+            .map_err(EngineError::Io)?;
+        report.replayed = replayed;
+        let last_seq = sm.last_seq().max(journal.last_seq());
+        report.last_seq = last_seq;
+        if let Some(s) = report.recovered_snapshot_seq {
+            report.lines.push(format!("recovered snapshot at seq {s}"));
+        }
+        report.lines.push(format!("replayed {replayed} journal entries; next seq {}", last_seq + 1));
+
+        let (publisher, views) = views::new(limits);
+        let views = Arc::new(views);
+        let mut publisher = publisher;
+        publisher.publish_all(&sm, &views);
+
+        let e = &cfg.engine;
+        let (ingress_tx, ingress_rx) = mpsc::channel::<Inbound>(e.ingress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
+        let (apply_tx, apply_rx) = spsc::channel::<Entry>(e.apply_ring).map_err(|x| EngineError::Config(x.to_string()))?;
+        let (egress_tx, egress_rx) = spsc::channel::<Out>(e.egress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
+        let (control_tx, control_rx) = std_mpsc::channel();
+        let shared = Arc::new(Shared {
+            ingress: ingress_tx,
+            closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            submitting: AtomicUsize::new(0),
+            control: Mutex::new(control_tx),
+            next_sink: AtomicU64::new(1),
+            subscribers: AtomicUsize::new(0),
+            sequencer: OnceLock::new(),
+            egress: OnceLock::new(),
+            metrics: Metrics::default(),
+            wait,
+            inflight_max: e.client_inflight_max,
+            subscriber_buffer: e.subscriber_buffer,
+        });
+        let placement = Placement::from_config(cfg);
+        report.lines.extend(placement.describe_process());
+        let final_report = Arc::new(Mutex::new(None));
+        let sm_thread_slot: Arc<OnceLock<Thread>> = Arc::new(OnceLock::new());
+
+        let mut threads = Vec::new();
+        let (tx_report, rx_report) = std_mpsc::channel::<String>();
+        {
+            let shared = shared.clone();
+            let sm_wake = sm_thread_slot.clone();
+            let batch_max = e.batch_max;
+            let place = placement.clone();
+            let txr = tx_report.clone();
+            threads.push(spawn("novate-sequencer", move || {
+                let _ = txr.send(format!("sequencer: {}", place.apply(0)));
+                drop(txr);
+                sequencer(&shared, ingress_rx, apply_tx, journal, last_seq, batch_max, &sm_wake)
+            })?);
+        }
+        {
+            let shared = shared.clone();
+            let views = views.clone();
+            let batch_max = e.batch_max;
+            let snapshot_every = cfg.durability.snapshot_every;
+            let fr = final_report.clone();
+            let slot = sm_thread_slot.clone();
+            let place = placement.clone();
+            let txr = tx_report.clone();
+            threads.push(spawn("novate-state", move || {
+                let _ = slot.set(thread::current());
+                let _ = txr.send(format!("state machine: {}", place.apply(1)));
+                drop(txr);
+                let mut st = SmThread { sm, publisher, views, snapshots, snapshot_every, since_snapshot: 0, batch_max, final_report: fr };
+                st.run(&shared, apply_rx, egress_tx)
+            })?);
+        }
+        {
+            let shared = shared.clone();
+            let place = placement.clone();
+            let txr = tx_report;
+            threads.push(spawn("novate-egress", move || {
+                let _ = txr.send(format!("egress: {}", place.apply(2)));
+                drop(txr);
+                egress(&shared, egress_rx, control_rx)
+            })?);
+        }
+        for line in rx_report.iter() {
+            report.lines.push(line);
+        }
+        // Each thread records its handle first thing; wait for them so wake-ups are never lost.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (shared.sequencer.get().is_none() || shared.egress.get().is_none() || sm_thread_slot.get().is_none())
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_micros(50));
+        }
+        Ok(Engine { shared, views, threads, final_report, report })
+    }
+
+    /// Start with the storage `cfg` asks for: the real journal and snapshots under `data_dir`,
+    /// or memory only when `data_dir` is empty.
+    pub fn open(cfg: &Config) -> Result<Engine, EngineError> {
+        let (j, s) = crate::store::open_storage(cfg)?;
+        Engine::start(cfg, j, s)
+    }
+
+    /// A new client: its own answer ring and window.
+    pub fn client(&self) -> Client {
+        Client::new(self.shared.clone())
+    }
+
+    /// The published query views.
+    pub fn views(&self) -> &Arc<Views> {
+        &self.views
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn start_report(&self) -> &StartReport {
+        &self.report
+    }
+
+    /// Subscribe to events from now on.
+    pub fn subscribe(&self, filter: EventFilter) -> Subscription {
+        let (producer, consumer) = spsc::channel(self.shared.subscriber_buffer).expect("validated power of two");
+        let state = Arc::new(SubState {
+            closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        });
+        self.shared.subscribers.fetch_add(1, Ordering::SeqCst);
+        self.shared.push_control(Control::Subscribe { filter, producer, state: state.clone() });
+        Subscription { consumer, state, shared: self.shared.clone(), done: false }
+    }
+
+    /// Graceful shutdown: refuse new commands, let every accepted one be applied and answered,
+    /// commit the journal, take a final snapshot, stop the threads.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop();
+        self.final_report.lock().ok().and_then(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.shared.closed.store(true, Ordering::SeqCst);
+        while self.shared.submitting.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        let mut w = Waiter::new(WaitStrategy::Park);
+        while self.shared.ingress.try_push(Inbound::Barrier(Barrier::Shutdown)).is_err() {
+            Shared::wake(&self.shared.sequencer);
+            w.wait();
+        }
+        Shared::wake(&self.shared.sequencer);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, EngineError> {
+    thread::Builder::new().name(name.into()).spawn(f).map_err(EngineError::Io)
+}
+
+/// Why the engine could not start.
+#[derive(Debug)]
+pub enum EngineError {
+    Config(String),
+    Io(io::Error),
+    Recovery(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Config(e) => write!(f, "{e}"),
+            EngineError::Io(e) => write!(f, "i/o: {e}"),
+            EngineError::Recovery(e) => write!(f, "recovery: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Pinning, SCHED_FIFO and memory locking as configured; each thread reports what it got.
+#[derive(Clone)]
+struct Placement {
+    pin: Vec<usize>,
+    fifo: i32,
+    huge: crate::config::HugePages,
+}
+
+impl Placement {
+    fn from_config(cfg: &Config) -> Placement {
+        Placement { pin: cfg.threads.pin.clone(), fifo: cfg.threads.fifo_priority, huge: cfg.threads.huge_pages }
+    }
+
+    fn describe_process(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        match self.huge {
+            crate::config::HugePages::Normal => lines.push("memory: normal pages (threads.huge_pages = \"normal\")".into()),
+            crate::config::HugePages::Thp => lines.push(format!(
+                "memory: transparent huge pages advised for state tables (THP mode: {})",
+                novate_mem::huge::thp_mode().unwrap_or_else(|| "unknown".into())
+            )),
+            crate::config::HugePages::Locked => {
+                // SAFETY: mlockall has no memory-safety preconditions; failure is reported.
+                let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+                lines.push(if r == 0 {
+                    "memory: mlockall obtained (every page locked in RAM)".into()
+                } else {
+                    format!("memory: mlockall refused: {}", io::Error::last_os_error())
+                });
+            }
+        }
+        lines
+    }
+
+    /// Apply to the calling thread (stage 0, 1, 2); returns what was obtained.
+    fn apply(&self, stage: usize) -> String {
+        let mut parts = Vec::new();
+        match self.pin.get(stage) {
+            Some(&cpu) => parts.push(novate_mem::pin_current_thread(cpu).to_string()),
+            None => parts.push("not pinned".to_string()),
+        }
+        if self.fifo > 0 {
+            parts.push(novate_mem::set_fifo(self.fifo).to_string());
+        }
+        parts.join(", ")
+    }
+}
+
+// ---- sequencer -----------------------------------------------------------------------------
+
+fn sequencer(
+    shared: &Shared,
+    mut rx: mpsc::Consumer<Inbound>,
+    mut tx: spsc::Producer<Entry>,
+    mut journal: Box<dyn Journal>,
+    mut seq: Seq,
+    batch_max: usize,
+    sm: &OnceLock<Thread>,
+) {
+    let _ = shared.sequencer.set(thread::current());
+    let mut waiter = Waiter::new(shared.wait);
+    let mut inbound: Vec<Inbound> = Vec::with_capacity(batch_max);
+    let mut batch: Vec<Sequenced> = Vec::with_capacity(batch_max);
+    let mut entries: Vec<Entry> = Vec::with_capacity(batch_max);
+    let mut shutting_down = false;
+    loop {
+        inbound.clear();
+        rx.read(|x| inbound.push(x), batch_max);
+        if inbound.is_empty() {
+            if shutting_down {
+                break;
+            }
+            waiter.wait();
+            continue;
+        }
+        waiter.reset();
+        let ts = now_ns();
+        batch.clear();
+        entries.clear();
+        for x in &inbound {
+            match *x {
+                Inbound::Cmd(r) => {
+                    seq += 1;
+                    let s = Sequenced { seq, ts, cmd: r.cmd };
+                    batch.push(s);
+                    entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
+                }
+                Inbound::Barrier(Barrier::Shutdown) => shutting_down = true,
+                Inbound::Barrier(b) => entries.push(Entry::Barrier(b)),
+            }
+        }
+        if !batch.is_empty() {
+            let durable = journal.append(&batch).and_then(|()| journal.commit());
+            shared.metrics.journal_commits.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = durable {
+                eprintln!("novate: journal failed, refusing further commands: {e}");
+                shared.failed.store(true, Ordering::SeqCst);
+                for en in entries.iter_mut() {
+                    if let Entry::Cmd { sink, request_id, .. } = *en {
+                        *en = Entry::Failed { sink, request_id };
+                    }
+                }
+                // Forget the seqs that were not made durable.
+                seq -= batch.len() as Seq;
+            }
+        }
+        push_all(&mut tx, &entries, &mut waiter, sm);
+    }
+    // Every command accepted before shutdown is in the journal and on its way; flush, stop.
+    let _ = journal.commit();
+    push_all(&mut tx, &[Entry::Barrier(Barrier::Shutdown)], &mut waiter, sm);
+}
+
+/// Push every item, waiting for room (the downstream stage always makes progress).
+fn push_all<T: Copy>(tx: &mut spsc::Producer<T>, items: &[T], waiter: &mut Waiter, wake: &OnceLock<Thread>) {
+    let mut done = 0;
+    while done < items.len() {
+        let n = tx.push_slice(&items[done..]);
+        done += n;
+        Shared::wake(wake);
+        if done < items.len() {
+            waiter.wait();
+        }
+    }
+    waiter.reset();
+}
+
+// ---- state machine -------------------------------------------------------------------------
+
+struct SmThread {
+    sm: StateMachine,
+    publisher: Publisher,
+    views: Arc<Views>,
+    snapshots: Box<dyn SnapshotStore>,
+    snapshot_every: u64,
+    since_snapshot: u64,
+    batch_max: usize,
+    final_report: Arc<Mutex<Option<ShutdownReport>>>,
+}
+
+/// Pushes egress items, waiting for room.
+struct EgressTx<'a> {
+    tx: spsc::Producer<Out>,
+    waiter: Waiter,
+    wake: &'a OnceLock<Thread>,
+}
+
+impl EgressTx<'_> {
+    #[inline]
+    fn push(&mut self, mut item: Out) {
+        loop {
+            match self.tx.try_push(item) {
+                Ok(()) => return,
+                Err(novate_ring::Full(back)) => {
+                    item = back;
+                    Shared::wake(self.wake);
+                    self.waiter.wait();
+                }
+            }
+        }
+    }
+}
+
+impl SmThread {
+    fn run(&mut self, shared: &Shared, mut rx: spsc::Consumer<Entry>, tx: spsc::Producer<Out>) {
+        let mut waiter = Waiter::new(shared.wait);
+        let mut out = EgressTx { tx, waiter: Waiter::new(shared.wait), wake: &shared.egress };
+        let mut entries: Vec<Entry> = Vec::with_capacity(self.batch_max);
+        let mut cmds: Vec<Sequenced> = Vec::with_capacity(self.batch_max);
+        let mut meta: Vec<(u32, u64)> = Vec::with_capacity(self.batch_max);
+        loop {
+            entries.clear();
+            rx.read(|e| entries.push(e), self.batch_max);
+            if entries.is_empty() {
+                waiter.wait();
+                continue;
+            }
+            waiter.reset();
+            let mut i = 0;
+            while i < entries.len() {
+                // A run of commands goes through apply_batch; barriers sit between runs.
+                cmds.clear();
+                meta.clear();
+                while let Some(Entry::Cmd { s, sink, request_id }) = entries.get(i) {
+                    cmds.push(*s);
+                    meta.push((*sink, *request_id));
+                    i += 1;
+                }
+                if !cmds.is_empty() {
+                    self.apply_run(shared, &cmds, &meta, &mut out);
+                }
+                match entries.get(i) {
+                    Some(Entry::Barrier(b)) => {
+                        if self.barrier(shared, *b, &mut out) {
+                            out.push(Out::Shutdown);
+                            Shared::wake(&shared.egress);
+                            return;
+                        }
+                        i += 1;
+                    }
+                    Some(Entry::Failed { sink, request_id }) => {
+                        out.push(Out::Answer { sink: *sink, answer: Answer { request_id: *request_id, kind: AnswerKind::Unavailable } });
+                        i += 1;
+                    }
+                    _ => {}
+                }
+            }
+            Shared::wake(&shared.egress);
+        }
+    }
+
+    fn apply_run(&mut self, shared: &Shared, cmds: &[Sequenced], meta: &[(u32, u64)], out: &mut EgressTx<'_>) {
+        let with_events = shared.subscribers.load(Ordering::Relaxed) > 0;
+        let publisher = &mut self.publisher;
+        let views = &*self.views;
+        let mut rejects = 0u64;
+        let mut events = 0u64;
+        self.sm.apply_batch(cmds, |i, r| {
+            let s = &cmds[i];
+            let (sink, request_id) = meta[i];
+            let kind = match r {
+                Ok(evs) => {
+                    publisher.note(views, s.seq, evs);
+                    if with_events {
+                        for e in evs {
+                            out.push(Out::Event { seq: s.seq, event: *e });
+                        }
+                    }
+                    events += evs.len() as u64;
+                    AnswerKind::Ack { seq: s.seq, ts: s.ts }
+                }
+                Err(reason) => {
+                    rejects += 1;
+                    AnswerKind::Reject { seq: s.seq, reason }
+                }
+            };
+            out.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+        });
+        let last = cmds.last().map_or(0, |s| s.seq);
+        self.publisher.publish(&self.sm, &self.views, last);
+        let m = &shared.metrics;
+        m.commands.fetch_add(cmds.len() as u64, Ordering::Relaxed);
+        m.rejects.fetch_add(rejects, Ordering::Relaxed);
+        m.events.fetch_add(events, Ordering::Relaxed);
+        m.batches.fetch_add(1, Ordering::Relaxed);
+        self.since_snapshot += cmds.len() as u64;
+        if self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every {
+            self.take_snapshot(shared);
+        }
+    }
+
+    fn take_snapshot(&mut self, shared: &Shared) -> bool {
+        self.since_snapshot = 0;
+        let snap: Snapshot = self.sm.export();
+        match self.snapshots.save(&snap) {
+            Ok(()) => {
+                shared.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                eprintln!("novate: snapshot at seq {} failed: {e}", snap.last_seq);
+                false
+            }
+        }
+    }
+
+    /// Returns true on shutdown.
+    fn barrier(&mut self, shared: &Shared, b: Barrier, out: &mut EgressTx<'_>) -> bool {
+        match b {
+            Barrier::Hash { sink, request_id } => {
+                let kind = AnswerKind::Hash { seq: self.sm.last_seq(), hash: self.sm.state_hash() };
+                out.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+                false
+            }
+            Barrier::Snapshot { sink, request_id } => {
+                let kind = if self.take_snapshot(shared) {
+                    AnswerKind::Snapshot { seq: self.sm.last_seq() }
+                } else {
+                    AnswerKind::Unavailable
+                };
+                out.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+                false
+            }
+            Barrier::Shutdown => {
+                let saved = self.since_snapshot > 0 && self.take_snapshot(shared);
+                let report = ShutdownReport { last_seq: self.sm.last_seq(), state_hash: self.sm.state_hash(), snapshot_saved: saved };
+                if let Ok(mut r) = self.final_report.lock() {
+                    *r = Some(report);
+                }
+                true
+            }
+        }
+    }
+}
+
+// ---- egress --------------------------------------------------------------------------------
+
+struct EgressSink {
+    producer: spsc::Producer<Answer>,
+    waker: Thread,
+    touched: bool,
+}
+
+struct EgressSub {
+    filter: EventFilter,
+    producer: spsc::Producer<(Seq, Event)>,
+    state: Arc<SubState>,
+    touched: bool,
+}
+
+fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: std_mpsc::Receiver<Control>) {
+    let _ = shared.egress.set(thread::current());
+    let mut waiter = Waiter::new(shared.wait);
+    let mut sinks: HashMap<u32, EgressSink> = HashMap::new();
+    let mut subs: Vec<EgressSub> = Vec::new();
+    let mut touched: Vec<u32> = Vec::new();
+    let apply_control = |c: Control, sinks: &mut HashMap<u32, EgressSink>, subs: &mut Vec<EgressSub>| match c {
+        Control::Sink { id, producer, waker } => {
+            sinks.insert(id, EgressSink { producer, waker, touched: false });
+        }
+        Control::Unsink { id } => {
+            sinks.remove(&id);
+        }
+        Control::Subscribe { filter, producer, state } => subs.push(EgressSub { filter, producer, state, touched: false }),
+    };
+    let mut stop = false;
+    while !stop {
+        while let Ok(c) = control.try_recv() {
+            apply_control(c, &mut sinks, &mut subs);
+        }
+        let n = rx.read(
+            |o| match o {
+                Out::Answer { sink, answer } => {
+                    if !sinks.contains_key(&sink) {
+                        // Registered before its first command was submitted: it is in the queue.
+                        while let Ok(c) = control.try_recv() {
+                            apply_control(c, &mut sinks, &mut subs);
+                        }
+                    }
+                    if let Some(s) = sinks.get_mut(&sink) {
+                        // Cannot be full: the client's window is the ring's capacity.
+                        let pushed = s.producer.try_push(answer).is_ok();
+                        debug_assert!(pushed, "a client's answer ring is sized for its window");
+                        if !s.touched {
+                            s.touched = true;
+                            touched.push(sink);
+                        }
+                    }
+                    // else: the client is gone (dropped with commands in flight).
+                }
+                Out::Event { seq, event } => {
+                    for sub in subs.iter_mut() {
+                        if sub.state.overflowed.load(Ordering::Relaxed) || !sub.filter.matches(&event) {
+                            continue;
+                        }
+                        if sub.producer.try_push((seq, event)).is_err() {
+                            // Release: the reader's Acquire load sees every event pushed before.
+                            sub.state.overflowed.store(true, Ordering::Release);
+                            shared.metrics.subscription_overflows.fetch_add(1, Ordering::Relaxed);
+                        }
+                        sub.touched = true;
+                    }
+                }
+                Out::Shutdown => stop = true,
+            },
+            4096,
+        );
+        for id in touched.drain(..) {
+            if let Some(s) = sinks.get_mut(&id) {
+                s.touched = false;
+                s.waker.unpark();
+            }
+        }
+        subs.retain_mut(|sub| {
+            if sub.touched {
+                sub.touched = false;
+                if let Ok(w) = sub.state.waker.lock() {
+                    if let Some(t) = w.as_ref() {
+                        t.unpark();
+                    }
+                }
+            }
+            let keep = !sub.state.closed.load(Ordering::Relaxed);
+            if !keep {
+                shared.subscribers.fetch_sub(1, Ordering::SeqCst);
+            }
+            keep
+        });
+        if n == 0 && !stop {
+            waiter.wait();
+        } else {
+            waiter.reset();
+        }
+    }
+    // Wake everyone waiting so they observe the shutdown.
+    for s in sinks.values() {
+        s.waker.unpark();
+    }
+    for sub in &subs {
+        sub.state.closed.store(true, Ordering::Release);
+        if let Ok(w) = sub.state.waker.lock() {
+            if let Some(t) = w.as_ref() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+// ---- clients -------------------------------------------------------------------------------
+
+/// A handle that submits commands and receives their answers. One per thread of use; waits
+/// wake fastest on the thread that created it.
+pub struct Client {
+    shared: Arc<Shared>,
+    sink: u32,
+    answers: spsc::Consumer<Answer>,
+    inflight: usize,
+    next_request: u64,
+    waiter: Waiter,
+    /// Default timeout of blocking calls.
+    pub timeout: Duration,
+}
+
+impl Client {
+    fn new(shared: Arc<Shared>) -> Client {
+        let (producer, answers) = spsc::channel(shared.inflight_max).expect("validated power of two");
+        let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
+        shared.push_control(Control::Sink { id: sink, producer, waker: thread::current() });
+        let waiter = Waiter::new(shared.wait);
+        Client { shared, sink, answers, inflight: 0, next_request: 1, waiter, timeout: Duration::from_secs(30) }
+    }
+
+    /// Commands submitted and not yet answered.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// The window: most commands in flight.
+    pub fn window(&self) -> usize {
+        self.shared.inflight_max
+    }
+
+    /// Submit without waiting: `Busy` if the window or the ingress ring is full.
+    pub fn try_submit(&mut self, request_id: u64, cmd: Command) -> Result<(), SubmitError> {
+        if self.inflight >= self.shared.inflight_max {
+            return Err(SubmitError::Busy);
+        }
+        self.shared.try_ingress(Inbound::Cmd(Request { cmd, sink: self.sink, request_id }))?;
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// Wake the sequencer (after a run of `try_submit`s; `submit` does it itself).
+    pub fn flush(&self) {
+        Shared::wake(&self.shared.sequencer);
+    }
+
+    /// Submit, waiting up to `timeout` for room; answers that arrive meanwhile go to `on_answer`.
+    pub fn submit_with(
+        &mut self,
+        request_id: u64,
+        cmd: Command,
+        timeout: Duration,
+        on_answer: &mut dyn FnMut(Answer),
+    ) -> Result<(), SubmitError> {
+        let mut deadline = None;
+        loop {
+            match self.try_submit(request_id, cmd) {
+                Ok(()) => {
+                    self.flush();
+                    self.waiter.reset();
+                    return Ok(());
+                }
+                Err(SubmitError::Busy) => {
+                    self.flush();
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    if let Some(a) = self.poll_answer() {
+                        on_answer(a);
+                        continue;
+                    }
+                    if Instant::now() >= d {
+                        return Err(SubmitError::Busy);
+                    }
+                    self.waiter.wait();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next answer, if one is ready.
+    pub fn poll_answer(&mut self) -> Option<Answer> {
+        let a = self.answers.try_pop()?;
+        self.inflight -= 1;
+        Some(a)
+    }
+
+    /// The next answer, waiting up to `timeout`.
+    pub fn wait_answer(&mut self, timeout: Duration) -> Option<Answer> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(a) = self.poll_answer() {
+                self.waiter.reset();
+                return Some(a);
+            }
+            if self.inflight == 0 || Instant::now() >= deadline {
+                return None;
+            }
+            self.waiter.wait();
+        }
+    }
+
+    fn fresh_request(&mut self) -> u64 {
+        let r = self.next_request;
+        self.next_request += 1;
+        r | 1 << 63
+    }
+
+    /// Submit one command and wait for its answer (other answers must not be pending).
+    pub fn call(&mut self, cmd: Command) -> Result<(Seq, Nanos), CallError> {
+        let kind = self.call_inbound(|rid, sink| Inbound::Cmd(Request { cmd, sink, request_id: rid }))?;
+        match kind {
+            AnswerKind::Ack { seq, ts } => Ok((seq, ts)),
+            AnswerKind::Reject { reason, .. } => Err(CallError::Rejected(reason)),
+            _ => Err(CallError::Unavailable),
+        }
+    }
+
+    fn call_inbound(&mut self, make: impl Fn(u64, u32) -> Inbound) -> Result<AnswerKind, CallError> {
+        assert_eq!(self.inflight, 0, "Client::call with answers pending: use submit/poll_answer");
+        let rid = self.fresh_request();
+        let item = make(rid, self.sink);
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.shared.try_ingress(item) {
+                Ok(()) => break,
+                Err(SubmitError::Busy) if Instant::now() < deadline => {
+                    self.flush();
+                    self.waiter.wait();
+                }
+                Err(e) => return Err(CallError::Submit(e)),
+            }
+        }
+        self.inflight += 1;
+        self.flush();
+        self.waiter.reset();
+        match self.wait_answer(self.timeout) {
+            Some(a) if a.request_id == rid => Ok(a.kind),
+            Some(_) => Err(CallError::Unavailable),
+            None => Err(CallError::Timeout),
+        }
+    }
+
+    /// The state hash at a batch boundary, with the seq it covers.
+    pub fn state_hash(&mut self) -> Result<(Seq, u64), CallError> {
+        match self.call_inbound(|rid, sink| Inbound::Barrier(Barrier::Hash { sink, request_id: rid }))? {
+            AnswerKind::Hash { seq, hash } => Ok((seq, hash)),
+            _ => Err(CallError::Unavailable),
+        }
+    }
+
+    /// Take a snapshot now; returns the seq it covers.
+    pub fn snapshot(&mut self) -> Result<Seq, CallError> {
+        match self.call_inbound(|rid, sink| Inbound::Barrier(Barrier::Snapshot { sink, request_id: rid }))? {
+            AnswerKind::Snapshot { seq } => Ok(seq),
+            _ => Err(CallError::Unavailable),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared.push_control(Control::Unsink { id: self.sink });
+    }
+}
+
+/// A subscription's reading end. Dropping it unsubscribes.
+pub struct Subscription {
+    consumer: spsc::Consumer<(Seq, Event)>,
+    state: Arc<SubState>,
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+/// What one poll of a subscription found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubStatus {
+    /// Events delivered (maybe 0); more may come.
+    Open,
+    /// The buffer overflowed: every event before the cut was delivered, none after.
+    Overflowed,
+    /// The engine shut down (every event before it was delivered).
+    Closed,
+}
+
+impl Subscription {
+    /// Hand up to `max` buffered events to `f`; then say whether more may come.
+    pub fn poll(&mut self, max: usize, mut f: impl FnMut(Seq, &Event)) -> (usize, SubStatus) {
+        // Acquire (both flags): every event pushed before the flag was set is visible below.
+        let overflowed = self.state.overflowed.load(Ordering::Acquire);
+        let closed = self.state.closed.load(Ordering::Acquire);
+        let n = self.consumer.read(|(s, e)| f(s, &e), max);
+        if n == max {
+            return (n, SubStatus::Open);
+        }
+        let status = if overflowed {
+            SubStatus::Overflowed
+        } else if closed && self.consumer.available() == 0 {
+            SubStatus::Closed
+        } else {
+            SubStatus::Open
+        };
+        (n, status)
+    }
+
+    /// Events waiting to be read.
+    pub fn available(&mut self) -> usize {
+        self.consumer.available()
+    }
+
+    /// Let the egress thread unpark this thread when events arrive.
+    pub fn set_waker(&self, t: Option<Thread>) {
+        if let Ok(mut w) = self.state.waker.lock() {
+            *w = t;
+        }
+    }
+
+    /// Encode up to `max` events as SBE messages (wire templates 101..=111) into `buf`.
+    pub fn poll_encoded(&mut self, max: usize, buf: &mut Vec<u8>) -> (usize, SubStatus) {
+        let mut tmp = [0u8; 128];
+        self.poll(max, |seq, e| {
+            if let Ok(n) = novate_wire::convert::encode_event(&mut tmp, seq, e) {
+                buf.extend_from_slice(&tmp[..n]);
+            }
+        })
+    }
+
+    pub fn close(&mut self) {
+        self.done = true;
+        self.state.closed.store(true, Ordering::Release);
+        Shared::wake(&self.shared.egress);
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

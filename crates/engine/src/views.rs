@@ -1,0 +1,440 @@
+//! Query views published by the state-machine thread at batch boundaries.
+//!
+//! Readers (the SDK, the daemon's query handler, the demo's summary) never touch the state
+//! machine: every account, position and instrument it may report has a seqlock cell
+//! ([`crate::seqarray`]), allocated at start-up up to the configured limits and reached through
+//! lock-free id indexes (crates/ring `index`, one writer, any readers).
+//!
+//! What the state-machine thread publishes, and when:
+//! - **positions** (qty, cost, realized): straight from each `PositionChanged` event (which
+//!   carries the whole book), and from the state machine for `VariationMargin` (settlement);
+//!   readers value them (unrealized, average price) at the instrument's published mark with
+//!   core's own `Book` functions, so a new mark does not re-publish positions;
+//! - **accounts** (collateral, totals at current marks, equity, margin, excess): after each
+//!   `apply_batch`, for every account the batch touched (`AccountUpdated`, `CollateralChanged`,
+//!   `PositionChanged`) and every holder of an instrument whose mark or margin rate changed
+//!   (O(holders), as in the state machine itself);
+//! - **instruments** (spec, mark, last price): after each batch that touched them.
+//!
+//! A reader sees each view as of some batch boundary (a position may be up to one batch newer
+//! than its account), never half a value. The state hash is not a view: it needs the whole
+//! state at one point, so it is a barrier through the pipeline (`Client::state_hash`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use novate_core::{
+    AccountId, AccountSpec, AccountView, Book, Event, InstrumentId, InstrumentSpec, InstrumentView, Limits,
+    PositionView, Reject, Seq, StateMachine, Totals,
+};
+use novate_ring::index::{self, IndexReader, IndexWriter};
+
+use crate::seqarray::SeqArray;
+
+/// Probe bound of the view indexes (see crates/ring `index`).
+const PROBES_MAX: usize = 64;
+
+/// Words of each view (i128 values take two words).
+const ACCOUNT_WORDS: usize = 28;
+const POSITION_WORDS: usize = 8;
+const INSTRUMENT_WORDS: usize = 8;
+
+/// Status word values: a slot is indexed before its first publication and reads as absent.
+const UNPUBLISHED: u64 = 0;
+const OK: u64 = 1;
+const OVERFLOW: u64 = 2;
+
+fn split(v: i128) -> [u64; 2] {
+    [v as u64, (v >> 64) as u64]
+}
+
+fn join(w: &[u64]) -> i128 {
+    (i128::from(w[1] as i64) << 64) | i128::from(w[0])
+}
+
+/// The reading side; `Send + Sync`, shared behind an `Arc`.
+pub struct Views {
+    account_index: IndexReader,
+    accounts: SeqArray<ACCOUNT_WORDS>,
+    accounts_len: AtomicU32,
+    position_index: IndexReader,
+    positions: SeqArray<POSITION_WORDS>,
+    instrument_index: IndexReader,
+    instruments: SeqArray<INSTRUMENT_WORDS>,
+    instruments_len: AtomicU32,
+    /// Seq of the last command of the last published batch.
+    seq: AtomicU64,
+}
+
+struct InstrumentState {
+    id: InstrumentId,
+    /// (mark, margin_bps) last published.
+    published: (i64, i64),
+    /// Account slots of its holders (positions open or flat), each once.
+    holders: Vec<u32>,
+    multiplier: i64,
+}
+
+/// The writing side, owned by the state-machine thread.
+pub struct Publisher {
+    account_index: IndexWriter,
+    account_ids: Vec<AccountId>,
+    position_index: IndexWriter,
+    positions_len: u32,
+    instrument_index: IndexWriter,
+    instruments: Vec<InstrumentState>,
+    dirty_accounts: Vec<u32>,
+    dirty_instruments: Vec<u32>,
+    settled: Vec<(AccountId, InstrumentId, u32)>,
+    /// Batch stamp per slot, to mark each slot dirty once per batch.
+    stamp_accounts: Vec<u32>,
+    stamp_instruments: Vec<u32>,
+    holders_stamp: Vec<u32>,
+    batch: u32,
+}
+
+/// Create both sides with room for the state machine's limits.
+pub fn new(limits: Limits) -> (Publisher, Views) {
+    let (a, p, i) = (limits.accounts_max as usize, limits.positions_max as usize, limits.instruments_max as usize);
+    let (aiw, air) = index::new(a, PROBES_MAX);
+    let (piw, pir) = index::new(p, PROBES_MAX);
+    let (iiw, iir) = index::new(i, PROBES_MAX);
+    let views = Views {
+        account_index: air,
+        accounts: SeqArray::new(a),
+        accounts_len: AtomicU32::new(0),
+        position_index: pir,
+        positions: SeqArray::new(p),
+        instrument_index: iir,
+        instruments: SeqArray::new(i),
+        instruments_len: AtomicU32::new(0),
+        seq: AtomicU64::new(0),
+    };
+    let publisher = Publisher {
+        account_index: aiw,
+        account_ids: Vec::with_capacity(a),
+        position_index: piw,
+        positions_len: 0,
+        instrument_index: iiw,
+        instruments: Vec::with_capacity(i),
+        dirty_accounts: Vec::with_capacity(a),
+        dirty_instruments: Vec::with_capacity(i),
+        settled: Vec::new(),
+        stamp_accounts: vec![0; a],
+        stamp_instruments: vec![0; i],
+        holders_stamp: vec![0; i],
+        batch: 1,
+    };
+    (publisher, views)
+}
+
+fn position_key(account_slot: u32, instrument: InstrumentId) -> u64 {
+    (u64::from(account_slot) + 1) << 32 | u64::from(instrument)
+}
+
+impl Publisher {
+    fn account_slot(&mut self, id: AccountId) -> Option<u32> {
+        if let Some(s) = self.account_index.get(id) {
+            return Some(s);
+        }
+        let slot = self.account_ids.len() as u32;
+        if slot as usize >= self.stamp_accounts.len() {
+            return None; // the state machine refuses more accounts than this (AccountCapacity)
+        }
+        self.account_ids.push(id);
+        // Indexed at once; readers treat an UNPUBLISHED cell as absent.
+        let _ = self.account_index.insert(id, slot);
+        Some(slot)
+    }
+
+    fn instrument_slot(&mut self, id: InstrumentId) -> Option<u32> {
+        if let Some(s) = self.instrument_index.get(u64::from(id)) {
+            return Some(s);
+        }
+        let slot = self.instruments.len() as u32;
+        if slot as usize >= self.stamp_instruments.len() {
+            return None;
+        }
+        self.instruments.push(InstrumentState { id, published: (i64::MIN, i64::MIN), holders: Vec::new(), multiplier: 1 });
+        let _ = self.instrument_index.insert(u64::from(id), slot);
+        Some(slot)
+    }
+
+    fn mark_account(&mut self, slot: u32) {
+        if self.stamp_accounts[slot as usize] != self.batch {
+            self.stamp_accounts[slot as usize] = self.batch;
+            self.dirty_accounts.push(slot);
+        }
+    }
+
+    fn mark_account_id(&mut self, id: AccountId) {
+        if let Some(s) = self.account_slot(id) {
+            self.mark_account(s);
+        }
+    }
+
+    fn mark_instrument(&mut self, id: InstrumentId, holders: bool) -> Option<u32> {
+        let s = self.instrument_slot(id)?;
+        if self.stamp_instruments[s as usize] != self.batch {
+            self.stamp_instruments[s as usize] = self.batch;
+            self.dirty_instruments.push(s);
+        }
+        if holders {
+            self.holders_stamp[s as usize] = self.batch;
+        }
+        Some(s)
+    }
+
+    /// The position's cell, created (and its account added to the instrument's holders) on
+    /// first sight.
+    fn position_slot(&mut self, a: u32, instrument: InstrumentId, i: u32) -> Option<u32> {
+        let key = position_key(a, instrument);
+        if let Some(s) = self.position_index.get(key) {
+            return Some(s);
+        }
+        let slot = self.positions_len;
+        self.position_index.insert(key, slot).ok()?;
+        self.positions_len += 1;
+        self.instruments[i as usize].holders.push(a);
+        Some(slot)
+    }
+
+    fn write_position(&mut self, views: &Views, account: AccountId, instrument: InstrumentId, book: Book, seq: Seq) {
+        let (Some(a), Some(i)) = (self.account_slot(account), self.mark_instrument(instrument, false)) else { return };
+        self.mark_account(a);
+        let Some(p) = self.position_slot(a, instrument, i) else { return };
+        let [c0, c1] = split(book.cost);
+        let [r0, r1] = split(book.realized);
+        views.positions.write(p as usize, &[account, u64::from(instrument), book.qty as u64, c0, c1, r0, r1, seq << 8 | OK]);
+    }
+
+    /// Note what one command's events changed (positions are written at once).
+    pub fn note(&mut self, views: &Views, seq: Seq, events: &[Event]) {
+        for e in events {
+            match *e {
+                Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => self.mark_account_id(account),
+                Event::PositionChanged { account, instrument, qty, cost, realized } => {
+                    self.write_position(views, account, instrument, Book { qty, cost, realized }, seq)
+                }
+                Event::VariationMargin { account, instrument, .. } => {
+                    if let Some(i) = self.instrument_slot(instrument) {
+                        self.settled.push((account, instrument, i));
+                    }
+                }
+                Event::InstrumentUpdated { instrument } => {
+                    self.mark_instrument(instrument, false);
+                }
+                Event::MarkChanged { instrument, .. } => {
+                    self.mark_instrument(instrument, true);
+                }
+                Event::OrderAccepted { .. }
+                | Event::TradeCleared { .. }
+                | Event::TradeBusted { .. }
+                | Event::LimitBreach { .. }
+                | Event::MarginCall { .. } => {}
+            }
+        }
+    }
+
+    /// Publish everything the state machine holds (after recovery).
+    pub fn publish_all(&mut self, sm: &StateMachine, views: &Views) {
+        let snap = sm.export();
+        for (spec, _, _) in &snap.instruments {
+            self.mark_instrument(spec.id, false);
+        }
+        for (spec, _) in &snap.accounts {
+            self.mark_account_id(spec.id);
+        }
+        for (a, i, book) in &snap.positions {
+            self.write_position(views, *a, *i, *book, snap.last_seq);
+        }
+        self.publish(sm, views, snap.last_seq);
+    }
+
+    /// Publish what the batch changed; `seq` is the batch's last seq.
+    pub fn publish(&mut self, sm: &StateMachine, views: &Views, seq: Seq) {
+        // Settlement moved cost and realized of open positions: read them back.
+        for k in 0..self.settled.len() {
+            let (a, i, _) = self.settled[k];
+            if let Some(v) = sm.position(a, i) {
+                self.write_position(views, a, i, Book { qty: v.qty, cost: v.cost, realized: v.realized }, seq);
+            }
+        }
+        self.settled.clear();
+        // Instruments: a changed mark or margin rate re-values every holder's account.
+        for k in 0..self.dirty_instruments.len() {
+            let slot = self.dirty_instruments[k] as usize;
+            let Some(v) = sm.instrument(self.instruments[slot].id) else { continue };
+            let s = v.spec;
+            views.instruments.write(
+                slot,
+                &[
+                    u64::from(s.id),
+                    s.multiplier as u64,
+                    s.margin_bps as u64,
+                    u64::from(s.settle_days),
+                    v.mark as u64,
+                    v.last_price as u64,
+                    u64::from(v.holders),
+                    seq << 8 | OK,
+                ],
+            );
+            let st = &mut self.instruments[slot];
+            st.multiplier = s.multiplier;
+            let changed = st.published != (v.mark, s.margin_bps);
+            st.published = (v.mark, s.margin_bps);
+            if changed || self.holders_stamp[slot] == self.batch {
+                let holders = std::mem::take(&mut self.instruments[slot].holders);
+                for &a in &holders {
+                    self.mark_account(a);
+                }
+                self.instruments[slot].holders = holders;
+            }
+        }
+        for k in 0..self.dirty_accounts.len() {
+            let slot = self.dirty_accounts[k] as usize;
+            let id = self.account_ids[slot];
+            views.accounts.write(slot, &account_words(id, sm.account(id), seq));
+        }
+        // Release: a reader that sees a length sees the cells published before it.
+        views.accounts_len.store(self.account_ids.len() as u32, Ordering::Release);
+        views.instruments_len.store(self.instruments.len() as u32, Ordering::Release);
+        self.dirty_accounts.clear();
+        self.dirty_instruments.clear();
+        self.batch = self.batch.wrapping_add(1).max(1);
+        // Release: a reader that sees this seq sees every view published above.
+        views.seq.store(seq, Ordering::Release);
+    }
+}
+
+fn account_words(id: AccountId, v: Result<AccountView, Reject>, seq: Seq) -> [u64; ACCOUNT_WORDS] {
+    let mut w = [0u64; ACCOUNT_WORDS];
+    w[0] = id;
+    w[27] = seq << 8 | OVERFLOW;
+    let Ok(v) = v else { return w };
+    let s = v.spec;
+    w[1] = s.max_position as u64;
+    w[2..4].copy_from_slice(&split(s.max_notional));
+    w[4..6].copy_from_slice(&split(s.max_loss));
+    w[6] = u64::from(s.suspended);
+    w[7] = u64::from(v.positions);
+    for (k, x) in [v.collateral, v.totals.notional, v.totals.unrealized, v.totals.realized, v.totals.margin, v.equity, v.excess]
+        .into_iter()
+        .enumerate()
+    {
+        w[8 + 2 * k..10 + 2 * k].copy_from_slice(&split(x));
+    }
+    w[27] = seq << 8 | OK;
+    w
+}
+
+fn account_view(w: &[u64; ACCOUNT_WORDS]) -> AccountView {
+    let m = |k: usize| join(&w[8 + 2 * k..10 + 2 * k]);
+    AccountView {
+        spec: AccountSpec {
+            id: w[0],
+            max_position: w[1] as i64,
+            max_notional: join(&w[2..4]),
+            max_loss: join(&w[4..6]),
+            suspended: w[6] != 0,
+        },
+        positions: w[7] as u32,
+        collateral: m(0),
+        totals: Totals { notional: m(1), unrealized: m(2), realized: m(3), margin: m(4) },
+        equity: m(5),
+        margin: m(4),
+        excess: m(6),
+    }
+}
+
+fn instrument_view(w: &[u64; INSTRUMENT_WORDS]) -> InstrumentView {
+    InstrumentView {
+        spec: InstrumentSpec { id: w[0] as u32, multiplier: w[1] as i64, margin_bps: w[2] as i64, settle_days: w[3] as u8 },
+        mark: w[4] as i64,
+        last_price: w[5] as i64,
+        holders: w[6] as u32,
+    }
+}
+
+/// A published view and the seq it is current as of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published<T> {
+    pub value: T,
+    pub seq: Seq,
+}
+
+impl Views {
+    /// Seq of the last published batch.
+    pub fn seq(&self) -> Seq {
+        // Acquire: pairs with the publisher's Release store.
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// The account's valuation: `UnknownAccount` if it does not exist, `Overflow` if its totals
+    /// do not fit (SEMANTICS.md).
+    pub fn account(&self, id: AccountId) -> Result<Published<AccountView>, Reject> {
+        let slot = self.account_index.get(id).ok_or(Reject::UnknownAccount)?;
+        let w = self.accounts.read(slot as usize);
+        match w[27] & 0xff {
+            OK => Ok(Published { value: account_view(&w), seq: w[27] >> 8 }),
+            OVERFLOW => Err(Reject::Overflow),
+            _ => Err(Reject::UnknownAccount),
+        }
+    }
+
+    /// The position, valued at the instrument's published mark (`None`: never traded).
+    pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Option<Published<PositionView>> {
+        let a = self.account_index.get(account)?;
+        let slot = self.position_index.get(position_key(a, instrument))?;
+        let w = self.positions.read(slot as usize);
+        if w[7] & 0xff != OK {
+            return None;
+        }
+        let book = Book { qty: w[2] as i64, cost: join(&w[3..5]), realized: join(&w[5..7]) };
+        let ins = self.instrument(instrument)?.value;
+        let m = ins.spec.multiplier;
+        Some(Published {
+            value: PositionView {
+                account,
+                instrument,
+                qty: book.qty,
+                cost: book.cost,
+                realized: book.realized,
+                unrealized: book.unrealized(ins.mark, m).unwrap_or(0),
+                avg_price: book.avg_price(m),
+            },
+            seq: w[7] >> 8,
+        })
+    }
+
+    pub fn instrument(&self, id: InstrumentId) -> Option<Published<InstrumentView>> {
+        let slot = self.instrument_index.get(u64::from(id))?;
+        let w = self.instruments.read(slot as usize);
+        (w[7] & 0xff == OK).then(|| Published { value: instrument_view(&w), seq: w[7] >> 8 })
+    }
+
+    /// Every published account that can be valued, in creation order (allocates).
+    pub fn accounts(&self) -> Vec<AccountView> {
+        // Acquire: pairs with the Release store of the length after the cells were written.
+        let n = self.accounts_len.load(Ordering::Acquire) as usize;
+        (0..n)
+            .filter_map(|i| {
+                let w = self.accounts.read(i);
+                (w[27] & 0xff == OK).then(|| account_view(&w))
+            })
+            .collect()
+    }
+
+    /// Every published instrument, in creation order (allocates).
+    pub fn instruments(&self) -> Vec<InstrumentView> {
+        // Acquire: as in `accounts`.
+        let n = self.instruments_len.load(Ordering::Acquire) as usize;
+        (0..n)
+            .filter_map(|i| {
+                let w = self.instruments.read(i);
+                (w[7] & 0xff == OK).then(|| instrument_view(&w))
+            })
+            .collect()
+    }
+}
+
+const _: () = assert!(UNPUBLISHED == 0 && ACCOUNT_WORDS == 28);

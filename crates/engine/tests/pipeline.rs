@@ -1,0 +1,327 @@
+//! The pipeline's promises: acks only after durability, Busy under back-pressure (never a silent
+//! drop), events in order with an overflow signal for slow readers, views that agree with the
+//! state machine, and restart recovery to the same state hash.
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use novate_core::*;
+use novate_engine::*;
+
+fn cfg() -> Config {
+    let mut c = Config::default();
+    c.engine.accounts_max = 64;
+    c.engine.instruments_max = 16;
+    c.engine.positions_max = 256;
+    c.engine.trades_max = 10_000;
+    c.engine.ingress_ring = 64;
+    c.engine.apply_ring = 64;
+    c.engine.egress_ring = 64;
+    c.engine.batch_max = 16;
+    c.engine.client_inflight_max = 256;
+    c.engine.subscriber_buffer = 1024;
+    c
+}
+
+fn start(c: &Config) -> Engine {
+    Engine::start(c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap()
+}
+
+fn setup_cmds() -> Vec<Command> {
+    vec![
+        Command::UpsertInstrument(InstrumentSpec { id: 7, multiplier: 10, margin_bps: 1000, settle_days: 2 }),
+        Command::UpsertAccount(AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
+        Command::UpsertAccount(AccountSpec { id: 2, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
+        Command::AdjustCollateral { account: 1, amount: 1_000_000 * PRICE_SCALE as i128 },
+        Command::AdjustCollateral { account: 2, amount: 1_000_000 * PRICE_SCALE as i128 },
+    ]
+}
+
+fn trade(id: u64, buy: u64, sell: u64, qty: i64, price: i64) -> Command {
+    Command::ClearTrade(Trade { trade_id: id, buy, sell, instrument: 7, qty, price, trade_date: 20261125 })
+}
+
+/// A journal whose commit waits until the test opens the gate.
+#[derive(Clone)]
+struct GatedJournal {
+    inner: MemJournal,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl GatedJournal {
+    fn new() -> GatedJournal {
+        GatedJournal { inner: MemJournal::new(), gate: Arc::new((Mutex::new(false), Condvar::new())) }
+    }
+    fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Journal for GatedJournal {
+    fn append(&mut self, batch: &[Sequenced]) -> io::Result<()> {
+        self.inner.append(batch)
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        let mut open = self.gate.0.lock().unwrap();
+        while !*open {
+            open = self.gate.1.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.commit()
+    }
+    fn replay(&mut self, from: Seq, f: &mut dyn FnMut(&Sequenced)) -> io::Result<u64> {
+        self.inner.replay(from, f)
+    }
+    fn last_seq(&self) -> Seq {
+        self.inner.last_seq()
+    }
+    fn describe(&self) -> String {
+        "gated".into()
+    }
+}
+
+#[test]
+fn acks_come_only_after_the_journal_commit() {
+    let j = GatedJournal::new();
+    let engine = Engine::start(&cfg(), Box::new(j.clone()), Box::new(MemSnapshots::new())).unwrap();
+    let mut c = engine.client();
+    c.try_submit(1, setup_cmds()[0]).unwrap();
+    c.flush();
+    // The commit is held: no answer, nothing applied, nothing published.
+    assert_eq!(c.wait_answer(Duration::from_millis(200)), None);
+    assert!(engine.views().instrument(7).is_none());
+    assert_eq!(j.inner.committed(), 0);
+    j.open();
+    let a = c.wait_answer(Duration::from_secs(10)).expect("answer after the commit");
+    assert!(matches!(a.kind, AnswerKind::Ack { seq: 1, .. }), "{a:?}");
+    assert_eq!(j.inner.committed(), 1, "acknowledged entries are committed");
+    assert!(engine.views().instrument(7).is_some());
+}
+
+#[test]
+fn a_full_ring_or_window_is_busy_and_nothing_is_dropped() {
+    let mut c = cfg();
+    c.engine.ingress_ring = 2;
+    c.engine.apply_ring = 2;
+    c.engine.batch_max = 1;
+    c.engine.client_inflight_max = 8;
+    let j = GatedJournal::new();
+    let engine = Engine::start(&c, Box::new(j.clone()), Box::new(MemSnapshots::new())).unwrap();
+    let mut client = engine.client();
+    let mut accepted = 0u64;
+    let mut busy = 0;
+    for i in 0..8u64 {
+        let cmd = Command::UpsertAccount(AccountSpec { id: i + 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false });
+        match client.try_submit(i, cmd) {
+            Ok(()) => accepted += 1,
+            Err(SubmitError::Busy) => busy += 1,
+            Err(e) => panic!("{e}"),
+        }
+        client.flush();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The sequencer holds one command in its commit; the ingress ring holds two more.
+    assert!(busy > 0, "a blocked pipeline must push back");
+    assert!((2..8).contains(&accepted), "accepted {accepted}");
+    // The window: a second client cannot exceed its own window either.
+    j.open();
+    let mut answers = 0;
+    while let Some(a) = client.wait_answer(Duration::from_secs(10)) {
+        assert!(matches!(a.kind, AnswerKind::Ack { .. }));
+        answers += 1;
+    }
+    assert_eq!(answers, accepted, "every accepted command is answered exactly once");
+    // Window full: with the journal open again, try_submit past the window is Busy.
+    let mut c2 = cfg();
+    c2.engine.client_inflight_max = 2;
+    let j2 = GatedJournal::new();
+    let e2 = Engine::start(&c2, Box::new(j2.clone()), Box::new(MemSnapshots::new())).unwrap();
+    let mut cl = e2.client();
+    cl.try_submit(1, setup_cmds()[1]).unwrap();
+    cl.try_submit(2, setup_cmds()[2]).unwrap();
+    assert_eq!(cl.try_submit(3, setup_cmds()[0]), Err(SubmitError::Busy));
+    j2.open();
+    assert!(cl.wait_answer(Duration::from_secs(10)).is_some());
+    assert!(cl.wait_answer(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn calls_answer_with_typed_rejections_and_views_match_the_state_machine() {
+    let engine = start(&cfg());
+    let mut c = engine.client();
+    let mut model = StateMachine::new(cfg().limits()).unwrap();
+    let mut seq = 0;
+    let mut both = |c: &mut Client, cmd: Command| {
+        seq += 1;
+        let m = model.apply(&cmd, seq, 0).map(|_| ());
+        let r = c.call(cmd);
+        match (&m, &r) {
+            (Ok(()), Ok((s, _))) => assert_eq!(*s, seq),
+            (Err(a), Err(CallError::Rejected(b))) => assert_eq!(a, b),
+            _ => panic!("{cmd:?}: model {m:?}, engine {r:?}"),
+        }
+        r
+    };
+    for cmd in setup_cmds() {
+        both(&mut c, cmd).unwrap();
+    }
+    both(&mut c, trade(1, 1, 2, 5, 100 * PRICE_SCALE)).unwrap();
+    assert_eq!(both(&mut c, trade(1, 1, 2, 5, 100 * PRICE_SCALE)), Err(CallError::Rejected(Reject::Duplicate)));
+    assert_eq!(both(&mut c, trade(2, 1, 99, 5, 100 * PRICE_SCALE)), Err(CallError::Rejected(Reject::UnknownAccount)));
+    both(&mut c, Command::MarkPrice { instrument: 7, price: 103 * PRICE_SCALE }).unwrap();
+    both(&mut c, trade(3, 2, 1, 2, 104 * PRICE_SCALE)).unwrap();
+    both(&mut c, Command::SettlementPrice { instrument: 7, price: 105 * PRICE_SCALE }).unwrap();
+    both(&mut c, Command::BustTrade { trade_id: 3 }).unwrap();
+    // Views are published at batch boundaries: after the last answer they are current.
+    let v = engine.views();
+    for a in [1, 2] {
+        let got = v.account(a).unwrap().value;
+        assert_eq!(got, model.account(a).unwrap(), "account {a}");
+        assert_eq!(v.position(a, 7).unwrap().value, model.position(a, 7).unwrap(), "position {a}");
+    }
+    assert_eq!(v.instrument(7).unwrap().value, model.instrument(7).unwrap());
+    assert_eq!(v.account(99), Err(Reject::UnknownAccount));
+    assert!(v.position(1, 8).is_none());
+    assert_eq!(c.state_hash().unwrap(), (seq, model.state_hash()));
+}
+
+#[test]
+fn events_arrive_in_order_filtered_and_a_slow_reader_gets_an_overflow_signal() {
+    let mut c = cfg();
+    c.engine.subscriber_buffer = 8;
+    let engine = start(&c);
+    let mut all = engine.subscribe(EventFilter::default());
+    let mut positions_of_1 = engine.subscribe(EventFilter { kinds: 1 << 6, account: Some(1) });
+    let mut client = engine.client();
+    for cmd in setup_cmds() {
+        client.call(cmd).unwrap();
+    }
+    let mut got = Vec::new();
+    let (_, st) = all.poll(usize::MAX, |s, e| got.push((s, *e)));
+    assert_eq!(st, SubStatus::Open);
+    assert_eq!(got.len(), 5);
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "ascending seq");
+    assert!(matches!(got[0].1, Event::InstrumentUpdated { instrument: 7 }));
+    // Ten trades: 30+ events overflow `all` (buffer 8) unless read; `positions_of_1` gets 10.
+    for t in 0..10 {
+        client.call(trade(t + 1, 1, 2, 1, 100 * PRICE_SCALE)).unwrap();
+    }
+    let mut n = 0;
+    let mut last = 0;
+    let (_, st) = positions_of_1.poll(usize::MAX, |s, e| {
+        assert!(matches!(e, Event::PositionChanged { account: 1, .. }), "{e:?}");
+        assert!(s > last);
+        last = s;
+        n += 1;
+    });
+    assert_eq!((n, st), (8, SubStatus::Overflowed), "8 delivered then the cut");
+    let mut delivered = Vec::new();
+    let (_, st) = all.poll(usize::MAX, |s, e| delivered.push((s, *e)));
+    assert_eq!(st, SubStatus::Overflowed);
+    assert_eq!(delivered.len(), 8);
+    assert!(matches!(delivered[0].1, Event::TradeCleared { trade_id: 1 }));
+    assert!(matches!(delivered[1].1, Event::PositionChanged { account: 1, qty: 1, .. }));
+    assert!(matches!(delivered[2].1, Event::PositionChanged { account: 2, qty: -1, .. }));
+    assert!(engine.metrics().subscription_overflows.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    // Dropping a subscription unsubscribes it.
+    drop(all);
+    drop(positions_of_1);
+    client.call(trade(100, 1, 2, 1, 100 * PRICE_SCALE)).unwrap();
+}
+
+#[test]
+fn restart_recovers_the_same_state_from_snapshot_and_journal() {
+    let journal = MemJournal::new();
+    let snaps = MemSnapshots::new();
+    let c = cfg();
+    let (hash, pos) = {
+        let engine = Engine::start(&c, Box::new(journal.clone()), Box::new(snaps.clone())).unwrap();
+        let mut cl = engine.client();
+        for cmd in setup_cmds() {
+            cl.call(cmd).unwrap();
+        }
+        cl.call(trade(1, 1, 2, 5, 100 * PRICE_SCALE)).unwrap();
+        assert_eq!(cl.snapshot().unwrap(), 6);
+        cl.call(trade(2, 2, 1, 3, 101 * PRICE_SCALE)).unwrap();
+        assert!(cl.call(trade(2, 2, 1, 3, 101 * PRICE_SCALE)).is_err());
+        cl.call(Command::SettlementPrice { instrument: 7, price: 102 * PRICE_SCALE }).unwrap();
+        let (seq, hash) = cl.state_hash().unwrap();
+        assert_eq!(seq, 9);
+        let pos = engine.views().position(1, 7).unwrap().value;
+        drop(cl);
+        let report = engine.shutdown();
+        assert_eq!((report.last_seq, report.state_hash), (9, hash));
+        assert!(report.snapshot_saved);
+        (hash, pos)
+    };
+    // Recover from the snapshot taken at shutdown...
+    let engine = Engine::start(&c, Box::new(journal.clone()), Box::new(snaps.clone())).unwrap();
+    assert_eq!(engine.start_report().recovered_snapshot_seq, Some(9));
+    let mut cl = engine.client();
+    assert_eq!(cl.state_hash().unwrap(), (9, hash));
+    assert_eq!(engine.views().position(1, 7).unwrap().value, pos);
+    // ...and from the journal alone (no snapshot): replay reaches the same hash; new commands
+    // continue the sequence.
+    drop(cl);
+    drop(engine);
+    let engine = Engine::start(&c, Box::new(journal.clone()), Box::new(MemSnapshots::new())).unwrap();
+    assert_eq!(engine.start_report().replayed, 9);
+    let mut cl = engine.client();
+    assert_eq!(cl.state_hash().unwrap(), (9, hash));
+    assert_eq!(engine.views().position(1, 7).unwrap().value, pos);
+    assert_eq!(cl.call(trade(3, 1, 2, 1, 100 * PRICE_SCALE)).unwrap().0, 10);
+}
+
+#[test]
+fn shutdown_answers_everything_accepted_and_then_refuses() {
+    let engine = start(&cfg());
+    let mut c = engine.client();
+    for cmd in setup_cmds() {
+        c.try_submit(0, cmd).unwrap();
+    }
+    c.flush();
+    let report = engine.shutdown();
+    assert_eq!(report.last_seq, 5);
+    let mut n = 0;
+    while let Some(a) = c.wait_answer(Duration::from_secs(5)) {
+        assert!(matches!(a.kind, AnswerKind::Ack { .. }));
+        n += 1;
+    }
+    assert_eq!(n, 5);
+    assert_eq!(c.try_submit(9, setup_cmds()[0]), Err(SubmitError::Closed));
+}
+
+#[test]
+fn many_clients_on_many_threads_all_get_their_own_answers() {
+    let engine = Arc::new(start(&cfg()));
+    let mut setup = engine.client();
+    for cmd in setup_cmds() {
+        setup.call(cmd).unwrap();
+    }
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let e = engine.clone();
+            std::thread::spawn(move || {
+                let mut c = e.client();
+                let mut seen = Vec::new();
+                for i in 0..500u64 {
+                    let rid = t * 1000 + i;
+                    c.submit_with(rid, trade(rid + 1, 1, 2, 1, 100 * PRICE_SCALE), Duration::from_secs(10), &mut |a| seen.push(a.request_id))
+                        .unwrap();
+                }
+                while let Some(a) = c.wait_answer(Duration::from_secs(10)) {
+                    seen.push(a.request_id);
+                }
+                seen.sort_unstable();
+                assert_eq!(seen, (0..500).map(|i| t * 1000 + i).collect::<Vec<_>>());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let v = engine.views().position(1, 7).unwrap().value;
+    assert_eq!(v.qty, 2000);
+}
