@@ -256,7 +256,7 @@ fn decoder(o: &mut String, s: &Schema, m: &Message) {
     let _ = writeln!(o, "    pub const CORE_LENGTH: usize = {core};\n");
     min_len_fn(o, &m.block);
     let _ = writeln!(o, "    /// Wrap a buffer that starts with the message header.");
-    let _ = writeln!(o, "    pub fn wrap(buf: &'a [u8]) -> Result<Self, DecodeError> {{");
+    let _ = writeln!(o, "    #[inline]\n    pub fn wrap(buf: &'a [u8]) -> Result<Self, DecodeError> {{");
     let _ = writeln!(
         o,
         "        let header = MessageHeader::read(buf)?;\n        header.check_schema()?;"
@@ -267,7 +267,7 @@ fn decoder(o: &mut String, s: &Schema, m: &Message) {
         o,
         "    /// Wrap after the header was read and its schema checked (by the dispatch table)."
     );
-    let _ = writeln!(o, "    pub fn wrap_with_header(buf: &'a [u8], header: MessageHeader) -> Result<Self, DecodeError> {{");
+    let _ = writeln!(o, "    #[inline]\n    pub fn wrap_with_header(buf: &'a [u8], header: MessageHeader) -> Result<Self, DecodeError> {{");
     let _ = writeln!(o, "        let acting_version = header.version;\n        let block_length = usize::from(header.block_length);");
     let _ = writeln!(o, "        let min = Self::min_block_length(acting_version);");
     let _ = writeln!(o, "        if block_length < min {{\n            return Err(DecodeError::BadBlockLength {{ template_id: Self::TEMPLATE_ID, block_length, min }});\n        }}");
@@ -378,7 +378,7 @@ fn encoder(o: &mut String, s: &Schema, m: &Message) {
             o,
             "    /// Header plus block.\n    pub const ENCODED_LENGTH: usize = {fixed};\n"
         );
-        let _ = writeln!(o, "    pub fn wrap(buf: &'a mut [u8]) -> Result<Self, EncodeError> {{");
+        let _ = writeln!(o, "    #[inline]\n    pub fn wrap(buf: &'a mut [u8]) -> Result<Self, EncodeError> {{");
         let _ = writeln!(o, "        let len = buf.len();\n        let buf = buf.first_chunk_mut::<{fixed}>().ok_or(EncodeError::ShortBuffer {{ needed: {fixed}, len }})?;");
         let _ = writeln!(o, "        buf.fill(0);");
         let _ = writeln!(o, "        MessageHeader::current(Self::BLOCK_LENGTH as u16, Self::TEMPLATE_ID).write(&mut buf[..]);");
