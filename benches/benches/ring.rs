@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::{ArrayQueue, SegQueue};
 use novate_benches::{latency_histogram, report, SplitMix};
 use novate_mem::cpu::pin_current_thread;
-use novate_ring::{index, mpsc, spsc};
+use novate_ring::{index, mpsc, spsc, WaitStrategy, Waiter};
 
 const CAPACITY: usize = 4096;
 const BATCH: usize = 64;
@@ -43,7 +43,7 @@ fn config() -> Config {
     if std::env::var_os("NOVATE_BENCH_QUICK").is_some() {
         Config { messages: 200_000, runs: 1, round_trips: 20_000 }
     } else {
-        Config { messages: 5_000_000, runs: 9, round_trips: 200_000 }
+        Config { messages: 5_000_000, runs: 11, round_trips: 200_000 }
     }
 }
 
@@ -407,6 +407,17 @@ fn rt_channel(total: u64) -> PingEcho {
 
 // ---------------------------------------------------------------- MPSC
 
+/// How producers wait on a full queue: busy-spin when each has its own CPU; spin-then-yield when
+/// two share CPU 1 (a spinning producer would otherwise hold the CPU while the other one, preempted
+/// between claiming and publishing a slot, keeps the consumer waiting for a whole time slice).
+fn producer_wait(producers: u64) -> WaitStrategy {
+    if producers == 1 {
+        WaitStrategy::BusySpin
+    } else {
+        WaitStrategy::SpinYield
+    }
+}
+
 /// `producers` threads (pinned to CPU 1, sharing it when there are two) each push `n /
 /// producers` messages tagged with their id; the consumer (CPU 0) checks per-producer order.
 fn mpsc_run<Q: Send + Sync + 'static>(
@@ -424,12 +435,14 @@ fn mpsc_run<Q: Send + Sync + 'static>(
         jobs.push((
             1,
             Box::new(move || {
+                let mut w = Waiter::new(producer_wait(producers));
                 for i in 0..per {
                     let mut m = msg(i);
                     m.payload[0] = id;
                     while !push(&q, m) {
-                        spin_loop();
+                        w.wait();
                     }
+                    w.reset();
                 }
             }),
         ));
@@ -460,12 +473,14 @@ fn novate_mpsc_run(n: u64, producers: u64) -> Duration {
         jobs.push((
             1,
             Box::new(move || {
+                let mut w = Waiter::new(producer_wait(producers));
                 for i in 0..per {
                     let mut m = msg(i);
                     m.payload[0] = id;
                     while p.try_push(m).is_err() {
-                        spin_loop();
+                        w.wait();
                     }
+                    w.reset();
                 }
             }),
         ));
