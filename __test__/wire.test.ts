@@ -220,6 +220,11 @@ describe('encoding checks ranges instead of wrapping', () => {
     expect(kindOf(() => encodeClearTrade(buf, 0, { ...TRADE, instrumentId: 2 ** 32 }))).toBe('EncodeError');
     expect(kindOf(() => encodeClearTrade(buf, 0, { ...TRADE, tradeDate: 1.5 }))).toBe('EncodeError');
     expect(kindOf(() => encodeClearTrade(new Uint8Array(63), 0, TRADE))).toBe('EncodeError');
+    // 64-bit fields take bigint, narrower ones number: a mix-up is an EncodeError, not a TypeError.
+    expect(kindOf(() => encodeClearTrade(buf, 0, { ...TRADE, qty: 5 as unknown as bigint }))).toBe('EncodeError');
+    expect(kindOf(() => encodeClearTrade(buf, 0, { ...TRADE, instrumentId: 5n as unknown as number }))).toBe(
+      'EncodeError',
+    );
     const big = (1n << 127n) - 1n;
     expect(kindOf(() => encodeAdjustCollateral(buf, 0, { requestId: 1n, accountId: 1n, amount: big + 1n }))).toBe(
       'EncodeError',

@@ -76,6 +76,10 @@ const INT_RANGES: Record<string, [bigint, bigint]> = {
 };
 
 function checkInt(value: number | bigint, type: string, field: string): void {
+  const wide = type === 'u64' || type === 'i64' || type === 'i128';
+  if (wide !== (typeof value === 'bigint')) {
+    throw new EncodeError(`${field}: a ${typeof value} given, a ${wide ? 'bigint' : 'number'} expected`);
+  }
   if (typeof value === 'number' && !Number.isSafeInteger(value)) {
     throw new EncodeError(`${field}: ${value} is not an integer`);
   }
