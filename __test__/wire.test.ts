@@ -7,6 +7,7 @@ import {
   DecodeError,
   EncodeError,
   FrameError,
+  FrameReader,
   RejectCode,
   SCHEMA_ID,
   SCHEMA_VERSION,
@@ -253,5 +254,37 @@ describe('SOFH framing', () => {
     const bad = frame.slice();
     bad[4] = 0;
     expect(kindOf(() => parseFrame(bad))).toBe('FrameError');
+  });
+});
+
+describe('FrameReader', () => {
+  const frames = Array.from({ length: 20 }, (_, i) => {
+    const msg = encoded({ template: 'ClearTrade', value: { ...TRADE, requestId: BigInt(i + 1) } });
+    const f = new Uint8Array(6 + msg.length);
+    writeSofh(f, 0, msg.length);
+    f.set(msg, 6);
+    return f;
+  });
+  const stream = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  frames.reduce((at, f) => (stream.set(f, at), at + f.length), 0);
+
+  for (const chunk of [1, 5, 6, 7, 69, 70, 71, 500, stream.length]) {
+    it(`yields every frame in order from reads of ${chunk} bytes`, () => {
+      const r = new FrameReader();
+      const ids: bigint[] = [];
+      for (let at = 0; at < stream.length; at += chunk) {
+        expect(r.push(stream.subarray(at, at + chunk))).toBe(Math.min(chunk, stream.length - at));
+        for (let m = r.next(); m !== undefined; m = r.next()) ids.push(decodeClearTrade(m).requestId);
+      }
+      expect(ids).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
+      expect(r.buffered).toBe(0);
+    });
+  }
+
+  it('a bad header breaks the stream for good', () => {
+    const r = new FrameReader();
+    r.push(new Uint8Array([0, 0, 0, 70, 0xe0, 0x5b]));
+    expect(kindOf(() => r.next())).toBe('FrameError');
+    expect(kindOf(() => r.next())).toBe('FrameError');
   });
 });

@@ -40,3 +40,53 @@ export function parseFrame(buf: Uint8Array, offset = 0): { message: Uint8Array; 
   if (buf.byteLength - offset < length) return undefined;
   return { message: buf.subarray(offset + SOFH_LENGTH, offset + length), length };
 }
+
+/**
+ * Incremental SOFH decoder for a byte stream (mirrors Rust's `StreamDecoder`): push chunks of
+ * any size, take whole frames' SBE messages. A returned message is a view into the reader's
+ * buffer, valid until the next `push`. After a bad header every call throws (a stream cannot
+ * resynchronize).
+ */
+export class FrameReader {
+  private readonly buf: Uint8Array;
+  private start = 0;
+  private end = 0;
+  private broken: string | undefined;
+
+  constructor(capacity = FRAME_LENGTH_MAX) {
+    this.buf = new Uint8Array(Math.max(capacity, FRAME_LENGTH_MAX));
+  }
+
+  /** Bytes received and not yet returned as frames. */
+  get buffered(): number {
+    return this.end - this.start;
+  }
+
+  /** Copy as much of `chunk` as fits; returns how many bytes were taken. */
+  push(chunk: Uint8Array): number {
+    if (this.start > 0) {
+      this.buf.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+    const n = Math.min(chunk.length, this.buf.length - this.end);
+    this.buf.set(chunk.subarray(0, n), this.end);
+    this.end += n;
+    return n;
+  }
+
+  /** The next whole frame's message, or `undefined` if more bytes are needed. */
+  next(): Uint8Array | undefined {
+    if (this.broken !== undefined) throw new FrameError(`stream broken earlier: ${this.broken}`);
+    let f;
+    try {
+      f = parseFrame(this.buf.subarray(this.start, this.end));
+    } catch (e) {
+      this.broken = (e as Error).message;
+      throw e;
+    }
+    if (f === undefined) return undefined;
+    this.start += f.length;
+    return f.message;
+  }
+}
