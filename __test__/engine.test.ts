@@ -1,0 +1,123 @@
+// The in-process engine (`Engine.open`) through the napi binding.
+import { describe, expect, it } from 'vitest';
+import {
+  ConfigError,
+  Engine,
+  EventsOverflowError,
+  encodeBatch,
+  price,
+  type CommandInput,
+  type Event,
+} from '../ts/src';
+import { clearingSuite, setup } from './clearing';
+
+const small = { engine: { accounts_max: 1000, instruments_max: 64, positions_max: 4096, trades_max: 100_000 } };
+
+describe('Engine.open', () => {
+  clearingSuite(async () => Engine.open(small));
+
+  it('a malformed configuration is a ConfigError naming the key and the reason', () => {
+    const e1 = (() => {
+      try {
+        Engine.open({ engine: { ingress_ring: 1000 } });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(e1).toBeInstanceOf(ConfigError);
+    expect((e1 as ConfigError).key).toBe('engine.ingress_ring');
+    expect((e1 as ConfigError).reason).toMatch(/power of two/);
+    expect(() => Engine.open('[engine]\nbogus = 1\n')).toThrow(/engine\.bogus/);
+    expect(() => Engine.open({ threads: { wait: 'spin' as never } })).toThrow(ConfigError);
+    expect(() => Engine.open('not toml at all = = =')).toThrow(ConfigError);
+  });
+
+  it('submits a batch of SBE-encoded commands in one call, rejections by index', () => {
+    const e = Engine.open(small);
+    try {
+      const cmds: CommandInput[] = [
+        { type: 'upsertInstrument', instrument: { id: 1n, multiplier: 1n, marginBps: 500n, settleDays: 2 } },
+        { type: 'upsertAccount', account: { id: 1n } },
+        { type: 'upsertAccount', account: { id: 2n } },
+      ];
+      for (let t = 1n; t <= 1000n; t++) {
+        cmds.push({ type: 'clearTrade', trade: { tradeId: t, buy: 1n, sell: 2n, instrument: 1n, qty: 1n, price: price('10'), tradeDate: 20261125 } });
+      }
+      cmds.push({ type: 'clearTrade', trade: { tradeId: 5n, buy: 1n, sell: 2n, instrument: 1n, qty: 1n, price: price('10'), tradeDate: 20261125 } });
+      cmds.push({ type: 'markPrice', instrument: 1n, price: price('11') });
+      const r = e.submitBatch(encodeBatch(cmds));
+      expect(r.accepted).toBe(1004);
+      expect(r.rejected).toBe(1);
+      expect(r.rejects).toEqual([{ index: 1003, code: 9 }]);
+      expect(r.lastSeq).toBe(1005n);
+      expect(e.positionSync(1n, 1n)?.qty).toBe(1000n);
+      expect(e.positionSync(1n, 1n)?.unrealized).toBe(1000n * price('1'));
+      expect(() => e.submitBatch(new Uint8Array([1, 2, 3]))).toThrow(/byte 0/);
+    } finally {
+      e.closeSync();
+    }
+  });
+
+  it('events arrive in order, filtered, and break unsubscribes', async () => {
+    const e = Engine.open(small);
+    try {
+      const all = e.events();
+      const mine = e.events({ types: ['PositionChanged'], account: 2n });
+      await setup(e);
+      for (let t = 1n; t <= 3n; t++) {
+        await e.clearTrade({ tradeId: t, buy: 1n, sell: 2n, instrument: 7n, qty: t, price: price('100'), tradeDate: 20261125 });
+      }
+      const seen: Event[] = [];
+      for await (const ev of all) {
+        seen.push(ev);
+        if (seen.length === 14) break;
+      }
+      expect(seen.map((x) => x.type).slice(0, 6)).toEqual([
+        'InstrumentUpdated',
+        'AccountUpdated',
+        'AccountUpdated',
+        'CollateralChanged',
+        'CollateralChanged',
+        'TradeCleared',
+      ]);
+      for (let i = 1; i < seen.length; i++) expect(seen[i].seq >= seen[i - 1].seq).toBe(true);
+      const pc = seen[6];
+      expect(pc).toMatchObject({ type: 'PositionChanged', accountId: 1n, instrumentId: 7, qty: 1n });
+      const qtys: bigint[] = [];
+      for await (const ev of mine) {
+        expect(ev.type).toBe('PositionChanged');
+        if (ev.type === 'PositionChanged') {
+          expect(ev.accountId).toBe(2n);
+          qtys.push(ev.qty);
+        }
+        if (qtys.length === 3) break;
+      }
+      expect(qtys).toEqual([-1n, -3n, -6n]);
+      // After break the iterator is finished and unsubscribed.
+      expect(await all.next()).toEqual({ done: true, value: undefined });
+      await e.clearTrade({ tradeId: 9n, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 });
+    } finally {
+      e.closeSync();
+    }
+  });
+
+  it('a slow consumer gets an overflow signal after the events it was given', async () => {
+    const e = Engine.open({ ...small, engine: { ...small.engine, subscriber_buffer: 16 } });
+    try {
+      const stream = e.events();
+      await setup(e);
+      for (let t = 1n; t <= 20n; t++) {
+        await e.clearTrade({ tradeId: t, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 });
+      }
+      let n = 0;
+      await expect(
+        (async () => {
+          for await (const _ of stream) n++;
+        })(),
+      ).rejects.toBeInstanceOf(EventsOverflowError);
+      expect(n).toBe(16);
+    } finally {
+      e.closeSync();
+    }
+  });
+});

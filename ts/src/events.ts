@@ -1,0 +1,110 @@
+// Event subscriptions as `AsyncIterable<Event>`: the native side buffers events per subscription
+// (bounded: `subscriber_buffer`), JS drains them in batches of up to POLL_EVENTS_MAX with one
+// native call and decodes the SBE messages. While nothing is buffered it waits on an unref'd
+// timer, so an idle subscription never keeps the process alive on its own. Breaking out of
+// `for await` (or `return()`) unsubscribes; a consumer that falls too far behind gets an
+// `EventsOverflowError` after the last delivered event instead of unbounded memory growth.
+import { decodeMessage } from './wire';
+import { EventsOverflowError } from './errors';
+import { EVENT_TYPES, type Event, type EventFilter } from './types';
+
+/** Events fetched per native call. */
+export const POLL_EVENTS_MAX = 8192;
+/** Longest wait between polls of an idle subscription (ms). */
+export const POLL_IDLE_MAX_MS = 10;
+
+/** What a native subscription offers (see bindings/src/lib.rs `NativeSubscription`). */
+export interface EventSource {
+  poll(max: number): { events: Uint8Array; count: number; status: number };
+  close(): void;
+}
+
+/** The filter as the native side takes it: a bit per event kind, 0 = all. */
+export function kindsMask(filter: EventFilter | undefined): number {
+  let mask = 0;
+  for (const t of filter?.types ?? []) {
+    const k = EVENT_TYPES.indexOf(t);
+    if (k < 0) throw new TypeError(`unknown event type ${String(t)}`);
+    mask |= 1 << k;
+  }
+  return mask;
+}
+
+/** Decode SBE event messages back to back. */
+export function decodeEvents(bytes: Uint8Array, out: Event[]): void {
+  let off = 0;
+  while (off < bytes.length) {
+    const { message, length } = decodeMessage(bytes, off);
+    out.push({ type: message.template, ...message.value } as Event);
+    off += length;
+  }
+}
+
+const sleep = (ms: number) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    // An idle subscription must not keep the process alive.
+    t.unref?.();
+  });
+
+/** An `AsyncIterable` over a native subscription. */
+export class EventStream implements AsyncIterableIterator<Event> {
+  private queue: Event[] = [];
+  private head = 0;
+  private status = 0;
+  private done = false;
+
+  constructor(private readonly source: EventSource) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private fill(): void {
+    const p = this.source.poll(POLL_EVENTS_MAX);
+    if (p.count > 0) {
+      this.queue = [];
+      this.head = 0;
+      decodeEvents(p.events, this.queue);
+    }
+    this.status = p.status;
+  }
+
+  async next(): Promise<IteratorResult<Event>> {
+    let idle = 0;
+    for (;;) {
+      if (this.done) return { done: true, value: undefined };
+      if (this.head < this.queue.length) {
+        const value = this.queue[this.head++];
+        return { done: false, value };
+      }
+      this.fill();
+      if (this.head < this.queue.length) continue;
+      if (this.status === 1) {
+        this.close();
+        throw new EventsOverflowError();
+      }
+      if (this.status === 2) {
+        this.close();
+        return { done: true, value: undefined };
+      }
+      // Nothing buffered: back off 0, 1, 2, 4 .. POLL_IDLE_MAX_MS ms.
+      await sleep(idle);
+      idle = Math.min(POLL_IDLE_MAX_MS, idle === 0 ? 1 : idle * 2);
+    }
+  }
+
+  /** Called by `break` in `for await`: unsubscribes. */
+  async return(): Promise<IteratorResult<Event>> {
+    this.close();
+    return { done: true, value: undefined };
+  }
+
+  /** Unsubscribe now. */
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    this.queue = [];
+    this.source.close();
+  }
+}
