@@ -33,6 +33,21 @@
 //!
 //! `RejectCode` numbers 1..=999 equal `novate_core::Reject::code()`; 1000.. are wire-level
 //! (the message did not decode, unknown template, unsupported schema).
+//!
+//! # Bad input
+//!
+//! Any byte string given to a decoder yields a message or a typed [`DecodeError`] (short
+//! buffer, bad block length, bad group entry length, group count over [`GROUP_ENTRIES_MAX`],
+//! unknown template, unsupported schema or version, bad enum value); framing errors are
+//! [`frame::FrameError`], FIX errors [`fix::FixError`]. Nothing panics, indexes out of range or
+//! allocates: `tests/bad_input.rs` and `tests/no_alloc.rs` check it, and the cargo-fuzz targets in
+//! `fuzz/` (run by CI, `fuzz/run.sh`) search for counterexamples.
+//!
+//! # Conformance
+//!
+//! `tests/golden/*.bin` (with readable listings `*.txt`) hold one message of every template.
+//! The Rust codecs (`tests/golden.rs`) and the TypeScript codecs (`__test__/wire.test.ts`) must
+//! both decode them to the listed values and re-encode them byte for byte.
 
 pub mod convert;
 pub mod fix;
