@@ -36,7 +36,10 @@ pub struct Options {
     pub policy: Policy,
     /// Sequence number of the first record of a journal created empty.
     pub first_seq: Seq,
-    /// Pre-fault the pages of a new segment when it is mapped (MAP_POPULATE).
+    /// Pre-fault every page of the next segment writable (MADV_POPULATE_WRITE) on the preparer
+    /// thread, so the appender takes no page faults. Applies to `Policy::None` only: under
+    /// `Policy::Fsync` the pre-faulted (dirty, zero) pages would all be written by the first
+    /// fdatasync after a roll (64 MiB at once), so there the appender takes the faults.
     pub populate: bool,
 }
 
@@ -177,6 +180,7 @@ pub struct Journal {
     first_seq: Seq,
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
+    preparer: Option<Preparer>,
 }
 
 impl Journal {
@@ -207,7 +211,7 @@ impl Journal {
                 }
                 let (_, path) = scan.segments.last().expect("scan has segments").clone();
                 let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
-                let mut map = map_segment(&file, &path, opts.populate)?;
+                let mut map = map_segment(&file, &path)?;
                 if scan.dirty_end > scan.end_offset {
                     map[scan.end_offset..scan.dirty_end].fill(0);
                     map.flush_range(scan.end_offset, scan.dirty_end - scan.end_offset)
@@ -255,8 +259,20 @@ impl Journal {
                 )
             }
         };
-        let journal =
-            Journal { dir: dir.to_path_buf(), opts, file, map, offset, next_seq, chain, first_seq, shared, flusher };
+        let preparer = Some(Preparer::spawn(dir, opts)?);
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            opts,
+            file,
+            map,
+            offset,
+            next_seq,
+            chain,
+            first_seq,
+            shared,
+            flusher,
+            preparer,
+        };
         Ok((journal, report))
     }
 
@@ -379,7 +395,11 @@ impl Journal {
     /// (tmp file, header, rename) *before* the seal is written, so a crash in between leaves an
     /// unsealed segment followed by an empty valid one, never a seal without a successor.
     fn roll(&mut self) -> Result<(), Error> {
-        let (file, map) = create_segment(&self.dir, &self.opts, self.next_seq, self.chain)?;
+        let prepared = match &mut self.preparer {
+            Some(p) => p.take()?,
+            None => allocate_segment(&self.dir.join(format!("{}.tmp", segment_file_name(self.next_seq))), &self.opts)?,
+        };
+        let (file, map) = install_segment(&self.dir, prepared, &self.opts, self.next_seq, self.chain)?;
         let seal = RecordHeader { crc: 0, len: SEAL_LEN, seq: self.next_seq, ts: 0, prev: self.chain };
         let crc = seal.checksum(&[]);
         let off = self.offset;
@@ -476,6 +496,58 @@ pub fn retain_segments(dir: &Path, upto: Seq, archive_dir: Option<&Path>) -> Res
     Ok(removed)
 }
 
+/// Prepares the next segment (allocate, map, pre-fault) on its own thread while the current
+/// one fills, so rolling costs the appender a header write and a rename.
+struct Preparer {
+    request: Option<std::sync::mpsc::SyncSender<()>>,
+    ready: std::sync::mpsc::Receiver<Result<Prepared, Error>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Preparer {
+    fn spawn(dir: &Path, opts: Options) -> Result<Preparer, Error> {
+        let (request, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (tx, ready) = std::sync::mpsc::sync_channel(1);
+        let dir2 = dir.to_path_buf();
+        let handle = thread::Builder::new()
+            .name("journal-preparer".into())
+            .spawn(move || {
+                let mut n = 0u64;
+                while rx.recv().is_ok() {
+                    n += 1;
+                    let tmp = dir2.join(format!("prepared-{}-{n}.nvj.tmp", std::process::id()));
+                    if tx.send(allocate_segment(&tmp, &opts)).is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("spawn preparer", dir, e))?;
+        request.send(()).map_err(|_| Error::Stopped)?;
+        Ok(Preparer { request: Some(request), ready, handle: Some(handle) })
+    }
+
+    /// The prepared segment (waits if it is not ready yet) and a request for the next one.
+    fn take(&mut self) -> Result<Prepared, Error> {
+        let p = self.ready.recv().map_err(|_| Error::Stopped)??;
+        self.request.as_ref().ok_or(Error::Stopped)?.send(()).map_err(|_| Error::Stopped)?;
+        Ok(p)
+    }
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        self.request.take();
+        // A segment prepared but never used is removed (open would remove it too).
+        while let Ok(Ok(p)) = self.ready.recv() {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 fn flusher(s: Arc<Shared>) {
     let mut done = s.durable.load(Ordering::Acquire);
     loop {
@@ -549,11 +621,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     d.sync_all().map_err(|e| Error::io("fsync dir", dir, e))
 }
 
-fn map_segment(file: &File, path: &Path, populate: bool) -> Result<MmapMut, Error> {
-    let mut o = MmapOptions::new();
-    if populate {
-        o.populate();
-    }
+fn map_segment(file: &File, path: &Path) -> Result<MmapMut, Error> {
+    let o = MmapOptions::new();
     // SAFETY: this process is the only writer of the journal directory (one Journal per
     // directory, by contract), so nothing else resizes or rewrites the file under the mapping.
     unsafe { o.map_mut(file) }.map_err(|e| Error::io("mmap", path, e))
@@ -561,27 +630,48 @@ fn map_segment(file: &File, path: &Path, populate: bool) -> Result<MmapMut, Erro
 
 /// Create a segment: a `.tmp` file, pre-allocated, header written, renamed into place.
 fn create_segment(dir: &Path, opts: &Options, first_seq: Seq, chain_in: u64) -> Result<(File, MmapMut), Error> {
-    let name = segment_file_name(first_seq);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(&name);
+    let tmp = dir.join(format!("{}.tmp", segment_file_name(first_seq)));
+    let p = allocate_segment(&tmp, opts)?;
+    install_segment(dir, p, opts, first_seq, chain_in)
+}
+
+/// A pre-allocated, mapped segment file without a header yet, under a `.tmp` name.
+struct Prepared {
+    tmp: PathBuf,
+    file: File,
+    map: MmapMut,
+}
+
+fn allocate_segment(tmp: &Path, opts: &Options) -> Result<Prepared, Error> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
+        .open(tmp)
+        .map_err(|e| Error::io("create", tmp, e))?;
     let len = opts.segment_bytes as libc::off_t;
     // SAFETY: fallocate on the descriptor `file` owns; mode 0 only allocates blocks.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if rc != 0 {
         // Filesystems without fallocate (tmpfs before 3.5, some FUSE): a sparse file works too.
-        file.set_len(opts.segment_bytes).map_err(|e| Error::io("set_len", &tmp, e))?;
+        file.set_len(opts.segment_bytes).map_err(|e| Error::io("set_len", tmp, e))?;
     }
+    let map = map_segment(&file, tmp)?;
+    if opts.populate && opts.policy == Policy::None {
+        // Best effort (Linux >= 5.14); without it the appender takes the faults.
+        let _ = map.advise(memmap2::Advice::PopulateWrite);
+    }
+    Ok(Prepared { tmp: tmp.to_path_buf(), file, map })
+}
+
+/// Give a prepared segment its header and its name.
+fn install_segment(dir: &Path, p: Prepared, opts: &Options, first_seq: Seq, chain_in: u64) -> Result<(File, MmapMut), Error> {
+    let Prepared { tmp, file, mut map } = p;
+    let path = dir.join(segment_file_name(first_seq));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let header = SegmentHeader::new(opts.segment_bytes, first_seq, chain_in, now);
-    file.write_at(&header.encode(), 0).map_err(|e| Error::io("write header", &tmp, e))?;
+    map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
     std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-    let map = map_segment(&file, &path, opts.populate)?;
     Ok((file, map))
 }
