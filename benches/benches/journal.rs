@@ -82,6 +82,7 @@ fn journal_run(
     n: usize,
     data: &(Vec<u8>, Vec<(usize, usize)>),
     timed: bool,
+    in_flight_max: Option<u64>,
 ) -> Run {
     let _ = std::fs::remove_dir_all(dir);
     let opts = Options { policy, ..Options::default() };
@@ -110,6 +111,12 @@ fn journal_run(
         let last = j.commit().expect("commit");
         let e = Instant::now();
         call.record((e - s).as_nanos().max(1) as u64).expect("record");
+        if let Some(cap) = in_flight_max {
+            // A sequencer that bounds what is appended but not yet durable.
+            if last > cap && w.durable() < last - cap {
+                w.wait(last - cap, Duration::from_secs(60)).expect("wait");
+            }
+        }
         if policy == Policy::Fsync {
             pending.push_back((last, e));
             let d = w.durable();
@@ -220,10 +227,11 @@ fn append_benches(root: &Path, sz: &Sizes) {
         for batch in BATCHES {
             // Batches of 1 with a synchronous fdatasync each take ~1 ms: fewer records there.
             let peer_n = if sync && batch == 1 { n.min(2_000) } else { n };
-            let r = journal_run(&root.join("journal"), policy, batch, n, &data, true);
+            let r = journal_run(&root.join("journal"), policy, batch, n, &data, true, None);
             // Amortized figure: median of 3 runs without per-batch clock reads.
             let mut untimed: Vec<Run> =
-                (0..3).map(|_| journal_run(&root.join("journal"), policy, batch, n, &data, false)).collect();
+                (0..3).map(|_| journal_run(&root.join("journal"), policy, batch, n, &data, false, None))
+                    .collect();
             untimed.sort_by(|a, b| a.ns_per_record.total_cmp(&b.ns_per_record));
             let (timed_ns, u) = (r.ns_per_record, &untimed[1]);
             let r = Run { ns_per_record: u.ns_per_record, syncs: u.syncs, ..r };
@@ -268,6 +276,24 @@ fn append_benches(root: &Path, sz: &Sizes) {
                 file_ns / r.ns_per_record
             );
         }
+    }
+}
+
+/// Group commit with a bound on records appended but not yet durable: the trade-off between
+/// throughput and acknowledgement latency a sequencer would actually run with.
+fn bounded_fsync_benches(root: &Path, sz: &Sizes) {
+    let n = sz.records_fsync;
+    let data = payloads(n);
+    for (batch, cap) in [(64usize, 4_096u64), (64, 32_768), (1024, 65_536)] {
+        let r = journal_run(&root.join("journal"), Policy::Fsync, batch, n, &data, true, Some(cap));
+        let name = format!("append/fsync/batch {batch}/in-flight <= {cap}");
+        println!(
+            "{name}/novate journal: {:.1} ns/record amortized ({:.2} M records/s), {} fdatasyncs",
+            r.ns_per_record,
+            1e3 / r.ns_per_record,
+            r.syncs
+        );
+        println!("{}", report(&format!("{name}/novate journal commit->durable per batch"), r.ack.as_ref().expect("fsync")));
     }
 }
 
@@ -455,6 +481,9 @@ fn main() {
     let run = |what: &str| only.as_deref().is_none_or(|o| o == what);
     if run("append") {
         append_benches(root.path(), &sz);
+    }
+    if run("append") || run("bounded") {
+        bounded_fsync_benches(root.path(), &sz);
     }
     if run("replay") {
         replay_benches(root.path(), &sz);
