@@ -41,8 +41,11 @@ pub struct DoctorReport {
     pub governors: Vec<(usize, String)>,
     /// `RLIMIT_MEMLOCK` soft limit in bytes (`None` = unlimited).
     pub memlock_limit_bytes: Option<u64>,
-    /// Whether the process runs as root (and so can mlock beyond the limit with CAP_IPC_LOCK).
+    /// Whether the process runs as root.
     pub root: bool,
+    /// Whether the process has CAP_IPC_LOCK (bit 14 of `CapEff` in `/proc/self/status`), which
+    /// lets it mlock beyond `RLIMIT_MEMLOCK`.
+    pub cap_ipc_lock: bool,
     /// Recommended settings, each marked present or missing.
     pub recommendations: Vec<Recommendation>,
 }
@@ -62,6 +65,18 @@ pub fn parse_bracketed(s: &str) -> Option<&str> {
     let start = s.find('[')? + 1;
     let end = start + s[start..].find(']')?;
     Some(&s[start..end])
+}
+
+/// CAP_IPC_LOCK's bit in the capability masks.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Whether `CapEff` in a `/proc/<pid>/status` text includes CAP_IPC_LOCK.
+pub fn has_cap_ipc_lock(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 fn read(path: &str) -> Option<String> {
@@ -104,6 +119,7 @@ pub fn doctor() -> DoctorReport {
         memlock_limit_bytes,
         // SAFETY: no preconditions.
         root: unsafe { libc::geteuid() } == 0,
+        cap_ipc_lock: read("/proc/self/status").is_some_and(|s| has_cap_ipc_lock(&s)),
         recommendations: Vec::new(),
     };
     report.recommendations = recommend(&report, &line);
@@ -146,8 +162,8 @@ fn recommend(r: &DoctorReport, cmdline: &str) -> Vec<Recommendation> {
             present: cmdline_has(cmdline, "processor.max_cstate") || cmdline_has(cmdline, "idle"),
         },
         Recommendation {
-            setting: "cpufreq governor = performance (intel_pstate=disable on Intel)".to_owned(),
-            why: "no frequency ramp-up after an idle period",
+            setting: "cpufreq governor=performance".to_owned(),
+            why: "no frequency ramp-up after idle (intel_pstate=disable on Intel)",
             present: governors_ok,
         },
         Recommendation {
@@ -156,14 +172,14 @@ fn recommend(r: &DoctorReport, cmdline: &str) -> Vec<Recommendation> {
             present: r.thp_mode.as_deref() == Some("madvise"),
         },
         Recommendation {
-            setting: "vm.nr_hugepages >= 512 (1 GiB of 2 MiB pages)".to_owned(),
+            setting: "vm.nr_hugepages>=512 (1 GiB of 2 MiB pages)".to_owned(),
             why: "rings, arenas and state in hugetlb pages: fewer TLB misses, never swapped",
             present: r.hugepages_2m.is_some_and(|h| h.total >= 512),
         },
         Recommendation {
             setting: "memlock unlimited (or CAP_IPC_LOCK)".to_owned(),
             why: "mlock the hot memory so it never page-faults",
-            present: r.memlock_limit_bytes.is_none() || r.root,
+            present: r.memlock_limit_bytes.is_none() || r.cap_ipc_lock,
         },
     ]
 }
@@ -204,7 +220,7 @@ impl fmt::Display for DoctorReport {
                 f,
                 "memlock limit    {} KiB{}",
                 b / 1024,
-                if self.root { " (root: CAP_IPC_LOCK lifts it)" } else { "" }
+                if self.cap_ipc_lock { " (CAP_IPC_LOCK: not binding)" } else { "" }
             )?,
         }
         writeln!(f, "recommended:")?;
@@ -233,6 +249,14 @@ mod tests {
     }
 
     #[test]
+    fn capability_parsing() {
+        assert!(has_cap_ipc_lock("Name:\tx\nCapEff:\t000001ffffffffff\n"));
+        assert!(has_cap_ipc_lock("CapEff:\t0000000000004000\n"));
+        assert!(!has_cap_ipc_lock("CapEff:\t0000000000003fff\n"));
+        assert!(!has_cap_ipc_lock("Name:\tx\n"));
+    }
+
+    #[test]
     fn bracketed_choice() {
         assert_eq!(parse_bracketed("always [madvise] never"), Some("madvise"));
         assert_eq!(parse_bracketed("[always] madvise never\n"), Some("always"));
@@ -247,6 +271,9 @@ mod tests {
         assert!(r.cmdline.is_some(), "/proc/cmdline is readable on Linux");
         assert!(matches!(r.thp_mode.as_deref(), Some("always" | "madvise" | "never") | None));
         assert_eq!(r.recommendations.len(), 8);
+        for rec in &r.recommendations {
+            assert!(rec.setting.len() <= 44, "widen the report's column for {}", rec.setting);
+        }
         // What the report says must match the command line it read.
         let line = r.cmdline.clone().unwrap();
         assert_eq!(r.isolcpus.is_some(), cmdline_param(&line, "isolcpus").is_some());
