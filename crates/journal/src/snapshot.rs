@@ -397,9 +397,18 @@ pub struct SnapshotWritten {
     pub write_time: Duration,
 }
 
+/// What the snapshotter thread is asked to write.
+enum Job {
+    /// The state hash was computed by the caller.
+    Hashed(Snapshot, u64),
+    /// Compute the hash here: restore the snapshot (which also proves it restores) and hash
+    /// the result, so the state machine thread pays only for `export()`.
+    Restore(Snapshot, Limits),
+}
+
 /// Writes snapshots on its own thread so the state machine only pays for `export()`.
 pub struct Snapshotter {
-    tx: Option<SyncSender<(Snapshot, u64)>>,
+    tx: Option<SyncSender<Job>>,
     done: Receiver<Result<SnapshotWritten, Error>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -408,14 +417,25 @@ impl Snapshotter {
     pub fn spawn(store: SnapshotStore) -> Snapshotter {
         // One queued behind the one being written: a snapshot is a whole copy of the state, so
         // more would only pile up memory; `submit` says when the writer is busy.
-        let (tx, rx) = sync_channel::<(Snapshot, u64)>(1);
+        let (tx, rx) = sync_channel::<Job>(1);
         let (dtx, done) = sync_channel(16);
         let handle = std::thread::Builder::new()
             .name("snapshotter".into())
             .spawn(move || {
-                while let Ok((snap, hash)) = rx.recv() {
+                while let Ok(job) = rx.recv() {
                     let t = Instant::now();
-                    let r = store.write(&snap, hash).map(|info| SnapshotWritten { info, write_time: t.elapsed() });
+                    let (snap, hash) = match job {
+                        Job::Hashed(snap, hash) => (snap, Ok(hash)),
+                        Job::Restore(snap, limits) => {
+                            let hash = StateMachine::restore(limits, &snap)
+                                .map(|sm| sm.state_hash())
+                                .map_err(|e| Error::SnapshotInvalid { seq: snap.last_seq, why: format!("restore: {e}") });
+                            (snap, hash)
+                        }
+                    };
+                    let r = hash
+                        .and_then(|h| store.write(&snap, h))
+                        .map(|info| SnapshotWritten { info, write_time: t.elapsed() });
                     drop(snap);
                     if dtx.try_send(r).is_err() {
                         // Nobody reads results: keep writing, drop the report.
@@ -429,7 +449,18 @@ impl Snapshotter {
     /// Queue `snap` (exported at `snap.last_seq`) with its state hash. `false` when the writer
     /// is busy and one is already queued (the caller tries again at a later batch boundary).
     pub fn submit(&self, snap: Snapshot, state_hash: u64) -> bool {
-        match self.tx.as_ref().expect("running").try_send((snap, state_hash)) {
+        self.send(Job::Hashed(snap, state_hash))
+    }
+
+    /// Like [`Snapshotter::submit`], but the state hash is computed on the snapshotter thread
+    /// by restoring `snap` with `limits` (the limits of the state machine it came from): the
+    /// caller's pause is `export()` alone.
+    pub fn submit_unhashed(&self, snap: Snapshot, limits: Limits) -> bool {
+        self.send(Job::Restore(snap, limits))
+    }
+
+    fn send(&self, job: Job) -> bool {
+        match self.tx.as_ref().expect("running").try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }

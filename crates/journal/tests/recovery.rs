@@ -161,13 +161,21 @@ fn snapshotter_writes_on_its_thread_and_retention_follows() {
             j.retain(w.info.seq, None).unwrap();
         }
     }
+    // The hash can also be computed on the snapshotter thread (the caller pays only export()).
+    j.append_command(20_001, 20_001, &synthetic::command(SEED, 20_001)).unwrap();
+    let _ = sm.apply(&synthetic::command(SEED, 20_001), 20_001, 20_001);
+    j.commit_wait().unwrap();
+    assert!(snapshotter.submit_unhashed(sm.export(), limits()));
+    let w = snapshotter.wait_result(Duration::from_secs(60)).unwrap().unwrap();
+    assert_eq!((w.info.seq, w.info.state_hash), (20_001, sm.state_hash()));
     snapshotter.shutdown();
     j.close().unwrap();
-    assert_eq!(store.list().unwrap().iter().map(|i| i.seq).collect::<Vec<_>>(), vec![20_000, 15_000]);
+    assert_eq!(store.list().unwrap().iter().map(|i| i.seq).collect::<Vec<_>>(), vec![20_001, 20_000]);
     assert!(scan::list_segments(&jdir).unwrap()[0].0 > 1, "retention removed old segments");
     drop(store);
     let rec = recover(t.path(), limits(), opts()).unwrap();
     assert_eq!(rec.state.state_hash(), sm.state_hash());
     assert_eq!(rec.replay.records, 0);
+    assert_eq!(rec.snapshot.map(|s| s.seq), Some(20_001));
     assert_eq!(written, vec![5_000, 10_000, 15_000, 20_000]);
 }
