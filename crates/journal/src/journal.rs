@@ -152,8 +152,9 @@ impl Watermark {
             }
             s.waiters.fetch_add(1, Ordering::SeqCst);
             let guard = s.wait_lock.lock().expect("lock");
-            // Re-check under the lock: the flusher notifies while holding it.
-            if self.durable() < seq && !s.failed.load(Ordering::SeqCst) {
+            // Re-check under the lock (the flusher notifies while holding it); SeqCst pairs with
+            // the flusher's store of `durable` and its load of `waiters`.
+            if s.durable.load(Ordering::SeqCst) < seq && !s.failed.load(Ordering::SeqCst) {
                 let step = (deadline - now).min(Duration::from_millis(10));
                 let _ = s.wait_cv.wait_timeout(guard, step).expect("lock");
             }
@@ -561,8 +562,10 @@ fn flusher(s: Arc<Shared>) {
                 return;
             }
             done = target;
-            // Release: a reader that sees `target` also sees everything the flush depended on.
-            s.durable.store(target, Ordering::Release);
+            // SeqCst (not just Release, which readers need to see the flushed state): it pairs
+            // with a waiter's SeqCst `waiters` increment and re-check, so either we see the
+            // waiter or it sees the new watermark (no missed wake-up).
+            s.durable.store(target, Ordering::SeqCst);
             s.syncs.fetch_add(1, Ordering::Relaxed);
             if s.waiters.load(Ordering::SeqCst) > 0 {
                 let _g = s.wait_lock.lock().expect("lock");

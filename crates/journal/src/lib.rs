@@ -87,6 +87,40 @@
 //! [`recover`] then restores the newest snapshot that verifies (its `state_hash()` is stored
 //! beside it) and replays the journal after its sequence number.
 
+//! # Use
+//!
+//! What the engine does: recover, then per batch append + commit, acknowledge up to the durable
+//! watermark, snapshot now and then, and drop journal segments the snapshot covers.
+//!
+//! ```
+//! use novate_journal::{recover, synthetic, Options, Policy, Snapshotter};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let opts = Options { segment_bytes: 1 << 20, policy: Policy::Fsync, ..Options::default() };
+//! let rec = recover(dir.path(), synthetic::limits(), opts).unwrap();
+//! let (mut sm, mut journal) = (rec.state, rec.journal);
+//! let snapshotter = Snapshotter::spawn(rec.snapshots);
+//! let watermark = journal.watermark(); // clone it to the thread that sends acks
+//! for _batch in 0..10 {
+//!     for _ in 0..100 {
+//!         let seq = journal.next_seq();
+//!         let cmd = synthetic::command(1, seq);
+//!         journal.append_command(/* ts */ 0, /* request id */ seq, &cmd).unwrap();
+//!     }
+//!     let last = journal.commit().unwrap(); // the flusher fdatasyncs; this does not wait
+//!     watermark.wait(last, Duration::from_secs(5)).unwrap(); // ack up to watermark.durable()
+//!     let first = last - 99;
+//!     for seq in first..=last {
+//!         let _ = sm.apply(&synthetic::command(1, seq), seq, 0); // apply only durable records
+//!     }
+//! }
+//! assert!(snapshotter.submit_unhashed(sm.export(), synthetic::limits()));
+//! let written = snapshotter.wait_result(Duration::from_secs(30)).unwrap().unwrap();
+//! journal.retain(written.info.seq, None).unwrap(); // or Some(archive_dir)
+//! assert_eq!(journal.close().unwrap(), 1_000);
+//! ```
+
 pub mod command;
 pub mod error;
 pub mod format;
