@@ -140,3 +140,18 @@ pub use recover::{data_dirs, recover, Recovered, JOURNAL_DIR, SNAPSHOT_DIR};
 pub use repair::{repair, RepairAction, RepairReport};
 pub use scan::{scan_journal, JournalScan};
 pub use snapshot::{SnapshotInfo, SnapshotStore, SnapshotWritten, Snapshotter, SNAPSHOTS_RETAINED};
+
+#[cfg(test)]
+mod tests {
+    /// The engine moves the journal to the sequencer thread and the watermark to the ack path.
+    #[test]
+    fn handles_can_move_across_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<super::Journal>();
+        send::<super::Snapshotter>();
+        send::<super::Recovered>();
+        send_sync::<super::Watermark>();
+        send_sync::<super::SnapshotStore>();
+    }
+}
