@@ -23,6 +23,7 @@ pub use config::{Config, ConfigError, DurabilityPolicy};
 pub use durability::{Journal, MemJournal, MemSnapshots, SnapshotStore};
 pub use pipeline::{
     event_account, event_kind, Answer, AnswerKind, CallError, Client, Engine, EngineError, EventFilter, Metrics,
-    ShutdownReport, StartReport, SubStatus, SubmitError, Subscription,
+    Answers, ClientMaker, ShutdownReport, StartReport, SubStatus, SubmitError, Submitter, Subscription,
 };
+pub use server::{Server, ServerHandle};
 pub use views::{Published, Views};

@@ -431,11 +431,43 @@ impl Engine {
         Client::new(self.shared.clone())
     }
 
+    /// A client split in two for a connection: the reader thread submits, `waker` (the writer
+    /// thread) receives the answers. The window is shared.
+    pub fn split_client(&self, waker: Thread) -> (Submitter, Answers) {
+        self.client_maker().split(waker)
+    }
+
+    /// Something that makes split clients from any thread (for connection threads).
+    pub fn client_maker(&self) -> ClientMaker {
+        ClientMaker { shared: self.shared.clone() }
+    }
+
     /// The published query views.
     pub fn views(&self) -> &Arc<Views> {
         &self.views
     }
+}
 
+/// Makes split clients of an engine; cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct ClientMaker {
+    shared: Arc<Shared>,
+}
+
+impl ClientMaker {
+    /// See [`Engine::split_client`].
+    pub fn split(&self, waker: Thread) -> (Submitter, Answers) {
+        let shared = self.shared.clone();
+        let (producer, consumer) = spsc::channel(shared.inflight_max).expect("validated power of two");
+        let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
+        shared.push_control(Control::Sink { id: sink, producer, waker });
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let sub = Submitter { shared: shared.clone(), sink, inflight: inflight.clone() };
+        (sub, Answers { shared, sink, consumer, inflight })
+    }
+}
+
+impl Engine {
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
     }
@@ -1085,6 +1117,92 @@ impl Client {
 }
 
 impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared.push_control(Control::Unsink { id: self.sink });
+    }
+}
+
+/// The submitting half of a split client (see [`Engine::split_client`]).
+pub struct Submitter {
+    shared: Arc<Shared>,
+    sink: u32,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Submitter {
+    /// Commands submitted and not yet taken from the [`Answers`].
+    pub fn inflight(&self) -> usize {
+        // Acquire: pairs with the Release decrement of the answer reader.
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    fn reserve(&self) -> Result<(), SubmitError> {
+        // Relaxed increment: the window check needs no ordering with the data path.
+        if self.inflight.fetch_add(1, Ordering::Relaxed) >= self.shared.inflight_max {
+            self.inflight.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubmitError::Busy);
+        }
+        Ok(())
+    }
+
+    fn push(&self, item: Inbound) -> Result<(), SubmitError> {
+        self.reserve()?;
+        match self.shared.try_ingress(item) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.inflight.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Submit without waiting: `Busy` if the window or the ingress ring is full.
+    pub fn try_submit(&self, request_id: u64, cmd: Command) -> Result<(), SubmitError> {
+        self.push(Inbound::Cmd(Request { cmd, sink: self.sink, request_id }))
+    }
+
+    /// Ask for the state hash (answered as `AnswerKind::Hash` in order with the commands).
+    pub fn try_state_hash(&self, request_id: u64) -> Result<(), SubmitError> {
+        self.push(Inbound::Barrier(Barrier::Hash { sink: self.sink, request_id }))
+    }
+
+    /// Wake the sequencer after a run of submissions.
+    pub fn flush(&self) {
+        Shared::wake(&self.shared.sequencer);
+    }
+
+    /// True once the engine refuses commands.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed) || self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.shared.wait
+    }
+}
+
+/// The answer half of a split client. Dropping it unregisters the client.
+pub struct Answers {
+    shared: Arc<Shared>,
+    sink: u32,
+    consumer: spsc::Consumer<Answer>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Answers {
+    pub fn poll(&mut self) -> Option<Answer> {
+        let a = self.consumer.try_pop()?;
+        // Release: the slot is free before the submitter may reuse the window.
+        self.inflight.fetch_sub(1, Ordering::Release);
+        Some(a)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Answers {
     fn drop(&mut self) {
         self.shared.push_control(Control::Unsink { id: self.sink });
     }

@@ -1,1 +1,587 @@
-//! placeholder
+//! The TCP ingress of `novated`: SOFH-framed SBE from members.
+//!
+//! # Protocol
+//! - A connection carries SOFH frames (crates/wire `frame`). Encoding `0x5BE0` (SBE 1.0 LE):
+//!   commands (templates 1..=8) and `ClearTradeBatch` (9); each command, and each batch entry,
+//!   gets exactly one answer, `Ack` (201) or `Reject` (202), matched by its `requestId`. Many
+//!   requests may be in flight on one connection (pipelining); answers come in sequence order.
+//! - Encoding `0xF500` (JSON, UTF-8): queries, answered from the published views (never by
+//!   stopping the state machine), in a JSON frame: `{"id":"1","q":"position","account":"1",
+//!   "instrument":"7"}`, `q` one of `position | account | instrument | hash`; numbers are decimal
+//!   strings (they exceed 2^53). The answer is `{"id":"1","ok":{...}}` or
+//!   `{"id":"1","error":{"code":2,"name":"UnknownAccount"}}`. `hash` travels through the pipeline
+//!   as a barrier and is answered in order with the commands. (The SBE schema has no query
+//!   messages yet; JSON keeps them out of it until it does.)
+//!
+//! # Robustness
+//! - A message that does not decode is answered `Reject{MalformedMessage | UnknownTemplate |
+//!   UnsupportedSchema}` (request id 0 when it cannot be read) and the connection goes on.
+//! - A frame header that is not SOFH/SBE or JSON, or a length below 6 or above
+//!   `FRAME_LEN_MAX`, cannot be resynchronised: `Reject{MalformedMessage}` with request id 0,
+//!   then the connection is closed. Truncated frames wait for their bytes; memory per
+//!   connection is bounded by one `FRAME_LEN_MAX` buffer.
+//! - Back-pressure: each connection has `client_inflight_max` commands in flight at most; past
+//!   that its reader stops reading the socket (TCP pushes back on the member). A member that
+//!   stops reading its answers is disconnected after `net.write_timeout_ms`; it never blocks
+//!   the engine or other connections.
+//! - At most `net.connections_max` connections; more are closed at once.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use novate_core::Reject;
+use novate_ring::Waiter;
+use novate_wire::convert::{encode_ack, encode_reject, reject_code, reject_code_of_decode_error};
+use novate_wire::frame::{write_frame, FRAME_LEN_MAX, SBE_LE_ENCODING, SOFH_LEN};
+use novate_wire::{Message, RejectCode};
+
+use crate::config::Config;
+use crate::pipeline::{AnswerKind, Answers, ClientMaker, Engine, EngineError, Submitter};
+use crate::views::Views;
+
+/// SOFH encoding type of JSON (UTF-8) frames: queries.
+pub const JSON_ENCODING: u16 = 0xF500;
+
+/// A running daemon: the engine and its listener.
+pub struct Server {
+    engine: Option<Engine>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    listener: Option<JoinHandle<()>>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// What a handle to a running server can do from another thread (signal handling).
+#[derive(Clone)]
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl ServerHandle {
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Server {
+    /// Open the engine (recovering its data dir) and listen.
+    pub fn start(cfg: &Config) -> Result<Server, EngineError> {
+        let engine = Engine::open(cfg)?;
+        let listener = TcpListener::bind(cfg.listen_addr().map_err(|e| EngineError::Config(e.to_string()))?)
+            .map_err(EngineError::Io)?;
+        listener.set_nonblocking(true).map_err(EngineError::Io)?;
+        let addr = listener.local_addr().map_err(EngineError::Io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+        let workers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let active = Arc::new(AtomicUsize::new(0));
+        let ctx = ConnCtx {
+            maker: engine.client_maker(),
+            views: engine.views().clone(),
+            write_timeout: Duration::from_millis(cfg.net.write_timeout_ms),
+            active: active.clone(),
+        };
+        let max = cfg.net.connections_max;
+        let (st, cs, ws) = (stop.clone(), conns.clone(), workers.clone());
+        let listener_thread = thread::Builder::new()
+            .name("novate-listener".into())
+            .spawn(move || {
+                let mut next_id = 0u64;
+                while !st.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((sock, _)) => {
+                            if active.load(Ordering::SeqCst) >= max {
+                                drop(sock); // over connections_max: closed at once
+                                continue;
+                            }
+                            active.fetch_add(1, Ordering::SeqCst);
+                            let _ = sock.set_nonblocking(false);
+                            let _ = sock.set_nodelay(true);
+                            lock_send_buffer(&sock);
+                            next_id += 1;
+                            let id = next_id;
+                            if let Ok(c) = sock.try_clone() {
+                                if let Ok(mut v) = cs.lock() {
+                                    v.insert(id, c);
+                                }
+                            }
+                            let ctx = ctx.clone();
+                            let registry = cs.clone();
+                            let h = thread::Builder::new().name("novate-conn".into()).spawn(move || {
+                                serve_conn(sock, ctx);
+                                // Close our last clone of the socket.
+                                if let Ok(mut v) = registry.lock() {
+                                    v.remove(&id);
+                                }
+                            });
+                            match h {
+                                Ok(h) => {
+                                    if let Ok(mut w) = ws.lock() {
+                                        w.retain(|h| !h.is_finished());
+                                        w.push(h);
+                                    }
+                                }
+                                Err(_) => {
+                                    active.fetch_sub(1, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+            .map_err(EngineError::Io)?;
+        Ok(Server { engine: Some(engine), addr, stop, conns, listener: Some(listener_thread), workers })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("engine present until shutdown")
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { stop: self.stop.clone() }
+    }
+
+    /// True once `ServerHandle::request_stop` was called.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Graceful shutdown: stop accepting, stop reading (every request already read is answered),
+    /// then drain, commit and snapshot the engine.
+    pub fn shutdown(mut self) -> crate::pipeline::ShutdownReport {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(l) = self.listener.take() {
+            let _ = l.join();
+        }
+        if let Ok(v) = self.conns.lock() {
+            for c in v.values() {
+                let _ = c.shutdown(Shutdown::Read);
+            }
+        }
+        let engine = self.engine.take().expect("engine present");
+        // Connection threads end when their reader sees EOF and their answers are written.
+        let handles: Vec<_> = self.workers.lock().map(|mut w| w.drain(..).collect()).unwrap_or_default();
+        for h in handles {
+            let _ = h.join();
+        }
+        engine.shutdown()
+    }
+}
+
+#[derive(Clone)]
+struct ConnCtx {
+    maker: ClientMaker,
+    views: Arc<Views>,
+    write_timeout: Duration,
+    active: Arc<AtomicUsize>,
+}
+
+/// What the reader hands the writer besides the engine's answers.
+enum Local {
+    Bytes(Vec<u8>),
+    /// A hash query: the answer with this request id is JSON for query `id`.
+    HashQuery { request_id: u64, id: String },
+    Close,
+}
+
+fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
+    let _guard = ActiveGuard(ctx.active.clone());
+    let Ok(wsock) = sock.try_clone() else { return };
+    let _ = wsock.set_write_timeout(Some(ctx.write_timeout));
+    let (ltx, lrx) = mpsc::channel::<Local>();
+    let dead = Arc::new(AtomicBool::new(false));
+    let (ctx_tx, ctx_rx) = mpsc::channel();
+    let dead_w = dead.clone();
+    let maker = ctx.maker.clone();
+    let write_timeout = ctx.write_timeout;
+    let writer = thread::Builder::new().name("novate-conn-w".into()).spawn(move || {
+        // The writer receives the answers, so it registers itself as the one to wake.
+        let (sub, answers) = maker.split(thread::current());
+        let _ = ctx_tx.send(sub);
+        write_loop(wsock, answers, lrx, &dead_w, write_timeout);
+        dead_w.store(true, Ordering::SeqCst);
+    });
+    let Ok(writer) = writer else { return };
+    let Ok(sub) = ctx_rx.recv() else {
+        let _ = writer.join();
+        return;
+    };
+    let writer_thread = writer.thread().clone();
+    read_loop(sock.try_clone().ok(), &sub, &ctx.views, &ltx, &dead, &writer_thread);
+    let _ = ltx.send(Local::Close);
+    writer_thread.unpark();
+    let _ = writer.join();
+    let _ = sock.shutdown(Shutdown::Both);
+}
+
+/// Bytes of answers the kernel may hold for one connection. Fixed (setting it turns off the
+/// kernel's send-buffer autotuning), so a member that stops reading fills it quickly and its
+/// writes time out, instead of the kernel soaking up megabytes at a trickle.
+pub const SEND_BUFFER_BYTES: libc::c_int = 256 * 1024;
+
+fn lock_send_buffer(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size = SEND_BUFFER_BYTES;
+    // SAFETY: a valid socket fd and a pointer to a c_int of the given length.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn reject_frame(request_id: u64, code: RejectCode) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let n = write_frame(&mut buf, |b| encode_reject(b, request_id, code)).unwrap_or(0);
+    buf[..n].to_vec()
+}
+
+fn json_frame(text: &str) -> Vec<u8> {
+    let n = SOFH_LEN + text.len();
+    let mut v = Vec::with_capacity(n);
+    v.extend_from_slice(&(n as u32).to_be_bytes());
+    v.extend_from_slice(&JSON_ENCODING.to_be_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v
+}
+
+/// Read frames and submit; returns when the peer closes, the stream breaks, or the writer died.
+fn read_loop(
+    sock: Option<TcpStream>,
+    sub: &Submitter,
+    views: &Views,
+    local: &mpsc::Sender<Local>,
+    dead: &AtomicBool,
+    writer: &thread::Thread,
+) {
+    let Some(mut sock) = sock else { return };
+    let mut buf = vec![0u8; FRAME_LEN_MAX * 2];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut waiter = Waiter::new(sub.wait_strategy());
+    loop {
+        // Parse every complete frame in the buffer.
+        loop {
+            let avail = &buf[start..end];
+            if avail.len() < SOFH_LEN {
+                break;
+            }
+            let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+            let enc = u16::from_be_bytes([avail[4], avail[5]]);
+            if (enc != SBE_LE_ENCODING && enc != JSON_ENCODING) || !(SOFH_LEN..=FRAME_LEN_MAX).contains(&len) {
+                let _ = local.send(Local::Bytes(reject_frame(0, RejectCode::MalformedMessage)));
+                writer.unpark();
+                return; // cannot resynchronise
+            }
+            if avail.len() < len {
+                break;
+            }
+            let payload = &avail[SOFH_LEN..len];
+            if enc == JSON_ENCODING {
+                let out = query(payload, views, sub, local);
+                if let Some(out) = out {
+                    let _ = local.send(Local::Bytes(out));
+                }
+            } else if !submit_frame(payload, sub, local, dead, &mut waiter) {
+                return;
+            }
+            start += len;
+        }
+        sub.flush();
+        writer.unpark();
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if start > 0 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        if dead.load(Ordering::SeqCst) {
+            return;
+        }
+        match sock.read(&mut buf[end..]) {
+            Ok(0) => return,
+            Ok(n) => end += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Submit the commands of one SBE frame; false if the connection must end.
+fn submit_frame(payload: &[u8], sub: &Submitter, local: &mpsc::Sender<Local>, dead: &AtomicBool, waiter: &mut Waiter) -> bool {
+    // The request id sits first in every command block; use it for wire-level rejections.
+    let rid_guess = payload.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let msg = match novate_wire::decode_exact(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = local.send(Local::Bytes(reject_frame(rid_guess, reject_code_of_decode_error(&e))));
+            return true;
+        }
+    };
+    let mut submit = |rid: u64, cmd| -> bool {
+        loop {
+            match sub.try_submit(rid, cmd) {
+                Ok(()) => {
+                    waiter.reset();
+                    return true;
+                }
+                Err(crate::pipeline::SubmitError::Busy) => {
+                    // Window full: stop reading until answers are written (TCP back-pressure).
+                    sub.flush();
+                    if dead.load(Ordering::SeqCst) {
+                        return false;
+                    }
+                    waiter.wait();
+                }
+                Err(crate::pipeline::SubmitError::Closed) => return false,
+            }
+        }
+    };
+    match &msg {
+        Message::ClearTradeBatch(b) => {
+            for (rid, cmd) in b.commands() {
+                if !submit(rid, cmd) {
+                    return false;
+                }
+            }
+            true
+        }
+        m => match m.command() {
+            Some((rid, cmd)) => submit(rid, cmd),
+            None => {
+                // An event or an answer sent to the engine: not a command.
+                let _ = local.send(Local::Bytes(reject_frame(rid_guess, RejectCode::UnknownTemplate)));
+                true
+            }
+        },
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Query {
+    id: String,
+    q: String,
+    account: Option<String>,
+    instrument: Option<String>,
+}
+
+fn error_json(id: &str, code: u16, name: &str) -> String {
+    format!("{{\"id\":{},\"error\":{{\"code\":{code},\"name\":\"{name}\"}}}}", json_str(id))
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Answer a JSON query from the views (or submit a hash barrier); `None` when the answer will
+/// come from the pipeline.
+fn query(payload: &[u8], views: &Views, sub: &Submitter, local: &mpsc::Sender<Local>) -> Option<Vec<u8>> {
+    let q: Query = match serde_json::from_slice(payload) {
+        Ok(q) => q,
+        Err(_) => return Some(json_frame(&error_json("", 1000, "MalformedMessage"))),
+    };
+    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+    let id = q.id.clone();
+    let text = match q.q.as_str() {
+        "position" => match (num(&q.account), num(&q.instrument).and_then(|i| u32::try_from(i).ok())) {
+            (Some(a), Some(i)) => match views.position(a, i) {
+                Some(p) => {
+                    let v = p.value;
+                    format!(
+                        "{{\"id\":{},\"ok\":{{\"account\":\"{}\",\"instrument\":\"{}\",\"qty\":\"{}\",\"cost\":\"{}\",\"realized\":\"{}\",\"unrealized\":\"{}\",\"avgPrice\":{},\"seq\":\"{}\"}}}}",
+                        json_str(&id), v.account, v.instrument, v.qty, v.cost, v.realized, v.unrealized,
+                        v.avg_price.map_or("null".to_string(), |x| format!("\"{x}\"")), p.seq
+                    )
+                }
+                None => format!("{{\"id\":{},\"ok\":null}}", json_str(&id)),
+            },
+            _ => error_json(&id, 1000, "MalformedMessage"),
+        },
+        "account" => match num(&q.account) {
+            Some(a) => match views.account(a) {
+                Ok(p) => {
+                    let v = p.value;
+                    let s = v.spec;
+                    format!(
+                        "{{\"id\":{},\"ok\":{{\"id\":\"{}\",\"maxPosition\":\"{}\",\"maxNotional\":\"{}\",\"maxLoss\":\"{}\",\"suspended\":{},\"collateral\":\"{}\",\"notional\":\"{}\",\"unrealized\":\"{}\",\"realized\":\"{}\",\"equity\":\"{}\",\"margin\":\"{}\",\"excess\":\"{}\",\"positions\":{},\"seq\":\"{}\"}}}}",
+                        json_str(&id), s.id, s.max_position, s.max_notional, s.max_loss, s.suspended, v.collateral,
+                        v.totals.notional, v.totals.unrealized, v.totals.realized, v.equity, v.margin, v.excess, v.positions, p.seq
+                    )
+                }
+                Err(r) => error_json(&id, r.code(), r.name()),
+            },
+            None => error_json(&id, 1000, "MalformedMessage"),
+        },
+        "instrument" => match num(&q.instrument).and_then(|i| u32::try_from(i).ok()) {
+            Some(i) => match views.instrument(i) {
+                Some(p) => {
+                    let v = p.value;
+                    format!(
+                        "{{\"id\":{},\"ok\":{{\"id\":\"{}\",\"multiplier\":\"{}\",\"marginBps\":\"{}\",\"settleDays\":{},\"mark\":\"{}\",\"lastPrice\":\"{}\",\"holders\":{},\"seq\":\"{}\"}}}}",
+                        json_str(&id), v.spec.id, v.spec.multiplier, v.spec.margin_bps, v.spec.settle_days, v.mark, v.last_price, v.holders, p.seq
+                    )
+                }
+                None => format!("{{\"id\":{},\"ok\":null}}", json_str(&id)),
+            },
+            None => error_json(&id, 1000, "MalformedMessage"),
+        },
+        "hash" => {
+            // Request ids of hash barriers live in their own space (top bit set).
+            static NEXT: AtomicUsize = AtomicUsize::new(1);
+            let rid = (1u64 << 63) | NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+            let _ = local.send(Local::HashQuery { request_id: rid, id });
+            // The Local must reach the writer before the answer can: send first, then submit.
+            let mut w = Waiter::new(sub.wait_strategy());
+            loop {
+                match sub.try_state_hash(rid) {
+                    Ok(()) => break,
+                    Err(crate::pipeline::SubmitError::Busy) => {
+                        sub.flush();
+                        w.wait();
+                    }
+                    Err(_) => return Some(json_frame(&error_json(&q.id, 1000, "Closed"))),
+                }
+            }
+            return None;
+        }
+        _ => error_json(&id, 1001, "UnknownTemplate"),
+    };
+    Some(json_frame(&text))
+}
+
+/// Write answers (batched per syscall) until the reader is done and nothing is in flight.
+/// `write_all`, but the whole buffer must go within `timeout` (a socket write timeout alone
+/// restarts with every partial write, so a peer that reads a trickle would never be cut off).
+fn write_all_within(sock: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        sock.set_write_timeout(Some(left))?;
+        match sock.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_loop(mut sock: TcpStream, mut answers: Answers, local: mpsc::Receiver<Local>, dead: &AtomicBool, timeout: Duration) {
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut hash_queries: Vec<(u64, String)> = Vec::new();
+    let mut reader_done = false;
+    let mut waiter = Waiter::new(novate_ring::WaitStrategy::Park);
+    let mut frame = [0u8; 64];
+    loop {
+        let mut progressed = false;
+        while let Ok(l) = local.try_recv() {
+            progressed = true;
+            match l {
+                Local::Bytes(b) => out.extend_from_slice(&b),
+                Local::HashQuery { request_id, id } => hash_queries.push((request_id, id)),
+                Local::Close => reader_done = true,
+            }
+        }
+        while let Some(a) = answers.poll() {
+            progressed = true;
+            let n = match a.kind {
+                AnswerKind::Ack { seq, ts } => write_frame(&mut frame, |b| encode_ack(b, a.request_id, seq, ts)).unwrap_or(0),
+                AnswerKind::Reject { reason, .. } => {
+                    write_frame(&mut frame, |b| encode_reject(b, a.request_id, reject_code(reason))).unwrap_or(0)
+                }
+                AnswerKind::Hash { seq, hash } => {
+                    // Its query was sent before the barrier; it may not have been read yet.
+                    if !hash_queries.iter().any(|(r, _)| *r == a.request_id) {
+                        while let Ok(l) = local.try_recv() {
+                            match l {
+                                Local::Bytes(b) => out.extend_from_slice(&b),
+                                Local::HashQuery { request_id, id } => hash_queries.push((request_id, id)),
+                                Local::Close => reader_done = true,
+                            }
+                        }
+                    }
+                    if let Some(k) = hash_queries.iter().position(|(r, _)| *r == a.request_id) {
+                        let (_, id) = hash_queries.swap_remove(k);
+                        out.extend_from_slice(&json_frame(&format!(
+                            "{{\"id\":{},\"ok\":{{\"hash\":\"{hash}\",\"seq\":\"{seq}\"}}}}",
+                            json_str(&id)
+                        )));
+                    }
+                    0
+                }
+                AnswerKind::Snapshot { .. } => 0,
+                AnswerKind::Unavailable => {
+                    // The journal failed: nothing more can be acknowledged on this connection.
+                    let _ = sock.write_all(&out);
+                    return;
+                }
+            };
+            out.extend_from_slice(&frame[..n]);
+            if out.len() > 60 * 1024 {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            if write_all_within(&mut sock, &out, timeout).is_err() {
+                // Timed out (the member does not read) or gone: drop the connection.
+                dead.store(true, Ordering::SeqCst);
+                let _ = sock.shutdown(Shutdown::Both);
+                return;
+            }
+            out.clear();
+        }
+        if reader_done && answers.inflight() == 0 {
+            return;
+        }
+        if progressed {
+            waiter.reset();
+        } else {
+            waiter.wait();
+        }
+    }
+}
+
+/// A reject for a core rejection, as the wire carries it (for tests and tools).
+pub fn wire_code(r: Reject) -> RejectCode {
+    reject_code(r)
+}

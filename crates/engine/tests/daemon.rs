@@ -1,0 +1,284 @@
+//! novated's TCP ingress: pipelining with one answer per request, and faults a client can inject
+//! (garbage, huge lengths, truncated frames, wrong templates, a connection that never reads its
+//! answers) that must neither crash nor wedge the daemon.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use novate_core::*;
+use novate_engine::{Config, Server};
+use novate_wire::convert::{encode_clear_trade, encode_command};
+use novate_wire::frame::{parse_frame, write_frame};
+use novate_wire::{decode_exact, Message, RejectCode};
+
+fn server(write_timeout_ms: u64, inflight: usize) -> Server {
+    let mut c = Config::default();
+    c.net.listen = "127.0.0.1:0".into();
+    c.net.write_timeout_ms = write_timeout_ms;
+    c.engine.client_inflight_max = inflight;
+    c.engine.accounts_max = 100;
+    c.engine.instruments_max = 10;
+    c.engine.positions_max = 1000;
+    c.engine.trades_max = 1_000_000;
+    Server::start(&c).unwrap()
+}
+
+fn connect(s: &Server) -> TcpStream {
+    let t = TcpStream::connect(s.local_addr()).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    t
+}
+
+fn frame(rid: u64, cmd: &Command) -> Vec<u8> {
+    let mut b = [0u8; 128];
+    let n = write_frame(&mut b, |x| encode_command(x, rid, cmd)).unwrap();
+    b[..n].to_vec()
+}
+
+fn setup() -> Vec<Command> {
+    vec![
+        Command::UpsertInstrument(InstrumentSpec { id: 7, multiplier: 1, margin_bps: 1000, settle_days: 2 }),
+        Command::UpsertAccount(AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
+        Command::UpsertAccount(AccountSpec { id: 2, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
+    ]
+}
+
+fn trade(id: u64) -> Command {
+    Command::ClearTrade(Trade { trade_id: id, buy: 1, sell: 2, instrument: 7, qty: 1, price: 10 * PRICE_SCALE, trade_date: 20261125 })
+}
+
+/// Read frames until `n` messages arrived (or EOF); returns (template, request id, payload).
+fn read_frames(t: &mut TcpStream, n: usize) -> Vec<(Vec<u8>, u16)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while out.len() < n {
+        loop {
+            match parse_frame(&buf) {
+                Ok(Some((_, len))) => {
+                    let enc = u16::from_be_bytes([buf[4], buf[5]]);
+                    out.push((buf[6..len].to_vec(), enc));
+                    buf.drain(..len);
+                }
+                _ => {
+                    if buf.len() >= 6 && u16::from_be_bytes([buf[4], buf[5]]) == 0xF500 {
+                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if buf.len() >= len {
+                            out.push((buf[6..len].to_vec(), 0xF500));
+                            buf.drain(..len);
+                            continue;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        if out.len() >= n {
+            break;
+        }
+        match t.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    out
+}
+
+fn answer(payload: &[u8]) -> (u64, Option<RejectCode>) {
+    match decode_exact(payload).unwrap() {
+        Message::Ack(a) => (a.request_id(), None),
+        Message::Reject(r) => (r.request_id(), Some(r.code())),
+        m => panic!("not an answer: {m:?}"),
+    }
+}
+
+#[test]
+fn one_connection_pipelines_many_requests_each_answered_once() {
+    let s = server(5_000, 1024);
+    let mut t = connect(&s);
+    let mut bytes = Vec::new();
+    for (i, c) in setup().iter().enumerate() {
+        bytes.extend(frame(i as u64 + 1, c));
+    }
+    for i in 0..500u64 {
+        bytes.extend(frame(1000 + i, &trade(i + 1)));
+    }
+    bytes.extend(frame(5000, &trade(1))); // duplicate
+    // A ClearTradeBatch: each entry its own answer.
+    let mut b = vec![0u8; 4096];
+    let trades: Vec<_> = (0..10u64)
+        .map(|i| (7000 + i, Trade { trade_id: 9000 + i, buy: 1, sell: 2, instrument: 7, qty: 1, price: PRICE_SCALE, trade_date: 20261125 }))
+        .collect();
+    let n = write_frame(&mut b, |x| novate_wire::convert::encode_clear_trade_batch(x, &trades)).unwrap();
+    bytes.extend(&b[..n]);
+    t.write_all(&bytes).unwrap();
+    let got = read_frames(&mut t, 3 + 500 + 1 + 10);
+    assert_eq!(got.len(), 514);
+    let mut rids: Vec<u64> = Vec::new();
+    for (p, _) in &got {
+        let (rid, code) = answer(p);
+        if rid == 5000 {
+            assert_eq!(code, Some(RejectCode::Duplicate));
+        } else {
+            assert_eq!(code, None, "request {rid}");
+        }
+        rids.push(rid);
+    }
+    let mut sorted = rids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 514, "every request answered exactly once");
+    assert_eq!(rids, {
+        let mut v: Vec<u64> = (1..=3).collect();
+        v.extend(1000..1500);
+        v.push(5000);
+        v.extend(7000..7010);
+        v
+    }, "answers come in sequence order");
+    // Queries (JSON frames) from the published views.
+    let q = br#"{"id":"q1","q":"position","account":"1","instrument":"7"}"#;
+    let mut f = ((q.len() + 6) as u32).to_be_bytes().to_vec();
+    f.extend([0xF5, 0x00]);
+    f.extend(q);
+    let h = br#"{"id":"q2","q":"hash"}"#;
+    f.extend(((h.len() + 6) as u32).to_be_bytes());
+    f.extend([0xF5, 0x00]);
+    f.extend(h);
+    let a = br#"{"id":"q3","q":"account","account":"404"}"#;
+    f.extend(((a.len() + 6) as u32).to_be_bytes());
+    f.extend([0xF5, 0x00]);
+    f.extend(a);
+    t.write_all(&f).unwrap();
+    let got = read_frames(&mut t, 3);
+    let texts: Vec<String> = got.iter().map(|(p, _)| String::from_utf8(p.clone()).unwrap()).collect();
+    assert!(texts.iter().any(|x| x.contains(r#""id":"q1","ok":{"account":"1","instrument":"7","qty":"510""#)), "{texts:?}");
+    assert!(texts.iter().any(|x| x.contains(r#""id":"q2","ok":{"hash":""#) && x.contains(r#""seq":"514""#)), "{texts:?}");
+    assert!(texts.iter().any(|x| x.contains(r#""id":"q3","error":{"code":2,"name":"UnknownAccount"}"#)), "{texts:?}");
+    drop(t);
+    let r = s.shutdown();
+    assert_eq!(r.last_seq, 514);
+}
+
+#[test]
+fn garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon() {
+    let s = server(5_000, 1024);
+    // Garbage: not a SOFH header. One reject (request 0), then the connection is closed.
+    let mut g = connect(&s);
+    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let got = read_frames(&mut g, 2);
+    assert_eq!(got.len(), 1);
+    assert_eq!(answer(&got[0].0), (0, Some(RejectCode::MalformedMessage)));
+    // A huge declared length: refused at once, not waited for.
+    let mut h = connect(&s);
+    h.write_all(&[0xff, 0xff, 0xff, 0xff, 0x5b, 0xe0, 1, 2, 3]).unwrap();
+    let got = read_frames(&mut h, 2);
+    assert_eq!(got.len(), 1);
+    assert_eq!(answer(&got[0].0).1, Some(RejectCode::MalformedMessage));
+    // Truncated: half a frame, then the client goes away.
+    let mut tr = connect(&s);
+    let f = frame(1, &setup()[0]);
+    tr.write_all(&f[..f.len() / 2]).unwrap();
+    drop(tr);
+    // A well-framed message that is not a command, one with a bad template, one too short:
+    // each rejected, the connection stays usable.
+    let mut w = connect(&s);
+    let mut bytes = Vec::new();
+    let mut b = [0u8; 128];
+    let n = write_frame(&mut b, |x| novate_wire::convert::encode_ack(x, 77, 1, 1)).unwrap();
+    bytes.extend(&b[..n]);
+    let mut bad = frame(78, &setup()[0]);
+    bad[6 + 2] = 99; // template id 99
+    bytes.extend(bad);
+    bytes.extend([0, 0, 0, 8, 0x5b, 0xe0, 1, 2]); // 2-byte message
+    bytes.extend(frame(79, &setup()[0]));
+    w.write_all(&bytes).unwrap();
+    let got = read_frames(&mut w, 4);
+    let answers: Vec<_> = got.iter().map(|(p, _)| answer(p)).collect();
+    assert_eq!(answers[0], (77, Some(RejectCode::UnknownTemplate)));
+    assert_eq!(answers[1], (78, Some(RejectCode::UnknownTemplate)));
+    assert_eq!(answers[2].1, Some(RejectCode::MalformedMessage));
+    assert_eq!(answers[3], (79, None));
+    // And a fresh connection works.
+    let mut ok = connect(&s);
+    ok.write_all(&frame(80, &setup()[1])).unwrap();
+    assert_eq!(answer(&read_frames(&mut ok, 1)[0].0), (80, None));
+    s.shutdown();
+}
+
+#[test]
+fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
+    let s = server(300, 64);
+    let mut setup_conn = connect(&s);
+    for (i, c) in setup().iter().enumerate() {
+        setup_conn.write_all(&frame(i as u64, c)).unwrap();
+    }
+    assert_eq!(read_frames(&mut setup_conn, 3).len(), 3);
+    // The stuck client writes a million trades and never reads. (A small receive buffer, so the
+    // kernel does not soak up megabytes of answers before the daemon's writes block.)
+    let stuck = connect(&s);
+    {
+        use std::os::fd::AsRawFd;
+        let size: libc::c_int = 4096;
+        // SAFETY: a valid socket fd and a pointer to a c_int of the given length.
+        unsafe {
+            libc::setsockopt(
+                stuck.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    let mut w = stuck.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut buf = Vec::with_capacity(64 * 1000);
+        let mut f = [0u8; 128];
+        for block in 0..1000u64 {
+            buf.clear();
+            for i in 0..1000u64 {
+                let id = block * 1000 + i + 1;
+                let t = Trade { trade_id: id, buy: 1, sell: 2, instrument: 7, qty: 1, price: PRICE_SCALE, trade_date: 20261125 };
+                let n = write_frame(&mut f, |x| encode_clear_trade(x, id, &t)).unwrap();
+                buf.extend_from_slice(&f[..n]);
+            }
+            if w.write_all(&buf).is_err() {
+                return block; // the daemon hung up on us
+            }
+        }
+        1000
+    });
+    // Meanwhile another member is served normally.
+    let mut other = connect(&s);
+    for i in 0..20u64 {
+        other.write_all(&frame(i, &Command::CheckOrder { account: 1, instrument: 7, side: Side::Buy, qty: 1, price: PRICE_SCALE })).unwrap();
+        let got = read_frames(&mut other, 1);
+        assert_eq!(answer(&got[0].0), (i, Some(RejectCode::Margin)), "no collateral: a typed answer");
+    }
+    let blocks = writer.join().unwrap();
+    assert!(blocks < 1000, "the stuck connection was cut off");
+    // The daemon is still fine and shuts down cleanly.
+    let mut again = connect(&s);
+    again.write_all(&frame(1, &setup()[1])).unwrap();
+    assert_eq!(answer(&read_frames(&mut again, 1)[0].0), (1, None));
+    drop(stuck);
+    s.shutdown();
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_at_once() {
+    let mut c = Config::default();
+    c.net.listen = "127.0.0.1:0".into();
+    c.net.connections_max = 1;
+    let s = Server::start(&c).unwrap();
+    let mut a = connect(&s);
+    a.write_all(&frame(1, &setup()[1])).unwrap();
+    assert_eq!(read_frames(&mut a, 1).len(), 1);
+    let mut b = connect(&s);
+    let _ = b.write_all(&frame(2, &setup()[2]));
+    assert_eq!(read_frames(&mut b, 1).len(), 0, "refused");
+    drop(a);
+    s.shutdown();
+}
