@@ -1094,46 +1094,40 @@ impl StateMachine {
     /// and remembered trades, each in ascending id order (independent of internal layout and of
     /// `seq`/`ts`). Allocates for sorting; not for the hot path.
     pub fn state_hash(&self) -> u64 {
+        self.export().state_hash()
+    }
+}
+
+impl Snapshot {
+    /// The `state_hash()` of the state this snapshot holds, without restoring it: instruments,
+    /// then accounts each followed by its positions, then trades, all in ascending id order.
+    /// `StateMachine::state_hash` is defined as this, so the two cannot disagree.
+    pub fn state_hash(&self) -> u64 {
         let mut h = StableHasher::default();
-        let mut ins: Vec<&Instrument> = self.instruments.iter().collect();
-        ins.sort_unstable_by_key(|i| i.spec.id);
-        h.u64(ins.len() as u64);
-        for i in ins {
-            let s = i.spec;
-            h.u64(u64::from(s.id))
-                .i64(s.multiplier)
-                .i64(s.margin_bps)
-                .u64(u64::from(s.settle_days));
-            h.i64(i.explicit_mark).i64(i.last_price);
+        h.u64(self.instruments.len() as u64);
+        for (s, mark, last) in &self.instruments {
+            h.u64(u64::from(s.id)).i64(s.multiplier).i64(s.margin_bps).u64(u64::from(s.settle_days));
+            h.i64(*mark).i64(*last);
         }
-        let mut rows: Vec<u32> = (0..self.accounts.len() as u32).collect();
-        rows.sort_unstable_by_key(|&r| self.accounts[r as usize].spec.id);
-        h.u64(rows.len() as u64);
-        let mut books: Vec<(InstrumentId, Book)> = Vec::new();
-        for row in rows {
-            let a = &self.accounts[row as usize];
-            let s = a.spec;
+        h.u64(self.accounts.len() as u64);
+        let mut rest = &self.positions[..];
+        for (s, collateral) in &self.accounts {
             h.u64(s.id).i64(s.max_position).i128(s.max_notional).i128(s.max_loss);
-            h.u64(u64::from(s.suspended)).i128(a.collateral);
-            books.clear();
-            let _ = self.for_each_slot(row, |slot| {
-                let p = &self.positions[slot as usize];
-                books.push((self.instruments[p.instrument as usize].spec.id, p.book));
-                Ok(())
-            });
-            books.sort_unstable_by_key(|b| b.0);
-            h.u64(books.len() as u64);
-            for (id, b) in &books {
-                h.u64(u64::from(*id)).i64(b.qty).i128(b.cost).i128(b.realized);
+            h.u64(u64::from(s.suspended)).i128(*collateral);
+            // Positions are sorted by (account, instrument): skip any of unknown accounts, then
+            // take this account's run.
+            let skip = rest.partition_point(|p| p.0 < s.id);
+            let run = rest[skip..].partition_point(|p| p.0 == s.id);
+            h.u64(run as u64);
+            for (_, instrument, b) in &rest[skip..skip + run] {
+                h.u64(u64::from(*instrument)).i64(b.qty).i128(b.cost).i128(b.realized);
             }
+            rest = &rest[skip + run..];
         }
-        let mut trades: Vec<&TradeRecord> = self.trades.iter().collect();
-        trades.sort_unstable_by_key(|t| t.trade.trade_id);
-        h.u64(trades.len() as u64);
-        for r in trades {
-            let t = r.trade;
+        h.u64(self.trades.len() as u64);
+        for (t, busted) in &self.trades {
             h.u64(t.trade_id).u64(t.buy).u64(t.sell).u64(u64::from(t.instrument));
-            h.i64(t.qty).i64(t.price).u64(u64::from(t.trade_date)).u64(u64::from(r.busted));
+            h.i64(t.qty).i64(t.price).u64(u64::from(t.trade_date)).u64(u64::from(*busted));
         }
         h.finish()
     }
