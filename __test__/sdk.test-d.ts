@@ -3,6 +3,7 @@ import { describe, expectTypeOf, it } from 'vitest';
 import {
   Engine,
   NovateError,
+  connect,
   price,
   type AccountSummary,
   type Ack,
@@ -16,7 +17,7 @@ import {
 describe('SDK types', () => {
   it('Engine and the TCP client are both Clearing', () => {
     expectTypeOf<Engine>().toMatchTypeOf<Clearing>();
-    // connect(url) joins this check with the TCP client.
+    expectTypeOf(connect).returns.resolves.toMatchTypeOf<Clearing>();
   });
 
   it('money, prices, quantities and ids are bigint', () => {
