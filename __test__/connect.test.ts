@@ -1,5 +1,8 @@
 // `connect(url)` against a novated started by the test on a free loopback port.
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClosedError, InputError, connect, price } from '../ts/src';
 import { clearingSuite, setup } from './clearing';
@@ -61,5 +64,35 @@ describe('connect(url)', () => {
     const { code } = await d.stop();
     expect(code).toBe(0);
     await expect(c.upsertAccount({ id: 3n })).rejects.toBeInstanceOf(ClosedError);
+  });
+
+  it('SIGTERM drains and snapshots; a restart serves the same positions and state hash', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'novated-'));
+    try {
+      const d1 = await startNovated(['--data-dir', dir]);
+      const c1 = await connect(d1.url);
+      await setup(c1);
+      const trades = Array.from({ length: 300 }, (_, i) =>
+        c1.clearTrade({ tradeId: BigInt(i + 1), buy: 1n + BigInt(i % 2), sell: 2n - BigInt(i % 2), instrument: 7n, qty: BigInt(1 + (i % 5)), price: price('100') + BigInt(i), tradeDate: 20261125 }),
+      );
+      await Promise.all(trades);
+      await c1.settlementPrice(7n, price('101.5'));
+      const hash = await c1.stateHash();
+      const pos = await c1.position(1n, 7n);
+      const acct = await c1.account(2n);
+      const stopped = await d1.stop();
+      expect(stopped.code).toBe(0);
+      expect(stopped.stderr).toMatch(/snapshot saved/);
+      const d2 = await startNovated(['--data-dir', dir]);
+      daemons.push(d2);
+      const c2 = await connect(d2.url);
+      expect(await c2.stateHash()).toBe(hash);
+      expect(await c2.position(1n, 7n)).toEqual(pos);
+      expect(await c2.account(2n)).toEqual(acct);
+      expect((await c2.markPrice(7n, price('99'))).seq).toBe(307n);
+      await c2.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -15,7 +15,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use novate_core::{Seq, Sequenced, Snapshot};
+use novate_core::{Limits, Seq, Sequenced, Snapshot};
 
 /// The sequenced command log.
 pub trait Journal: Send + 'static {
@@ -37,8 +37,14 @@ pub trait Journal: Send + 'static {
 
 /// Whole-state snapshots.
 pub trait SnapshotStore: Send + 'static {
-    /// Store a snapshot (its `last_seq` says which log prefix it covers).
-    fn save(&mut self, snap: &Snapshot) -> io::Result<()>;
+    /// Store a snapshot (its `last_seq` says which log prefix it covers), taken from a state
+    /// machine with `limits`. With `wait`, return only once it is stored; without, the store
+    /// may write it in the background (and may skip it if a write is still running).
+    fn save(&mut self, snap: Snapshot, limits: Limits, wait: bool) -> io::Result<()>;
+    /// Finish every background write (at shutdown).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// The newest snapshot, if any.
     fn load_latest(&mut self) -> io::Result<Option<Snapshot>>;
     fn describe(&self) -> String;
@@ -140,8 +146,8 @@ impl MemSnapshots {
 }
 
 impl SnapshotStore for MemSnapshots {
-    fn save(&mut self, snap: &Snapshot) -> io::Result<()> {
-        *self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))? = Some(snap.clone());
+    fn save(&mut self, snap: Snapshot, _limits: Limits, _wait: bool) -> io::Result<()> {
+        *self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))? = Some(snap);
         Ok(())
     }
 

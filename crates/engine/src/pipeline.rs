@@ -301,10 +301,8 @@ impl Engine {
         cfg.validate().map_err(|e| EngineError::Config(e.to_string()))?;
         let limits = cfg.limits();
         let wait = cfg.wait_strategy().map_err(|e| EngineError::Config(e.to_string()))?;
+        let _ = wait;
         let mut report = StartReport::default();
-        report.lines.push(format!("journal: {}; snapshots: {}", journal.describe(), snapshots.describe()));
-        report.lines.push(format!("durability policy: {}", cfg.durability.policy.as_str()));
-        report.lines.push(format!("wait strategy: {wait}"));
 
         // Recovery.
         let mut sm = match snapshots.load_latest().map_err(EngineError::Io)? {
@@ -334,6 +332,23 @@ impl Engine {
             report.lines.push(format!("recovered snapshot at seq {s}"));
         }
         report.lines.push(format!("replayed {replayed} journal entries; next seq {}", last_seq + 1));
+        Engine::launch(cfg, sm, journal, snapshots, report)
+    }
+
+    /// Start the threads on a recovered state machine whose last seq is `report.last_seq`.
+    pub fn launch(
+        cfg: &Config,
+        sm: StateMachine,
+        journal: Box<dyn Journal>,
+        snapshots: Box<dyn SnapshotStore>,
+        mut report: StartReport,
+    ) -> Result<Engine, EngineError> {
+        let limits = cfg.limits();
+        let wait = cfg.wait_strategy().map_err(|e| EngineError::Config(e.to_string()))?;
+        let last_seq = report.last_seq;
+        report.lines.insert(0, format!("journal: {}; snapshots: {}", journal.describe(), snapshots.describe()));
+        report.lines.insert(1, format!("durability policy: {}", cfg.durability.policy.as_str()));
+        report.lines.insert(2, format!("wait strategy: {wait}"));
 
         let (publisher, views) = views::new(limits);
         let views = Arc::new(views);
@@ -422,8 +437,14 @@ impl Engine {
     /// Start with the storage `cfg` asks for: the real journal and snapshots under `data_dir`,
     /// or memory only when `data_dir` is empty.
     pub fn open(cfg: &Config) -> Result<Engine, EngineError> {
-        let (j, s) = crate::store::open_storage(cfg)?;
-        Engine::start(cfg, j, s)
+        cfg.validate().map_err(|e| EngineError::Config(e.to_string()))?;
+        match cfg.data_dir() {
+            None => Engine::start(cfg, Box::new(crate::MemJournal::discard()), Box::new(crate::MemSnapshots::new())),
+            Some(dir) => {
+                let r = crate::store::recover_dir(cfg, &dir)?;
+                Engine::launch(cfg, r.sm, r.journal, r.snapshots, r.report)
+            }
+        }
     }
 
     /// A new client: its own answer ring and window.
@@ -793,20 +814,21 @@ impl SmThread {
         m.batches.fetch_add(1, Ordering::Relaxed);
         self.since_snapshot += cmds.len() as u64;
         if self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every {
-            self.take_snapshot(shared);
+            self.take_snapshot(shared, false);
         }
     }
 
-    fn take_snapshot(&mut self, shared: &Shared) -> bool {
+    fn take_snapshot(&mut self, shared: &Shared, wait: bool) -> bool {
         self.since_snapshot = 0;
         let snap: Snapshot = self.sm.export();
-        match self.snapshots.save(&snap) {
+        let seq = snap.last_seq;
+        match self.snapshots.save(snap, self.sm.limits(), wait) {
             Ok(()) => {
                 shared.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {
-                eprintln!("novate: snapshot at seq {} failed: {e}", snap.last_seq);
+                eprintln!("novate: snapshot at seq {seq} failed: {e}");
                 false
             }
         }
@@ -821,7 +843,7 @@ impl SmThread {
                 false
             }
             Barrier::Snapshot { sink, request_id } => {
-                let kind = if self.take_snapshot(shared) {
+                let kind = if self.take_snapshot(shared, true) {
                     AnswerKind::Snapshot { seq: self.sm.last_seq() }
                 } else {
                     AnswerKind::Unavailable
@@ -830,7 +852,10 @@ impl SmThread {
                 false
             }
             Barrier::Shutdown => {
-                let saved = self.since_snapshot > 0 && self.take_snapshot(shared);
+                let saved = self.since_snapshot > 0 && self.take_snapshot(shared, true);
+                if let Err(e) = self.snapshots.flush() {
+                    eprintln!("novate: finishing snapshot writes failed: {e}");
+                }
                 let report = ShutdownReport { last_seq: self.sm.last_seq(), state_hash: self.sm.state_hash(), snapshot_saved: saved };
                 if let Ok(mut r) = self.final_report.lock() {
                     *r = Some(report);
