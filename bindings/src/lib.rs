@@ -410,3 +410,55 @@ pub fn run_demo(options: DemoOptionsJs) -> Result<f64> {
 pub fn doctor() -> String {
     novate_mem::doctor().to_string()
 }
+
+/// A novated server running inside this process (the CLI's `serve`): the engine and its TCP
+/// listener on background threads. They do not keep Node alive; the CLI does.
+#[napi]
+pub struct NativeServer {
+    server: Option<novate_engine::Server>,
+    addr: String,
+}
+
+#[napi]
+impl NativeServer {
+    /// Start from TOML configuration text (docs/CONFIG.md), recovering the data dir.
+    #[napi(factory)]
+    pub fn start(config_toml: String) -> Result<NativeServer> {
+        let cfg = Config::from_toml(&config_toml).map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
+        let server = novate_engine::Server::start(&cfg).map_err(|e| err(format!("NOVATE_CONFIG::{e}")))?;
+        let addr = server.local_addr().to_string();
+        Ok(NativeServer { server: Some(server), addr })
+    }
+
+    /// The address it listens on.
+    #[napi]
+    pub fn address(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// What start-up obtained and recovered.
+    #[napi]
+    pub fn start_report(&self) -> Vec<String> {
+        self.server.as_ref().map(|s| s.engine().start_report().lines.clone()).unwrap_or_default()
+    }
+
+    /// Graceful stop: stop accepting, answer what was read, commit, snapshot. Idempotent.
+    #[napi]
+    pub fn stop(&mut self) -> Option<NativeHash> {
+        self.server.take().map(|s| {
+            let r = s.shutdown();
+            NativeHash { seq: r.last_seq as f64, hash: BigInt::from(r.state_hash) }
+        })
+    }
+}
+
+/// Rebuild the state of a data dir read-only (newest snapshot + journal), drawing a progress
+/// bar on stderr; returns the seq and state hash. `config_toml` supplies the limits.
+#[napi]
+pub fn replay(data_dir: String, config_toml: String) -> Result<NativeHash> {
+    let cfg = Config::from_toml(&config_toml).map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
+    let mut bar = novate_engine::demo::Progress::new(true, "replay");
+    let (seq, hash) = novate_engine::store::replay_dir(std::path::Path::new(&data_dir), cfg.limits(), &mut |d, t| bar.draw(d, t))
+        .map_err(|e| err(format!("NOVATE_REPLAY:{e}")))?;
+    Ok(NativeHash { seq: seq as f64, hash: BigInt::from(hash) })
+}

@@ -44,6 +44,21 @@ export declare class NativeEngine {
   close(): NativeHash | null
 }
 
+/**
+ * A novated server running inside this process (the CLI's `serve`): the engine and its TCP
+ * listener on background threads. They do not keep Node alive; the CLI does.
+ */
+export declare class NativeServer {
+  /** Start from TOML configuration text (docs/CONFIG.md), recovering the data dir. */
+  static start(configToml: string): NativeServer
+  /** The address it listens on. */
+  address(): string
+  /** What start-up obtained and recovered. */
+  startReport(): Array<string>
+  /** Graceful stop: stop accepting, answer what was read, commit, snapshot. Idempotent. */
+  stop(): NativeHash | null
+}
+
 /** A subscription's reading end; `poll` returns SBE-encoded events. */
 export declare class NativeSubscription {
   /** Up to `max` events; never blocks. */
@@ -132,6 +147,12 @@ export interface NativePosition {
   avgPrice?: bigint
   seq: number
 }
+
+/**
+ * Rebuild the state of a data dir read-only (newest snapshot + journal), drawing a progress
+ * bar on stderr; returns the seq and state hash. `config_toml` supplies the limits.
+ */
+export declare function replay(dataDir: string, configToml: string): NativeHash
 
 /** Run the demo; returns commands per second. */
 export declare function runDemo(options: DemoOptionsJs): number

@@ -836,6 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeEngine = nativeBinding.NativeEngine
+module.exports.NativeServer = nativeBinding.NativeServer
 module.exports.NativeSubscription = nativeBinding.NativeSubscription
 module.exports.doctor = nativeBinding.doctor
+module.exports.replay = nativeBinding.replay
 module.exports.runDemo = nativeBinding.runDemo
