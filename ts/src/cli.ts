@@ -66,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
         latencySamples: num(f, 'latency-samples'),
         dataDir: typeof f.get('data-dir') === 'string' ? (f.get('data-dir') as string) : undefined,
         fsync: f.get('fsync') === true,
-        progress: process.stderr.isTTY ?? true,
+        progress: process.stderr.isTTY === true || f.get('progress') === true,
       });
       return 0;
     }
