@@ -35,7 +35,10 @@ export function decodeEvents(bytes: Uint8Array, out: Event[]): void {
   let off = 0;
   while (off < bytes.length) {
     const { message, length } = decodeMessage(bytes, off);
-    out.push({ type: message.template, ...message.value } as Event);
+    // Tag the decoded value in place (no copy): it becomes the event.
+    const ev = message.value as unknown as Record<string, unknown>;
+    ev.type = message.template;
+    out.push(ev as unknown as Event);
     off += length;
   }
 }

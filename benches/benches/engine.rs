@@ -1,0 +1,250 @@
+//! Engine, daemon (issue 6), each against a peer in the same run:
+//! - in-process pipeline: submit -> ack throughput with the client's window full, and one
+//!   command at a time latency, under durability `none` (memory journal; and a data dir in the
+//!   page cache) and `fsync` (a data dir on TMPDIR, fdatasync per group commit); the peer is the
+//!   bare state machine applying the same commands on one thread (what the pipeline adds).
+//! - TCP loopback round trip: one ClearTrade frame -> Ack through `novated` (in-process Server)
+//!   against a bare TCP echo server of the same 64-byte frame (what novated adds over the
+//!   network stack; goal: <= 1 us at p50).
+//!
+//! Run: `cargo bench -p novate-benches --bench engine` (NOVATE_BENCH_QUICK=1 for a smoke run).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use novate_benches::{latency_histogram, report, SplitMix};
+use novate_core::*;
+use novate_engine::{AnswerKind, Config, DurabilityPolicy, Engine, Server};
+use novate_wire::convert::{encode_clear_trade, encode_command};
+use novate_wire::frame::write_frame;
+
+const ACCOUNTS: u64 = 1000;
+
+fn quick() -> bool {
+    std::env::var_os("NOVATE_BENCH_QUICK").is_some()
+}
+
+fn config(data_dir: &str, policy: DurabilityPolicy) -> Config {
+    let mut c = Config::default();
+    c.data_dir = data_dir.into();
+    c.durability.policy = policy;
+    c.durability.snapshot_every = 0;
+    c.engine.accounts_max = ACCOUNTS as u32 + 1;
+    c.engine.instruments_max = 16;
+    c.engine.positions_max = 20_000;
+    c.engine.trades_max = 4_000_000;
+    c
+}
+
+fn setup() -> Vec<Command> {
+    let mut v = vec![Command::UpsertInstrument(InstrumentSpec { id: 1, multiplier: 1, margin_bps: 500, settle_days: 2 })];
+    v.push(Command::MarkPrice { instrument: 1, price: 100 * PRICE_SCALE });
+    for a in 1..=ACCOUNTS {
+        v.push(Command::UpsertAccount(AccountSpec { id: a, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }));
+        v.push(Command::AdjustCollateral { account: a, amount: 1_000_000_000 * i128::from(PRICE_SCALE) });
+    }
+    v
+}
+
+fn trades(n: u64, first_id: u64, seed: u64) -> Vec<Command> {
+    let mut r = SplitMix(seed);
+    (0..n)
+        .map(|i| {
+            let buy = r.below(ACCOUNTS) + 1;
+            let sell = buy % ACCOUNTS + 1;
+            Command::ClearTrade(Trade {
+                trade_id: first_id + i,
+                buy,
+                sell,
+                instrument: 1,
+                qty: 1 + r.below(10) as i64,
+                price: (99 + r.below(3) as i64) * PRICE_SCALE,
+                trade_date: 20261125,
+            })
+        })
+        .collect()
+}
+
+/// (commands per second with the window full, latency histogram one at a time).
+fn pipeline(cfg: &Config, n: u64, samples: u64) -> (f64, Histogram<u64>) {
+    let engine = Engine::open(cfg).expect("engine");
+    let mut c = engine.client();
+    for cmd in setup() {
+        c.call(cmd).expect("setup");
+    }
+    let cmds = trades(n, 1, 7);
+    let t = Instant::now();
+    let mut acks = 0u64;
+    let mut count = |a: novate_engine::Answer| {
+        if matches!(a.kind, AnswerKind::Ack { .. }) {
+            acks += 1
+        }
+    };
+    for (i, cmd) in cmds.iter().enumerate() {
+        c.submit_with(i as u64, *cmd, Duration::from_secs(60), &mut count).expect("submit");
+        while let Some(a) = c.poll_answer() {
+            count(a);
+        }
+    }
+    while c.inflight() > 0 {
+        count(c.wait_answer(Duration::from_secs(60)).expect("answer"));
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(acks, n, "every trade acknowledged");
+    let mut h = latency_histogram();
+    for cmd in trades(samples, 10_000_000, 9) {
+        let t = Instant::now();
+        c.call(cmd).expect("ack");
+        h.record(t.elapsed().as_nanos() as u64).expect("record");
+    }
+    drop(c);
+    engine.shutdown();
+    (rate, h)
+}
+
+/// The peer: the bare state machine on this thread, same commands.
+fn bare(n: u64) -> f64 {
+    let mut sm = StateMachine::new(config("", DurabilityPolicy::None).limits()).expect("limits");
+    let mut seq = 0;
+    for cmd in setup() {
+        seq += 1;
+        sm.apply(&cmd, seq, 0).expect("setup");
+    }
+    let batch: Vec<Sequenced> = trades(n, 1, 7)
+        .into_iter()
+        .map(|cmd| {
+            seq += 1;
+            Sequenced { seq, ts: 0, cmd }
+        })
+        .collect();
+    let t = Instant::now();
+    let mut ok = 0u64;
+    for chunk in batch.chunks(1024) {
+        sm.apply_batch(chunk, |_, r| ok += u64::from(r.is_ok()));
+    }
+    assert_eq!(ok, n);
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn round_trips(addr: std::net::SocketAddr, frames: &[Vec<u8>], reply_len: usize) -> Histogram<u64> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut h = latency_histogram();
+    let mut buf = vec![0u8; reply_len];
+    for (i, f) in frames.iter().enumerate() {
+        let t = Instant::now();
+        s.write_all(f).expect("write");
+        s.read_exact(&mut buf).expect("read");
+        if i >= 100 {
+            h.record(t.elapsed().as_nanos() as u64).expect("record");
+        }
+    }
+    h
+}
+
+fn echo_server() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_nodelay(true);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while s.read_exact(&mut buf).is_ok() {
+                    if s.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn main() {
+    let (n, samples, rtts) = if quick() { (100_000, 2_000, 5_000) } else { (1_000_000, 20_000, 50_000) };
+    println!("engine benchmarks (issue 6): {n} trades with the window full, {samples} one-at-a-time, {rtts} TCP round trips");
+    let _warm = bare(n / 10);
+    let bare_rate = bare(n);
+    println!("bare state machine apply_batch (peer): {:.2} M trades/s", bare_rate / 1e6);
+    let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+    for (name, dir, policy) in [
+        ("durability none, memory journal, wait spin-yield", "spin-yield".to_string(), DurabilityPolicy::None),
+        ("durability none, memory journal", String::new(), DurabilityPolicy::None),
+        ("durability none, data dir (page cache)", format!("{tmp}/novate-bench-none-{}", std::process::id()), DurabilityPolicy::None),
+        ("durability fsync, data dir", format!("{tmp}/novate-bench-fsync-{}", std::process::id()), DurabilityPolicy::Fsync),
+    ] {
+        let (n, samples) = if policy == DurabilityPolicy::Fsync { (n / 5, samples / 10) } else { (n, samples) };
+        let mut cfg = config(&dir, policy);
+        if dir == "spin-yield" {
+            cfg = config("", policy);
+            cfg.threads.wait = "spin-yield".into();
+        }
+        let (rate, h) = pipeline(&cfg, n, samples);
+        println!(
+            "pipeline [{name}]: {:.3} M trades/s (window full; {:.2}x of the bare state machine); {}",
+            rate / 1e6,
+            rate / bare_rate,
+            report("submit->ack one at a time", &h)
+        );
+        if !dir.is_empty() && dir != "spin-yield" {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    for wait in ["park", "spin-yield"] {
+        tcp(rtts, wait);
+    }
+}
+
+/// TCP: novated vs an echo server, same 64-byte frames, one at a time, interleaved.
+fn tcp(rtts: usize, wait: &str) {
+    let mut cfg = config("", DurabilityPolicy::None);
+    cfg.net.listen = "127.0.0.1:0".into();
+    cfg.threads.wait = wait.into();
+    let server = Server::start(&cfg).expect("server");
+    {
+        let mut s = TcpStream::connect(server.local_addr()).expect("connect");
+        let mut buf = [0u8; 64];
+        for cmd in setup() {
+            let mut f = [0u8; 128];
+            let k = write_frame(&mut f, |b| encode_command(b, 1, &cmd)).expect("frame");
+            s.write_all(&f[..k]).expect("write");
+            s.read_exact(&mut buf[..38]).expect("ack"); // SOFH 6 + header 8 + Ack block 24
+        }
+    }
+    let frames: Vec<Vec<u8>> = trades(rtts as u64, 1, 11)
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| {
+            let Command::ClearTrade(t) = cmd else { unreachable!() };
+            let mut f = [0u8; 128];
+            let k = write_frame(&mut f, |b| encode_clear_trade(b, i as u64, t)).expect("frame");
+            assert_eq!(k, 70);
+            f[..k].to_vec()
+        })
+        .collect();
+    let echo_frames: Vec<Vec<u8>> = frames.iter().map(|f| f[..64].to_vec()).collect();
+    let echo = echo_server();
+    // Interleave the two so machine noise hits both alike.
+    let mut hn = latency_histogram();
+    let mut he = latency_histogram();
+    for (fr, ef) in frames.chunks(rtts / 5).zip(echo_frames.chunks(rtts / 5)) {
+        hn.add(round_trips(server.local_addr(), fr, 38)).expect("add");
+        he.add(round_trips(echo, ef, 64)).expect("add");
+    }
+    println!("{}", report("tcp echo server (peer), 64 B frame round trip", &he));
+    println!("{}", report(&format!("novated ClearTrade -> Ack round trip (wait {wait})"), &hn));
+    let p50 = hn.value_at_quantile(0.5) as i64 - he.value_at_quantile(0.5) as i64;
+    let p99 = hn.value_at_quantile(0.99) as i64 - he.value_at_quantile(0.99) as i64;
+    println!(
+        "novated adds {:.2} us at p50 and {:.2} us at p99 over the echo (goal <= 1 us at p50: {})",
+        p50 as f64 / 1e3,
+        p99 as f64 / 1e3,
+        if p50 <= 1000 { "met" } else { "missed" }
+    );
+    server.shutdown();
+}
