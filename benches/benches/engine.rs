@@ -27,8 +27,7 @@ fn quick() -> bool {
 }
 
 fn config(data_dir: &str, policy: DurabilityPolicy) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir.into();
+    let mut c = Config { data_dir: data_dir.into(), ..Config::default() };
     c.durability.policy = policy;
     c.durability.snapshot_every = 0;
     c.engine.accounts_max = ACCOUNTS as u32 + 1;

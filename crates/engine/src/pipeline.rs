@@ -183,7 +183,7 @@ pub fn event_account(e: &Event) -> Option<u64> {
 impl EventFilter {
     pub fn matches(&self, e: &Event) -> bool {
         (self.kinds == 0 || self.kinds & (1 << event_kind(e)) != 0)
-            && self.account.map_or(true, |a| event_account(e) == Some(a))
+            && self.account.is_none_or(|a| event_account(e) == Some(a))
     }
 }
 
