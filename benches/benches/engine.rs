@@ -38,11 +38,25 @@ fn config(data_dir: &str, policy: DurabilityPolicy) -> Config {
 }
 
 fn setup() -> Vec<Command> {
-    let mut v = vec![Command::UpsertInstrument(InstrumentSpec { id: 1, multiplier: 1, margin_bps: 500, settle_days: 2 })];
+    let mut v = vec![Command::UpsertInstrument(InstrumentSpec {
+        id: 1,
+        multiplier: 1,
+        margin_bps: 500,
+        settle_days: 2,
+    })];
     v.push(Command::MarkPrice { instrument: 1, price: 100 * PRICE_SCALE });
     for a in 1..=ACCOUNTS {
-        v.push(Command::UpsertAccount(AccountSpec { id: a, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }));
-        v.push(Command::AdjustCollateral { account: a, amount: 1_000_000_000 * i128::from(PRICE_SCALE) });
+        v.push(Command::UpsertAccount(AccountSpec {
+            id: a,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }));
+        v.push(Command::AdjustCollateral {
+            account: a,
+            amount: 1_000_000_000 * i128::from(PRICE_SCALE),
+        });
     }
     v
 }
@@ -164,19 +178,33 @@ fn echo_server() -> std::net::SocketAddr {
 }
 
 fn main() {
-    let (n, samples, rtts) = if quick() { (100_000, 2_000, 5_000) } else { (1_000_000, 20_000, 50_000) };
+    let (n, samples, rtts) =
+        if quick() { (100_000, 2_000, 5_000) } else { (1_000_000, 20_000, 50_000) };
     println!("engine benchmarks (issue 6): {n} trades with the window full, {samples} one-at-a-time, {rtts} TCP round trips");
     let _warm = bare(n / 10);
     let bare_rate = bare(n);
     println!("bare state machine apply_batch (peer): {:.2} M trades/s", bare_rate / 1e6);
     let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
     for (name, dir, policy) in [
-        ("durability none, memory journal, wait spin-yield", "spin-yield".to_string(), DurabilityPolicy::None),
+        (
+            "durability none, memory journal, wait spin-yield",
+            "spin-yield".to_string(),
+            DurabilityPolicy::None,
+        ),
         ("durability none, memory journal", String::new(), DurabilityPolicy::None),
-        ("durability none, data dir (page cache)", format!("{tmp}/novate-bench-none-{}", std::process::id()), DurabilityPolicy::None),
-        ("durability fsync, data dir", format!("{tmp}/novate-bench-fsync-{}", std::process::id()), DurabilityPolicy::Fsync),
+        (
+            "durability none, data dir (page cache)",
+            format!("{tmp}/novate-bench-none-{}", std::process::id()),
+            DurabilityPolicy::None,
+        ),
+        (
+            "durability fsync, data dir",
+            format!("{tmp}/novate-bench-fsync-{}", std::process::id()),
+            DurabilityPolicy::Fsync,
+        ),
     ] {
-        let (n, samples) = if policy == DurabilityPolicy::Fsync { (n / 5, samples / 10) } else { (n, samples) };
+        let (n, samples) =
+            if policy == DurabilityPolicy::Fsync { (n / 5, samples / 10) } else { (n, samples) };
         let mut cfg = config(&dir, policy);
         if dir == "spin-yield" {
             cfg = config("", policy);

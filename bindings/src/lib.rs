@@ -10,7 +10,10 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use novate_core::{AccountView, Command, PositionView, Reject};
-use novate_engine::{AnswerKind, CallError, Client, Config, Engine, EventFilter, SubStatus, SubmitError, Subscription};
+use novate_engine::{
+    AnswerKind, CallError, Client, Config, Engine, EventFilter, SubStatus, SubmitError,
+    Subscription,
+};
 use novate_wire::Message;
 
 fn err(msg: impl std::fmt::Display) -> Error {
@@ -160,7 +163,8 @@ impl NativeEngine {
     /// Start an in-process engine from TOML configuration text (docs/CONFIG.md).
     #[napi(factory)]
     pub fn open(config_toml: String) -> Result<NativeEngine> {
-        let cfg = Config::from_toml(&config_toml).map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
+        let cfg = Config::from_toml(&config_toml)
+            .map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
         let engine = Engine::open(&cfg).map_err(|e| err(format!("NOVATE_CONFIG::{e}")))?;
         let client = engine.client();
         Ok(NativeEngine { engine: Some(engine), client: Some(client), cmds: Vec::new() })
@@ -187,7 +191,10 @@ impl NativeEngine {
         cmds.clear();
         let r = commands_of(&message, &mut cmds);
         let out = r.and_then(|_| {
-            let cmd = *cmds.first().filter(|_| cmds.len() == 1).ok_or_else(|| err("NOVATE_DECODE:call takes one command"))?;
+            let cmd = *cmds
+                .first()
+                .filter(|_| cmds.len() == 1)
+                .ok_or_else(|| err("NOVATE_DECODE:call takes one command"))?;
             let (_, client) = self.parts()?;
             match client.call(cmd) {
                 Ok((seq, _)) => Ok(seq as f64),
@@ -223,7 +230,8 @@ impl NativeEngine {
 
     fn submit_all(&mut self, cmds: &[Command]) -> Result<NativeBatchResult> {
         let (_, client) = self.parts()?;
-        let mut res = NativeBatchResult { accepted: 0, rejected: 0, last_seq: 0.0, rejects: Vec::new() };
+        let mut res =
+            NativeBatchResult { accepted: 0, rejected: 0, last_seq: 0.0, rejects: Vec::new() };
         let record = |a: novate_engine::Answer, res: &mut NativeBatchResult| match a.kind {
             AnswerKind::Ack { seq, .. } => {
                 res.accepted += 1;
@@ -424,8 +432,10 @@ impl NativeServer {
     /// Start from TOML configuration text (docs/CONFIG.md), recovering the data dir.
     #[napi(factory)]
     pub fn start(config_toml: String) -> Result<NativeServer> {
-        let cfg = Config::from_toml(&config_toml).map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
-        let server = novate_engine::Server::start(&cfg).map_err(|e| err(format!("NOVATE_CONFIG::{e}")))?;
+        let cfg = Config::from_toml(&config_toml)
+            .map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
+        let server =
+            novate_engine::Server::start(&cfg).map_err(|e| err(format!("NOVATE_CONFIG::{e}")))?;
         let addr = server.local_addr().to_string();
         Ok(NativeServer { server: Some(server), addr })
     }
@@ -456,9 +466,14 @@ impl NativeServer {
 /// bar on stderr; returns the seq and state hash. `config_toml` supplies the limits.
 #[napi]
 pub fn replay(data_dir: String, config_toml: String) -> Result<NativeHash> {
-    let cfg = Config::from_toml(&config_toml).map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
+    let cfg = Config::from_toml(&config_toml)
+        .map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
     let mut bar = novate_engine::demo::Progress::new(true, "replay");
-    let (seq, hash) = novate_engine::store::replay_dir(std::path::Path::new(&data_dir), cfg.limits(), &mut |d, t| bar.draw(d, t))
-        .map_err(|e| err(format!("NOVATE_REPLAY:{e}")))?;
+    let (seq, hash) = novate_engine::store::replay_dir(
+        std::path::Path::new(&data_dir),
+        cfg.limits(),
+        &mut |d, t| bar.draw(d, t),
+    )
+    .map_err(|e| err(format!("NOVATE_REPLAY:{e}")))?;
     Ok(NativeHash { seq: seq as f64, hash: BigInt::from(hash) })
 }

@@ -111,7 +111,12 @@ pub struct ThreadsSection {
 
 impl Default for ThreadsSection {
     fn default() -> Self {
-        ThreadsSection { wait: "park".into(), pin: Vec::new(), fifo_priority: 0, huge_pages: HugePages::Normal }
+        ThreadsSection {
+            wait: "park".into(),
+            pin: Vec::new(),
+            fifo_priority: 0,
+            huge_pages: HugePages::Normal,
+        }
     }
 }
 
@@ -129,7 +134,11 @@ pub struct NetSection {
 
 impl Default for NetSection {
     fn default() -> Self {
-        NetSection { listen: "127.0.0.1:7301".into(), connections_max: 64, write_timeout_ms: 10_000 }
+        NetSection {
+            listen: "127.0.0.1:7301".into(),
+            connections_max: 64,
+            write_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -187,7 +196,8 @@ impl Config {
 
     /// Read, parse and validate a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
         Config::from_toml(&text)
     }
 
@@ -204,7 +214,10 @@ impl Config {
                 return Err(err(key, "must be at least 1"));
             }
             if v > Limits::EACH_MAX {
-                return Err(err(key, format!("{v} is above the largest capacity {}", Limits::EACH_MAX)));
+                return Err(err(
+                    key,
+                    format!("{v} is above the largest capacity {}", Limits::EACH_MAX),
+                ));
             }
         }
         for (key, v) in [
@@ -221,14 +234,26 @@ impl Config {
             }
         }
         if e.batch_max == 0 || e.batch_max > e.apply_ring {
-            return Err(err("engine.batch_max", format!("{} must be in 1..=engine.apply_ring ({})", e.batch_max, e.apply_ring)));
+            return Err(err(
+                "engine.batch_max",
+                format!("{} must be in 1..=engine.apply_ring ({})", e.batch_max, e.apply_ring),
+            ));
         }
-        if e.subscriber_buffer < 2 || !e.subscriber_buffer.is_power_of_two() || e.subscriber_buffer > RING_SLOTS_MAX {
-            return Err(err("engine.subscriber_buffer", format!("{} is not a power of two in 2..={RING_SLOTS_MAX}", e.subscriber_buffer)));
+        if e.subscriber_buffer < 2
+            || !e.subscriber_buffer.is_power_of_two()
+            || e.subscriber_buffer > RING_SLOTS_MAX
+        {
+            return Err(err(
+                "engine.subscriber_buffer",
+                format!("{} is not a power of two in 2..={RING_SLOTS_MAX}", e.subscriber_buffer),
+            ));
         }
         self.wait_strategy()?;
         if !self.threads.pin.is_empty() && self.threads.pin.len() != 3 {
-            return Err(err("threads.pin", "give three CPUs (sequencer, state machine, egress) or none"));
+            return Err(err(
+                "threads.pin",
+                "give three CPUs (sequencer, state machine, egress) or none",
+            ));
         }
         if !(0..=99).contains(&self.threads.fifo_priority) {
             return Err(err("threads.fifo_priority", "must be in 0..=99"));
@@ -256,11 +281,16 @@ impl Config {
     }
 
     pub fn wait_strategy(&self) -> Result<WaitStrategy, ConfigError> {
-        self.threads.wait.parse().map_err(|e: novate_ring::wait::UnknownWaitStrategy| err("threads.wait", e.to_string()))
+        self.threads
+            .wait
+            .parse()
+            .map_err(|e: novate_ring::wait::UnknownWaitStrategy| err("threads.wait", e.to_string()))
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.net.listen.parse().map_err(|e| err("net.listen", format!("{:?} is not an address:port ({e})", self.net.listen)))
+        self.net.listen.parse().map_err(|e| {
+            err("net.listen", format!("{:?} is not an address:port ({e})", self.net.listen))
+        })
     }
 
     pub fn data_dir(&self) -> Option<PathBuf> {

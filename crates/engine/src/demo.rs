@@ -93,7 +93,8 @@ pub struct Feed {
 impl Feed {
     pub fn new(opts: &DemoOptions) -> Feed {
         let mut rng = Rng::new(opts.seed);
-        let prices = (0..opts.instruments).map(|_| (10 + rng.below(490) as i64) * PRICE_SCALE).collect();
+        let prices =
+            (0..opts.instruments).map(|_| (10 + rng.below(490) as i64) * PRICE_SCALE).collect();
         Feed { rng, accounts: opts.accounts, instruments: opts.instruments, prices, next_trade: 1 }
     }
 
@@ -130,7 +131,9 @@ impl Feed {
     pub fn next_command(&mut self) -> Command {
         // Skewed instrument choice: half the flow in the first tenth of the instruments.
         let n = u64::from(self.instruments);
-        let ins = if self.rng.below(2) == 0 { self.rng.below(n.div_ceil(10)) } else { self.rng.below(n) } as usize;
+        let ins =
+            if self.rng.below(2) == 0 { self.rng.below(n.div_ceil(10)) } else { self.rng.below(n) }
+                as usize;
         let t = self.next_trade;
         if t % 500 == 0 {
             let p = &mut self.prices[ins];
@@ -165,7 +168,9 @@ impl Feed {
 
     /// The end of day: a settlement price for every instrument.
     pub fn settlement(&mut self) -> Vec<Command> {
-        (0..self.instruments).map(|i| Command::SettlementPrice { instrument: i + 1, price: self.prices[i as usize] }).collect()
+        (0..self.instruments)
+            .map(|i| Command::SettlementPrice { instrument: i + 1, price: self.prices[i as usize] })
+            .collect()
     }
 }
 
@@ -180,7 +185,12 @@ pub fn positions_needed(instruments: u32, accounts: u32) -> u64 {
 }
 
 /// Submit every command with the window full; returns (acks, rejects).
-fn pump(client: &mut Client, cmds: &mut dyn Iterator<Item = Command>, total: u64, bar: &mut Progress) -> (u64, u64) {
+fn pump(
+    client: &mut Client,
+    cmds: &mut dyn Iterator<Item = Command>,
+    total: u64,
+    bar: &mut Progress,
+) -> (u64, u64) {
     let (mut acks, mut rejects, mut rid) = (0u64, 0u64, 0u64);
     let mut count = |a: crate::pipeline::Answer| match a.kind {
         AnswerKind::Ack { .. } => acks += 1,
@@ -260,16 +270,25 @@ fn fmt_money(m: i128) -> String {
 }
 
 /// Run the demo, printing the summary to `out`.
-pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, Box<dyn std::error::Error>> {
+pub fn run(
+    opts: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<DemoSummary, Box<dyn std::error::Error>> {
     let mut cfg = Config { data_dir: opts.data_dir.clone(), ..Config::default() };
     cfg.engine.accounts_max = opts.accounts.max(1);
     cfg.engine.instruments_max = opts.instruments.max(1);
-    cfg.engine.positions_max = positions_needed(opts.instruments, opts.accounts).clamp(1, 4_000_000) as u32;
+    cfg.engine.positions_max =
+        positions_needed(opts.instruments, opts.accounts).clamp(1, 4_000_000) as u32;
     cfg.engine.trades_max = (opts.trades + 1).min(u64::from(novate_core::Limits::EACH_MAX)) as u32;
-    cfg.durability.policy = if opts.fsync { DurabilityPolicy::Fsync } else { DurabilityPolicy::None };
+    cfg.durability.policy =
+        if opts.fsync { DurabilityPolicy::Fsync } else { DurabilityPolicy::None };
     cfg.durability.snapshot_every = 0;
     let engine = Engine::open(&cfg)?;
-    writeln!(out, "novate demo: {} accounts, {} instruments, {} trades", opts.accounts, opts.instruments, opts.trades)?;
+    writeln!(
+        out,
+        "novate demo: {} accounts, {} instruments, {} trades",
+        opts.accounts, opts.instruments, opts.trades
+    )?;
     for line in &engine.start_report().lines {
         writeln!(out, "  {line}")?;
     }
@@ -278,7 +297,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, Box<d
 
     let setup = feed.setup();
     let n = setup.len() as u64;
-    let (_, setup_rejects) = pump(&mut client, &mut setup.into_iter(), n, &mut Progress::new(false, "setup"));
+    let (_, setup_rejects) =
+        pump(&mut client, &mut setup.into_iter(), n, &mut Progress::new(false, "setup"));
 
     let start = Instant::now();
     let mut bar = Progress::new(opts.progress, "clearing");
@@ -287,7 +307,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, Box<d
     let (acks, rejects) = pump(&mut client, &mut stream, total, &mut bar);
     let settle = feed.settlement();
     let sn = settle.len() as u64;
-    let (sacks, srejects) = pump(&mut client, &mut settle.into_iter(), sn, &mut Progress::new(false, "settle"));
+    let (sacks, srejects) =
+        pump(&mut client, &mut settle.into_iter(), sn, &mut Progress::new(false, "settle"));
     let seconds = start.elapsed().as_secs_f64();
     let commands = total + sn;
 
@@ -344,8 +365,16 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, Box<d
     )?;
     let mut accounts = engine.views().accounts();
     accounts.sort_by(|a, b| b.margin.cmp(&a.margin).then(a.spec.id.cmp(&b.spec.id)));
-    writeln!(out, "top accounts by initial margin (published views at seq {}):", engine.views().seq())?;
-    writeln!(out, "  {:>8}  {:>16}  {:>16}  {:>16}  {:>9}", "account", "margin", "equity", "excess", "positions")?;
+    writeln!(
+        out,
+        "top accounts by initial margin (published views at seq {}):",
+        engine.views().seq()
+    )?;
+    writeln!(
+        out,
+        "  {:>8}  {:>16}  {:>16}  {:>16}  {:>9}",
+        "account", "margin", "equity", "excess", "positions"
+    )?;
     for a in accounts.iter().take(10) {
         writeln!(
             out,

@@ -122,14 +122,22 @@ impl Journal for MemJournal {
 
     fn last_seq(&self) -> Seq {
         if self.keep {
-            self.inner.lock().ok().and_then(|l| l.entries[..l.committed].last().map(|e| e.seq)).unwrap_or(self.last)
+            self.inner
+                .lock()
+                .ok()
+                .and_then(|l| l.entries[..l.committed].last().map(|e| e.seq))
+                .unwrap_or(self.last)
         } else {
             self.last
         }
     }
 
     fn describe(&self) -> String {
-        if self.keep { "in-memory journal (nothing survives the process)".into() } else { "no journal (durability none, no data_dir)".into() }
+        if self.keep {
+            "in-memory journal (nothing survives the process)".into()
+        } else {
+            "no journal (durability none, no data_dir)".into()
+        }
     }
 }
 

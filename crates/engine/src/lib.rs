@@ -22,8 +22,9 @@ pub mod views;
 pub use config::{Config, ConfigError, DurabilityPolicy};
 pub use durability::{Journal, MemJournal, MemSnapshots, SnapshotStore};
 pub use pipeline::{
-    event_account, event_kind, Answer, AnswerKind, CallError, Client, Engine, EngineError, EventFilter, Metrics,
-    Answers, ClientMaker, ShutdownReport, StartReport, SubStatus, SubmitError, Submitter, Subscription,
+    event_account, event_kind, Answer, AnswerKind, Answers, CallError, Client, ClientMaker, Engine,
+    EngineError, EventFilter, Metrics, ShutdownReport, StartReport, SubStatus, SubmitError,
+    Submitter, Subscription,
 };
 pub use server::{Server, ServerHandle};
 pub use views::{Published, Views};

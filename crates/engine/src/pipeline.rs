@@ -61,10 +61,17 @@ enum Inbound {
 
 #[derive(Clone, Copy, Debug)]
 enum Entry {
-    Cmd { s: Sequenced, sink: u32, request_id: u64 },
+    Cmd {
+        s: Sequenced,
+        sink: u32,
+        request_id: u64,
+    },
     Barrier(Barrier),
     /// The journal failed: the command was not made durable and is not applied.
-    Failed { sink: u32, request_id: u64 },
+    Failed {
+        sink: u32,
+        request_id: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +114,9 @@ pub enum SubmitError {
 impl std::fmt::Display for SubmitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SubmitError::Busy => f.write_str("Busy: the engine's ingress ring or this client's window is full"),
+            SubmitError::Busy => {
+                f.write_str("Busy: the engine's ingress ring or this client's window is full")
+            }
             SubmitError::Closed => f.write_str("Closed: the engine is shut down"),
         }
     }
@@ -132,7 +141,9 @@ impl std::fmt::Display for CallError {
             CallError::Rejected(r) => write!(f, "rejected: {r}"),
             CallError::Submit(e) => write!(f, "{e}"),
             CallError::Timeout => f.write_str("no answer within the timeout"),
-            CallError::Unavailable => f.write_str("the journal failed; the engine accepts no more commands"),
+            CallError::Unavailable => {
+                f.write_str("the journal failed; the engine accepts no more commands")
+            }
         }
     }
 }
@@ -308,7 +319,8 @@ impl Engine {
         let mut sm = match snapshots.load_latest().map_err(EngineError::Io)? {
             Some(snap) => {
                 report.recovered_snapshot_seq = Some(snap.last_seq);
-                StateMachine::restore(limits, &snap).map_err(|e| EngineError::Recovery(e.to_string()))?
+                StateMachine::restore(limits, &snap)
+                    .map_err(|e| EngineError::Recovery(e.to_string()))?
             }
             None => StateMachine::new(limits).map_err(|e| EngineError::Config(e.to_string()))?,
         };
@@ -331,7 +343,9 @@ impl Engine {
         if let Some(s) = report.recovered_snapshot_seq {
             report.lines.push(format!("recovered snapshot at seq {s}"));
         }
-        report.lines.push(format!("replayed {replayed} journal entries; next seq {}", last_seq + 1));
+        report
+            .lines
+            .push(format!("replayed {replayed} journal entries; next seq {}", last_seq + 1));
         Engine::launch(cfg, sm, journal, snapshots, report)
     }
 
@@ -346,7 +360,10 @@ impl Engine {
         let limits = cfg.limits();
         let wait = cfg.wait_strategy().map_err(|e| EngineError::Config(e.to_string()))?;
         let last_seq = report.last_seq;
-        report.lines.insert(0, format!("journal: {}; snapshots: {}", journal.describe(), snapshots.describe()));
+        report.lines.insert(
+            0,
+            format!("journal: {}; snapshots: {}", journal.describe(), snapshots.describe()),
+        );
         report.lines.insert(1, format!("durability policy: {}", cfg.durability.policy.as_str()));
         report.lines.insert(2, format!("wait strategy: {wait}"));
 
@@ -356,9 +373,12 @@ impl Engine {
         publisher.publish_all(&sm, &views);
 
         let e = &cfg.engine;
-        let (ingress_tx, ingress_rx) = mpsc::channel::<Inbound>(e.ingress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
-        let (apply_tx, apply_rx) = spsc::channel::<Entry>(e.apply_ring).map_err(|x| EngineError::Config(x.to_string()))?;
-        let (egress_tx, egress_rx) = spsc::channel::<Out>(e.egress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
+        let (ingress_tx, ingress_rx) = mpsc::channel::<Inbound>(e.ingress_ring)
+            .map_err(|x| EngineError::Config(x.to_string()))?;
+        let (apply_tx, apply_rx) =
+            spsc::channel::<Entry>(e.apply_ring).map_err(|x| EngineError::Config(x.to_string()))?;
+        let (egress_tx, egress_rx) =
+            spsc::channel::<Out>(e.egress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
         let (control_tx, control_rx) = std_mpsc::channel();
         let shared = Arc::new(Shared {
             ingress: ingress_tx,
@@ -407,7 +427,16 @@ impl Engine {
                 let _ = slot.set(thread::current());
                 let _ = txr.send(format!("state machine: {}", place.apply(1)));
                 drop(txr);
-                let mut st = SmThread { sm, publisher, views, snapshots, snapshot_every, since_snapshot: 0, batch_max, final_report: fr };
+                let mut st = SmThread {
+                    sm,
+                    publisher,
+                    views,
+                    snapshots,
+                    snapshot_every,
+                    since_snapshot: 0,
+                    batch_max,
+                    final_report: fr,
+                };
                 st.run(&shared, apply_rx, egress_tx)
             })?);
         }
@@ -426,7 +455,9 @@ impl Engine {
         }
         // Each thread records its handle first thing; wait for them so wake-ups are never lost.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while (shared.sequencer.get().is_none() || shared.egress.get().is_none() || sm_thread_slot.get().is_none())
+        while (shared.sequencer.get().is_none()
+            || shared.egress.get().is_none()
+            || sm_thread_slot.get().is_none())
             && Instant::now() < deadline
         {
             thread::sleep(Duration::from_micros(50));
@@ -439,7 +470,11 @@ impl Engine {
     pub fn open(cfg: &Config) -> Result<Engine, EngineError> {
         cfg.validate().map_err(|e| EngineError::Config(e.to_string()))?;
         match cfg.data_dir() {
-            None => Engine::start(cfg, Box::new(crate::MemJournal::discard()), Box::new(crate::MemSnapshots::new())),
+            None => Engine::start(
+                cfg,
+                Box::new(crate::MemJournal::discard()),
+                Box::new(crate::MemSnapshots::new()),
+            ),
             Some(dir) => {
                 let r = crate::store::recover_dir(cfg, &dir)?;
                 Engine::launch(cfg, r.sm, r.journal, r.snapshots, r.report)
@@ -479,7 +514,8 @@ impl ClientMaker {
     /// See [`Engine::split_client`].
     pub fn split(&self, waker: Thread) -> (Submitter, Answers) {
         let shared = self.shared.clone();
-        let (producer, consumer) = spsc::channel(shared.inflight_max).expect("validated power of two");
+        let (producer, consumer) =
+            spsc::channel(shared.inflight_max).expect("validated power of two");
         let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
         shared.push_control(Control::Sink { id: sink, producer, waker });
         let inflight = Arc::new(AtomicUsize::new(0));
@@ -499,7 +535,8 @@ impl Engine {
 
     /// Subscribe to events from now on.
     pub fn subscribe(&self, filter: EventFilter) -> Subscription {
-        let (producer, consumer) = spsc::channel(self.shared.subscriber_buffer).expect("validated power of two");
+        let (producer, consumer) =
+            spsc::channel(self.shared.subscriber_buffer).expect("validated power of two");
         let state = Arc::new(SubState {
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
@@ -577,13 +614,19 @@ struct Placement {
 
 impl Placement {
     fn from_config(cfg: &Config) -> Placement {
-        Placement { pin: cfg.threads.pin.clone(), fifo: cfg.threads.fifo_priority, huge: cfg.threads.huge_pages }
+        Placement {
+            pin: cfg.threads.pin.clone(),
+            fifo: cfg.threads.fifo_priority,
+            huge: cfg.threads.huge_pages,
+        }
     }
 
     fn describe_process(&self) -> Vec<String> {
         let mut lines = Vec::new();
         match self.huge {
-            crate::config::HugePages::Normal => lines.push("memory: normal pages (threads.huge_pages = \"normal\")".into()),
+            crate::config::HugePages::Normal => {
+                lines.push("memory: normal pages (threads.huge_pages = \"normal\")".into())
+            }
             crate::config::HugePages::Thp => lines.push(format!(
                 "memory: transparent huge pages advised for state tables (THP mode: {})",
                 novate_mem::huge::thp_mode().unwrap_or_else(|| "unknown".into())
@@ -681,7 +724,12 @@ fn sequencer(
 }
 
 /// Push every item, waiting for room (the downstream stage always makes progress).
-fn push_all<T: Copy>(tx: &mut spsc::Producer<T>, items: &[T], waiter: &mut Waiter, wake: &OnceLock<Thread>) {
+fn push_all<T: Copy>(
+    tx: &mut spsc::Producer<T>,
+    items: &[T],
+    waiter: &mut Waiter,
+    wake: &OnceLock<Thread>,
+) {
     let mut done = 0;
     while done < items.len() {
         let n = tx.push_slice(&items[done..]);
@@ -768,7 +816,13 @@ impl SmThread {
                         i += 1;
                     }
                     Some(Entry::Failed { sink, request_id }) => {
-                        out.push(Out::Answer { sink: *sink, answer: Answer { request_id: *request_id, kind: AnswerKind::Unavailable } });
+                        out.push(Out::Answer {
+                            sink: *sink,
+                            answer: Answer {
+                                request_id: *request_id,
+                                kind: AnswerKind::Unavailable,
+                            },
+                        });
                         i += 1;
                     }
                     _ => {}
@@ -778,7 +832,13 @@ impl SmThread {
         }
     }
 
-    fn apply_run(&mut self, shared: &Shared, cmds: &[Sequenced], meta: &[(u32, u64)], out: &mut EgressTx<'_>) {
+    fn apply_run(
+        &mut self,
+        shared: &Shared,
+        cmds: &[Sequenced],
+        meta: &[(u32, u64)],
+        out: &mut EgressTx<'_>,
+    ) {
         let with_events = shared.subscribers.load(Ordering::Relaxed) > 0;
         let publisher = &mut self.publisher;
         let views = &*self.views;
@@ -856,7 +916,11 @@ impl SmThread {
                 if let Err(e) = self.snapshots.flush() {
                     eprintln!("novate: finishing snapshot writes failed: {e}");
                 }
-                let report = ShutdownReport { last_seq: self.sm.last_seq(), state_hash: self.sm.state_hash(), snapshot_saved: saved };
+                let report = ShutdownReport {
+                    last_seq: self.sm.last_seq(),
+                    state_hash: self.sm.state_hash(),
+                    snapshot_saved: saved,
+                };
                 if let Ok(mut r) = self.final_report.lock() {
                     *r = Some(report);
                 }
@@ -887,15 +951,18 @@ fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: std_mpsc::Recei
     let mut sinks: HashMap<u32, EgressSink> = HashMap::new();
     let mut subs: Vec<EgressSub> = Vec::new();
     let mut touched: Vec<u32> = Vec::new();
-    let apply_control = |c: Control, sinks: &mut HashMap<u32, EgressSink>, subs: &mut Vec<EgressSub>| match c {
-        Control::Sink { id, producer, waker } => {
-            sinks.insert(id, EgressSink { producer, waker, touched: false });
-        }
-        Control::Unsink { id } => {
-            sinks.remove(&id);
-        }
-        Control::Subscribe { filter, producer, state } => subs.push(EgressSub { filter, producer, state, touched: false }),
-    };
+    let apply_control =
+        |c: Control, sinks: &mut HashMap<u32, EgressSink>, subs: &mut Vec<EgressSub>| match c {
+            Control::Sink { id, producer, waker } => {
+                sinks.insert(id, EgressSink { producer, waker, touched: false });
+            }
+            Control::Unsink { id } => {
+                sinks.remove(&id);
+            }
+            Control::Subscribe { filter, producer, state } => {
+                subs.push(EgressSub { filter, producer, state, touched: false })
+            }
+        };
     let mut stop = false;
     while !stop {
         while let Ok(c) = control.try_recv() {
@@ -923,7 +990,9 @@ fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: std_mpsc::Recei
                 }
                 Out::Event { seq, event } => {
                     for sub in subs.iter_mut() {
-                        if sub.state.overflowed.load(Ordering::Relaxed) || !sub.filter.matches(&event) {
+                        if sub.state.overflowed.load(Ordering::Relaxed)
+                            || !sub.filter.matches(&event)
+                        {
                             continue;
                         }
                         if sub.producer.try_push((seq, event)).is_err() {
@@ -996,11 +1065,20 @@ pub struct Client {
 
 impl Client {
     fn new(shared: Arc<Shared>) -> Client {
-        let (producer, answers) = spsc::channel(shared.inflight_max).expect("validated power of two");
+        let (producer, answers) =
+            spsc::channel(shared.inflight_max).expect("validated power of two");
         let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
         shared.push_control(Control::Sink { id: sink, producer, waker: thread::current() });
         let waiter = Waiter::new(shared.wait);
-        Client { shared, sink, answers, inflight: 0, next_request: 1, waiter, timeout: Duration::from_secs(30) }
+        Client {
+            shared,
+            sink,
+            answers,
+            inflight: 0,
+            next_request: 1,
+            waiter,
+            timeout: Duration::from_secs(30),
+        }
     }
 
     /// Commands submitted and not yet answered.
@@ -1091,7 +1169,8 @@ impl Client {
 
     /// Submit one command and wait for its answer (other answers must not be pending).
     pub fn call(&mut self, cmd: Command) -> Result<(Seq, Nanos), CallError> {
-        let kind = self.call_inbound(|rid, sink| Inbound::Cmd(Request { cmd, sink, request_id: rid }))?;
+        let kind =
+            self.call_inbound(|rid, sink| Inbound::Cmd(Request { cmd, sink, request_id: rid }))?;
         match kind {
             AnswerKind::Ack { seq, ts } => Ok((seq, ts)),
             AnswerKind::Reject { reason, .. } => Err(CallError::Rejected(reason)),
@@ -1099,7 +1178,10 @@ impl Client {
         }
     }
 
-    fn call_inbound(&mut self, make: impl Fn(u64, u32) -> Inbound) -> Result<AnswerKind, CallError> {
+    fn call_inbound(
+        &mut self,
+        make: impl Fn(u64, u32) -> Inbound,
+    ) -> Result<AnswerKind, CallError> {
         assert_eq!(self.inflight, 0, "Client::call with answers pending: use submit/poll_answer");
         let rid = self.fresh_request();
         let item = make(rid, self.sink);
@@ -1126,7 +1208,9 @@ impl Client {
 
     /// The state hash at a batch boundary, with the seq it covers.
     pub fn state_hash(&mut self) -> Result<(Seq, u64), CallError> {
-        match self.call_inbound(|rid, sink| Inbound::Barrier(Barrier::Hash { sink, request_id: rid }))? {
+        match self
+            .call_inbound(|rid, sink| Inbound::Barrier(Barrier::Hash { sink, request_id: rid }))?
+        {
             AnswerKind::Hash { seq, hash } => Ok((seq, hash)),
             _ => Err(CallError::Unavailable),
         }
@@ -1134,7 +1218,9 @@ impl Client {
 
     /// Take a snapshot now; returns the seq it covers.
     pub fn snapshot(&mut self) -> Result<Seq, CallError> {
-        match self.call_inbound(|rid, sink| Inbound::Barrier(Barrier::Snapshot { sink, request_id: rid }))? {
+        match self.call_inbound(|rid, sink| {
+            Inbound::Barrier(Barrier::Snapshot { sink, request_id: rid })
+        })? {
             AnswerKind::Snapshot { seq } => Ok(seq),
             _ => Err(CallError::Unavailable),
         }

@@ -27,7 +27,12 @@ pub struct SeqArray<const W: usize> {
 
 impl<const W: usize> SeqArray<W> {
     pub fn new(n: usize) -> SeqArray<W> {
-        let cells = (0..n).map(|_| Cell { seq: AtomicU64::new(0), words: std::array::from_fn(|_| AtomicU64::new(0)) }).collect();
+        let cells = (0..n)
+            .map(|_| Cell {
+                seq: AtomicU64::new(0),
+                words: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+            .collect();
         SeqArray { cells }
     }
 

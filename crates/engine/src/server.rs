@@ -73,8 +73,9 @@ impl Server {
     /// Open the engine (recovering its data dir) and listen.
     pub fn start(cfg: &Config) -> Result<Server, EngineError> {
         let engine = Engine::open(cfg)?;
-        let listener = TcpListener::bind(cfg.listen_addr().map_err(|e| EngineError::Config(e.to_string()))?)
-            .map_err(EngineError::Io)?;
+        let listener =
+            TcpListener::bind(cfg.listen_addr().map_err(|e| EngineError::Config(e.to_string()))?)
+                .map_err(EngineError::Io)?;
         listener.set_nonblocking(true).map_err(EngineError::Io)?;
         let addr = listener.local_addr().map_err(EngineError::Io)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -113,13 +114,15 @@ impl Server {
                             }
                             let ctx = ctx.clone();
                             let registry = cs.clone();
-                            let h = thread::Builder::new().name("novate-conn".into()).spawn(move || {
-                                serve_conn(sock, ctx);
-                                // Close our last clone of the socket.
-                                if let Ok(mut v) = registry.lock() {
-                                    v.remove(&id);
-                                }
-                            });
+                            let h = thread::Builder::new().name("novate-conn".into()).spawn(
+                                move || {
+                                    serve_conn(sock, ctx);
+                                    // Close our last clone of the socket.
+                                    if let Ok(mut v) = registry.lock() {
+                                        v.remove(&id);
+                                    }
+                                },
+                            );
                             match h {
                                 Ok(h) => {
                                     if let Ok(mut w) = ws.lock() {
@@ -132,13 +135,22 @@ impl Server {
                                 }
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(5))
+                        }
                         Err(_) => thread::sleep(Duration::from_millis(5)),
                     }
                 }
             })
             .map_err(EngineError::Io)?;
-        Ok(Server { engine: Some(engine), addr, stop, conns, listener: Some(listener_thread), workers })
+        Ok(Server {
+            engine: Some(engine),
+            addr,
+            stop,
+            conns,
+            listener: Some(listener_thread),
+            workers,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -172,7 +184,8 @@ impl Server {
         }
         let engine = self.engine.take().expect("engine present");
         // Connection threads end when their reader sees EOF and their answers are written.
-        let handles: Vec<_> = self.workers.lock().map(|mut w| w.drain(..).collect()).unwrap_or_default();
+        let handles: Vec<_> =
+            self.workers.lock().map(|mut w| w.drain(..).collect()).unwrap_or_default();
         for h in handles {
             let _ = h.join();
         }
@@ -192,7 +205,10 @@ struct ConnCtx {
 enum Local {
     Bytes(Vec<u8>),
     /// A hash query: the answer with this request id is JSON for query `id`.
-    HashQuery { request_id: u64, id: String },
+    HashQuery {
+        request_id: u64,
+        id: String,
+    },
     Close,
 }
 
@@ -291,7 +307,9 @@ fn read_loop(
             }
             let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
             let enc = u16::from_be_bytes([avail[4], avail[5]]);
-            if (enc != SBE_LE_ENCODING && enc != JSON_ENCODING) || !(SOFH_LEN..=FRAME_LEN_MAX).contains(&len) {
+            if (enc != SBE_LE_ENCODING && enc != JSON_ENCODING)
+                || !(SOFH_LEN..=FRAME_LEN_MAX).contains(&len)
+            {
                 let _ = local.send(Local::Bytes(reject_frame(0, RejectCode::MalformedMessage)));
                 writer.unpark();
                 return; // cannot resynchronise
@@ -333,13 +351,21 @@ fn read_loop(
 }
 
 /// Submit the commands of one SBE frame; false if the connection must end.
-fn submit_frame(payload: &[u8], sub: &Submitter, local: &mpsc::Sender<Local>, dead: &AtomicBool, waiter: &mut Waiter) -> bool {
+fn submit_frame(
+    payload: &[u8],
+    sub: &Submitter,
+    local: &mpsc::Sender<Local>,
+    dead: &AtomicBool,
+    waiter: &mut Waiter,
+) -> bool {
     // The request id sits first in every command block; use it for wire-level rejections.
-    let rid_guess = payload.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let rid_guess =
+        payload.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     let msg = match novate_wire::decode_exact(payload) {
         Ok(m) => m,
         Err(e) => {
-            let _ = local.send(Local::Bytes(reject_frame(rid_guess, reject_code_of_decode_error(&e))));
+            let _ =
+                local.send(Local::Bytes(reject_frame(rid_guess, reject_code_of_decode_error(&e))));
             return true;
         }
     };
@@ -375,7 +401,8 @@ fn submit_frame(payload: &[u8], sub: &Submitter, local: &mpsc::Sender<Local>, de
             Some((rid, cmd)) => submit(rid, cmd),
             None => {
                 // An event or an answer sent to the engine: not a command.
-                let _ = local.send(Local::Bytes(reject_frame(rid_guess, RejectCode::UnknownTemplate)));
+                let _ =
+                    local.send(Local::Bytes(reject_frame(rid_guess, RejectCode::UnknownTemplate)));
                 true
             }
         },
@@ -411,7 +438,12 @@ fn json_str(s: &str) -> String {
 
 /// Answer a JSON query from the views (or submit a hash barrier); `None` when the answer will
 /// come from the pipeline.
-fn query(payload: &[u8], views: &Views, sub: &Submitter, local: &mpsc::Sender<Local>) -> Option<Vec<u8>> {
+fn query(
+    payload: &[u8],
+    views: &Views,
+    sub: &Submitter,
+    local: &mpsc::Sender<Local>,
+) -> Option<Vec<u8>> {
     let q: Query = match serde_json::from_slice(payload) {
         Ok(q) => q,
         Err(_) => return Some(json_frame(&error_json("", 1000, "MalformedMessage"))),
@@ -419,20 +451,22 @@ fn query(payload: &[u8], views: &Views, sub: &Submitter, local: &mpsc::Sender<Lo
     let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
     let id = q.id.clone();
     let text = match q.q.as_str() {
-        "position" => match (num(&q.account), num(&q.instrument).and_then(|i| u32::try_from(i).ok())) {
-            (Some(a), Some(i)) => match views.position(a, i) {
-                Some(p) => {
-                    let v = p.value;
-                    format!(
+        "position" => {
+            match (num(&q.account), num(&q.instrument).and_then(|i| u32::try_from(i).ok())) {
+                (Some(a), Some(i)) => match views.position(a, i) {
+                    Some(p) => {
+                        let v = p.value;
+                        format!(
                         "{{\"id\":{},\"ok\":{{\"account\":\"{}\",\"instrument\":\"{}\",\"qty\":\"{}\",\"cost\":\"{}\",\"realized\":\"{}\",\"unrealized\":\"{}\",\"avgPrice\":{},\"seq\":\"{}\"}}}}",
                         json_str(&id), v.account, v.instrument, v.qty, v.cost, v.realized, v.unrealized,
                         v.avg_price.map_or("null".to_string(), |x| format!("\"{x}\"")), p.seq
                     )
-                }
-                None => format!("{{\"id\":{},\"ok\":null}}", json_str(&id)),
-            },
-            _ => error_json(&id, 1000, "MalformedMessage"),
-        },
+                    }
+                    None => format!("{{\"id\":{},\"ok\":null}}", json_str(&id)),
+                },
+                _ => error_json(&id, 1000, "MalformedMessage"),
+            }
+        }
         "account" => match num(&q.account) {
             Some(a) => match views.account(a) {
                 Ok(p) => {
@@ -506,7 +540,13 @@ fn write_all_within(sock: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> 
     Ok(())
 }
 
-fn write_loop(mut sock: TcpStream, mut answers: Answers, local: mpsc::Receiver<Local>, dead: &AtomicBool, timeout: Duration) {
+fn write_loop(
+    mut sock: TcpStream,
+    mut answers: Answers,
+    local: mpsc::Receiver<Local>,
+    dead: &AtomicBool,
+    timeout: Duration,
+) {
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut hash_queries: Vec<(u64, String)> = Vec::new();
     let mut reader_done = false;
@@ -525,9 +565,12 @@ fn write_loop(mut sock: TcpStream, mut answers: Answers, local: mpsc::Receiver<L
         while let Some(a) = answers.poll() {
             progressed = true;
             let n = match a.kind {
-                AnswerKind::Ack { seq, ts } => write_frame(&mut frame, |b| encode_ack(b, a.request_id, seq, ts)).unwrap_or(0),
+                AnswerKind::Ack { seq, ts } => {
+                    write_frame(&mut frame, |b| encode_ack(b, a.request_id, seq, ts)).unwrap_or(0)
+                }
                 AnswerKind::Reject { reason, .. } => {
-                    write_frame(&mut frame, |b| encode_reject(b, a.request_id, reject_code(reason))).unwrap_or(0)
+                    write_frame(&mut frame, |b| encode_reject(b, a.request_id, reject_code(reason)))
+                        .unwrap_or(0)
                 }
                 AnswerKind::Hash { seq, hash } => {
                     // Its query was sent before the barrier; it may not have been read yet.
@@ -535,7 +578,9 @@ fn write_loop(mut sock: TcpStream, mut answers: Answers, local: mpsc::Receiver<L
                         while let Ok(l) = local.try_recv() {
                             match l {
                                 Local::Bytes(b) => out.extend_from_slice(&b),
-                                Local::HashQuery { request_id, id } => hash_queries.push((request_id, id)),
+                                Local::HashQuery { request_id, id } => {
+                                    hash_queries.push((request_id, id))
+                                }
                                 Local::Close => reader_done = true,
                             }
                         }

@@ -33,7 +33,10 @@ impl Journal for FileJournal {
         for s in batch {
             let seq = self.j.append_command(s.ts, 0, &s.cmd).map_err(io_err)?;
             if seq != s.seq {
-                return Err(io::Error::other(format!("journal seq {seq} differs from the sequencer's {}", s.seq)));
+                return Err(io::Error::other(format!(
+                    "journal seq {seq} differs from the sequencer's {}",
+                    s.seq
+                )));
             }
         }
         Ok(())
@@ -64,7 +67,11 @@ impl Journal for FileJournal {
     }
 
     fn describe(&self) -> String {
-        format!("segmented journal in {} ({})", self.j.dir().display(), if self.fsync { "fdatasync per batch" } else { "page cache" })
+        format!(
+            "segmented journal in {} ({})",
+            self.j.dir().display(),
+            if self.fsync { "fdatasync per batch" } else { "page cache" }
+        )
     }
 }
 
@@ -140,11 +147,16 @@ pub fn recover_dir(cfg: &Config, dir: &Path) -> Result<RecoveredDir, EngineError
         policy: if fsync { Policy::Fsync } else { Policy::None },
         ..novate_journal::Options::default()
     };
-    let r = novate_journal::recover(dir, cfg.limits(), opts).map_err(|e| EngineError::Recovery(e.to_string()))?;
-    let mut report = StartReport { last_seq: r.last_seq, replayed: r.replay.records, ..StartReport::default() };
+    let r = novate_journal::recover(dir, cfg.limits(), opts)
+        .map_err(|e| EngineError::Recovery(e.to_string()))?;
+    let mut report =
+        StartReport { last_seq: r.last_seq, replayed: r.replay.records, ..StartReport::default() };
     if let Some(s) = r.snapshot {
         report.recovered_snapshot_seq = Some(s.seq);
-        report.lines.push(format!("recovered snapshot at seq {} (state hash {:016x})", s.seq, s.state_hash));
+        report.lines.push(format!(
+            "recovered snapshot at seq {} (state hash {:016x})",
+            s.seq, s.state_hash
+        ));
     }
     for (seq, why) in &r.skipped_snapshots {
         report.lines.push(format!("skipped snapshot at seq {seq}: {why}"));
@@ -167,14 +179,19 @@ pub fn recover_dir(cfg: &Config, dir: &Path) -> Result<RecoveredDir, EngineError
 /// Rebuild the state of a data dir read-only (the newest snapshot, then every journal record
 /// after it), calling `progress(done, total)` as it goes; returns (last seq, state hash).
 /// Safe while a daemon owns the directory: nothing is written.
-pub fn replay_dir(dir: &Path, limits: Limits, progress: &mut dyn FnMut(u64, u64)) -> Result<(Seq, u64), EngineError> {
+pub fn replay_dir(
+    dir: &Path,
+    limits: Limits,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Seq, u64), EngineError> {
     let (jdir, sdir) = novate_journal::data_dirs(dir);
     let scan = novate_journal::scan_journal(&jdir)
         .map_err(|e| EngineError::Recovery(e.to_string()))?
         .ok_or_else(|| EngineError::Recovery(format!("no journal in {}", jdir.display())))?;
     let mut sm = None;
     if sdir.exists() {
-        let store = novate_journal::SnapshotStore::open(&sdir).map_err(|e| EngineError::Recovery(e.to_string()))?;
+        let store = novate_journal::SnapshotStore::open(&sdir)
+            .map_err(|e| EngineError::Recovery(e.to_string()))?;
         for info in store.list().map_err(|e| EngineError::Recovery(e.to_string()))? {
             if info.seq <= scan.last_seq && info.seq + 1 >= scan.first_seq {
                 if let Ok((_, s)) = store.load(info.seq, limits) {
@@ -190,10 +207,13 @@ pub fn replay_dir(dir: &Path, limits: Limits, progress: &mut dyn FnMut(u64, u64)
     };
     let from = sm.last_seq() + 1;
     let total = scan.last_seq.saturating_sub(from - 1);
-    let mut reader = Reader::open(&jdir, from).map_err(|e| EngineError::Recovery(e.to_string()))?.until(scan.last_seq);
+    let mut reader = Reader::open(&jdir, from)
+        .map_err(|e| EngineError::Recovery(e.to_string()))?
+        .until(scan.last_seq);
     let mut done = 0u64;
     while let Some(rec) = reader.next().map_err(|e| EngineError::Recovery(e.to_string()))? {
-        let (_, cmd) = novate_journal::decode_command(rec.seq, rec.payload).map_err(|e| EngineError::Recovery(e.to_string()))?;
+        let (_, cmd) = novate_journal::decode_command(rec.seq, rec.payload)
+            .map_err(|e| EngineError::Recovery(e.to_string()))?;
         let _ = sm.apply(&cmd, rec.seq, rec.ts);
         done += 1;
         if done % 65_536 == 0 {

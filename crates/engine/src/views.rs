@@ -23,8 +23,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use novate_core::{
-    AccountId, AccountSpec, AccountView, Book, Event, InstrumentId, InstrumentSpec, InstrumentView, Limits,
-    PositionView, Reject, Seq, StateMachine, Totals,
+    AccountId, AccountSpec, AccountView, Book, Event, InstrumentId, InstrumentSpec, InstrumentView,
+    Limits, PositionView, Reject, Seq, StateMachine, Totals,
 };
 use novate_ring::index::{self, IndexReader, IndexWriter};
 
@@ -94,7 +94,11 @@ pub struct Publisher {
 
 /// Create both sides with room for the state machine's limits.
 pub fn new(limits: Limits) -> (Publisher, Views) {
-    let (a, p, i) = (limits.accounts_max as usize, limits.positions_max as usize, limits.instruments_max as usize);
+    let (a, p, i) = (
+        limits.accounts_max as usize,
+        limits.positions_max as usize,
+        limits.instruments_max as usize,
+    );
     let (aiw, air) = index::new(a, PROBES_MAX);
     let (piw, pir) = index::new(p, PROBES_MAX);
     let (iiw, iir) = index::new(i, PROBES_MAX);
@@ -154,7 +158,12 @@ impl Publisher {
         if slot as usize >= self.stamp_instruments.len() {
             return None;
         }
-        self.instruments.push(InstrumentState { id, published: (i64::MIN, i64::MIN), holders: Vec::new(), multiplier: 1 });
+        self.instruments.push(InstrumentState {
+            id,
+            published: (i64::MIN, i64::MIN),
+            holders: Vec::new(),
+            multiplier: 1,
+        });
         let _ = self.instrument_index.insert(u64::from(id), slot);
         Some(slot)
     }
@@ -198,23 +207,38 @@ impl Publisher {
         Some(slot)
     }
 
-    fn write_position(&mut self, views: &Views, account: AccountId, instrument: InstrumentId, book: Book, seq: Seq) {
-        let (Some(a), Some(i)) = (self.account_slot(account), self.mark_instrument(instrument, false)) else { return };
+    fn write_position(
+        &mut self,
+        views: &Views,
+        account: AccountId,
+        instrument: InstrumentId,
+        book: Book,
+        seq: Seq,
+    ) {
+        let (Some(a), Some(i)) =
+            (self.account_slot(account), self.mark_instrument(instrument, false))
+        else {
+            return;
+        };
         self.mark_account(a);
         let Some(p) = self.position_slot(a, instrument, i) else { return };
         let [c0, c1] = split(book.cost);
         let [r0, r1] = split(book.realized);
-        views.positions.write(p as usize, &[account, u64::from(instrument), book.qty as u64, c0, c1, r0, r1, seq << 8 | OK]);
+        views.positions.write(
+            p as usize,
+            &[account, u64::from(instrument), book.qty as u64, c0, c1, r0, r1, seq << 8 | OK],
+        );
     }
 
     /// Note what one command's events changed (positions are written at once).
     pub fn note(&mut self, views: &Views, seq: Seq, events: &[Event]) {
         for e in events {
             match *e {
-                Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => self.mark_account_id(account),
-                Event::PositionChanged { account, instrument, qty, cost, realized } => {
-                    self.write_position(views, account, instrument, Book { qty, cost, realized }, seq)
+                Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => {
+                    self.mark_account_id(account)
                 }
+                Event::PositionChanged { account, instrument, qty, cost, realized } => self
+                    .write_position(views, account, instrument, Book { qty, cost, realized }, seq),
                 Event::VariationMargin { account, instrument, .. } => {
                     if let Some(i) = self.instrument_slot(instrument) {
                         self.settled.push((account, instrument, i));
@@ -256,7 +280,13 @@ impl Publisher {
         for k in 0..self.settled.len() {
             let (a, i, _) = self.settled[k];
             if let Some(v) = sm.position(a, i) {
-                self.write_position(views, a, i, Book { qty: v.qty, cost: v.cost, realized: v.realized }, seq);
+                self.write_position(
+                    views,
+                    a,
+                    i,
+                    Book { qty: v.qty, cost: v.cost, realized: v.realized },
+                    seq,
+                );
             }
         }
         self.settled.clear();
@@ -317,9 +347,17 @@ fn account_words(id: AccountId, v: Result<AccountView, Reject>, seq: Seq) -> [u6
     w[4..6].copy_from_slice(&split(s.max_loss));
     w[6] = u64::from(s.suspended);
     w[7] = u64::from(v.positions);
-    for (k, x) in [v.collateral, v.totals.notional, v.totals.unrealized, v.totals.realized, v.totals.margin, v.equity, v.excess]
-        .into_iter()
-        .enumerate()
+    for (k, x) in [
+        v.collateral,
+        v.totals.notional,
+        v.totals.unrealized,
+        v.totals.realized,
+        v.totals.margin,
+        v.equity,
+        v.excess,
+    ]
+    .into_iter()
+    .enumerate()
     {
         w[8 + 2 * k..10 + 2 * k].copy_from_slice(&split(x));
     }
@@ -348,7 +386,12 @@ fn account_view(w: &[u64; ACCOUNT_WORDS]) -> AccountView {
 
 fn instrument_view(w: &[u64; INSTRUMENT_WORDS]) -> InstrumentView {
     InstrumentView {
-        spec: InstrumentSpec { id: w[0] as u32, multiplier: w[1] as i64, margin_bps: w[2] as i64, settle_days: w[3] as u8 },
+        spec: InstrumentSpec {
+            id: w[0] as u32,
+            multiplier: w[1] as i64,
+            margin_bps: w[2] as i64,
+            settle_days: w[3] as u8,
+        },
         mark: w[4] as i64,
         last_price: w[5] as i64,
         holders: w[6] as u32,
@@ -382,7 +425,11 @@ impl Views {
     }
 
     /// The position, valued at the instrument's published mark (`None`: never traded).
-    pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Option<Published<PositionView>> {
+    pub fn position(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+    ) -> Option<Published<PositionView>> {
         let a = self.account_index.get(account)?;
         let slot = self.position_index.get(position_key(a, instrument))?;
         let w = self.positions.read(slot as usize);

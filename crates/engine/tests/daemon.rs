@@ -38,14 +38,39 @@ fn frame(rid: u64, cmd: &Command) -> Vec<u8> {
 
 fn setup() -> Vec<Command> {
     vec![
-        Command::UpsertInstrument(InstrumentSpec { id: 7, multiplier: 1, margin_bps: 1000, settle_days: 2 }),
-        Command::UpsertAccount(AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
-        Command::UpsertAccount(AccountSpec { id: 2, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
+        Command::UpsertInstrument(InstrumentSpec {
+            id: 7,
+            multiplier: 1,
+            margin_bps: 1000,
+            settle_days: 2,
+        }),
+        Command::UpsertAccount(AccountSpec {
+            id: 1,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }),
+        Command::UpsertAccount(AccountSpec {
+            id: 2,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }),
     ]
 }
 
 fn trade(id: u64) -> Command {
-    Command::ClearTrade(Trade { trade_id: id, buy: 1, sell: 2, instrument: 7, qty: 1, price: 10 * PRICE_SCALE, trade_date: 20261125 })
+    Command::ClearTrade(Trade {
+        trade_id: id,
+        buy: 1,
+        sell: 2,
+        instrument: 7,
+        qty: 1,
+        price: 10 * PRICE_SCALE,
+        trade_date: 20261125,
+    })
 }
 
 /// Read frames until `n` messages arrived (or EOF); returns (template, request id, payload).
@@ -105,12 +130,26 @@ fn one_connection_pipelines_many_requests_each_answered_once() {
         bytes.extend(frame(1000 + i, &trade(i + 1)));
     }
     bytes.extend(frame(5000, &trade(1))); // duplicate
-    // A ClearTradeBatch: each entry its own answer.
+                                          // A ClearTradeBatch: each entry its own answer.
     let mut b = vec![0u8; 4096];
     let trades: Vec<_> = (0..10u64)
-        .map(|i| (7000 + i, Trade { trade_id: 9000 + i, buy: 1, sell: 2, instrument: 7, qty: 1, price: PRICE_SCALE, trade_date: 20261125 }))
+        .map(|i| {
+            (
+                7000 + i,
+                Trade {
+                    trade_id: 9000 + i,
+                    buy: 1,
+                    sell: 2,
+                    instrument: 7,
+                    qty: 1,
+                    price: PRICE_SCALE,
+                    trade_date: 20261125,
+                },
+            )
+        })
         .collect();
-    let n = write_frame(&mut b, |x| novate_wire::convert::encode_clear_trade_batch(x, &trades)).unwrap();
+    let n = write_frame(&mut b, |x| novate_wire::convert::encode_clear_trade_batch(x, &trades))
+        .unwrap();
     bytes.extend(&b[..n]);
     t.write_all(&bytes).unwrap();
     let got = read_frames(&mut t, 3 + 500 + 1 + 10);
@@ -129,13 +168,17 @@ fn one_connection_pipelines_many_requests_each_answered_once() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), 514, "every request answered exactly once");
-    assert_eq!(rids, {
-        let mut v: Vec<u64> = (1..=3).collect();
-        v.extend(1000..1500);
-        v.push(5000);
-        v.extend(7000..7010);
-        v
-    }, "answers come in sequence order");
+    assert_eq!(
+        rids,
+        {
+            let mut v: Vec<u64> = (1..=3).collect();
+            v.extend(1000..1500);
+            v.push(5000);
+            v.extend(7000..7010);
+            v
+        },
+        "answers come in sequence order"
+    );
     // Queries (JSON frames) from the published views.
     let q = br#"{"id":"q1","q":"position","account":"1","instrument":"7"}"#;
     let mut f = ((q.len() + 6) as u32).to_be_bytes().to_vec();
@@ -151,10 +194,24 @@ fn one_connection_pipelines_many_requests_each_answered_once() {
     f.extend(a);
     t.write_all(&f).unwrap();
     let got = read_frames(&mut t, 3);
-    let texts: Vec<String> = got.iter().map(|(p, _)| String::from_utf8(p.clone()).unwrap()).collect();
-    assert!(texts.iter().any(|x| x.contains(r#""id":"q1","ok":{"account":"1","instrument":"7","qty":"510""#)), "{texts:?}");
-    assert!(texts.iter().any(|x| x.contains(r#""id":"q2","ok":{"hash":""#) && x.contains(r#""seq":"514""#)), "{texts:?}");
-    assert!(texts.iter().any(|x| x.contains(r#""id":"q3","error":{"code":2,"name":"UnknownAccount"}"#)), "{texts:?}");
+    let texts: Vec<String> =
+        got.iter().map(|(p, _)| String::from_utf8(p.clone()).unwrap()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|x| x.contains(r#""id":"q1","ok":{"account":"1","instrument":"7","qty":"510""#)),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|x| x.contains(r#""id":"q2","ok":{"hash":""#) && x.contains(r#""seq":"514""#)),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|x| x.contains(r#""id":"q3","error":{"code":2,"name":"UnknownAccount"}"#)),
+        "{texts:?}"
+    );
     drop(t);
     let r = s.shutdown();
     assert_eq!(r.last_seq, 514);
@@ -240,7 +297,15 @@ fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
             buf.clear();
             for i in 0..1000u64 {
                 let id = block * 1000 + i + 1;
-                let t = Trade { trade_id: id, buy: 1, sell: 2, instrument: 7, qty: 1, price: PRICE_SCALE, trade_date: 20261125 };
+                let t = Trade {
+                    trade_id: id,
+                    buy: 1,
+                    sell: 2,
+                    instrument: 7,
+                    qty: 1,
+                    price: PRICE_SCALE,
+                    trade_date: 20261125,
+                };
                 let n = write_frame(&mut f, |x| encode_clear_trade(x, id, &t)).unwrap();
                 buf.extend_from_slice(&f[..n]);
             }
@@ -253,9 +318,24 @@ fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
     // Meanwhile another member is served normally.
     let mut other = connect(&s);
     for i in 0..20u64 {
-        other.write_all(&frame(i, &Command::CheckOrder { account: 1, instrument: 7, side: Side::Buy, qty: 1, price: PRICE_SCALE })).unwrap();
+        other
+            .write_all(&frame(
+                i,
+                &Command::CheckOrder {
+                    account: 1,
+                    instrument: 7,
+                    side: Side::Buy,
+                    qty: 1,
+                    price: PRICE_SCALE,
+                },
+            ))
+            .unwrap();
         let got = read_frames(&mut other, 1);
-        assert_eq!(answer(&got[0].0), (i, Some(RejectCode::Margin)), "no collateral: a typed answer");
+        assert_eq!(
+            answer(&got[0].0),
+            (i, Some(RejectCode::Margin)),
+            "no collateral: a typed answer"
+        );
     }
     let blocks = writer.join().unwrap();
     assert!(blocks < 1000, "the stuck connection was cut off");

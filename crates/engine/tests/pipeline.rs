@@ -30,16 +30,41 @@ fn start(c: &Config) -> Engine {
 
 fn setup_cmds() -> Vec<Command> {
     vec![
-        Command::UpsertInstrument(InstrumentSpec { id: 7, multiplier: 10, margin_bps: 1000, settle_days: 2 }),
-        Command::UpsertAccount(AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
-        Command::UpsertAccount(AccountSpec { id: 2, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }),
+        Command::UpsertInstrument(InstrumentSpec {
+            id: 7,
+            multiplier: 10,
+            margin_bps: 1000,
+            settle_days: 2,
+        }),
+        Command::UpsertAccount(AccountSpec {
+            id: 1,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }),
+        Command::UpsertAccount(AccountSpec {
+            id: 2,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        }),
         Command::AdjustCollateral { account: 1, amount: 1_000_000 * PRICE_SCALE as i128 },
         Command::AdjustCollateral { account: 2, amount: 1_000_000 * PRICE_SCALE as i128 },
     ]
 }
 
 fn trade(id: u64, buy: u64, sell: u64, qty: i64, price: i64) -> Command {
-    Command::ClearTrade(Trade { trade_id: id, buy, sell, instrument: 7, qty, price, trade_date: 20261125 })
+    Command::ClearTrade(Trade {
+        trade_id: id,
+        buy,
+        sell,
+        instrument: 7,
+        qty,
+        price,
+        trade_date: 20261125,
+    })
 }
 
 /// A journal whose commit waits until the test opens the gate.
@@ -51,7 +76,10 @@ struct GatedJournal {
 
 impl GatedJournal {
     fn new() -> GatedJournal {
-        GatedJournal { inner: MemJournal::new(), gate: Arc::new((Mutex::new(false), Condvar::new())) }
+        GatedJournal {
+            inner: MemJournal::new(),
+            gate: Arc::new((Mutex::new(false), Condvar::new())),
+        }
     }
     fn open(&self) {
         *self.gate.0.lock().unwrap() = true;
@@ -113,7 +141,13 @@ fn a_full_ring_or_window_is_busy_and_nothing_is_dropped() {
     let mut accepted = 0u64;
     let mut busy = 0;
     for i in 0..8u64 {
-        let cmd = Command::UpsertAccount(AccountSpec { id: i + 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false });
+        let cmd = Command::UpsertAccount(AccountSpec {
+            id: i + 1,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        });
         match client.try_submit(i, cmd) {
             Ok(()) => accepted += 1,
             Err(SubmitError::Busy) => busy += 1,
@@ -168,8 +202,14 @@ fn calls_answer_with_typed_rejections_and_views_match_the_state_machine() {
         both(&mut c, cmd).unwrap();
     }
     both(&mut c, trade(1, 1, 2, 5, 100 * PRICE_SCALE)).unwrap();
-    assert_eq!(both(&mut c, trade(1, 1, 2, 5, 100 * PRICE_SCALE)), Err(CallError::Rejected(Reject::Duplicate)));
-    assert_eq!(both(&mut c, trade(2, 1, 99, 5, 100 * PRICE_SCALE)), Err(CallError::Rejected(Reject::UnknownAccount)));
+    assert_eq!(
+        both(&mut c, trade(1, 1, 2, 5, 100 * PRICE_SCALE)),
+        Err(CallError::Rejected(Reject::Duplicate))
+    );
+    assert_eq!(
+        both(&mut c, trade(2, 1, 99, 5, 100 * PRICE_SCALE)),
+        Err(CallError::Rejected(Reject::UnknownAccount))
+    );
     both(&mut c, Command::MarkPrice { instrument: 7, price: 103 * PRICE_SCALE }).unwrap();
     both(&mut c, trade(3, 2, 1, 2, 104 * PRICE_SCALE)).unwrap();
     both(&mut c, Command::SettlementPrice { instrument: 7, price: 105 * PRICE_SCALE }).unwrap();
@@ -224,7 +264,9 @@ fn events_arrive_in_order_filtered_and_a_slow_reader_gets_an_overflow_signal() {
     assert!(matches!(delivered[0].1, Event::TradeCleared { trade_id: 1 }));
     assert!(matches!(delivered[1].1, Event::PositionChanged { account: 1, qty: 1, .. }));
     assert!(matches!(delivered[2].1, Event::PositionChanged { account: 2, qty: -1, .. }));
-    assert!(engine.metrics().subscription_overflows.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        engine.metrics().subscription_overflows.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    );
     // Dropping a subscription unsubscribes it.
     drop(all);
     drop(positions_of_1);
@@ -266,7 +308,8 @@ fn restart_recovers_the_same_state_from_snapshot_and_journal() {
     // continue the sequence.
     drop(cl);
     drop(engine);
-    let engine = Engine::start(&c, Box::new(journal.clone()), Box::new(MemSnapshots::new())).unwrap();
+    let engine =
+        Engine::start(&c, Box::new(journal.clone()), Box::new(MemSnapshots::new())).unwrap();
     assert_eq!(engine.start_report().replayed, 9);
     let mut cl = engine.client();
     assert_eq!(cl.state_hash().unwrap(), (9, hash));
@@ -308,8 +351,13 @@ fn many_clients_on_many_threads_all_get_their_own_answers() {
                 let mut seen = Vec::new();
                 for i in 0..500u64 {
                     let rid = t * 1000 + i;
-                    c.submit_with(rid, trade(rid + 1, 1, 2, 1, 100 * PRICE_SCALE), Duration::from_secs(10), &mut |a| seen.push(a.request_id))
-                        .unwrap();
+                    c.submit_with(
+                        rid,
+                        trade(rid + 1, 1, 2, 1, 100 * PRICE_SCALE),
+                        Duration::from_secs(10),
+                        &mut |a| seen.push(a.request_id),
+                    )
+                    .unwrap();
                 }
                 while let Some(a) = c.wait_answer(Duration::from_secs(10)) {
                     seen.push(a.request_id);
@@ -352,7 +400,11 @@ fn a_data_dir_survives_restarts_under_both_policies() {
             (hash, pos)
         };
         let engine = Engine::open(&c).unwrap();
-        assert!(engine.start_report().recovered_snapshot_seq.is_some(), "{:?}", engine.start_report().lines);
+        assert!(
+            engine.start_report().recovered_snapshot_seq.is_some(),
+            "{:?}",
+            engine.start_report().lines
+        );
         let mut cl = engine.client();
         assert_eq!(cl.state_hash().unwrap(), (16, hash), "{policy:?}");
         assert_eq!(engine.views().position(2, 7).unwrap().value, pos);
@@ -361,7 +413,9 @@ fn a_data_dir_survives_restarts_under_both_policies() {
         drop(engine);
         // Read-only replay of the same directory reaches the same hash.
         let mut calls = 0;
-        let (seq, h) = novate_engine::store::replay_dir(dir.path(), c.limits(), &mut |_, _| calls += 1).unwrap();
+        let (seq, h) =
+            novate_engine::store::replay_dir(dir.path(), c.limits(), &mut |_, _| calls += 1)
+                .unwrap();
         assert_eq!(seq, 17);
         assert_ne!(h, hash);
         assert!(calls >= 1);

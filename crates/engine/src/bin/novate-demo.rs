@@ -23,8 +23,13 @@ fn main() {
             "--no-progress" => o.progress = false,
             "-h" | "--help" => {
                 println!("usage: novate-demo [--trades N] [--accounts N] [--instruments N] [--latency-samples N]");
-                println!("                   [--seed N] [--data-dir DIR] [--fsync] [--no-progress]");
-                println!("defaults: {} trades, {} accounts, {} instruments, in memory", o.trades, o.accounts, o.instruments);
+                println!(
+                    "                   [--seed N] [--data-dir DIR] [--fsync] [--no-progress]"
+                );
+                println!(
+                    "defaults: {} trades, {} accounts, {} instruments, in memory",
+                    o.trades, o.accounts, o.instruments
+                );
                 return;
             }
             other => {
