@@ -2,20 +2,17 @@
 // Commands go out as SOFH-framed SBE and are pipelined: every call gets its own request id and
 // resolves when its Ack or Reject arrives. Queries go out as JSON frames (SOFH encoding 0xF500,
 // see crates/engine/src/server.rs) and are answered from the daemon's published views.
+import { ClearingCommands } from './clearing-commands';
 import { connect as netConnect, type Socket } from 'node:net';
 import { encodeCommand, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { ClosedError, InputError, NovateError } from './errors';
 import { decodeMessage, SBE_LE_ENCODING, SOFH_LENGTH, FRAME_LENGTH_MAX, writeSofh } from './wire';
 import type {
-  AccountInput,
   AccountSummary,
   Ack,
   Clearing,
-  InstrumentInput,
   InstrumentSummary,
-  OrderInput,
   Position,
-  TradeInput,
 } from './types';
 
 /** SOFH encoding type of the JSON query frames. */
@@ -35,7 +32,7 @@ function parseUrl(url: string): { host: string; port: number } {
 }
 
 /** A connection to novated. */
-export class Client implements Clearing {
+export class Client extends ClearingCommands implements Clearing {
   private nextRequest = 1n;
   private nextQuery = 1;
   private readonly commands = new Map<bigint, Pending<Ack>>();
@@ -46,6 +43,7 @@ export class Client implements Clearing {
   private readonly ended: Promise<void>;
 
   constructor(private readonly socket: Socket) {
+    super();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.ended = new Promise((resolve) => {
@@ -122,7 +120,7 @@ export class Client implements Clearing {
     this.settled();
   }
 
-  private send(command: CommandInput): Promise<Ack> {
+  protected submit(command: CommandInput): Promise<Ack> {
     if (this.closed) return Promise.reject(this.error ?? new ClosedError());
     const rid = this.nextRequest++;
     const frame = new Uint8Array(SOFH_LENGTH + COMMAND_BYTES_MAX);
@@ -154,31 +152,6 @@ export class Client implements Clearing {
       this.inflight();
       this.socket.write(frame);
     });
-  }
-
-  upsertInstrument(instrument: InstrumentInput): Promise<Ack> {
-    return this.send({ type: 'upsertInstrument', instrument });
-  }
-  upsertAccount(account: AccountInput): Promise<Ack> {
-    return this.send({ type: 'upsertAccount', account });
-  }
-  adjustCollateral(account: bigint, amount: bigint): Promise<Ack> {
-    return this.send({ type: 'adjustCollateral', account, amount });
-  }
-  checkOrder(order: OrderInput): Promise<Ack> {
-    return this.send({ type: 'checkOrder', order });
-  }
-  clearTrade(trade: TradeInput): Promise<Ack> {
-    return this.send({ type: 'clearTrade', trade });
-  }
-  bustTrade(tradeId: bigint): Promise<Ack> {
-    return this.send({ type: 'bustTrade', tradeId });
-  }
-  markPrice(instrument: bigint, price: bigint): Promise<Ack> {
-    return this.send({ type: 'markPrice', instrument, price });
-  }
-  settlementPrice(instrument: bigint, price: bigint): Promise<Ack> {
-    return this.send({ type: 'settlementPrice', instrument, price });
   }
 
   async position(account: bigint, instrument: bigint): Promise<Position | undefined> {

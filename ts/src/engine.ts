@@ -1,31 +1,30 @@
 // `Engine.open(config)`: the engine in this process, through the napi binding.
+import { ClearingCommands } from './clearing-commands';
 import { encodeBatch, encodeCommand, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { toToml, type EngineConfig } from './config';
 import { ClosedError, NovateError, fromNative } from './errors';
 import { EventStream, kindsMask } from './events';
 import { native } from './native';
 import type {
-  AccountInput,
   AccountSummary,
   Ack,
   BatchResult,
   Clearing,
   EventFilter,
-  InstrumentInput,
   InstrumentSummary,
-  OrderInput,
   Position,
-  TradeInput,
 } from './types';
 import type { NativeEngine } from '../native/index';
 
 /** An engine running inside this process. */
-export class Engine implements Clearing {
+export class Engine extends ClearingCommands implements Clearing {
   private readonly scratch = new Uint8Array(COMMAND_BYTES_MAX);
   private streams = new Set<EventStream>();
   private closed = false;
 
-  private constructor(private readonly inner: NativeEngine) {}
+  private constructor(private readonly inner: NativeEngine) {
+    super();
+  }
 
   /**
    * Start an engine: `config` is the TOML text of docs/CONFIG.md or the same structure as an
@@ -61,37 +60,12 @@ export class Engine implements Clearing {
     return { seq: BigInt(r) };
   }
 
-  private call(command: CommandInput): Promise<Ack> {
+  protected submit(command: CommandInput): Promise<Ack> {
     try {
       return Promise.resolve(this.callSync(command));
     } catch (e) {
       return Promise.reject(e);
     }
-  }
-
-  upsertInstrument(instrument: InstrumentInput): Promise<Ack> {
-    return this.call({ type: 'upsertInstrument', instrument });
-  }
-  upsertAccount(account: AccountInput): Promise<Ack> {
-    return this.call({ type: 'upsertAccount', account });
-  }
-  adjustCollateral(account: bigint, amount: bigint): Promise<Ack> {
-    return this.call({ type: 'adjustCollateral', account, amount });
-  }
-  checkOrder(order: OrderInput): Promise<Ack> {
-    return this.call({ type: 'checkOrder', order });
-  }
-  clearTrade(trade: TradeInput): Promise<Ack> {
-    return this.call({ type: 'clearTrade', trade });
-  }
-  bustTrade(tradeId: bigint): Promise<Ack> {
-    return this.call({ type: 'bustTrade', tradeId });
-  }
-  markPrice(instrument: bigint, price: bigint): Promise<Ack> {
-    return this.call({ type: 'markPrice', instrument, price });
-  }
-  settlementPrice(instrument: bigint, price: bigint): Promise<Ack> {
-    return this.call({ type: 'settlementPrice', instrument, price });
   }
 
   /**
