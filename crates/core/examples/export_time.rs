@@ -6,7 +6,12 @@ use std::time::Instant;
 
 fn main() {
     let (accounts, instruments) = (100_000u64, 1_000u32);
-    let limits = Limits { accounts_max: 100_000, instruments_max: 1_000, positions_max: 1_100_000, trades_max: 600_000 };
+    let limits = Limits {
+        accounts_max: 100_000,
+        instruments_max: 1_000,
+        positions_max: 1_100_000,
+        trades_max: 600_000,
+    };
     let mut sm = StateMachine::new(limits).expect("limits");
     let mut seq = 0;
     let mut run = |sm: &mut StateMachine, c: Command| {
@@ -14,11 +19,28 @@ fn main() {
         sm.apply(&c, seq, 0).expect("accepted");
     };
     for id in 1..=instruments {
-        run(&mut sm, Command::UpsertInstrument(InstrumentSpec { id, multiplier: 10, margin_bps: 1_000, settle_days: 2 }));
+        run(
+            &mut sm,
+            Command::UpsertInstrument(InstrumentSpec {
+                id,
+                multiplier: 10,
+                margin_bps: 1_000,
+                settle_days: 2,
+            }),
+        );
         run(&mut sm, Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
     }
     for id in 1..=accounts {
-        run(&mut sm, Command::UpsertAccount(AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false }));
+        run(
+            &mut sm,
+            Command::UpsertAccount(AccountSpec {
+                id,
+                max_position: 0,
+                max_notional: 0,
+                max_loss: 0,
+                suspended: false,
+            }),
+        );
         run(&mut sm, Command::AdjustCollateral { account: id, amount: 1 << 90 });
     }
     let mut x = 7u64;
@@ -27,7 +49,18 @@ fn main() {
         let buy = 1 + (trade_id - 1) % accounts;
         let sell = 1 + (buy + (x >> 33) % (accounts - 1)) % accounts;
         let instrument = 1 + ((x >> 13) % u64::from(instruments)) as u32;
-        run(&mut sm, Command::ClearTrade(Trade { trade_id, buy, sell, instrument, qty: 5, price: 100 * PRICE_SCALE, trade_date: 20260105 }));
+        run(
+            &mut sm,
+            Command::ClearTrade(Trade {
+                trade_id,
+                buy,
+                sell,
+                instrument,
+                qty: 5,
+                price: 100 * PRICE_SCALE,
+                trade_date: 20260105,
+            }),
+        );
     }
     let mut times = Vec::new();
     for _ in 0..5 {
@@ -41,6 +74,9 @@ fn main() {
     let h = sm.state_hash();
     println!(
         "{} positions: export median {:.1} ms (min {:.1}), state_hash {:.1} ms ({h:016x})",
-        sm.positions_len(), times[2], times[0], t.elapsed().as_secs_f64() * 1e3
+        sm.positions_len(),
+        times[2],
+        times[0],
+        t.elapsed().as_secs_f64() * 1e3
     );
 }

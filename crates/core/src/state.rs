@@ -1007,7 +1007,8 @@ impl StateMachine {
     /// calls it at a batch boundary).
     pub fn export(&self) -> Snapshot {
         let mut snap = Snapshot { last_seq: self.last_seq, ..Snapshot::default() };
-        snap.instruments = self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)).collect();
+        snap.instruments =
+            self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)).collect();
         snap.instruments.sort_unstable_by_key(|i| i.0.id);
         // Accounts in id order, each followed by its few positions in instrument order: no
         // global sort of every position.
@@ -1021,7 +1022,11 @@ impl StateMachine {
             let start = snap.positions.len();
             let _ = self.for_each_slot(row, |slot| {
                 let p = &self.positions[slot as usize];
-                snap.positions.push((a.spec.id, self.instruments[p.instrument as usize].spec.id, p.book));
+                snap.positions.push((
+                    a.spec.id,
+                    self.instruments[p.instrument as usize].spec.id,
+                    p.book,
+                ));
                 Ok(())
             });
             snap.positions[start..].sort_unstable_by_key(|p| p.1);
@@ -1038,15 +1043,16 @@ impl StateMachine {
         use RestoreError::Invalid;
         let mut sm = StateMachine::new(limits).map_err(RestoreError::Limits)?;
         for &(spec, mark, last) in &snap.instruments {
+            let before = sm.instruments.len();
             sm.upsert_instrument(spec).map_err(|_| Invalid("instrument"))?;
-            if sm.instruments.len() != sm.instrument_index.len() || mark < 0 || last < 0 {
-                return Err(Invalid("instrument"));
-            }
-            let ins = sm.instruments.last_mut().ok_or(Invalid("instrument"))?;
-            if ins.spec.id != spec.id {
+            if sm.instruments.len() == before {
                 return Err(Invalid("repeated instrument id"));
             }
-            (ins.explicit_mark, ins.last_price) = (mark, last);
+            if mark < 0 || last < 0 {
+                return Err(Invalid("negative mark or price"));
+            }
+            (sm.instruments[before].explicit_mark, sm.instruments[before].last_price) =
+                (mark, last);
         }
         for &(spec, collateral) in &snap.accounts {
             let before = sm.accounts.len();
@@ -1109,7 +1115,10 @@ impl Snapshot {
         let mut h = StableHasher::default();
         h.u64(self.instruments.len() as u64);
         for (s, mark, last) in &self.instruments {
-            h.u64(u64::from(s.id)).i64(s.multiplier).i64(s.margin_bps).u64(u64::from(s.settle_days));
+            h.u64(u64::from(s.id))
+                .i64(s.multiplier)
+                .i64(s.margin_bps)
+                .u64(u64::from(s.settle_days));
             h.i64(*mark).i64(*last);
         }
         h.u64(self.accounts.len() as u64);

@@ -661,6 +661,20 @@ fn export_and_restore_round_trip_mid_stream() {
     let mut bad = snap.clone();
     bad.positions.push(bad.positions[0]);
     assert!(matches!(StateMachine::restore(LIMITS, &bad), Err(RestoreError::Invalid(_))));
+    let mut bad = snap.clone();
+    let last = *bad.instruments.last().unwrap();
+    bad.instruments.push(last); // a repeat of the last id
+    assert_eq!(
+        StateMachine::restore(LIMITS, &bad).err(),
+        Some(RestoreError::Invalid("repeated instrument id"))
+    );
+    let mut bad = snap.clone();
+    let last = *bad.accounts.last().unwrap();
+    bad.accounts.push(last);
+    assert_eq!(
+        StateMachine::restore(LIMITS, &bad).err(),
+        Some(RestoreError::Invalid("repeated account id"))
+    );
 }
 
 #[test]
