@@ -1,6 +1,7 @@
 //! Time `export()` and `state_hash()` on a 1M-position book (the snapshot pause):
 //! `cargo run --release -p novate-core --example export_time`.
 
+mod support;
 use novate_core::*;
 use std::time::Instant;
 
@@ -12,56 +13,25 @@ fn main() {
         positions_max: 1_100_000,
         trades_max: 600_000,
     };
-    let mut sm = StateMachine::new(limits).expect("limits");
-    let mut seq = 0;
-    let mut run = |sm: &mut StateMachine, c: Command| {
-        seq += 1;
-        sm.apply(&c, seq, 0).expect("accepted");
-    };
-    for id in 1..=instruments {
-        run(
-            &mut sm,
-            Command::UpsertInstrument(InstrumentSpec {
-                id,
-                multiplier: 10,
-                margin_bps: 1_000,
-                settle_days: 2,
-            }),
-        );
-        run(&mut sm, Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
-    }
-    for id in 1..=accounts {
-        run(
-            &mut sm,
-            Command::UpsertAccount(AccountSpec {
-                id,
-                max_position: 0,
-                max_notional: 0,
-                max_loss: 0,
-                suspended: false,
-            }),
-        );
-        run(&mut sm, Command::AdjustCollateral { account: id, amount: 1 << 90 });
-    }
+    let mut book = support::Book::new(limits, accounts, instruments);
     let mut x = 7u64;
     for trade_id in 1..=500_000u64 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let buy = 1 + (trade_id - 1) % accounts;
         let sell = 1 + (buy + (x >> 33) % (accounts - 1)) % accounts;
         let instrument = 1 + ((x >> 13) % u64::from(instruments)) as u32;
-        run(
-            &mut sm,
-            Command::ClearTrade(Trade {
-                trade_id,
-                buy,
-                sell,
-                instrument,
-                qty: 5,
-                price: 100 * PRICE_SCALE,
-                trade_date: 20260105,
-            }),
-        );
+        let t = Trade {
+            trade_id,
+            buy,
+            sell,
+            instrument,
+            qty: 5,
+            price: 100 * PRICE_SCALE,
+            trade_date: 20260105,
+        };
+        assert!(book.apply(Command::ClearTrade(t)), "trade {trade_id} accepted");
     }
+    let sm = &book.sm;
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

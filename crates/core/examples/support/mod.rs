@@ -1,0 +1,34 @@
+//! The book both examples build: instruments with an explicit mark of 100.00 (multiplier 10,
+//! 10 % margin) and well-funded accounts, applied through one sequence counter.
+
+use novate_core::*;
+
+pub struct Book {
+    pub sm: StateMachine,
+    seq: Seq,
+}
+
+impl Book {
+    /// `accounts` funded accounts (ids 1..) and `instruments` marked instruments (ids 1..).
+    pub fn new(limits: Limits, accounts: u64, instruments: u32) -> Book {
+        let mut b = Book { sm: StateMachine::new(limits).expect("limits"), seq: 0 };
+        for id in 1..=instruments {
+            let spec = InstrumentSpec { id, multiplier: 10, margin_bps: 1_000, settle_days: 2 };
+            b.apply(Command::UpsertInstrument(spec));
+            b.apply(Command::MarkPrice { instrument: id, price: 100 * PRICE_SCALE });
+        }
+        for id in 1..=accounts {
+            let spec =
+                AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+            b.apply(Command::UpsertAccount(spec));
+            b.apply(Command::AdjustCollateral { account: id, amount: 1 << 90 });
+        }
+        b
+    }
+
+    /// Apply the next command; true if accepted.
+    pub fn apply(&mut self, c: Command) -> bool {
+        self.seq += 1;
+        self.sm.apply(&c, self.seq, 0).is_ok()
+    }
+}
