@@ -10,8 +10,10 @@ pub mod map;
 pub mod position;
 pub mod state;
 pub mod units;
+pub mod valuation;
 
 pub use command::*;
 pub use position::{value_batch, value_scalar, Book, Sums, Terms, Totals, Valued, WideSum};
 pub use state::*;
 pub use units::*;
+pub use valuation::{value_columns, value_columns_scalar, Columns};
