@@ -21,7 +21,7 @@
 //! emits in ascending account id, and `state_hash()` walks ids in ascending order.
 
 use crate::command::*;
-use crate::hash::StableHasher;
+use crate::hash::{prefix, record, record_from, Digest, RecordPrefix, StableHasher};
 use crate::map::{prefetch, FixedMap, PairKey, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
@@ -301,6 +301,9 @@ pub struct StateMachine {
     /// Scratch for re-valuing holders: (account row, or id when ordering, position slot).
     scratch: Vec<(u64, u32)>,
     last_seq: Seq,
+    /// Order-independent digest of every hashed record (see `state_hash`), kept current by
+    /// every change: O(1) per command.
+    digest: Digest,
 }
 
 impl StateMachine {
@@ -333,6 +336,7 @@ impl StateMachine {
             events: Vec::with_capacity(a + TRADE_EVENTS_MAX + 1),
             scratch: Vec::with_capacity(a),
             last_seq: 0,
+            digest: Digest::default(),
         })
     }
 
@@ -439,20 +443,27 @@ impl StateMachine {
                     self.revalue_holders(col, ins.mark(), spec.margin_bps, [NONE; 2])?;
                 }
                 self.instruments[col as usize].spec = spec;
+                self.digest.replace(
+                    instrument_record(&ins),
+                    instrument_record(&Instrument { spec, ..ins }),
+                );
             }
             None => {
                 let col = self.instruments.len() as u32;
                 self.instrument_index
                     .insert(u64::from(spec.id), col)
                     .map_err(|_| Reject::InstrumentCapacity)?;
-                self.instruments.push(Instrument {
+                let ins = Instrument {
                     spec,
                     explicit_mark: 0,
                     last_price: 0,
                     holders_first: NONE,
                     holders_last: NONE,
                     holders: 0,
-                });
+                };
+                self.digest.add(instrument_record(&ins));
+                self.digest.add(last_price_record(spec.id, 0));
+                self.instruments.push(ins);
             }
         }
         self.events.push(Event::InstrumentUpdated { instrument: spec.id });
@@ -467,10 +478,16 @@ impl StateMachine {
             return Err(Reject::InvalidLimit);
         }
         match self.account_index.get(&spec.id) {
-            Some(row) => self.accounts[row as usize].spec = spec,
+            Some(row) => {
+                let a = &mut self.accounts[row as usize];
+                let old = account_record(&a.spec, a.collateral);
+                a.spec = spec;
+                self.digest.replace(old, account_record(&spec, a.collateral));
+            }
             None => {
                 let row = self.accounts.len() as u32;
                 self.account_index.insert(spec.id, row).map_err(|_| Reject::AccountCapacity)?;
+                self.digest.add(account_record(&spec, 0));
                 self.accounts.push(Account {
                     spec,
                     collateral: 0,
@@ -500,6 +517,10 @@ impl StateMachine {
             }
         }
         self.accounts[row as usize].collateral = balance;
+        self.digest.replace(
+            account_record(&acct.spec, acct.collateral),
+            account_record(&acct.spec, balance),
+        );
         self.events.push(Event::CollateralChanged { account, amount, balance });
         Ok(())
     }
@@ -571,11 +592,17 @@ impl StateMachine {
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
         self.book_legs(t, [buy_row, sell_row], col, mark, t.qty, moves_mark)?;
         let ins = &mut self.instruments[col as usize];
-        ins.last_price = t.price;
+        if ins.last_price != t.price {
+            let id = ins.spec.id;
+            self.digest
+                .replace(last_price_record(id, ins.last_price), last_price_record(id, t.price));
+            ins.last_price = t.price;
+        }
         let index = self.trades.len() as u32;
         let inserted = self.trade_index.insert(SeqKey(t.trade_id), index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         self.trades.push(TradeRecord { trade: *t, busted: false });
+        self.digest.add(trade_record(t, false));
         Ok(())
     }
 
@@ -596,6 +623,7 @@ impl StateMachine {
         // The reverse: the buyer sells and the seller buys the original quantity.
         self.book_legs(&t, rows, col, mark, -t.qty, false)?;
         self.trades[index].busted = true;
+        self.digest.replace(trade_record(&t, false), trade_record(&t, true));
         Ok(())
     }
 
@@ -606,7 +634,7 @@ impl StateMachine {
         let col = self.instrument_col(instrument)?;
         let bps = self.instruments[col as usize].spec.margin_bps;
         self.revalue_holders(col, price, bps, [NONE; 2])?;
-        self.instruments[col as usize].explicit_mark = price;
+        self.set_explicit_mark(col, price);
         self.events.push(Event::MarkChanged { instrument, price });
         Ok(())
     }
@@ -635,7 +663,7 @@ impl StateMachine {
         self.scratch.truncate(open);
         self.scratch.sort_unstable();
         // Pass 2: apply (cannot fail now). Flat positions are worth the same at any mark.
-        self.instruments[col as usize].explicit_mark = price;
+        self.set_explicit_mark(col, price);
         self.events.push(Event::MarkChanged { instrument, price });
         for i in 0..self.scratch.len() {
             let (account, slot) = self.scratch[i];
@@ -648,6 +676,10 @@ impl StateMachine {
             };
             let Some(new) = at_s(book).terms() else { unreachable!("checked in pass 1") };
             self.positions[slot as usize].book = book;
+            self.digest.replace(
+                position_record(account, instrument, &p.book),
+                position_record(account, instrument, &book),
+            );
             let sums = &mut self.accounts[p.account as usize].sums;
             sums.sub(&old);
             sums.add(&new);
@@ -732,9 +764,11 @@ impl StateMachine {
             return Err(Reject::PositionCapacity);
         }
         let mut books = [Book::default(); 2];
+        let mut olds = [Book::default(); 2];
         let mut checks = [Breaches::default(); 2];
         for leg in 0..2 {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
+            olds[leg] = old;
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
             checks[leg] = self.breaches(rows[leg], WhatIf { col, old, book: books[leg], mark })?;
@@ -754,6 +788,12 @@ impl StateMachine {
             };
             self.positions[slot as usize].book = books[leg];
             let b = books[leg];
+            let name = position_prefix(ids[leg], t.instrument);
+            let new = position_record_from(name, &b);
+            match slots[leg] {
+                Some(_) => self.digest.replace(position_record_from(name, &olds[leg]), new),
+                None => self.digest.add(new),
+            }
             self.events.push(Event::PositionChanged {
                 account: ids[leg],
                 instrument: t.instrument,
@@ -1096,53 +1136,122 @@ impl StateMachine {
         }
         sm.events.clear();
         sm.last_seq = snap.last_seq;
+        // Every record went through upsert/new_position: set the digest from the records.
+        sm.digest = snap.digest();
         Ok(sm)
     }
 
-    /// A stable hash of the whole business state: instruments, accounts with their positions,
-    /// and remembered trades, each in ascending id order (independent of internal layout and of
-    /// `seq`/`ts`). Allocates for sorting; not for the hot path.
+    /// A stable hash of the whole business state: every instrument, account, position and
+    /// remembered trade (independent of internal layout, of insertion order and of
+    /// `seq`/`ts`). O(1): the digest of the records is kept current by every change.
     pub fn state_hash(&self) -> u64 {
-        self.export().state_hash()
+        finish_hash(
+            [
+                self.instruments.len(),
+                self.accounts.len(),
+                self.positions_len as usize,
+                self.trades.len(),
+            ],
+            self.digest,
+        )
+    }
+
+    fn set_explicit_mark(&mut self, col: u32, price: Price) {
+        let ins = &mut self.instruments[col as usize];
+        let old = instrument_record(ins);
+        ins.explicit_mark = price;
+        self.digest.replace(old, instrument_record(ins));
     }
 }
 
 impl Snapshot {
-    /// The `state_hash()` of the state this snapshot holds, without restoring it: instruments,
-    /// then accounts each followed by its positions, then trades, all in ascending id order.
-    /// `StateMachine::state_hash` is defined as this, so the two cannot disagree.
+    /// The `state_hash()` of the state this snapshot holds, without restoring it. Both are
+    /// `finish_hash` of the record counts and the [`Digest`] of the records, so they cannot
+    /// disagree on what is hashed.
     pub fn state_hash(&self) -> u64 {
-        let mut h = StableHasher::default();
-        h.u64(self.instruments.len() as u64);
-        for (s, mark, last) in &self.instruments {
-            h.u64(u64::from(s.id))
-                .i64(s.multiplier)
-                .i64(s.margin_bps)
-                .u64(u64::from(s.settle_days));
-            h.i64(*mark).i64(*last);
-        }
-        h.u64(self.accounts.len() as u64);
-        let mut rest = &self.positions[..];
-        for (s, collateral) in &self.accounts {
-            h.u64(s.id).i64(s.max_position).i128(s.max_notional).i128(s.max_loss);
-            h.u64(u64::from(s.suspended)).i128(*collateral);
-            // Positions are sorted by (account, instrument): skip any of unknown accounts, then
-            // take this account's run.
-            let skip = rest.partition_point(|p| p.0 < s.id);
-            let run = rest[skip..].partition_point(|p| p.0 == s.id);
-            h.u64(run as u64);
-            for (_, instrument, b) in &rest[skip..skip + run] {
-                h.u64(u64::from(*instrument)).i64(b.qty).i128(b.cost).i128(b.realized);
-            }
-            rest = &rest[skip + run..];
-        }
-        h.u64(self.trades.len() as u64);
-        for (t, busted) in &self.trades {
-            h.u64(t.trade_id).u64(t.buy).u64(t.sell).u64(u64::from(t.instrument));
-            h.i64(t.qty).i64(t.price).u64(u64::from(t.trade_date)).u64(u64::from(*busted));
-        }
-        h.finish()
+        let counts =
+            [self.instruments.len(), self.accounts.len(), self.positions.len(), self.trades.len()];
+        finish_hash(counts, self.digest())
     }
+
+    /// The digest of every record the snapshot holds (its order does not matter).
+    fn digest(&self) -> Digest {
+        let mut d = Digest::default();
+        for &(spec, explicit_mark, last_price) in &self.instruments {
+            d.add(instrument_record(&Instrument {
+                spec,
+                explicit_mark,
+                last_price,
+                holders_first: NONE,
+                holders_last: NONE,
+                holders: 0,
+            }));
+            d.add(last_price_record(spec.id, last_price));
+        }
+        for (spec, collateral) in &self.accounts {
+            d.add(account_record(spec, *collateral));
+        }
+        for (account, instrument, book) in &self.positions {
+            d.add(position_record(*account, *instrument, book));
+        }
+        for (trade, busted) in &self.trades {
+            d.add(trade_record(trade, *busted));
+        }
+        d
+    }
+}
+
+// ---- the records state_hash covers (format 2: a digest of records) ---------------------------
+
+/// The hash of the counts of each kind of record and their digest.
+fn finish_hash(counts: [usize; 4], digest: Digest) -> u64 {
+    let mut h = StableHasher::default();
+    h.u64(2); // format 2: a sum of record hashes (format 1 hashed sorted records in order)
+    counts.iter().for_each(|&n| {
+        h.u64(n as u64);
+    });
+    h.u64(digest.0).finish()
+}
+
+fn money(x: Money) -> [u64; 2] {
+    [x as u64, (x >> 64) as u64]
+}
+
+/// An instrument's spec and explicit mark; its last trade price is a record of its own
+/// ([`last_price_record`]) because every trade may move it.
+fn instrument_record(i: &Instrument) -> u64 {
+    let s = &i.spec;
+    let w = [u64::from(s.id), s.multiplier as u64, s.margin_bps as u64, u64::from(s.settle_days)];
+    record(1, [w[0], w[1], w[2], w[3], i.explicit_mark as u64])
+}
+
+fn last_price_record(instrument: InstrumentId, price: Price) -> u64 {
+    record(5, [u64::from(instrument), price as u64])
+}
+
+fn account_record(s: &AccountSpec, collateral: Money) -> u64 {
+    let ([n0, n1], [l0, l1], [c0, c1]) =
+        (money(s.max_notional), money(s.max_loss), money(collateral));
+    record(2, [s.id, s.max_position as u64, n0, n1, l0, l1, u64::from(s.suspended), c0, c1])
+}
+
+fn position_record(account: AccountId, instrument: InstrumentId, b: &Book) -> u64 {
+    position_record_from(position_prefix(account, instrument), b)
+}
+
+/// The part of a position's record that names it (shared by its old and new books).
+fn position_prefix(account: AccountId, instrument: InstrumentId) -> RecordPrefix {
+    prefix(3, [account, u64::from(instrument)])
+}
+
+fn position_record_from(p: RecordPrefix, b: &Book) -> u64 {
+    let ([c0, c1], [r0, r1]) = (money(b.cost), money(b.realized));
+    record_from(p, [b.qty as u64, c0, c1, r0, r1])
+}
+
+fn trade_record(t: &Trade, busted: bool) -> u64 {
+    let w = [t.trade_id, t.buy, t.sell, u64::from(t.instrument), t.qty as u64, t.price as u64];
+    record(4, [w[0], w[1], w[2], w[3], w[4], w[5], u64::from(t.trade_date), u64::from(busted)])
 }
 
 /// Prefetch every cache line of `r` (an account spans three).

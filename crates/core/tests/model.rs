@@ -563,11 +563,16 @@ fn run(seed: u64, len: usize) {
         if i % 250 == 0 {
             compare_views(&sm, &model);
         }
+        if i % 50 == 0 {
+            // The digest kept by every change equals the one recomputed from all records.
+            assert_eq!(sm.state_hash(), sm.export().state_hash(), "seed {seed} command #{i}");
+        }
         log.push(Sequenced { seq, ts: seq * 7, cmd: *c });
         results.push(got);
     }
     compare_views(&sm, &model);
     let hash = sm.state_hash();
+    assert_eq!(hash, sm.export().state_hash(), "seed {seed}: incremental digest drifted");
 
     // apply_batch, in batches of assorted sizes, equals one-by-one apply.
     let mut b = StateMachine::new(LIMITS).unwrap();

@@ -17,8 +17,9 @@
 //! - **instruments** (spec, mark, last price): after each batch that touched them.
 //!
 //! A reader sees each view as of some batch boundary (a position may be up to one batch newer
-//! than its account), never half a value. The state hash is not a view: it needs the whole
-//! state at one point, so it is a barrier through the pipeline (`Client::state_hash`).
+//! than its account), never half a value. The state hash is not a view: it is answered in order
+//! with the commands (`Client::state_hash`), which costs the state machine O(1) since the core
+//! keeps it current as it applies each command.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
