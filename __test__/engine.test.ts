@@ -4,6 +4,7 @@ import {
   ConfigError,
   Engine,
   EventsOverflowError,
+  InputError,
   encodeBatch,
   price,
   type CommandInput,
@@ -32,7 +33,7 @@ describe('Engine.open', () => {
     expect(() => Engine.open('not toml at all = = =')).toThrow(ConfigError);
   });
 
-  it('submits a batch of SBE-encoded commands in one call, rejections by index', () => {
+  it('submits a batch of SBE-encoded commands in one call, rejections by index', async () => {
     const e = Engine.open(small);
     try {
       const cmds: CommandInput[] = [
@@ -45,14 +46,15 @@ describe('Engine.open', () => {
       }
       cmds.push({ type: 'clearTrade', trade: { tradeId: 5n, buy: 1n, sell: 2n, instrument: 1n, qty: 1n, price: price('10'), tradeDate: 20261125 } });
       cmds.push({ type: 'markPrice', instrument: 1n, price: price('11') });
-      const r = e.submitBatch(encodeBatch(cmds));
+      const r = await e.submitBatch(encodeBatch(cmds));
       expect(r.accepted).toBe(1004);
       expect(r.rejected).toBe(1);
       expect(r.rejects).toEqual([{ index: 1003, code: 9 }]);
       expect(r.lastSeq).toBe(1005n);
       expect(e.positionSync(1n, 1n)?.qty).toBe(1000n);
       expect(e.positionSync(1n, 1n)?.unrealized).toBe(1000n * price('1'));
-      expect(() => e.submitBatch(new Uint8Array([1, 2, 3]))).toThrow(/byte 0/);
+      await expect(e.submitBatch(new Uint8Array([1, 2, 3]))).rejects.toThrow(/byte 0/);
+      await expect(e.submitBatch(new Uint8Array([1, 2, 3]))).rejects.toBeInstanceOf(InputError);
     } finally {
       e.closeSync();
     }

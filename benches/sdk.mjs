@@ -1,8 +1,11 @@
 // TS SDK benchmarks (issue 6): single-call overhead, batch submit rate, events delivered to JS.
 // Run after `npm run build`: `node benches/sdk.mjs` (NOVATE_BENCH_QUICK=1 for a smoke run).
-// Each figure is the median and p99 of several timed rounds; the peer for the call overhead is
-// the same command through the native binding's `call` with a pre-encoded message (no JS
-// encoding), and for the batch the bare `submitBatch` of pre-encoded bytes vs encode + submit.
+// Each figure is the median and p99 of several timed rounds. Single calls: the promise API
+// (`await e.checkOrder(...)`, answered through the completion thread, the JS thread free while
+// waiting) one at a time, against two peers in the same round: `callSync` (the JS thread waits
+// for the answer itself) and the native binding's blocking `call` of a pre-encoded message (no
+// JS encoding); then many calls in flight at once (`Promise.all`). Batch: `await
+// e.submitBatch(bytes)` of pre-encoded bytes, and `encodeBatch` in JS on its own.
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -32,8 +35,7 @@ function open(extra = {}) {
     setup.push({ type: 'upsertAccount', account: { id: a } });
     setup.push({ type: 'adjustCollateral', account: a, amount: price('1000000000') });
   }
-  e.submitBatch(setup);
-  return e;
+  return e.submitBatch(setup).then(() => e);
 }
 
 function trades(n, firstId) {
@@ -50,21 +52,33 @@ function trades(n, firstId) {
 
 // 1. Single-call overhead: checkOrder (changes nothing) through the SDK, one at a time.
 {
-  const e = open();
+  const e = await open();
   const order = { account: 1n, instrument: 1n, side: 'buy', qty: 1n, price: price('100') };
-  const sdk = [];
+  const calls = CALLS / 4; // the awaited path is slower per call; keep rounds comparable in time
+  const asyncCall = [];
+  const sync = [];
   const raw = [];
+  const concurrent = [];
   const native = e.inner;
   const msg = encodeBatch([{ type: 'checkOrder', order }]);
   for (let r = 0; r < ROUNDS; r++) {
     let t = process.hrtime.bigint();
-    for (let i = 0; i < CALLS; i++) e.callSync({ type: 'checkOrder', order });
-    sdk.push(Number(process.hrtime.bigint() - t) / CALLS);
+    for (let i = 0; i < calls; i++) await e.checkOrder(order);
+    asyncCall.push(Number(process.hrtime.bigint() - t) / calls);
     t = process.hrtime.bigint();
-    for (let i = 0; i < CALLS; i++) native.call(msg);
-    raw.push(Number(process.hrtime.bigint() - t) / CALLS);
+    for (let i = 0; i < calls; i++) e.callSync({ type: 'checkOrder', order });
+    sync.push(Number(process.hrtime.bigint() - t) / calls);
+    t = process.hrtime.bigint();
+    for (let i = 0; i < calls; i++) native.call(msg);
+    raw.push(Number(process.hrtime.bigint() - t) / calls);
+    t = process.hrtime.bigint();
+    const ps = new Array(CALLS);
+    for (let i = 0; i < CALLS; i++) ps[i] = e.checkOrder(order);
+    await Promise.all(ps);
+    concurrent.push(CALLS / (Number(process.hrtime.bigint() - t) / 1e9) / 1e6);
   }
-  console.log(`single call (checkOrder, submit -> ack, in-process): SDK ${fmt(sdk, 'us', 1e-3)}; native call of a pre-encoded message (peer) ${fmt(raw, 'us', 1e-3)}; JS encoding adds ${((pct(sdk, 0.5) - pct(raw, 0.5)) / 1e3).toFixed(2)} us`);
+  console.log(`single call (checkOrder, submit -> ack, in-process), one at a time: await e.checkOrder ${fmt(asyncCall, 'us', 1e-3)}; peers: callSync (blocks the JS thread) ${fmt(sync, 'us', 1e-3)}, native blocking call of a pre-encoded message ${fmt(raw, 'us', 1e-3)}`);
+  console.log(`concurrent calls (${CALLS} checkOrder promises in flight, Promise.all): ${fmtRate(concurrent, 'M calls/s')}`);
   e.closeSync();
 }
 
@@ -73,13 +87,13 @@ function trades(n, firstId) {
   const sub = [];
   const enc = [];
   for (let r = 0; r < ROUNDS; r++) {
-    const e = open(); // a fresh engine per round: trades_max bounds the trades remembered
+    const e = await open(); // a fresh engine per round: trades_max bounds the trades remembered
     const cmds = trades(BATCH, 1n);
     let t = process.hrtime.bigint();
     const bytes = encodeBatch(cmds);
     enc.push(Number(process.hrtime.bigint() - t) / 1e9);
     t = process.hrtime.bigint();
-    const res = e.submitBatch(bytes);
+    const res = await e.submitBatch(bytes);
     sub.push(Number(process.hrtime.bigint() - t) / 1e9);
     if (res.accepted !== BATCH) throw new Error(`accepted ${res.accepted} of ${BATCH}`);
     e.closeSync();
@@ -93,9 +107,9 @@ function trades(n, firstId) {
 {
   const rates = [];
   for (let r = 0; r < ROUNDS; r++) {
-    const e = open({ subscriber_buffer: 1 << 22 });
+    const e = await open({ subscriber_buffer: 1 << 22 });
     const stream = e.events();
-    const res = e.submitBatch(trades(EVENTS_TRADES, 1n));
+    const res = await e.submitBatch(trades(EVENTS_TRADES, 1n));
     if (res.accepted !== EVENTS_TRADES) throw new Error('not all accepted');
     const expected = EVENTS_TRADES * 3; // TradeCleared + 2 x PositionChanged
     let n = 0;

@@ -4,17 +4,31 @@
 //! batch path is one call for many commands. Rejections cross as numbers: `call` returns the
 //! seq of an Ack (> 0) or minus the reject code (< 0); queries throw `NOVATE_REJECT:<code>`
 //! errors that ts/src/errors.ts turns into `NovateError`.
+//!
+//! Commands never block the JS thread: `submit`/`submitBatch`/`requestHash` hand the work to
+//! an [`AsyncClient`] (crates/engine) under a caller-chosen ticket and return; its completion
+//! thread delivers completions (numbers, see `encode_completion`) in batches, in log order, through a threadsafe function
+//! (the `onComplete` callback of `open`). That function does not keep Node alive unless the SDK
+//! says work is in flight (`keepAlive`).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{
+    ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
+};
 use napi_derive::napi;
 use novate_core::{AccountView, Command, PositionView, Reject};
 use novate_engine::{
-    AnswerKind, CallError, Client, Config, Engine, EventFilter, SubStatus, SubmitError,
-    Subscription,
+    AsyncClient, CallError, Client, Config, Engine, EventFilter, Outcome, SubStatus, SubmitError,
+    Subscription, Ticket, Work,
 };
 use novate_wire::Message;
+
+/// The `onComplete` callback of `open` (spelled out there for the generated types): called on the JS thread with completions in log order. Weak (not
+/// keeping the event loop alive) until `keepAlive(true)`; not callee-handled (no error argument).
+type OnComplete =
+    ThreadsafeFunction<Float64Array, UnknownReturnValue, Float64Array, Status, false, true>;
 
 fn err(msg: impl std::fmt::Display) -> Error {
     Error::new(Status::GenericFailure, msg.to_string())
@@ -46,12 +60,60 @@ fn commands_of(msg: &[u8], out: &mut Vec<Command>) -> Result<usize> {
     Ok(m.encoded_len())
 }
 
-/// An in-process engine and the client this JS thread uses.
+/// An in-process engine, the blocking client of the `*Sync` calls and the non-blocking client
+/// of the promise-returning ones. Field order is drop order: the engine shuts down (answering
+/// everything accepted) before the async client finishes.
 #[napi]
 pub struct NativeEngine {
     engine: Option<Engine>,
     client: Option<Client>,
+    async_client: Option<AsyncClient>,
+    on_complete: Option<Arc<Mutex<OnComplete>>>,
     cmds: Vec<Command>,
+}
+
+/// Completions cross to JS as numbers, back to back in one `Float64Array` (no object per
+/// completion): `ticket, kind, ...` where kind and what follows are
+/// - `0` ACK: `seq`; `1` REJECT: `seq, code`; `3` SNAPSHOT: `seq`;
+/// - `2` HASH: `seq, hi, lo` (the u64 hash as two 32-bit halves);
+/// - `4` BATCH: `accepted, rejected, last_seq, unavailable, n, (index, code) * n`;
+/// - `5` FAILED: `0` closed, `1` busy, `2` timeout, `3` journal unavailable.
+///
+/// ts/src/engine.ts (`complete`) reads it. Seqs and tickets stay below 2^53.
+fn encode_completion(out: &mut Vec<f64>, ticket: Ticket, o: Outcome) {
+    out.push(ticket as f64);
+    match o {
+        Outcome::Ack { seq } => out.extend([0.0, seq as f64]),
+        Outcome::Rejected { seq, reason } => {
+            out.extend([1.0, seq as f64, f64::from(reason.code())])
+        }
+        Outcome::Hash { seq, hash } => {
+            out.extend([2.0, seq as f64, (hash >> 32) as f64, (hash & 0xffff_ffff) as f64])
+        }
+        Outcome::Snapshot { seq } => out.extend([3.0, seq as f64]),
+        Outcome::Batch(b) => {
+            out.extend([
+                4.0,
+                f64::from(b.accepted),
+                f64::from(b.rejected),
+                b.last_seq as f64,
+                f64::from(b.unavailable),
+                b.rejects.len() as f64,
+            ]);
+            for (i, r) in b.rejects {
+                out.extend([f64::from(i), f64::from(r.code())]);
+            }
+        }
+        Outcome::Failed(e) => {
+            let why = match e {
+                CallError::Submit(SubmitError::Closed) | CallError::Rejected(_) => 0.0,
+                CallError::Submit(SubmitError::Busy) => 1.0,
+                CallError::Timeout => 2.0,
+                CallError::Unavailable => 3.0,
+            };
+            out.extend([5.0, why]);
+        }
+    }
 }
 
 /// A position as queries see it (money and quantities as bigint).
@@ -160,14 +222,125 @@ fn call_error(e: CallError) -> Error {
 
 #[napi]
 impl NativeEngine {
-    /// Start an in-process engine from TOML configuration text (docs/CONFIG.md).
+    /// Start an in-process engine from TOML configuration text (docs/CONFIG.md). Completions of
+    /// `submit`, `submitBatch` and `requestHash` go to `on_complete`, in log order.
     #[napi(factory)]
-    pub fn open(config_toml: String) -> Result<NativeEngine> {
+    pub fn open(
+        config_toml: String,
+        on_complete: ThreadsafeFunction<
+            Float64Array,
+            UnknownReturnValue,
+            Float64Array,
+            Status,
+            false,
+            true,
+        >,
+    ) -> Result<NativeEngine> {
         let cfg = Config::from_toml(&config_toml)
             .map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
         let engine = Engine::open(&cfg).map_err(|e| err(format!("NOVATE_CONFIG::{e}")))?;
         let client = engine.client();
-        Ok(NativeEngine { engine: Some(engine), client: Some(client), cmds: Vec::new() })
+        let on_complete = Arc::new(Mutex::new(on_complete));
+        let tsfn = on_complete.clone();
+        let async_client = AsyncClient::start(
+            &engine.client_maker(),
+            Box::new(move |done| {
+                let mut nums = Vec::with_capacity(done.len() * 3);
+                for (t, o) in done {
+                    encode_completion(&mut nums, t, o);
+                }
+                let batch = Float64Array::new(nums);
+                if let Ok(f) = tsfn.lock() {
+                    // NonBlocking on an unbounded queue: never waits. If Node is tearing the
+                    // function down (napi_closing) there is nobody left to tell.
+                    let _ = f.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            }),
+        )
+        .map_err(|e| err(format!("NOVATE_CONFIG::cannot start the completion thread: {e}")))?;
+        Ok(NativeEngine {
+            engine: Some(engine),
+            client: Some(client),
+            async_client: Some(async_client),
+            on_complete: Some(on_complete),
+            cmds: Vec::new(),
+        })
+    }
+
+    fn async_client(&self) -> Result<&AsyncClient> {
+        self.async_client.as_ref().ok_or_else(|| err("NOVATE_CLOSED:the engine is closed"))
+    }
+
+    /// Decode the SBE command messages in `messages` (back to back) and submit each as its own
+    /// piece of work, with tickets `first_ticket`, `first_ticket + 1`, ... (a ClearTradeBatch
+    /// message is one piece of work: a batch); returns at once. A malformed message throws
+    /// `NOVATE_DECODE` and nothing is submitted; a closed engine throws `NOVATE_CLOSED`.
+    #[napi]
+    pub fn submit(&mut self, first_ticket: f64, messages: Uint8Array) -> Result<()> {
+        let client = self.async_client()?;
+        let bytes: &[u8] = &messages;
+        let mut work = Vec::new();
+        let mut cmds = Vec::with_capacity(1);
+        let mut off = 0;
+        let mut ticket = first_ticket as Ticket;
+        while off < bytes.len() {
+            cmds.clear();
+            match commands_of(&bytes[off..], &mut cmds) {
+                Ok(n) => off += n,
+                Err(e) => return Err(err(format!("{} (message at byte {off})", e.reason))),
+            }
+            let w = match cmds.as_slice() {
+                [one] => Work::Command(*one),
+                _ => Work::Batch(std::mem::take(&mut cmds)),
+            };
+            work.push((ticket, w));
+            ticket += 1;
+        }
+        client.submit_all(work);
+        Ok(())
+    }
+
+    /// Decode every SBE message in `messages` (back to back: single commands and
+    /// ClearTradeBatch) and submit them as one batch under `ticket`; returns at once, the batch
+    /// completes with one `NativeBatchResult`.
+    #[napi]
+    pub fn submit_batch(&mut self, ticket: f64, messages: Uint8Array) -> Result<()> {
+        let client = self.async_client()?;
+        let bytes: &[u8] = &messages;
+        let mut cmds = Vec::new();
+        let mut off = 0;
+        while off < bytes.len() {
+            match commands_of(&bytes[off..], &mut cmds) {
+                Ok(n) => off += n,
+                Err(e) => return Err(err(format!("{} (message at byte {off})", e.reason))),
+            }
+        }
+        client.submit(ticket as Ticket, Work::Batch(cmds));
+        Ok(())
+    }
+
+    /// Ask for the state hash after everything submitted before; completes with `hash`.
+    #[napi]
+    pub fn request_hash(&mut self, ticket: f64) -> Result<()> {
+        self.async_client()?.submit(ticket as Ticket, Work::Hash);
+        Ok(())
+    }
+
+    /// Whether the completion callback keeps Node alive: the SDK turns it on while work is in
+    /// flight and off when idle, so an idle engine never holds the process.
+    #[napi]
+    pub fn keep_alive(&mut self, env: Env, on: bool) -> Result<()> {
+        let Some(f) = &self.on_complete else { return Ok(()) };
+        let mut f = f.lock().map_err(|_| err("completion callback lock poisoned"))?;
+        // napi-rs 3 deprecates refer/unref in favour of counting clones, but clone counting
+        // (napi_acquire/release) controls the function's lifetime, not whether the event loop
+        // waits for it; napi_ref/unref_threadsafe_function is exactly what is meant here.
+        #[allow(deprecated)]
+        if on {
+            f.refer(&env)
+        } else {
+            f.unref(&env)
+        }
     }
 
     fn parts(&mut self) -> Result<(&Engine, &mut Client)> {
@@ -204,66 +377,6 @@ impl NativeEngine {
         });
         self.cmds = cmds;
         out
-    }
-
-    /// Submit every SBE message in `messages` (back to back: single commands and
-    /// ClearTradeBatch), keeping the client's window full, and wait for every answer.
-    #[napi]
-    pub fn submit_batch(&mut self, messages: Uint8Array) -> Result<NativeBatchResult> {
-        let mut cmds = std::mem::take(&mut self.cmds);
-        cmds.clear();
-        let bytes: &[u8] = &messages;
-        let mut off = 0;
-        while off < bytes.len() {
-            match commands_of(&bytes[off..], &mut cmds) {
-                Ok(n) => off += n,
-                Err(e) => {
-                    self.cmds = cmds;
-                    return Err(err(format!("{e} (message at byte {off})")));
-                }
-            }
-        }
-        let result = self.submit_all(&cmds);
-        self.cmds = cmds;
-        result
-    }
-
-    fn submit_all(&mut self, cmds: &[Command]) -> Result<NativeBatchResult> {
-        let (_, client) = self.parts()?;
-        let mut res =
-            NativeBatchResult { accepted: 0, rejected: 0, last_seq: 0.0, rejects: Vec::new() };
-        let record = |a: novate_engine::Answer, res: &mut NativeBatchResult| match a.kind {
-            AnswerKind::Ack { seq, .. } => {
-                res.accepted += 1;
-                res.last_seq = res.last_seq.max(seq as f64);
-            }
-            AnswerKind::Reject { seq, reason } => {
-                res.rejected += 1;
-                res.last_seq = res.last_seq.max(seq as f64);
-                res.rejects.extend([a.request_id as u32, u32::from(reason.code())]);
-            }
-            _ => res.rejected += 1,
-        };
-        for (i, cmd) in cmds.iter().enumerate() {
-            let mut pending = Vec::new();
-            client
-                .submit_with(i as u64, *cmd, Duration::from_secs(30), &mut |a| pending.push(a))
-                .map_err(|e| call_error(CallError::Submit(e)))?;
-            for a in pending {
-                record(a, &mut res);
-            }
-        }
-        while client.inflight() > 0 {
-            match client.wait_answer(Duration::from_secs(30)) {
-                Some(a) => record(a, &mut res),
-                None => return Err(call_error(CallError::Timeout)),
-            }
-        }
-        // Rejections in batch order (answers come in order per client; keep it explicit).
-        let mut pairs: Vec<[u32; 2]> = res.rejects.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
-        pairs.sort_unstable();
-        res.rejects = pairs.concat();
-        Ok(res)
     }
 
     /// The state hash at a batch boundary.
@@ -328,10 +441,17 @@ impl NativeEngine {
     #[napi]
     pub fn close(&mut self) -> Result<Option<NativeHash>> {
         self.client = None;
-        Ok(self.engine.take().map(|e| {
+        let report = self.engine.take().map(|e| {
             let r = e.shutdown();
             NativeHash { seq: r.last_seq as f64, hash: BigInt::from(r.state_hash) }
-        }))
+        });
+        // After the shutdown answered everything accepted: deliver it, fail the rest as
+        // Closed, stop the completion thread. The callback's queue is still delivered.
+        if let Some(c) = self.async_client.take() {
+            c.finish();
+        }
+        self.on_complete = None;
+        Ok(report)
     }
 }
 

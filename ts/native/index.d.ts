@@ -9,10 +9,37 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** An in-process engine and the client this JS thread uses. */
+/**
+ * An in-process engine, the blocking client of the `*Sync` calls and the non-blocking client
+ * of the promise-returning ones. Field order is drop order: the engine shuts down (answering
+ * everything accepted) before the async client finishes.
+ */
 export declare class NativeEngine {
-  /** Start an in-process engine from TOML configuration text (docs/CONFIG.md). */
-  static open(configToml: string): NativeEngine
+  /**
+   * Start an in-process engine from TOML configuration text (docs/CONFIG.md). Completions of
+   * `submit`, `submitBatch` and `requestHash` go to `on_complete`, in log order.
+   */
+  static open(configToml: string, onComplete: ((arg: Float64Array) => unknown)): NativeEngine
+  /**
+   * Decode the SBE command messages in `messages` (back to back) and submit each as its own
+   * piece of work, with tickets `first_ticket`, `first_ticket + 1`, ... (a ClearTradeBatch
+   * message is one piece of work: a batch); returns at once. A malformed message throws
+   * `NOVATE_DECODE` and nothing is submitted; a closed engine throws `NOVATE_CLOSED`.
+   */
+  submit(firstTicket: number, messages: Uint8Array): void
+  /**
+   * Decode every SBE message in `messages` (back to back: single commands and
+   * ClearTradeBatch) and submit them as one batch under `ticket`; returns at once, the batch
+   * completes with one `NativeBatchResult`.
+   */
+  submitBatch(ticket: number, messages: Uint8Array): void
+  /** Ask for the state hash after everything submitted before; completes with `hash`. */
+  requestHash(ticket: number): void
+  /**
+   * Whether the completion callback keeps Node alive: the SDK turns it on while work is in
+   * flight and off when idle, so an idle engine never holds the process.
+   */
+  keepAlive(on: boolean): void
   /** What start-up obtained and recovered (one line each). */
   startReport(): Array<string>
   /**
@@ -20,11 +47,6 @@ export declare class NativeEngine {
    * minus its reject code (< 0).
    */
   call(message: Uint8Array): number
-  /**
-   * Submit every SBE message in `messages` (back to back: single commands and
-   * ClearTradeBatch), keeping the client's window full, and wait for every answer.
-   */
-  submitBatch(messages: Uint8Array): NativeBatchResult
   /** The state hash at a batch boundary. */
   stateHash(): NativeHash
   /** Take a snapshot now; returns the seq it covers. */

@@ -6,10 +6,13 @@
 //! - [`views`]: what queries read, published by the state-machine thread at batch boundaries.
 //! - [`durability`]: the `Journal` and `SnapshotStore` traits and in-memory implementations;
 //!   [`store`] picks the real ones (crates/journal) for a data dir.
+//! - [`completion`]: a client that never blocks its caller (the napi binding's), with a
+//!   completion thread that delivers answers in batches.
 //! - [`config`]: the TOML configuration (docs/CONFIG.md).
 //! - [`server`]: the TCP ingress of `novated` (SOFH-framed SBE).
 //! - [`demo`]: the synthetic feed and summary of `novate-demo`.
 
+pub mod completion;
 pub mod config;
 pub mod demo;
 pub mod durability;
@@ -19,6 +22,7 @@ pub mod server;
 pub mod store;
 pub mod views;
 
+pub use completion::{AsyncClient, BatchOutcome, Outcome, Ticket, Work};
 pub use config::{Config, ConfigError, DurabilityPolicy};
 pub use durability::{Journal, MemJournal, MemSnapshots, SnapshotStore};
 pub use pipeline::{

@@ -31,7 +31,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, Snapshot, StateMachine};
+use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, StateMachine};
 use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
 
 use crate::config::Config;
@@ -880,9 +880,11 @@ impl SmThread {
 
     fn take_snapshot(&mut self, shared: &Shared, wait: bool) -> bool {
         self.since_snapshot = 0;
-        let snap: Snapshot = self.sm.export();
+        // The pause: a sequential copy into reused buffers; the hash is kept current (O(1)).
+        let mut snap = self.snapshots.spare();
+        self.sm.export_into(&mut snap);
         let seq = snap.last_seq;
-        match self.snapshots.save(snap, self.sm.limits(), wait) {
+        match self.snapshots.save(snap, self.sm.state_hash(), wait) {
             Ok(()) => {
                 shared.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
                 true
@@ -1275,6 +1277,11 @@ impl Submitter {
     /// Ask for the state hash (answered as `AnswerKind::Hash` in order with the commands).
     pub fn try_state_hash(&self, request_id: u64) -> Result<(), SubmitError> {
         self.push(Inbound::Barrier(Barrier::Hash { sink: self.sink, request_id }))
+    }
+
+    /// Ask for a snapshot (answered as `AnswerKind::Snapshot` in order with the commands).
+    pub fn try_snapshot(&self, request_id: u64) -> Result<(), SubmitError> {
+        self.push(Inbound::Barrier(Barrier::Snapshot { sink: self.sink, request_id }))
     }
 
     /// Wake the sequencer after a run of submissions.

@@ -1,0 +1,190 @@
+//! AsyncClient: submit never waits, every ticket completes exactly once, in log order, through a
+//! window and an ingress ring far smaller than the work; shutdown completes the rest as Closed.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use novate_core::*;
+use novate_engine::*;
+
+fn cfg() -> Config {
+    let mut c = Config::default();
+    c.engine.accounts_max = 64;
+    c.engine.instruments_max = 16;
+    c.engine.positions_max = 256;
+    c.engine.trades_max = 100_000;
+    c.engine.ingress_ring = 16;
+    c.engine.apply_ring = 16;
+    c.engine.egress_ring = 16;
+    c.engine.batch_max = 8;
+    c.engine.client_inflight_max = 8;
+    c.engine.subscriber_buffer = 16;
+    c
+}
+
+fn setup() -> Vec<Command> {
+    let acct = |id| {
+        Command::UpsertAccount(AccountSpec {
+            id,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        })
+    };
+    vec![
+        Command::UpsertInstrument(InstrumentSpec {
+            id: 7,
+            multiplier: 10,
+            margin_bps: 1000,
+            settle_days: 2,
+        }),
+        acct(1),
+        acct(2),
+    ]
+}
+
+fn trade(id: u64) -> Command {
+    Command::ClearTrade(Trade {
+        trade_id: id,
+        buy: 1,
+        sell: 2,
+        instrument: 7,
+        qty: 1,
+        price: 100 * PRICE_SCALE,
+        trade_date: 20261125,
+    })
+}
+
+fn start() -> (Engine, AsyncClient, mpsc::Receiver<Vec<(Ticket, Outcome)>>) {
+    let e =
+        Engine::start(&cfg(), Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let c = AsyncClient::start(
+        &e.client_maker(),
+        Box::new(move |done| {
+            let _ = tx.send(done);
+        }),
+    )
+    .unwrap();
+    (e, c, rx)
+}
+
+fn collect(rx: &mpsc::Receiver<Vec<(Ticket, Outcome)>>, n: usize) -> Vec<(Ticket, Outcome)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) => out.extend(v),
+            Err(_) => panic!("only {} of {n} completions within 30 s", out.len()),
+        }
+    }
+    out
+}
+
+#[test]
+fn thousands_of_submissions_through_a_window_of_8_complete_once_each_in_seq_order() {
+    let (e, c, rx) = start();
+    let mut t = 0;
+    for cmd in setup() {
+        t += 1;
+        c.submit(t, Work::Command(cmd));
+    }
+    let n = 5_000u64;
+    let started = Instant::now();
+    for i in 1..=n {
+        t += 1;
+        c.submit(t, Work::Command(trade(i)));
+    }
+    // submit never waited for the pipeline (5,000 commands through a window of 8).
+    assert!(c.pending() > 0, "everything completed before submit returned?");
+    t += 1;
+    c.submit(t, Work::Command(trade(3))); // duplicate trade id
+    t += 1;
+    c.submit(t, Work::Hash);
+    let submit_time = started.elapsed();
+    let done = collect(&rx, t as usize);
+    let tickets: Vec<Ticket> = done.iter().map(|d| d.0).collect();
+    assert_eq!(tickets, (1..=t).collect::<Vec<_>>(), "each ticket once, in order");
+    for (i, (_, o)) in done[..(n as usize + 3)].iter().enumerate() {
+        assert_eq!(*o, Outcome::Ack { seq: i as u64 + 1 }, "ticket {}", i + 1);
+    }
+    assert_eq!(done[n as usize + 3].1, Outcome::Rejected { seq: n + 4, reason: Reject::Duplicate });
+    let Outcome::Hash { seq, hash } = done[n as usize + 4].1 else { panic!("{:?}", done.last()) };
+    assert_eq!(seq, n + 4);
+    assert_eq!(c.pending(), 0);
+    c.finish();
+    let r = e.shutdown();
+    assert_eq!(r.state_hash, hash);
+    assert!(submit_time < Duration::from_secs(5));
+}
+
+#[test]
+fn a_batch_completes_once_with_every_answer_counted_and_rejects_by_index() {
+    let (e, c, rx) = start();
+    let mut cmds = setup();
+    cmds.extend((1..=1000).map(trade));
+    cmds.push(trade(17)); // duplicate
+    cmds.push(Command::ClearTrade(Trade {
+        trade_id: 5000,
+        buy: 99, // unknown account
+        sell: 2,
+        instrument: 7,
+        qty: 1,
+        price: 100 * PRICE_SCALE,
+        trade_date: 20261125,
+    }));
+    c.submit(1, Work::Batch(cmds));
+    c.submit(2, Work::Batch(Vec::new()));
+    c.submit(3, Work::Command(trade(2000)));
+    c.submit(4, Work::Snapshot);
+    let done = collect(&rx, 4);
+    let Outcome::Batch(b) = &done[0].1 else { panic!("{:?}", done[0]) };
+    assert_eq!(done[0].0, 1);
+    assert_eq!((b.accepted, b.rejected, b.last_seq, b.unavailable), (1003, 2, 1005, 0));
+    assert_eq!(b.rejects, vec![(1003, Reject::Duplicate), (1004, Reject::UnknownAccount)]);
+    assert_eq!(done[1], (2, Outcome::Batch(BatchOutcome::default())));
+    assert_eq!(done[2], (3, Outcome::Ack { seq: 1006 }));
+    assert_eq!(done[3], (4, Outcome::Snapshot { seq: 1006 }));
+    c.finish();
+    e.shutdown();
+}
+
+#[test]
+fn after_shutdown_everything_completes_accepted_work_answered_the_rest_closed() {
+    let (e, c, rx) = start();
+    for (i, cmd) in setup().into_iter().enumerate() {
+        c.submit(i as u64 + 1, Work::Command(cmd));
+    }
+    let mut big: Vec<Command> = (1..=20_000).map(trade).collect();
+    big.push(trade(1)); // a duplicate at the very end
+    c.submit(4, Work::Batch(big));
+    c.submit(5, Work::Command(trade(50_000)));
+    std::thread::sleep(Duration::from_millis(5));
+    e.shutdown();
+    c.submit(6, Work::Command(trade(60_000))); // after shutdown: Closed
+    c.finish();
+    let done = collect(&rx, 6);
+    let tickets: Vec<Ticket> = {
+        let mut t: Vec<Ticket> = done.iter().map(|d| d.0).collect();
+        t.sort_unstable();
+        t
+    };
+    assert_eq!(tickets, vec![1, 2, 3, 4, 5, 6], "every ticket exactly once");
+    let of = |t: Ticket| done.iter().find(|d| d.0 == t).unwrap().1.clone();
+    assert_eq!(of(1), Outcome::Ack { seq: 1 });
+    let closed = Outcome::Failed(CallError::Submit(SubmitError::Closed));
+    // The batch either finished before the shutdown or was cut off by it; both complete once.
+    match of(4) {
+        Outcome::Batch(b) => {
+            assert_eq!((b.accepted, b.rejected), (20_000, 1));
+            assert!(matches!(of(5), Outcome::Ack { .. }) || of(5) == closed);
+        }
+        o => {
+            assert_eq!(o, closed);
+            assert_eq!(of(5), closed);
+        }
+    }
+    assert_eq!(of(6), closed);
+}
