@@ -117,7 +117,7 @@ struct Account {
     collateral: Money,
     /// Exact sums of its positions' value terms at current marks (derived, not hashed).
     sums: Sums,
-    first_chunk: u32,
+    /// The position chunk it fills next (NONE before its first position).
     last_chunk: u32,
     positions: u32,
 }
@@ -290,7 +290,6 @@ pub struct StateMachine {
     instruments: Vec<Instrument>,
     position_index: FixedMap<PairKey>,
     positions: Box<[Position]>,
-    chunk_next: Box<[u32]>,
     chunks_used: u32,
     positions_len: u32,
     holder_chunks: Box<[HolderChunk]>,
@@ -325,7 +324,6 @@ impl StateMachine {
             position_index: FixedMap::new(limits.positions_max as usize),
             // SAFETY: an all-zero Position is a flat book with indices 0: valid.
             positions: unsafe { crate::map::zeroed_slice(slots) },
-            chunk_next: vec![NONE; chunks].into_boxed_slice(),
             chunks_used: 0,
             positions_len: 0,
             // SAFETY: an all-zero HolderChunk is valid plain data (never read before written).
@@ -492,7 +490,6 @@ impl StateMachine {
                     spec,
                     collateral: 0,
                     sums: Sums::default(),
-                    first_chunk: NONE,
                     last_chunk: NONE,
                     positions: 0,
                 });
@@ -823,14 +820,14 @@ impl StateMachine {
         if lane == 0 {
             let chunk = self.chunks_used;
             assert!(
-                (chunk as usize) < self.chunk_next.len(),
+                (chunk as usize) < self.limits.chunks(),
                 "chunk bound is proven by Limits::chunks"
             );
             self.chunks_used += 1;
-            if acct.last_chunk == NONE {
-                acct.first_chunk = chunk;
-            } else {
-                self.chunk_next[acct.last_chunk as usize] = chunk;
+            // Lanes this account has not used yet are no position (`export_into` skips them).
+            let base = chunk as usize * CHUNK_POSITIONS;
+            for p in &mut self.positions[base..base + CHUNK_POSITIONS] {
+                p.account = NONE;
             }
             acct.last_chunk = chunk;
         }
@@ -863,27 +860,6 @@ impl StateMachine {
     }
 
     // ---- valuation and risk ---------------------------------------------------------------
-
-    /// Visit the account's position slots in allocation order.
-    #[inline]
-    fn for_each_slot(
-        &self,
-        row: u32,
-        mut f: impl FnMut(u32) -> Result<(), Reject>,
-    ) -> Result<(), Reject> {
-        let acct = &self.accounts[row as usize];
-        let mut left = acct.positions as usize;
-        let mut chunk = acct.first_chunk;
-        while left > 0 {
-            let base = chunk * CHUNK_POSITIONS as u32;
-            for lane in 0..left.min(CHUNK_POSITIONS) {
-                f(base + lane as u32)?;
-            }
-            left = left.saturating_sub(CHUNK_POSITIONS);
-            chunk = self.chunk_next[chunk as usize];
-        }
-        Ok(())
-    }
 
     /// The account's totals at current marks; `Err(Overflow)` if a sum does not fit.
     fn totals(&self, row: u32) -> Result<Totals, Reject> {
@@ -1043,38 +1019,41 @@ impl StateMachine {
         ids
     }
 
-    /// Copy out the whole business state in ascending id order (allocates; the snapshotter
-    /// calls it at a batch boundary).
+    /// Copy out the whole business state in ascending id order (allocates).
     pub fn export(&self) -> Snapshot {
-        let mut snap = Snapshot { last_seq: self.last_seq, ..Snapshot::default() };
-        snap.instruments =
-            self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)).collect();
-        snap.instruments.sort_unstable_by_key(|i| i.0.id);
-        // Accounts in id order, each followed by its few positions in instrument order: no
-        // global sort of every position.
-        let mut rows: Vec<u32> = (0..self.accounts.len() as u32).collect();
-        rows.sort_unstable_by_key(|&r| self.accounts[r as usize].spec.id);
-        snap.accounts.reserve_exact(rows.len());
-        snap.positions.reserve_exact(self.positions_len as usize);
-        for row in rows {
-            let a = &self.accounts[row as usize];
-            snap.accounts.push((a.spec, a.collateral));
-            let start = snap.positions.len();
-            let _ = self.for_each_slot(row, |slot| {
-                let p = &self.positions[slot as usize];
-                snap.positions.push((
-                    a.spec.id,
-                    self.instruments[p.instrument as usize].spec.id,
-                    p.book,
-                ));
-                Ok(())
-            });
-            snap.positions[start..].sort_unstable_by_key(|p| p.1);
-        }
-        snap.trades = self.trades.iter().map(|t| (t.trade, t.busted)).collect();
-        // Trades arrive mostly in id order, which this sort handles in about linear time.
-        snap.trades.sort_by_key(|t| t.0.trade_id);
+        let mut snap = Snapshot::default();
+        self.export_into(&mut snap);
+        snap.sort();
         snap
+    }
+
+    /// Copy out the whole business state into `snap` (its previous contents replaced), in
+    /// internal order, reusing its buffers: one sequential pass over each table, no sorting,
+    /// and after the first time no allocation or page faults. This is the state machine's
+    /// whole pause for a periodic snapshot; whoever needs id order calls [`Snapshot::sort`]
+    /// afterwards, on another thread. `state_hash` does not depend on the order.
+    pub fn export_into(&self, snap: &mut Snapshot) {
+        snap.last_seq = self.last_seq;
+        snap.instruments.clear();
+        snap.instruments
+            .extend(self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)));
+        snap.accounts.clear();
+        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec, a.collateral)));
+        // Positions in slot order: chunks are allocated densely, and lanes not yet used by
+        // their account are marked `account == NONE` (see `new_position`).
+        snap.positions.clear();
+        snap.positions.reserve(self.positions_len as usize);
+        let used = self.chunks_used as usize * CHUNK_POSITIONS;
+        for p in &self.positions[..used] {
+            if p.account != NONE {
+                let account = snap.accounts[p.account as usize].0.id;
+                let instrument = snap.instruments[p.instrument as usize].0.id;
+                snap.positions.push((account, instrument, p.book));
+            }
+        }
+        debug_assert_eq!(snap.positions.len(), self.positions_len as usize);
+        snap.trades.clear();
+        snap.trades.extend(self.trades.iter().map(|t| (t.trade, t.busted)));
     }
 
     /// Rebuild a state machine from a snapshot. Validates what it loads: capacity, unknown or
@@ -1165,6 +1144,16 @@ impl StateMachine {
 }
 
 impl Snapshot {
+    /// Put every table in ascending id order (positions by account, then instrument): the
+    /// canonical order `export()` returns and stores that append by key need.
+    pub fn sort(&mut self) {
+        self.instruments.sort_unstable_by_key(|i| i.0.id);
+        self.accounts.sort_unstable_by_key(|a| a.0.id);
+        self.positions.sort_unstable_by_key(|p| (p.0, p.1));
+        // Trades arrive mostly in id order, which this (merge) sort handles in linear time.
+        self.trades.sort_by_key(|t| t.0.trade_id);
+    }
+
     /// The `state_hash()` of the state this snapshot holds, without restoring it. Both are
     /// `finish_hash` of the record counts and the [`Digest`] of the records, so they cannot
     /// disagree on what is hashed.

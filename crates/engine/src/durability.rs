@@ -15,7 +15,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use novate_core::{Limits, Seq, Sequenced, Snapshot};
+use novate_core::{Seq, Sequenced, Snapshot};
 
 /// The sequenced command log.
 pub trait Journal: Send + 'static {
@@ -37,10 +37,16 @@ pub trait Journal: Send + 'static {
 
 /// Whole-state snapshots.
 pub trait SnapshotStore: Send + 'static {
-    /// Store a snapshot (its `last_seq` says which log prefix it covers), taken from a state
-    /// machine with `limits`. With `wait`, return only once it is stored; without, the store
-    /// may write it in the background (and may skip it if a write is still running).
-    fn save(&mut self, snap: Snapshot, limits: Limits, wait: bool) -> io::Result<()>;
+    /// Store a snapshot (its `last_seq` says which log prefix it covers; its tables may be in
+    /// any order, as `StateMachine::export_into` leaves them) of a state whose `state_hash()`
+    /// is `state_hash`. With `wait`, return only once it is stored; without, the store may
+    /// write it in the background (and may skip it if a write is still running).
+    fn save(&mut self, snap: Snapshot, state_hash: u64, wait: bool) -> io::Result<()>;
+    /// A snapshot to export the next one into: a written one's buffers when the store hands
+    /// them back, so the state machine's pause is the copy alone.
+    fn spare(&mut self) -> Snapshot {
+        Snapshot::default()
+    }
     /// Finish every background write (at shutdown).
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -154,7 +160,11 @@ impl MemSnapshots {
 }
 
 impl SnapshotStore for MemSnapshots {
-    fn save(&mut self, snap: Snapshot, _limits: Limits, _wait: bool) -> io::Result<()> {
+    fn save(&mut self, mut snap: Snapshot, state_hash: u64, _wait: bool) -> io::Result<()> {
+        snap.sort();
+        if snap.state_hash() != state_hash {
+            return Err(io::Error::other("snapshot records do not hash to the state's hash"));
+        }
         *self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))? = Some(snap);
         Ok(())
     }

@@ -76,18 +76,23 @@ impl Journal for FileJournal {
 }
 
 /// The LMDB snapshot store of a data dir, written on the journal crate's snapshotter thread
-/// (the state-machine thread pays only for `export()`).
+/// (the state-machine thread pays only for `export_into()`; the snapshotter sorts, checks the
+/// records against the state hash and writes).
 pub struct FileSnapshots {
     store: novate_journal::SnapshotStore,
     writer: Option<Snapshotter>,
 }
 
 impl SnapshotStore for FileSnapshots {
-    fn save(&mut self, snap: Snapshot, limits: Limits, wait: bool) -> io::Result<()> {
+    fn save(&mut self, snap: Snapshot, state_hash: u64, wait: bool) -> io::Result<()> {
         let seq = snap.last_seq;
         let w = self.writer.get_or_insert_with(|| Snapshotter::spawn(self.store.clone()));
-        while w.try_result().is_some() {}
-        if !w.submit_unhashed(snap, limits) {
+        while let Some(r) = w.try_result() {
+            if let Err(e) = r {
+                eprintln!("novate: a background snapshot write failed: {e}");
+            }
+        }
+        if !w.submit(snap, state_hash) {
             if !wait {
                 return Ok(()); // a write is running and one is queued: skip this boundary
             }
@@ -104,6 +109,10 @@ impl SnapshotStore for FileSnapshots {
                 None => return Err(io::Error::other("snapshot write timed out")),
             }
         }
+    }
+
+    fn spare(&mut self) -> Snapshot {
+        self.writer.as_ref().and_then(Snapshotter::spare).unwrap_or_default()
     }
 
     fn flush(&mut self) -> io::Result<()> {

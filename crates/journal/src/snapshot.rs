@@ -399,7 +399,9 @@ pub struct SnapshotWritten {
 
 /// What the snapshotter thread is asked to write.
 enum Job {
-    /// The state hash was computed by the caller.
+    /// The state hash was computed by the caller (the state machine's own, O(1)); the snapshot
+    /// may be in any order (`StateMachine::export_into`). The thread sorts it and checks that
+    /// its records hash to that value before writing.
     Hashed(Snapshot, u64),
     /// Compute the hash here: restore the snapshot (which also proves it restores) and hash
     /// the result, so the state machine thread pays only for `export()`.
@@ -410,6 +412,8 @@ enum Job {
 pub struct Snapshotter {
     tx: Option<SyncSender<Job>>,
     done: Receiver<Result<SnapshotWritten, Error>>,
+    /// Written snapshots handed back for reuse (see [`Snapshotter::spare`]).
+    spares: Receiver<Snapshot>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -419,13 +423,28 @@ impl Snapshotter {
         // more would only pile up memory; `submit` says when the writer is busy.
         let (tx, rx) = sync_channel::<Job>(1);
         let (dtx, done) = sync_channel(16);
+        let (spare_tx, spares) = sync_channel::<Snapshot>(1);
         let handle = std::thread::Builder::new()
             .name("snapshotter".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
                     let t = Instant::now();
                     let (snap, hash) = match job {
-                        Job::Hashed(snap, hash) => (snap, Ok(hash)),
+                        Job::Hashed(mut snap, hash) => {
+                            snap.sort();
+                            let of_records = snap.state_hash();
+                            let r = if of_records == hash {
+                                Ok(hash)
+                            } else {
+                                Err(Error::SnapshotInvalid {
+                                    seq: snap.last_seq,
+                                    why: format!(
+                                        "its records hash to {of_records:#018x}, the state it was exported from to {hash:#018x}"
+                                    ),
+                                })
+                            };
+                            (snap, r)
+                        }
                         Job::Restore(snap, limits) => {
                             let hash = StateMachine::restore(limits, &snap)
                                 .map(|sm| sm.state_hash())
@@ -436,18 +455,21 @@ impl Snapshotter {
                     let r = hash
                         .and_then(|h| store.write(&snap, h))
                         .map(|info| SnapshotWritten { info, write_time: t.elapsed() });
-                    drop(snap);
+                    // Hand the buffers back for the next export (or drop them if one is waiting).
+                    let _ = spare_tx.try_send(snap);
                     if dtx.try_send(r).is_err() {
                         // Nobody reads results: keep writing, drop the report.
                     }
                 }
             })
             .expect("spawn snapshotter thread");
-        Snapshotter { tx: Some(tx), done, handle: Some(handle) }
+        Snapshotter { tx: Some(tx), done, spares, handle: Some(handle) }
     }
 
-    /// Queue `snap` (exported at `snap.last_seq`) with its state hash. `false` when the writer
-    /// is busy and one is already queued (the caller tries again at a later batch boundary).
+    /// Queue `snap` (exported at `snap.last_seq`, in any order) with the state hash of the
+    /// state it was exported from. The writer sorts it, refuses it if its records do not hash
+    /// to `state_hash` (reported as [`Error::SnapshotInvalid`]), and writes it. `false` when the
+    /// writer is busy and one is already queued (the caller tries again at a later boundary).
     pub fn submit(&self, snap: Snapshot, state_hash: u64) -> bool {
         self.send(Job::Hashed(snap, state_hash))
     }
@@ -464,6 +486,12 @@ impl Snapshotter {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// A written snapshot's buffers to export the next one into (`StateMachine::export_into`),
+    /// if one is back: after the first, periodic snapshots allocate nothing.
+    pub fn spare(&self) -> Option<Snapshot> {
+        self.spares.try_recv().ok()
     }
 
     /// A finished write, if any (non-blocking).

@@ -154,13 +154,24 @@ fn snapshotter_writes_on_its_thread_and_retention_follows() {
         let _ = sm.apply(&cmd, seq, seq);
         if seq % 5_000 == 0 {
             j.commit_wait().unwrap();
-            assert!(snapshotter.submit(sm.export(), sm.state_hash()));
+            // Export in internal order into the last snapshot's buffers (after the first).
+            let mut snap = snapshotter.spare().unwrap_or_default();
+            assert_eq!(snap.last_seq, written.last().copied().unwrap_or(0), "buffers came back");
+            sm.export_into(&mut snap);
+            assert!(snapshotter.submit(snap, sm.state_hash()));
             let w = snapshotter.wait_result(Duration::from_secs(60)).unwrap().unwrap();
             assert_eq!(w.info.seq, seq);
             written.push(w.info.seq);
             j.retain(w.info.seq, None).unwrap();
         }
     }
+    // A snapshot whose records do not hash to the state's hash is refused, not written.
+    let mut snap = sm.export();
+    snap.last_seq += 1;
+    snap.accounts[0].1 += 1; // one unit of collateral
+    assert!(snapshotter.submit(snap, sm.state_hash()));
+    let r = snapshotter.wait_result(Duration::from_secs(60)).unwrap();
+    assert!(matches!(r, Err(Error::SnapshotInvalid { seq: 20_001, .. })), "{r:?}");
     // The hash can also be computed on the snapshotter thread (the caller pays only export()).
     j.append_command(20_001, 20_001, &synthetic::command(SEED, 20_001)).unwrap();
     let _ = sm.apply(&synthetic::command(SEED, 20_001), 20_001, 20_001);
