@@ -147,10 +147,19 @@ impl Journal for MemJournal {
     }
 }
 
-/// Snapshots in memory, shareable like [`MemJournal`].
+/// Snapshots in memory, shareable like [`MemJournal`]. `save` only swaps the snapshot in
+/// (it runs on the state-machine thread); `load_latest` sorts a copy and checks it against the
+/// state hash it was saved with.
 #[derive(Clone, Default)]
 pub struct MemSnapshots {
-    inner: Arc<Mutex<Option<Snapshot>>>,
+    inner: Arc<Mutex<MemSnapshot>>,
+}
+
+#[derive(Default)]
+struct MemSnapshot {
+    latest: Option<(Snapshot, u64)>,
+    /// The one before, handed back by `spare` for the next export.
+    spare: Option<Snapshot>,
 }
 
 impl MemSnapshots {
@@ -160,17 +169,25 @@ impl MemSnapshots {
 }
 
 impl SnapshotStore for MemSnapshots {
-    fn save(&mut self, mut snap: Snapshot, state_hash: u64, _wait: bool) -> io::Result<()> {
-        snap.sort();
-        if snap.state_hash() != state_hash {
-            return Err(io::Error::other("snapshot records do not hash to the state's hash"));
-        }
-        *self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))? = Some(snap);
+    fn save(&mut self, snap: Snapshot, state_hash: u64, _wait: bool) -> io::Result<()> {
+        let mut m = self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))?;
+        m.spare = m.latest.replace((snap, state_hash)).map(|(old, _)| old);
         Ok(())
     }
 
+    fn spare(&mut self) -> Snapshot {
+        self.inner.lock().ok().and_then(|mut m| m.spare.take()).unwrap_or_default()
+    }
+
     fn load_latest(&mut self) -> io::Result<Option<Snapshot>> {
-        Ok(self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))?.clone())
+        let m = self.inner.lock().map_err(|_| io::Error::other("snapshot lock poisoned"))?;
+        let Some((snap, hash)) = &m.latest else { return Ok(None) };
+        let mut snap = snap.clone();
+        snap.sort();
+        if snap.state_hash() != *hash {
+            return Err(io::Error::other("snapshot records do not hash to the state's hash"));
+        }
+        Ok(Some(snap))
     }
 
     fn describe(&self) -> String {
