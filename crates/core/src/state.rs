@@ -25,6 +25,7 @@ use crate::hash::{prefix, record, record_from, Digest, RecordPrefix, StableHashe
 use crate::map::{prefetch, FixedMap, PairKey, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
+use crate::valuation::{value_columns, Columns};
 
 /// Positions per allocation chunk: 4 x 64 B = 256 B, adjacent lines the prefetcher pulls in.
 pub const CHUNK_POSITIONS: usize = 4;
@@ -117,7 +118,9 @@ struct Account {
     collateral: Money,
     /// Exact sums of its positions' value terms at current marks (derived, not hashed).
     sums: Sums,
-    /// The position chunk it fills next (NONE before its first position).
+    /// Its position chunks: the first and the one it fills next (NONE before its first
+    /// position); `chunk_next` links them.
+    first_chunk: u32,
     last_chunk: u32,
     positions: u32,
 }
@@ -290,6 +293,7 @@ pub struct StateMachine {
     instruments: Vec<Instrument>,
     position_index: FixedMap<PairKey>,
     positions: Box<[Position]>,
+    chunk_next: Box<[u32]>,
     chunks_used: u32,
     positions_len: u32,
     holder_chunks: Box<[HolderChunk]>,
@@ -324,6 +328,7 @@ impl StateMachine {
             position_index: FixedMap::new(limits.positions_max as usize),
             // SAFETY: an all-zero Position is a flat book with indices 0: valid.
             positions: unsafe { crate::map::zeroed_slice(slots) },
+            chunk_next: vec![NONE; chunks].into_boxed_slice(),
             chunks_used: 0,
             positions_len: 0,
             // SAFETY: an all-zero HolderChunk is valid plain data (never read before written).
@@ -490,6 +495,7 @@ impl StateMachine {
                     spec,
                     collateral: 0,
                     sums: Sums::default(),
+                    first_chunk: NONE,
                     last_chunk: NONE,
                     positions: 0,
                 });
@@ -820,7 +826,7 @@ impl StateMachine {
         if lane == 0 {
             let chunk = self.chunks_used;
             assert!(
-                (chunk as usize) < self.limits.chunks(),
+                (chunk as usize) < self.chunk_next.len(),
                 "chunk bound is proven by Limits::chunks"
             );
             self.chunks_used += 1;
@@ -828,6 +834,11 @@ impl StateMachine {
             let base = chunk as usize * CHUNK_POSITIONS;
             for p in &mut self.positions[base..base + CHUNK_POSITIONS] {
                 p.account = NONE;
+            }
+            if acct.last_chunk == NONE {
+                acct.first_chunk = chunk;
+            } else {
+                self.chunk_next[acct.last_chunk as usize] = chunk;
             }
             acct.last_chunk = chunk;
         }
@@ -956,12 +967,29 @@ impl StateMachine {
         Some((r.trade, r.busted))
     }
 
-    /// Totals over every position in an instrument at its current mark, with the batch kernel
-    /// over the holder list (prefetching ahead). `None` if a sum does not fit.
+    /// Totals over every position in an instrument at its current mark, recomputed from the
+    /// positions (not from the kept sums) with the vector kernel ([`crate::value_columns`]).
+    /// `None` if unknown or a sum does not fit. Allocates: a query, not the hot path.
     pub fn value_instrument(&self, id: InstrumentId) -> Option<Totals> {
-        let col = self.instrument_col(id).ok()?;
+        let mut c = Columns::default();
+        self.instrument_columns(id, &mut c).ok()?;
+        value_columns(&c)
+    }
+
+    /// Totals over every position of an account at current marks, recomputed from the
+    /// positions with the vector kernel: what the account's kept sums must equal.
+    pub fn value_account(&self, id: AccountId) -> Result<Totals, Reject> {
+        let mut c = Columns::default();
+        self.account_columns(id, &mut c)?;
+        value_columns(&c).ok_or(Reject::Overflow)
+    }
+
+    /// Fill `out` (cleared first) with every position of an instrument (open or flat), valued
+    /// at its current mark, in holder order.
+    pub fn instrument_columns(&self, id: InstrumentId, out: &mut Columns) -> Result<(), Reject> {
+        let col = self.instrument_col(id)?;
         let ins = &self.instruments[col as usize];
-        let mut sums = Sums::default();
+        out.clear();
         let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
         while left > 0 {
             let c = &self.holder_chunks[chunk as usize];
@@ -970,12 +998,30 @@ impl StateMachine {
             }
             let slots = &c.slots[..left.min(CHUNK_HOLDERS)];
             for &slot in slots {
-                sums.add(&valued(self.positions[slot as usize].book, ins.mark(), ins).terms()?);
+                out.push(&valued(self.positions[slot as usize].book, ins.mark(), ins));
             }
             left -= slots.len();
             chunk = c.next;
         }
-        sums.totals()
+        Ok(())
+    }
+
+    /// Fill `out` (cleared first) with every position of an account (open or flat), each
+    /// valued at its instrument's current mark.
+    pub fn account_columns(&self, id: AccountId, out: &mut Columns) -> Result<(), Reject> {
+        let acct = &self.accounts[self.account_row(id)? as usize];
+        out.clear();
+        let (mut left, mut chunk) = (acct.positions as usize, acct.first_chunk);
+        while left > 0 {
+            let base = chunk as usize * CHUNK_POSITIONS;
+            for p in &self.positions[base..base + left.min(CHUNK_POSITIONS)] {
+                let ins = &self.instruments[p.instrument as usize];
+                out.push(&valued(p.book, ins.mark(), ins));
+            }
+            left = left.saturating_sub(CHUNK_POSITIONS);
+            chunk = self.chunk_next[chunk as usize];
+        }
+        Ok(())
     }
 
     /// Every position of an instrument (open or flat) with what valuing it needs, in holder

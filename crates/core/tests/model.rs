@@ -542,6 +542,8 @@ fn compare_views(sm: &StateMachine, model: &Model) {
                 assert_eq!(v.totals.realized + v.totals.unrealized, m.pnl, "pnl {a}");
                 assert_eq!(v.margin, m.margin, "margin {a}");
                 assert_eq!(v.equity, m.equity, "equity {a}");
+                // The kept sums equal a full revaluation through the vector kernel.
+                assert_eq!(sm.value_account(a), Ok(v.totals), "revaluation of {a}");
             }
             (Err(Reject::Overflow), None) => {}
             (e, m) => panic!("account {a}: engine {e:?}, model overflowed: {}", m.is_none()),
