@@ -1,7 +1,7 @@
 // One behaviour suite for every `Clearing` implementation (the in-process Engine and the TCP
 // client of novated): each runs it against its own fresh engine.
 import { expect, it } from 'vitest';
-import { ClosedError, InputError, NovateError, price, type Clearing } from '../ts/src';
+import { ClosedError, InputError, NovateError, encodeBatch, price, type Clearing, type CommandInput, type Event } from '../ts/src';
 
 export const P = (s: string) => price(s);
 
@@ -108,9 +108,109 @@ export function clearingSuite(open: () => Promise<Clearing>): void {
     }
   });
 
+  it('submitBatch: many commands in one call, one answer each, rejections by index', async () => {
+    const c = await open();
+    try {
+      const cmds: CommandInput[] = [
+        { type: 'upsertInstrument', instrument: { id: 7n, multiplier: 1n, marginBps: 500n, settleDays: 2 } },
+        { type: 'upsertAccount', account: { id: 1n } },
+        { type: 'upsertAccount', account: { id: 2n } },
+      ];
+      for (let t = 1n; t <= 1000n; t++) {
+        cmds.push({ type: 'clearTrade', trade: { tradeId: t, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: P('10'), tradeDate: 20261125 } });
+      }
+      cmds.push({ type: 'clearTrade', trade: { tradeId: 5n, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: P('10'), tradeDate: 20261125 } });
+      cmds.push({ type: 'adjustCollateral', account: 99n, amount: 1n });
+      cmds.push({ type: 'markPrice', instrument: 7n, price: P('11') });
+      // A single call sent after the batch is answered after all of it.
+      const [r, single] = await Promise.all([c.submitBatch(encodeBatch(cmds)), c.adjustCollateral(1n, P('5'))]);
+      expect(r.accepted).toBe(1004);
+      expect(r.rejected).toBe(2);
+      expect(r.rejects).toEqual([
+        { index: 1003, code: 9 },
+        { index: 1004, code: 2 },
+      ]);
+      expect(r.lastSeq).toBe(1006n);
+      expect(single.seq).toBe(1007n);
+      expect((await c.position(1n, 7n))?.qty).toBe(1000n);
+      expect((await c.position(1n, 7n))?.unrealized).toBe(1000n * P('1'));
+      // CommandInputs directly, and an empty batch.
+      const r2 = await c.submitBatch([{ type: 'markPrice', instrument: 7n, price: P('12') }, { type: 'bustTrade', tradeId: 1n }]);
+      expect(r2).toEqual({ accepted: 2, rejected: 0, lastSeq: 1009n, rejects: [] });
+      expect(await c.submitBatch([])).toEqual({ accepted: 0, rejected: 0, lastSeq: 0n, rejects: [] });
+      // Malformed bytes: a typed error naming the offset, and nothing submitted.
+      const good = encodeBatch([{ type: 'markPrice', instrument: 7n, price: P('13') }]);
+      const bad = new Uint8Array(good.length + 3);
+      bad.set(good);
+      bad.set([1, 2, 3], good.length);
+      await expect(c.submitBatch(bad)).rejects.toThrow(new RegExp(`byte ${good.length}`));
+      await expect(c.submitBatch(bad)).rejects.toBeInstanceOf(InputError);
+      expect((await c.instrument(7n))?.mark).toBe(P('12'));
+      await expect(c.submitBatch([{ type: 'markPrice', instrument: 1n << 40n, price: 1n }])).rejects.toBeInstanceOf(InputError);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('events: in order, filtered, fed in batches; break unsubscribes', async () => {
+    const c = await open();
+    try {
+      const all = c.events();
+      const mine = c.events({ types: ['PositionChanged'], account: 2n });
+      const untouched = c.events({ types: ['MarginCall'] });
+      await setup(c);
+      const r = await c.submitBatch(
+        Array.from({ length: 300 }, (_, i) => ({
+          type: 'clearTrade' as const,
+          trade: { tradeId: BigInt(i + 1), buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: P('100'), tradeDate: 20261125 },
+        })),
+      );
+      expect(r.accepted).toBe(300);
+      const seen: Event[] = [];
+      for await (const ev of all) {
+        seen.push(ev);
+        if (seen.length === 5 + 900) break;
+      }
+      expect(seen.map((x) => x.type).slice(0, 8)).toEqual([
+        'InstrumentUpdated',
+        'AccountUpdated',
+        'AccountUpdated',
+        'CollateralChanged',
+        'CollateralChanged',
+        'TradeCleared',
+        'PositionChanged',
+        'PositionChanged',
+      ]);
+      for (let i = 1; i < seen.length; i++) expect(seen[i].seq >= seen[i - 1].seq).toBe(true);
+      expect(seen[seen.length - 1].seq).toBe(305n);
+      const qtys: bigint[] = [];
+      for await (const ev of mine) {
+        expect(ev).toMatchObject({ type: 'PositionChanged', accountId: 2n });
+        if (ev.type === 'PositionChanged') qtys.push(ev.qty);
+        if (qtys.length === 300) break;
+      }
+      expect(qtys.slice(0, 3)).toEqual([-1n, -2n, -3n]);
+      expect(qtys[299]).toBe(-300n);
+      // After break the iterator is finished; the connection or engine goes on.
+      expect(await all.next()).toEqual({ done: true, value: undefined });
+      expect(await mine.next()).toEqual({ done: true, value: undefined });
+      await c.clearTrade({ tradeId: 1000n, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: P('100'), tradeDate: 20261125 });
+      const late = c.events({ types: ['TradeCleared'] });
+      await c.clearTrade({ tradeId: 1001n, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: P('100'), tradeDate: 20261125 });
+      const first = await late.next();
+      expect(first.value).toMatchObject({ type: 'TradeCleared', tradeId: 1001n });
+      late.close();
+      untouched.close();
+      expect(() => c.events({ types: ['Nope' as never] })).toThrow(TypeError);
+    } finally {
+      await c.close();
+    }
+  });
+
   it('a closed handle refuses further calls', async () => {
     const c = await open();
     await c.close();
     await expect(c.upsertAccount({ id: 1n })).rejects.toBeInstanceOf(ClosedError);
+    await expect(c.submitBatch([])).rejects.toBeInstanceOf(ClosedError);
   });
 }

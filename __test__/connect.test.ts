@@ -1,10 +1,12 @@
 // `connect(url)` against a novated started by the test on a free loopback port.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClosedError, InputError, connect, price } from '../ts/src';
+import { fileURLToPath } from 'node:url';
+import { ClosedError, EventsOverflowError, InputError, connect, price } from '../ts/src';
 import { clearingSuite, setup } from './clearing';
 import { buildNovated, startNovated, type Daemon } from './novated';
 
@@ -48,6 +50,74 @@ describe('connect(url)', () => {
     } finally {
       await c.close();
     }
+  });
+
+  it('a subscriber the daemon cannot keep up with gets an overflow after its last event', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'novated-cfg-'));
+    try {
+      writeFileSync(join(dir, 'novated.toml'), '[engine]\nsubscriber_buffer = 16\n');
+      const d = await startNovated(['--config', join(dir, 'novated.toml')]);
+      daemons.push(d);
+      const c = await connect(d.url);
+      try {
+        const stream = c.events();
+        await setup(c);
+        const trades = Array.from({ length: 2000 }, (_, i) => ({
+          type: 'clearTrade' as const,
+          trade: { tradeId: BigInt(i + 1), buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 },
+        }));
+        expect((await c.submitBatch(trades)).accepted).toBe(2000);
+        let n = 0;
+        let last = 0n;
+        await expect(
+          (async () => {
+            for await (const ev of stream) {
+              expect(ev.seq >= last).toBe(true);
+              last = ev.seq;
+              n++;
+            }
+          })(),
+        ).rejects.toBeInstanceOf(EventsOverflowError);
+        expect(n).toBeGreaterThanOrEqual(5); // every event before the cut was delivered
+        expect(n).toBeLessThan(5 + 3 * 2000);
+        // The connection is fine afterwards.
+        expect((await c.markPrice(7n, price('101'))).seq).toBe(2006n);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an idle subscription does not keep the process alive; a pending batch does', async () => {
+    const d = await startNovated();
+    daemons.push(d);
+    const SDK = fileURLToPath(new URL('../ts/dist/index.js', import.meta.url));
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `const sdk = require(${JSON.stringify(SDK)});
+        (async () => {
+          const c = await sdk.connect(${JSON.stringify(d.url)});
+          const events = c.events({ types: ['InstrumentUpdated'] });
+          c.submitBatch([{ type: 'upsertInstrument', instrument: { id: 3n, multiplier: 1n, marginBps: 0n, settleDays: 1 } }])
+            .then((b) => console.log('batch', b.accepted, b.lastSeq))
+            // The hash answer follows the event on the connection: the event has been taken.
+            .then(() => c.stateHash());
+          for await (const ev of events) console.log('event', ev.type, ev.instrumentId);
+          console.log('never');
+        })();`,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(r.signal).toBeNull(); // exited by itself, not killed by the timeout
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('batch 1 1n');
+    expect(r.stdout).toContain('event InstrumentUpdated 3');
+    expect(r.stdout).not.toContain('never');
+    expect(r.status).toBe(0);
   });
 
   it('bad addresses and a daemon that goes away are typed errors', async () => {

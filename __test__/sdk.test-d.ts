@@ -9,6 +9,7 @@ import {
   type Ack,
   type Clearing,
   type Event,
+  type EventFilter,
   type EventType,
   type Position,
   type RejectName,
@@ -18,6 +19,10 @@ describe('SDK types', () => {
   it('Engine and the TCP client are both Clearing', () => {
     expectTypeOf<Engine>().toMatchTypeOf<Clearing>();
     expectTypeOf(connect).returns.resolves.toMatchTypeOf<Clearing>();
+    // Both transports batch and subscribe through the shared interface.
+    expectTypeOf<Clearing['submitBatch']>().returns.resolves.toHaveProperty('rejects');
+    expectTypeOf<ReturnType<Clearing['events']>>().toMatchTypeOf<AsyncIterable<Event>>();
+    expectTypeOf<Clearing['events']>().parameter(0).toEqualTypeOf<EventFilter | undefined>();
   });
 
   it('money, prices, quantities and ids are bigint', () => {

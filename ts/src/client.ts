@@ -2,18 +2,136 @@
 // Commands go out as SOFH-framed SBE and are pipelined: every call gets its own request id and
 // resolves when its Ack or Reject arrives. Queries go out as JSON frames (SOFH encoding 0xF500,
 // see crates/engine/src/server.rs) and are answered from the daemon's published views.
+// `submitBatch` writes many SBE command frames in one write, each with its own request id, and
+// sums their answers. `events()` subscribes on the same connection (so it sees the events of
+// every command sent after it); the daemon streams matching events in batches.
 import { ClearingCommands } from './clearing-commands';
 import { connect as netConnect, type Socket } from 'node:net';
-import { encodeCommand, COMMAND_BYTES_MAX, type CommandInput } from './commands';
+import { encodeBatch, encodeCommand, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { ClosedError, InputError, NovateError } from './errors';
-import { decodeMessage, SBE_LE_ENCODING, SOFH_LENGTH, FRAME_LENGTH_MAX, writeSofh } from './wire';
+import { EventStream, kindsMask, type EventSource } from './events';
+import {
+  decodeMessage,
+  DecodeError,
+  GROUP_HEADER_LENGTH,
+  HEADER_LENGTH,
+  SBE_LE_ENCODING,
+  SOFH_LENGTH,
+  FRAME_LENGTH_MAX,
+  writeSofh,
+} from './wire';
 import type {
   AccountSummary,
   Ack,
+  BatchResult,
   Clearing,
+  EventFilter,
   InstrumentSummary,
   Position,
 } from './types';
+
+/** Events a remote subscription buffers in this process before it counts as overflowed. */
+export const REMOTE_EVENTS_BUFFER_MAX = 1 << 16;
+
+/** A batch in flight: request ids `first .. first + count - 1`, in batch order. */
+interface BatchPending {
+  first: bigint;
+  count: number;
+  answered: number;
+  result: BatchResult;
+  resolve: (r: BatchResult) => void;
+  reject: (e: Error) => void;
+}
+
+/** The reading end of a subscription on the daemon: events as SBE messages, in order. */
+class RemoteEvents implements EventSource {
+  private queue: Uint8Array[] = [];
+  private head = 0;
+  /** 0 open, 1 overflowed (after the queued events), 2 ended. */
+  private end = 0;
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly onClose: () => void) {}
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  push(message: Uint8Array): void {
+    if (this.end !== 0) return;
+    if (this.queue.length - this.head >= REMOTE_EVENTS_BUFFER_MAX) {
+      // The consumer fell behind by more than we hold: a clear cut, not unbounded memory.
+      this.end = 1;
+      this.onClose();
+      this.notify();
+      return;
+    }
+    this.queue.push(message);
+    this.notify();
+  }
+
+  /** The daemon ended the subscription: 1 overflow, 2 closed. */
+  ended(status: number): void {
+    if (this.end === 0) this.end = status;
+    this.notify();
+  }
+
+  fail(e: Error): void {
+    this.failure = e;
+    this.end = 2;
+    this.notify();
+  }
+
+  /** Resolves when an event or the end arrives (the socket's data wakes the consumer at once). */
+  waitForData(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        if (this.wake === done) this.wake = undefined;
+        resolve();
+      }, Math.max(ms, 1000));
+      t.unref?.(); // a subscription never keeps the process alive
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.wake = done;
+    });
+  }
+
+  poll(max: number): { events: Uint8Array; count: number; status: number } {
+    if (this.failure) {
+      const e = this.failure;
+      this.failure = undefined;
+      throw e;
+    }
+    const n = Math.min(max, this.queue.length - this.head);
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += this.queue[this.head + i].length;
+    const events = new Uint8Array(bytes);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      events.set(this.queue[this.head + i], off);
+      off += this.queue[this.head + i].length;
+    }
+    this.head += n;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+    const drained = this.queue.length === 0;
+    return { events, count: n, status: drained ? this.end : 0 };
+  }
+
+  close(): void {
+    if (this.end === 0) this.onClose();
+    this.end = 2;
+    this.queue = [];
+    this.head = 0;
+  }
+}
 
 /** SOFH encoding type of the JSON query frames. */
 export const JSON_ENCODING = 0xf500;
@@ -37,6 +155,11 @@ export class Client extends ClearingCommands implements Clearing {
   private nextQuery = 1;
   private readonly commands = new Map<bigint, Pending<Ack>>();
   private readonly queries = new Map<string, Pending<Json | null>>();
+  private readonly batches: BatchPending[] = [];
+  private readonly subs = new Map<string, RemoteEvents>();
+  /** The subscription the next `eventsLeft` SBE frames belong to (after a batch header). */
+  private eventsFor: RemoteEvents | undefined;
+  private eventsLeft = 0;
   private buf = new Uint8Array(0);
   private closed = false;
   private error: Error | undefined;
@@ -63,17 +186,28 @@ export class Client extends ClearingCommands implements Clearing {
   private failAll(e: Error): void {
     for (const p of this.commands.values()) p.reject(e);
     for (const p of this.queries.values()) p.reject(e);
+    for (const b of this.batches) b.reject(e);
     this.commands.clear();
     this.queries.clear();
+    this.batches.length = 0;
+    // Subscriptions end (like the in-process engine's at shutdown): every event received was
+    // delivered.
+    for (const s of this.subs.values()) s.ended(2);
+    this.subs.clear();
     this.socket.unref();
   }
 
+  private pendingCount(): number {
+    return this.commands.size + this.queries.size + this.batches.length;
+  }
+
+  // Subscriptions do not count: an idle subscription never keeps the process alive.
   private inflight(): void {
-    if (this.commands.size + this.queries.size === 1) this.socket.ref();
+    if (this.pendingCount() === 1) this.socket.ref();
   }
 
   private settled(): void {
-    if (this.commands.size + this.queries.size === 0) this.socket.unref();
+    if (this.pendingCount() === 0) this.socket.unref();
   }
 
   private onData(chunk: Buffer): void {
@@ -93,7 +227,10 @@ export class Client extends ClearingCommands implements Clearing {
       if (joined.length - off < len) break;
       const body = joined.subarray(off + SOFH_LENGTH, off + len);
       if (enc === JSON_ENCODING) this.onQueryAnswer(body);
-      else this.onAnswer(body);
+      else if (this.eventsLeft > 0) {
+        this.eventsLeft--;
+        this.eventsFor?.push(body);
+      } else this.onAnswer(body);
       off += len;
     }
     this.buf = joined.slice(off);
@@ -103,15 +240,61 @@ export class Client extends ClearingCommands implements Clearing {
     const { message } = decodeMessage(body);
     const rid = message.template === 'Ack' || message.template === 'Reject' ? message.value.requestId : -1n;
     const p = this.commands.get(rid);
-    if (!p) return; // a wire-level reject of something we did not send (request id 0)
+    if (!p) {
+      if (message.template === 'Ack' || message.template === 'Reject') this.onBatchAnswer(rid, message);
+      return; // else: a wire-level reject of something we did not send (request id 0)
+    }
     this.commands.delete(rid);
     if (message.template === 'Ack') p.resolve({ seq: message.value.seq });
     else if (message.template === 'Reject') p.reject(new NovateError(message.value.code));
     this.settled();
   }
 
+  private onBatchAnswer(
+    rid: bigint,
+    message: { template: 'Ack'; value: { seq: bigint } } | { template: 'Reject'; value: { code: number } },
+  ): void {
+    // Answers come in order, so the batch is nearly always the first one.
+    const k = this.batches.findIndex((b) => rid >= b.first && rid < b.first + BigInt(b.count));
+    if (k < 0) return;
+    const b = this.batches[k];
+    const r = b.result;
+    if (message.template === 'Ack') {
+      r.accepted++;
+      if (message.value.seq > r.lastSeq) r.lastSeq = message.value.seq;
+    } else {
+      r.rejected++;
+      r.rejects.push({ index: Number(rid - b.first), code: message.value.code });
+    }
+    if (++b.answered === b.count) {
+      this.batches.splice(k, 1);
+      r.rejects.sort((x, y) => x.index - y.index);
+      b.resolve(r);
+      this.settled();
+    }
+  }
+
   private onQueryAnswer(body: Uint8Array): void {
-    const a = JSON.parse(new TextDecoder().decode(body)) as { id: string; ok?: Json | null; error?: { code: number } };
+    const a = JSON.parse(new TextDecoder().decode(body)) as {
+      id: string;
+      ok?: Json | null;
+      error?: { code: number };
+      sub?: string;
+      events?: number;
+      overflow?: boolean;
+      closed?: boolean;
+    };
+    if (a.sub !== undefined) {
+      const s = this.subs.get(a.sub);
+      if (a.events !== undefined) {
+        this.eventsFor = s; // undefined after an unsubscribe: its events are skipped
+        this.eventsLeft = a.events;
+      } else if (a.overflow || a.closed) {
+        this.subs.delete(a.sub);
+        s?.ended(a.overflow ? 1 : 2);
+      }
+      return;
+    }
     const p = this.queries.get(a.id);
     if (!p) return;
     this.queries.delete(a.id);
@@ -136,6 +319,65 @@ export class Client extends ClearingCommands implements Clearing {
       this.inflight();
       this.socket.write(frame.subarray(0, SOFH_LENGTH + n));
     });
+  }
+
+  /**
+   * Submit many commands in one write: SBE-encoded back to back (see `encodeBatch`), or as
+   * `CommandInput`s. Each command (each entry of a ClearTradeBatch) gets its own request id and
+   * answer; the promise resolves when all are answered, with the rejections by index in the
+   * batch. `lastSeq` is the highest acknowledged seq (a Reject carries no seq on the wire).
+   * Malformed bytes reject with an `InputError` naming the byte offset; nothing is sent.
+   */
+  submitBatch(messages: Uint8Array | readonly CommandInput[]): Promise<BatchResult> {
+    if (this.closed) return Promise.reject(this.error ?? new ClosedError());
+    let bytes: Uint8Array;
+    let framed: { frames: Uint8Array; count: number };
+    const first = this.nextRequest;
+    try {
+      bytes = messages instanceof Uint8Array ? messages : encodeBatch(messages);
+      framed = frameBatch(bytes, first);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const result: BatchResult = { accepted: 0, rejected: 0, lastSeq: 0n, rejects: [] };
+    if (framed.count === 0) return Promise.resolve(result);
+    this.nextRequest += BigInt(framed.count);
+    return new Promise<BatchResult>((resolve, reject) => {
+      this.batches.push({ first, count: framed.count, answered: 0, result, resolve, reject });
+      this.inflight();
+      this.socket.write(framed.frames);
+    });
+  }
+
+  /**
+   * Events from now on, as an `AsyncIterable` (`break` unsubscribes). The subscription rides on
+   * this connection: it sees the events of every command sent after this call. It never keeps
+   * the process alive on its own. A consumer that falls behind (the daemon's
+   * `subscriber_buffer`, or REMOTE_EVENTS_BUFFER_MAX events held here) gets an
+   * `EventsOverflowError` after the last delivered event.
+   */
+  events(filter?: EventFilter): EventStream {
+    const id = String(this.nextQuery);
+    const msg: Json = { q: 'subscribe', types: kindsMask(filter) };
+    if (filter?.account !== undefined) {
+      if (typeof filter.account !== 'bigint' || filter.account < 0n || filter.account >= 1n << 64n) {
+        throw new InputError(`account ${String(filter.account)} is not an unsigned 64-bit bigint`);
+      }
+      msg.account = String(filter.account);
+    }
+    const src = new RemoteEvents(() => {
+      this.subs.delete(id);
+      if (!this.closed) this.query({ q: 'unsubscribe', sub: id }).catch(() => undefined);
+    });
+    if (this.closed) src.fail(this.error ?? new ClosedError());
+    else {
+      this.subs.set(id, src);
+      this.query(msg).catch((e: Error) => {
+        this.subs.delete(id);
+        src.fail(e);
+      });
+    }
+    return new EventStream(src);
   }
 
   private query(q: Json): Promise<Json | null> {
@@ -213,7 +455,7 @@ export class Client extends ClearingCommands implements Clearing {
   /** Wait for every answer in flight, then close the connection. */
   async close(): Promise<void> {
     if (this.closed) return;
-    const all = [...this.commands.values(), ...this.queries.values()] as Pending<unknown>[];
+    const all = [...this.commands.values(), ...this.queries.values(), ...this.batches] as Pending<unknown>[];
     const pending = all.map(
       (p) =>
         new Promise<void>((r) => {
@@ -234,6 +476,65 @@ export class Client extends ClearingCommands implements Clearing {
     await this.ended;
   }
 }
+
+/**
+ * SOFH-frame every SBE command message in `bytes` into one buffer, giving the commands (each
+ * ClearTradeBatch entry counts as one) the request ids `first`, `first + 1`, ... in order.
+ */
+function frameBatch(bytes: Uint8Array, first: bigint): { frames: Uint8Array; count: number } {
+  const spans: [number, number][] = [];
+  let off = 0;
+  while (off < bytes.length) {
+    let length: number;
+    let template: string;
+    try {
+      const d = decodeMessage(bytes, off);
+      length = d.length;
+      template = d.message.template;
+    } catch (e) {
+      if (e instanceof DecodeError) throw new InputError(`${e.message} (message at byte ${off})`);
+      throw e;
+    }
+    if (!COMMAND_TEMPLATES.has(template)) throw new InputError(`${template} is not a command (message at byte ${off})`);
+    if (SOFH_LENGTH + length > FRAME_LENGTH_MAX) throw new InputError(`message at byte ${off} is too long for a frame`);
+    spans.push([off, length]);
+    off += length;
+  }
+  const frames = new Uint8Array(bytes.length + spans.length * SOFH_LENGTH);
+  const view = new DataView(frames.buffer);
+  let at = 0;
+  let rid = first;
+  for (const [from, length] of spans) {
+    writeSofh(frames, at, length);
+    const m = at + SOFH_LENGTH;
+    frames.set(bytes.subarray(from, from + length), m);
+    const blockLength = view.getUint16(m, true);
+    const templateId = view.getUint16(m + 2, true);
+    if (templateId === CLEAR_TRADE_BATCH) {
+      const g = m + HEADER_LENGTH + blockLength;
+      const entry = view.getUint16(g, true);
+      const n = view.getUint16(g + 2, true);
+      for (let i = 0; i < n; i++) view.setBigUint64(g + GROUP_HEADER_LENGTH + i * entry, rid++, true);
+    } else {
+      view.setBigUint64(m + HEADER_LENGTH, rid++, true); // requestId: first field of every command
+    }
+    at += SOFH_LENGTH + length;
+  }
+  return { frames, count: Number(rid - first) };
+}
+
+const CLEAR_TRADE_BATCH = 9;
+const COMMAND_TEMPLATES = new Set([
+  'UpsertInstrument',
+  'UpsertAccount',
+  'AdjustCollateral',
+  'CheckOrder',
+  'ClearTrade',
+  'BustTrade',
+  'MarkPrice',
+  'SettlementPrice',
+  'ClearTradeBatch',
+]);
 
 /** Connect to a running novated (`tcp://127.0.0.1:7301` or `host:port`). */
 export function connect(url: string): Promise<Client> {

@@ -17,6 +17,11 @@ export const POLL_IDLE_MAX_MS = 10;
 export interface EventSource {
   poll(max: number): { events: Uint8Array; count: number; status: number };
   close(): void;
+  /**
+   * Optional: resolve when events may have arrived, or after `ms` at the latest (with a timer
+   * that does not keep the process alive). Without it the stream polls with a back-off.
+   */
+  waitForData?(ms: number): Promise<void>;
 }
 
 /** The filter as the native side takes it: a bit per event kind, 0 = all. */
@@ -92,7 +97,7 @@ export class EventStream implements AsyncIterableIterator<Event> {
         return { done: true, value: undefined };
       }
       // Nothing buffered: back off 0, 1, 2, 4 .. POLL_IDLE_MAX_MS ms.
-      await sleep(idle);
+      await (this.source.waitForData ? this.source.waitForData(idle) : sleep(idle));
       idle = Math.min(POLL_IDLE_MAX_MS, idle === 0 ? 1 : idle * 2);
     }
   }

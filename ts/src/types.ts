@@ -1,5 +1,7 @@
 // The SDK's public types: one `Clearing` interface for the in-process engine (`Engine.open`) and
 // the TCP client of a running novated (`connect`). Money, prices, quantities and ids are bigint.
+import type { CommandInput } from './commands';
+import type { EventStream } from './events';
 import type { Message } from './wire';
 
 /** Create or update an instrument. */
@@ -109,6 +111,17 @@ export interface Clearing {
   instrument(id: bigint): Promise<InstrumentSummary | undefined>;
   /** `state_hash()` of the whole state after every command answered so far. */
   stateHash(): Promise<bigint>;
+  /**
+   * Many commands in one call: SBE-encoded back to back (`encodeBatch`) or as `CommandInput`s.
+   * Resolves when every one is answered, with the rejections by index in the batch.
+   */
+  submitBatch(messages: Uint8Array | readonly CommandInput[]): Promise<BatchResult>;
+  /**
+   * Events from now on, as an `AsyncIterable` fed in batches: `break` in `for await` (or
+   * `close()`) unsubscribes; a consumer that falls behind gets an `EventsOverflowError` after
+   * the last delivered event; an idle subscription never keeps the process alive.
+   */
+  events(filter?: EventFilter): EventStream;
   close(): Promise<void>;
 }
 
@@ -156,6 +169,7 @@ export interface EventFilter {
 export interface BatchResult {
   accepted: number;
   rejected: number;
+  /** Highest seq among the answers (over TCP among the acks: a Reject carries no seq). */
   lastSeq: bigint;
   /** Rejections in batch order: index of the command in the batch and its code. */
   rejects: { index: number; code: number }[];

@@ -510,7 +510,25 @@ pub struct ClientMaker {
     shared: Arc<Shared>,
 }
 
+fn subscribe(shared: &Arc<Shared>, filter: EventFilter) -> Subscription {
+    let (producer, consumer) =
+        spsc::channel(shared.subscriber_buffer).expect("validated power of two");
+    let state = Arc::new(SubState {
+        closed: AtomicBool::new(false),
+        overflowed: AtomicBool::new(false),
+        waker: Mutex::new(None),
+    });
+    shared.subscribers.fetch_add(1, Ordering::SeqCst);
+    shared.push_control(Control::Subscribe { filter, producer, state: state.clone() });
+    Subscription { consumer, state, shared: shared.clone(), done: false }
+}
+
 impl ClientMaker {
+    /// See [`Engine::subscribe`] (for connection threads).
+    pub fn subscribe(&self, filter: EventFilter) -> Subscription {
+        subscribe(&self.shared, filter)
+    }
+
     /// See [`Engine::split_client`].
     pub fn split(&self, waker: Thread) -> (Submitter, Answers) {
         let shared = self.shared.clone();
@@ -535,16 +553,7 @@ impl Engine {
 
     /// Subscribe to events from now on.
     pub fn subscribe(&self, filter: EventFilter) -> Subscription {
-        let (producer, consumer) =
-            spsc::channel(self.shared.subscriber_buffer).expect("validated power of two");
-        let state = Arc::new(SubState {
-            closed: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            waker: Mutex::new(None),
-        });
-        self.shared.subscribers.fetch_add(1, Ordering::SeqCst);
-        self.shared.push_control(Control::Subscribe { filter, producer, state: state.clone() });
-        Subscription { consumer, state, shared: self.shared.clone(), done: false }
+        subscribe(&self.shared, filter)
     }
 
     /// Graceful shutdown: refuse new commands, let every accepted one be applied and answered,

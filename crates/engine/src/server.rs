@@ -12,6 +12,16 @@
 //!   `{"id":"1","error":{"code":2,"name":"UnknownAccount"}}`. `hash` travels through the pipeline
 //!   as a barrier and is answered in order with the commands. (The SBE schema has no query
 //!   messages yet; JSON keeps them out of it until it does.)
+//! - Event subscriptions, on the same connection: `{"id":"3","q":"subscribe","types":64,
+//!   "account":"7"}` (`types`: bit k = event kind k as in crates/core, 0 or absent = all;
+//!   `account` optional) answers `{"id":"3","ok":{"sub":"3"}}` and from then on the events
+//!   that match come in batches: a JSON frame `{"sub":"3","events":N}` followed by N SBE event
+//!   frames (templates 101..=111). Because the reader registers the subscription before it
+//!   reads the next frame, it sees the events of every command sent after it on the connection.
+//!   A subscription that falls `subscriber_buffer` events behind (the member reads too slowly)
+//!   ends with `{"sub":"3","overflow":true}` after its last delivered event; one the engine
+//!   ends at shutdown with `{"sub":"3","closed":true}`. `{"id":"4","q":"unsubscribe",
+//!   "sub":"3"}` (answered `ok: null`) ends it early; closing the connection ends them all.
 //!
 //! # Robustness
 //! - A message that does not decode is answered `Reject{MalformedMessage | UnknownTemplate |
@@ -36,12 +46,17 @@ use std::time::Duration;
 
 use novate_core::Reject;
 use novate_ring::Waiter;
-use novate_wire::convert::{encode_ack, encode_reject, reject_code, reject_code_of_decode_error};
+use novate_wire::convert::{
+    encode_ack, encode_event, encode_reject, reject_code, reject_code_of_decode_error,
+};
 use novate_wire::frame::{write_frame, FRAME_LEN_MAX, SBE_LE_ENCODING, SOFH_LEN};
 use novate_wire::{Message, RejectCode};
 
 use crate::config::Config;
-use crate::pipeline::{AnswerKind, Answers, ClientMaker, Engine, EngineError, Submitter};
+use crate::pipeline::{
+    AnswerKind, Answers, ClientMaker, Engine, EngineError, EventFilter, SubStatus, Submitter,
+    Subscription,
+};
 use crate::views::Views;
 
 /// SOFH encoding type of JSON (UTF-8) frames: queries.
@@ -209,8 +224,19 @@ enum Local {
         request_id: u64,
         id: String,
     },
+    /// An event subscription the writer now serves, named by the id of its request.
+    Subscribe {
+        id: String,
+        sub: Box<Subscription>,
+    },
+    Unsubscribe {
+        id: String,
+    },
     Close,
 }
+
+/// Events per batch frame of one subscription.
+pub const EVENTS_PER_BATCH: usize = 4096;
 
 fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
     let _guard = ActiveGuard(ctx.active.clone());
@@ -235,7 +261,7 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
         return;
     };
     let writer_thread = writer.thread().clone();
-    read_loop(sock.try_clone().ok(), &sub, &ctx.views, &ltx, &dead, &writer_thread);
+    read_loop(sock.try_clone().ok(), &sub, &ctx, &ltx, &dead, &writer_thread);
     let _ = ltx.send(Local::Close);
     writer_thread.unpark();
     let _ = writer.join();
@@ -289,7 +315,7 @@ fn json_frame(text: &str) -> Vec<u8> {
 fn read_loop(
     sock: Option<TcpStream>,
     sub: &Submitter,
-    views: &Views,
+    ctx: &ConnCtx,
     local: &mpsc::Sender<Local>,
     dead: &AtomicBool,
     writer: &thread::Thread,
@@ -319,7 +345,7 @@ fn read_loop(
             }
             let payload = &avail[SOFH_LEN..len];
             if enc == JSON_ENCODING {
-                let out = query(payload, views, sub, local);
+                let out = query(payload, ctx, sub, local);
                 if let Some(out) = out {
                     let _ = local.send(Local::Bytes(out));
                 }
@@ -415,6 +441,10 @@ struct Query {
     q: String,
     account: Option<String>,
     instrument: Option<String>,
+    /// subscribe: bit k = event kind k (0 = all).
+    types: Option<u32>,
+    /// unsubscribe: the subscription's id.
+    sub: Option<String>,
 }
 
 fn error_json(id: &str, code: u16, name: &str) -> String {
@@ -440,10 +470,11 @@ fn json_str(s: &str) -> String {
 /// come from the pipeline.
 fn query(
     payload: &[u8],
-    views: &Views,
+    ctx: &ConnCtx,
     sub: &Submitter,
     local: &mpsc::Sender<Local>,
 ) -> Option<Vec<u8>> {
+    let views: &Views = &ctx.views;
     let q: Query = match serde_json::from_slice(payload) {
         Ok(q) => q,
         Err(_) => return Some(json_frame(&error_json("", 1000, "MalformedMessage"))),
@@ -514,6 +545,28 @@ fn query(
             }
             return None;
         }
+        "subscribe" => {
+            let kinds = q.types.unwrap_or(0);
+            let account = match &q.account {
+                None => Ok(None),
+                Some(_) => num(&q.account).map(Some).ok_or(()),
+            };
+            match (u16::try_from(kinds), account) {
+                (Ok(kinds), Ok(account)) if kinds < 1 << EVENT_KINDS => {
+                    let s = ctx.maker.subscribe(EventFilter { kinds, account });
+                    let _ = local.send(Local::Subscribe { id: id.clone(), sub: Box::new(s) });
+                    format!("{{\"id\":{0},\"ok\":{{\"sub\":{0}}}}}", json_str(&id))
+                }
+                _ => error_json(&id, 1000, "MalformedMessage"),
+            }
+        }
+        "unsubscribe" => match q.sub {
+            Some(s) => {
+                let _ = local.send(Local::Unsubscribe { id: s });
+                format!("{{\"id\":{},\"ok\":null}}", json_str(&id))
+            }
+            None => error_json(&id, 1000, "MalformedMessage"),
+        },
         _ => error_json(&id, 1001, "UnknownTemplate"),
     };
     Some(json_frame(&text))
@@ -549,9 +602,12 @@ fn write_loop(
 ) {
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut hash_queries: Vec<(u64, String)> = Vec::new();
+    let mut subs: Vec<(String, Box<Subscription>)> = Vec::new();
+    let mut events: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut reader_done = false;
     let mut waiter = Waiter::new(novate_ring::WaitStrategy::Park);
     let mut frame = [0u8; 64];
+    let mut event_frame = [0u8; 256];
     loop {
         let mut progressed = false;
         while let Ok(l) = local.try_recv() {
@@ -559,6 +615,12 @@ fn write_loop(
             match l {
                 Local::Bytes(b) => out.extend_from_slice(&b),
                 Local::HashQuery { request_id, id } => hash_queries.push((request_id, id)),
+                Local::Subscribe { id, sub } => {
+                    // Egress wakes this thread when events arrive.
+                    sub.set_waker(Some(thread::current()));
+                    subs.push((id, sub));
+                }
+                Local::Unsubscribe { id } => subs.retain(|(i, _)| *i != id),
                 Local::Close => reader_done = true,
             }
         }
@@ -581,6 +643,11 @@ fn write_loop(
                                 Local::HashQuery { request_id, id } => {
                                     hash_queries.push((request_id, id))
                                 }
+                                Local::Subscribe { id, sub } => {
+                                    sub.set_waker(Some(thread::current()));
+                                    subs.push((id, sub));
+                                }
+                                Local::Unsubscribe { id } => subs.retain(|(i, _)| *i != id),
                                 Local::Close => reader_done = true,
                             }
                         }
@@ -606,6 +673,38 @@ fn write_loop(
                 break;
             }
         }
+        // Events: per subscription, a batch header and its SBE event frames; then the end of
+        // the subscription if it overflowed or the engine closed it.
+        subs.retain_mut(|(id, sub)| {
+            events.clear();
+            let mut count = 0usize;
+            let (_, status) = sub.poll(EVENTS_PER_BATCH, |seq, e| {
+                let n = write_frame(&mut event_frame, |b| encode_event(b, seq, e)).unwrap_or(0);
+                if n > 0 {
+                    events.extend_from_slice(&event_frame[..n]);
+                    count += 1;
+                }
+            });
+            if count > 0 {
+                progressed = true;
+                out.extend_from_slice(&json_frame(&format!(
+                    "{{\"sub\":{},\"events\":{count}}}",
+                    json_str(id)
+                )));
+                out.extend_from_slice(&events);
+            }
+            let end = match status {
+                SubStatus::Open => return true,
+                SubStatus::Overflowed => "overflow",
+                SubStatus::Closed => "closed",
+            };
+            progressed = true;
+            out.extend_from_slice(&json_frame(&format!(
+                "{{\"sub\":{},\"{end}\":true}}",
+                json_str(id)
+            )));
+            false
+        });
         if !out.is_empty() {
             if write_all_within(&mut sock, &out, timeout).is_err() {
                 // Timed out (the member does not read) or gone: drop the connection.
@@ -625,6 +724,9 @@ fn write_loop(
         }
     }
 }
+
+/// Event kinds (bits of a subscription filter).
+const EVENT_KINDS: u32 = 11;
 
 /// A reject for a core rejection, as the wire carries it (for tests and tools).
 pub fn wire_code(r: Reject) -> RejectCode {

@@ -362,3 +362,99 @@ fn connections_over_the_limit_are_closed_at_once() {
     drop(a);
     s.shutdown();
 }
+
+fn json(text: &str) -> Vec<u8> {
+    let mut v = ((6 + text.len()) as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(&0xF500u16.to_be_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v
+}
+
+#[test]
+fn subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed() {
+    let s = server(5_000, 1024);
+    let mut t = connect(&s);
+    // Bad filters: an unknown kind bit, an account that is not a number. Then an unknown query.
+    t.write_all(&json(r#"{"id":"a","q":"subscribe","types":4096}"#)).unwrap();
+    t.write_all(&json(r#"{"id":"b","q":"subscribe","account":"x"}"#)).unwrap();
+    t.write_all(&json(r#"{"id":"c","q":"unsubscribe"}"#)).unwrap();
+    let f = read_frames(&mut t, 3);
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let text = String::from_utf8(f[i].0.clone()).unwrap();
+        assert_eq!(f[i].1, 0xF500);
+        assert!(text.contains(&format!("\"id\":\"{id}\"")), "{text}");
+        assert!(text.contains("\"code\":1000"), "{text}");
+    }
+    // Position changes of account 2 only; then the setup and three trades on the same connection.
+    t.write_all(&json(r#"{"id":"s","q":"subscribe","types":64,"account":"2"}"#)).unwrap();
+    let mut out = Vec::new();
+    for (i, c) in setup().iter().enumerate() {
+        out.extend(frame(i as u64 + 1, c));
+    }
+    for id in 1..=3 {
+        out.extend(frame(10 + id, &trade(id)));
+    }
+    t.write_all(&out).unwrap();
+    // ok, 6 answers, and for the three trades batch headers + 3 PositionChanged events (in
+    // however many batches the writer made).
+    let mut got = read_frames(&mut t, 1 + 6 + 2);
+    let mut events = Vec::new();
+    let mut answers = 0;
+    let mut headers = 0;
+    let mut i = 0;
+    while events.len() < 3 {
+        if i == got.len() {
+            got.extend(read_frames(&mut t, 1));
+            assert!(i < got.len(), "connection ended early");
+        }
+        let (payload, enc) = &got[i];
+        i += 1;
+        if *enc == 0xF500 {
+            let text = String::from_utf8(payload.clone()).unwrap();
+            if text.contains("\"ok\"") {
+                assert_eq!(text, r#"{"id":"s","ok":{"sub":"s"}}"#);
+                continue;
+            }
+            let n: usize = text
+                .strip_prefix(r#"{"sub":"s","events":"#)
+                .and_then(|r| r.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{text}"))
+                .parse()
+                .unwrap();
+            headers += 1;
+            for _ in 0..n {
+                if i == got.len() {
+                    got.extend(read_frames(&mut t, 1));
+                }
+                let (p, e) = &got[i];
+                i += 1;
+                assert_eq!(*e, 0x5BE0);
+                match decode_exact(p).unwrap() {
+                    Message::PositionChanged(pc) => {
+                        events.push((pc.seq(), pc.account_id(), pc.qty()))
+                    }
+                    m => panic!("not a PositionChanged: {m:?}"),
+                }
+            }
+        } else {
+            assert_eq!(answer(payload).1, None);
+            answers += 1;
+        }
+    }
+    assert!(headers >= 1);
+    assert_eq!(events, vec![(4, 2, -1), (5, 2, -2), (6, 2, -3)]);
+    // Unsubscribe: answered, and no events for the next trade (only its ack).
+    t.write_all(&json(r#"{"id":"u","q":"unsubscribe","sub":"s"}"#)).unwrap();
+    t.write_all(&frame(99, &trade(4))).unwrap();
+    let rest = read_frames(&mut t, 6 - answers + 2);
+    let texts: Vec<String> = rest
+        .iter()
+        .filter(|f| f.1 == 0xF500)
+        .map(|f| String::from_utf8(f.0.clone()).unwrap())
+        .collect();
+    assert!(texts.contains(&r#"{"id":"u","ok":null}"#.to_string()), "{texts:?}");
+    assert_eq!(rest.iter().filter(|f| f.1 == 0x5BE0).count(), 6 - answers + 1);
+    assert_eq!(answer(&rest.last().unwrap().0), (99, None));
+    drop(t);
+    s.shutdown();
+}
