@@ -21,6 +21,12 @@ use novate_core::{Seq, Sequenced, Snapshot};
 pub trait Journal: Send + 'static {
     /// Append a batch (not yet durable).
     fn append(&mut self, batch: &[Sequenced]) -> io::Result<()>;
+    /// [`Journal::append`] with the client's request id of each command (`request_ids[i]` is
+    /// that of `batch[i]`), for journals whose records keep it. The default drops the ids.
+    fn append_with_requests(&mut self, batch: &[Sequenced], request_ids: &[u64]) -> io::Result<()> {
+        let _ = request_ids;
+        self.append(batch)
+    }
     /// Make everything appended durable by the policy; the group commit of one batch.
     fn commit(&mut self) -> io::Result<()>;
     /// Call `f` for every committed entry with `seq >= from`, in order; returns how many.

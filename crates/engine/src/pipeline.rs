@@ -682,6 +682,7 @@ fn sequencer(
     let mut waiter = Waiter::new(shared.wait);
     let mut inbound: Vec<Inbound> = Vec::with_capacity(batch_max);
     let mut batch: Vec<Sequenced> = Vec::with_capacity(batch_max);
+    let mut request_ids: Vec<u64> = Vec::with_capacity(batch_max);
     let mut entries: Vec<Entry> = Vec::with_capacity(batch_max);
     let mut shutting_down = false;
     loop {
@@ -697,6 +698,7 @@ fn sequencer(
         waiter.reset();
         let ts = now_ns();
         batch.clear();
+        request_ids.clear();
         entries.clear();
         for x in &inbound {
             match *x {
@@ -704,6 +706,7 @@ fn sequencer(
                     seq += 1;
                     let s = Sequenced { seq, ts, cmd: r.cmd };
                     batch.push(s);
+                    request_ids.push(r.request_id);
                     entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
                 }
                 Inbound::Barrier(Barrier::Shutdown) => shutting_down = true,
@@ -711,7 +714,8 @@ fn sequencer(
             }
         }
         if !batch.is_empty() {
-            let durable = journal.append(&batch).and_then(|()| journal.commit());
+            let durable =
+                journal.append_with_requests(&batch, &request_ids).and_then(|()| journal.commit());
             shared.metrics.journal_commits.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = durable {
                 eprintln!("novate: journal failed, refusing further commands: {e}");

@@ -30,8 +30,15 @@ pub struct FileJournal {
 
 impl Journal for FileJournal {
     fn append(&mut self, batch: &[Sequenced]) -> io::Result<()> {
-        for s in batch {
-            let seq = self.j.append_command(s.ts, 0, &s.cmd).map_err(io_err)?;
+        self.append_with_requests(batch, &[])
+    }
+
+    /// Each record is the command's SBE message with the member's request id in it (0 where
+    /// none is given), so the journal holds the bytes a member sent.
+    fn append_with_requests(&mut self, batch: &[Sequenced], request_ids: &[u64]) -> io::Result<()> {
+        for (i, s) in batch.iter().enumerate() {
+            let rid = request_ids.get(i).copied().unwrap_or(0);
+            let seq = self.j.append_command(s.ts, rid, &s.cmd).map_err(io_err)?;
             if seq != s.seq {
                 return Err(io::Error::other(format!(
                     "journal seq {seq} differs from the sequencer's {}",

@@ -458,3 +458,52 @@ fn subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typ
     drop(t);
     s.shutdown();
 }
+
+#[test]
+fn the_journal_keeps_each_members_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::default();
+    c.net.listen = "127.0.0.1:0".into();
+    c.data_dir = dir.path().to_string_lossy().into_owned();
+    c.engine.accounts_max = 100;
+    c.engine.instruments_max = 10;
+    c.engine.positions_max = 1000;
+    c.engine.trades_max = 1000;
+    let s = Server::start(&c).unwrap();
+    let mut t = connect(&s);
+    let mut out = Vec::new();
+    let mut rids = Vec::new();
+    for (i, cmd) in setup().iter().enumerate() {
+        let rid = 1000 + i as u64;
+        out.extend(frame(rid, cmd));
+        rids.push(rid);
+    }
+    for id in 1..=3u64 {
+        let rid = u64::MAX - id; // the whole u64 range is the member's
+        out.extend(frame(rid, &trade(id)));
+        rids.push(rid);
+    }
+    t.write_all(&out).unwrap();
+    let got = read_frames(&mut t, rids.len());
+    assert_eq!(
+        got.iter().map(|f| answer(&f.0)).collect::<Vec<_>>(),
+        rids.iter().map(|&r| (r, None)).collect::<Vec<_>>()
+    );
+    drop(t);
+    s.shutdown();
+    let jdir = dir.path().join(novate_journal::JOURNAL_DIR);
+    let mut r = novate_journal::Reader::open(&jdir, 1).unwrap();
+    let mut journaled = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        let (rid, cmd) = novate_journal::decode_command(rec.seq, rec.payload).unwrap();
+        journaled.push((rec.seq, rid, cmd));
+    }
+    let want: Vec<(u64, u64, Command)> = setup()
+        .into_iter()
+        .chain((1..=3).map(trade))
+        .zip(&rids)
+        .enumerate()
+        .map(|(i, (cmd, &rid))| (i as u64 + 1, rid, cmd))
+        .collect();
+    assert_eq!(journaled, want);
+}
