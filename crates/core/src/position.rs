@@ -237,6 +237,33 @@ impl Sums {
         }
     }
 
+    /// These sums with one position's terms `old` replaced by `new`. When every difference
+    /// `new - old` fits in i128 (nearly always) each part takes one wide add instead of a
+    /// subtract and an add; the result is the same either way.
+    #[inline]
+    pub fn replaced(&self, old: &Terms, new: &Terms) -> Sums {
+        let (o, n) = (Self::parts(old), Self::parts(new));
+        let mut d = [0i128; 4];
+        let mut overflow = false;
+        for i in 0..4 {
+            let (x, v) = n[i].overflowing_sub(o[i]);
+            d[i] = x;
+            overflow |= v;
+        }
+        let mut s = *self;
+        if overflow {
+            s.sub(old);
+            s.add(new);
+        } else {
+            for (i, x) in d.into_iter().enumerate() {
+                let (lo, carry) = s.lo[i].overflowing_add(x as u128);
+                s.lo[i] = lo;
+                s.hi[i] += i64::from(carry) - i64::from(x < 0);
+            }
+        }
+        s
+    }
+
     pub fn totals(&self) -> Option<Totals> {
         let get = |i: usize| WideSum { lo: self.lo[i], hi: self.hi[i] }.get();
         Some(Totals { notional: get(0)?, unrealized: get(1)?, realized: get(2)?, margin: get(3)? })
@@ -401,6 +428,30 @@ mod tests {
                 None
             };
             prop_assert_eq!(w.get(), want);
+        }
+
+        #[test]
+        fn replacing_terms_equals_subtracting_then_adding(
+            base in proptest::collection::vec(any::<i128>(), 0..6),
+            o in any::<[i128; 4]>(),
+            n in prop_oneof![any::<[i128; 4]>(), (-1000i128..1000).prop_map(|d| [d; 4])],
+        ) {
+            let mut s = Sums::default();
+            for x in base {
+                s.add(&Terms { notional: x, unrealized: -x, realized: x / 3, margin: x >> 2 });
+            }
+            let old = Terms { notional: o[0], unrealized: o[1], realized: o[2], margin: o[3] };
+            // Small differences from old (the common path) or unrelated values (overflow).
+            let new = Terms {
+                notional: o[0].wrapping_add(n[0]),
+                unrealized: o[1].wrapping_add(n[1]),
+                realized: o[2].wrapping_add(n[2]),
+                margin: o[3].wrapping_add(n[3]),
+            };
+            let mut want = s;
+            want.sub(&old);
+            want.add(&new);
+            prop_assert_eq!(s.replaced(&old, &new), want);
         }
 
         #[test]

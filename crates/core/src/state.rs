@@ -883,9 +883,9 @@ impl StateMachine {
     fn breaches(&self, row: u32, w: WhatIf) -> Result<Breaches, Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[w.col as usize];
-        let mut sums = acct.sums;
-        sums.sub(&valued(w.old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?);
-        sums.add(&valued(w.book, w.mark, ins).terms().ok_or(Reject::Overflow)?);
+        let old = valued(w.old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?;
+        let new = valued(w.book, w.mark, ins).terms().ok_or(Reject::Overflow)?;
+        let sums = acct.sums.replaced(&old, &new);
         let t = sums.totals().ok_or(Reject::Overflow)?;
         let spec = acct.spec;
         let eq = equity(acct.collateral, &t)?;
