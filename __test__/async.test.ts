@@ -135,6 +135,29 @@ describe('Engine.open: calls do not block the event loop', () => {
     await expect(e.stateHash()).rejects.toBeInstanceOf(ClosedError);
   });
 
+  it('close() does not block the event loop; what was called before it is answered', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'novate-close-'));
+    try {
+      const e = Engine.open({ ...small, data_dir: d, durability: { policy: 'fsync' } });
+      await setup(e);
+      const before = Array.from({ length: 50 }, (_, i) => e.clearTrade(trade(BigInt(i + 1))));
+      const { turns } = await turnsWhile(e.close()); // drains, commits, snapshots to LMDB
+      expect(turns).toBeGreaterThan(0);
+      const acks = await Promise.all(before);
+      expect(acks.map((a) => a.seq)).toEqual(Array.from({ length: 50 }, (_, i) => BigInt(i + 6)));
+      await expect(e.clearTrade(trade(99n))).rejects.toBeInstanceOf(ClosedError);
+      await e.close(); // idempotent
+      const again = Engine.open({ ...small, data_dir: d });
+      try {
+        expect((await again.position(1n, 7n))?.qty).toBe(50n);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
   it('an empty batch resolves with nothing counted', async () => {
     const e = Engine.open(small);
     try {

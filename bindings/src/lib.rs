@@ -329,7 +329,7 @@ impl NativeEngine {
     /// Whether the completion callback keeps Node alive: the SDK turns it on while work is in
     /// flight and off when idle, so an idle engine never holds the process.
     #[napi]
-    pub fn keep_alive(&mut self, env: Env, on: bool) -> Result<()> {
+    pub fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
         let Some(f) = &self.on_complete else { return Ok(()) };
         let mut f = f.lock().map_err(|_| err("completion callback lock poisoned"))?;
         // napi-rs 3 deprecates refer/unref in favour of counting clones, but clone counting
@@ -437,6 +437,18 @@ impl NativeEngine {
         Ok(NativeSubscription { sub: Some(sub), buf: Vec::new() })
     }
 
+    /// `close` off the JS thread: resolves with the final seq and hash (`null` if already
+    /// closed). Calls after it find the engine closed at once.
+    #[napi(ts_return_type = "Promise<NativeHash | null>")]
+    pub fn close_async(&mut self) -> AsyncTask<CloseTask> {
+        self.client = None;
+        AsyncTask::new(CloseTask {
+            engine: self.engine.take(),
+            async_client: self.async_client.take(),
+            on_complete: self.on_complete.take(),
+        })
+    }
+
     /// Graceful shutdown (answers everything accepted, commits, snapshots). Idempotent.
     #[napi]
     pub fn close(&mut self) -> Result<Option<NativeHash>> {
@@ -452,6 +464,37 @@ impl NativeEngine {
         }
         self.on_complete = None;
         Ok(report)
+    }
+}
+
+/// The work of `closeAsync`: the graceful shutdown on a libuv worker thread, so the JS thread
+/// goes on while the engine drains, commits and snapshots.
+pub struct CloseTask {
+    engine: Option<Engine>,
+    async_client: Option<AsyncClient>,
+    on_complete: Option<Arc<Mutex<OnComplete>>>,
+}
+
+impl Task for CloseTask {
+    type Output = Option<(u64, u64)>;
+    type JsValue = Option<NativeHash>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let report = self.engine.take().map(|e| {
+            let r = e.shutdown();
+            (r.last_seq, r.state_hash)
+        });
+        if let Some(c) = self.async_client.take() {
+            c.finish();
+        }
+        // Releasing a threadsafe function is allowed from any thread; what it queued is still
+        // delivered on the JS thread.
+        self.on_complete = None;
+        Ok(report)
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        Ok(out.map(|(seq, hash)| NativeHash { seq: seq as f64, hash: BigInt::from(hash) }))
     }
 }
 

@@ -62,6 +62,11 @@ export declare class NativeEngine {
    * naming it).
    */
   subscribe(kinds: number, account?: bigint | undefined | null): NativeSubscription
+  /**
+   * `close` off the JS thread: resolves with the final seq and hash (`null` if already
+   * closed). Calls after it find the engine closed at once.
+   */
+  closeAsync(): Promise<NativeHash | null>
   /** Graceful shutdown (answers everything accepted, commits, snapshots). Idempotent. */
   close(): NativeHash | null
 }

@@ -142,9 +142,12 @@ export class Engine extends ClearingCommands implements Clearing {
     this.releaseIfIdle();
   }
 
-  /** Nothing pending: stop keeping Node alive. */
+  /**
+   * Nothing pending: stop keeping Node alive. Once closing, the native side is busy with (and
+   * borrowed by) the shutdown, which releases the callback itself.
+   */
   private releaseIfIdle(): void {
-    if (this.waiting.size === 0 && this.alive) {
+    if (this.waiting.size === 0 && this.alive && !this.closed) {
       this.alive = false;
       this.inner.keepAlive(false);
     }
@@ -359,10 +362,22 @@ export class Engine extends ClearingCommands implements Clearing {
     this.closed = true;
     return r ? { seq: BigInt(r.seq), hash: r.hash } : undefined;
   }
-  close(): Promise<void> {
-    return settle(() => {
-      this.closeSync();
-    });
+  /**
+   * Graceful shutdown without blocking the JS thread (the drain, commit and snapshot run on a
+   * worker thread). Commands called before it are answered; calls after it reject with
+   * `ClosedError`.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flushOut();
+    for (const s of this.streams) s.close();
+    this.streams.clear();
+    this.closed = true;
+    try {
+      await this.inner.closeAsync();
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 }
 
