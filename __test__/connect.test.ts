@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { ClosedError, EventsOverflowError, InputError, connect, price } from '../ts/src';
+import { ClosedError, EventsOverflowError, InputError, REMOTE_EVENTS_BUFFER_MAX, connect, price } from '../ts/src';
 import { clearingSuite, setup } from './clearing';
 import { buildNovated, startNovated, type Daemon } from './novated';
 
@@ -87,6 +87,39 @@ describe('connect(url)', () => {
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a consumer that does not read its events is cut off at a bounded buffer, with the signal', async () => {
+    const d = await startNovated();
+    daemons.push(d);
+    const c = await connect(d.url);
+    try {
+      const stream = c.events({ types: ['TradeCleared', 'PositionChanged'] });
+      await setup(c);
+      // 3 events per trade: more than the client holds for a consumer that is not reading.
+      const n = Math.ceil(REMOTE_EVENTS_BUFFER_MAX / 3) + 1000;
+      const trades = Array.from({ length: n }, (_, i) => ({
+        type: 'clearTrade' as const,
+        trade: { tradeId: BigInt(i + 1), buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 },
+      }));
+      expect((await c.submitBatch(trades)).accepted).toBe(n);
+      await c.stateHash(); // every event the daemon sent has arrived
+      let got = 0;
+      await expect(
+        (async () => {
+          for await (const _ of stream) got++;
+        })(),
+      ).rejects.toBeInstanceOf(EventsOverflowError);
+      expect(got).toBeGreaterThan(0);
+      expect(got).toBeLessThanOrEqual(REMOTE_EVENTS_BUFFER_MAX);
+      // The connection goes on; a new subscription works.
+      const again = c.events({ types: ['MarkChanged'] });
+      await c.markPrice(7n, price('101'));
+      expect((await again.next()).value).toMatchObject({ type: 'MarkChanged', instrumentId: 7 });
+      again.close();
+    } finally {
+      await c.close();
     }
   });
 

@@ -1,6 +1,6 @@
 // novate: the TypeScript SDK of the novate clearing engine.
 export { Engine } from './engine';
-export { Client, connect } from './client';
+export { Client, REMOTE_EVENTS_BUFFER_MAX, connect } from './client';
 export { encodeBatch, encodeCommand, type CommandInput } from './commands';
 export { toToml, type EngineConfig } from './config';
 export { BusyError, ClosedError, ConfigError, EventsOverflowError, InputError, NovateError, type RejectName } from './errors';
