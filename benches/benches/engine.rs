@@ -193,6 +193,11 @@ fn main() {
         ),
         ("durability none, memory journal", String::new(), DurabilityPolicy::None),
         (
+            "durability none, memory journal, stages fused",
+            "fused".to_string(),
+            DurabilityPolicy::None,
+        ),
+        (
             "durability none, data dir (page cache)",
             format!("{tmp}/novate-bench-none-{}", std::process::id()),
             DurabilityPolicy::None,
@@ -210,6 +215,10 @@ fn main() {
             cfg = config("", policy);
             cfg.threads.wait = "spin-yield".into();
         }
+        if dir == "fused" {
+            cfg = config("", policy);
+            cfg.threads.stages = "fused".into();
+        }
         let (rate, h) = pipeline(&cfg, n, samples);
         println!(
             "pipeline [{name}]: {:.3} M trades/s (window full; {:.2}x of the bare state machine); {}",
@@ -217,21 +226,22 @@ fn main() {
             rate / bare_rate,
             report("submit->ack one at a time", &h)
         );
-        if !dir.is_empty() && dir != "spin-yield" {
+        if !dir.is_empty() && dir != "spin-yield" && dir != "fused" {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
-    for wait in ["park", "spin-yield"] {
-        tcp(rtts, wait);
+    for (wait, stages) in [("park", "split"), ("spin-yield", "split"), ("park", "fused")] {
+        tcp(rtts, wait, stages);
     }
 }
 
 /// TCP: novated vs an echo server, same 64-byte frames, one at a time, interleaved.
-fn tcp(rtts: usize, wait: &str) {
+fn tcp(rtts: usize, wait: &str, stages: &str) {
     let mut cfg = config("", DurabilityPolicy::None);
     cfg.net.listen = "127.0.0.1:0".into();
     cfg.threads.wait = wait.into();
+    cfg.threads.stages = stages.into();
     let server = Server::start(&cfg).expect("server");
     {
         let mut s = TcpStream::connect(server.local_addr()).expect("connect");
@@ -264,7 +274,13 @@ fn tcp(rtts: usize, wait: &str) {
         he.add(round_trips(echo, ef, 64)).expect("add");
     }
     println!("{}", report("tcp echo server (peer), 64 B frame round trip", &he));
-    println!("{}", report(&format!("novated ClearTrade -> Ack round trip (wait {wait})"), &hn));
+    println!(
+        "{}",
+        report(
+            &format!("novated ClearTrade -> Ack round trip (wait {wait}, stages {stages})"),
+            &hn
+        )
+    );
     let p50 = hn.value_at_quantile(0.5) as i64 - he.value_at_quantile(0.5) as i64;
     let p99 = hn.value_at_quantile(0.99) as i64 - he.value_at_quantile(0.99) as i64;
     println!(

@@ -402,53 +402,80 @@ impl Engine {
 
         let mut threads = Vec::new();
         let (tx_report, rx_report) = std_mpsc::channel::<String>();
-        {
+        let fused_stages = cfg.fused().map_err(|e| EngineError::Config(e.to_string()))?;
+        report.lines.insert(
+            3,
+            if fused_stages {
+                "stages: fused (one thread: sequencer, state machine, egress)".into()
+            } else {
+                "stages: split (sequencer, state machine and egress threads)".into()
+            },
+        );
+        let sm_thread = |sm, publisher, snapshots, fr| SmThread {
+            sm,
+            publisher,
+            views: views.clone(),
+            snapshots,
+            snapshot_every: cfg.durability.snapshot_every,
+            since_snapshot: 0,
+            batch_max: e.batch_max,
+            final_report: fr,
+            cmds: Vec::with_capacity(e.batch_max),
+            meta: Vec::with_capacity(e.batch_max),
+        };
+        if fused_stages {
             let shared = shared.clone();
-            let sm_wake = sm_thread_slot.clone();
-            let batch_max = e.batch_max;
-            let place = placement.clone();
-            let txr = tx_report.clone();
-            threads.push(spawn("novate-sequencer", move || {
-                let _ = txr.send(format!("sequencer: {}", place.apply(0)));
-                drop(txr);
-                sequencer(&shared, ingress_rx, apply_tx, journal, last_seq, batch_max, &sm_wake)
-            })?);
-        }
-        {
-            let shared = shared.clone();
-            let views = views.clone();
-            let batch_max = e.batch_max;
-            let snapshot_every = cfg.durability.snapshot_every;
-            let fr = final_report.clone();
+            let st = sm_thread(sm, publisher, snapshots, final_report.clone());
             let slot = sm_thread_slot.clone();
-            let place = placement.clone();
-            let txr = tx_report.clone();
-            threads.push(spawn("novate-state", move || {
-                let _ = slot.set(thread::current());
-                let _ = txr.send(format!("state machine: {}", place.apply(1)));
-                drop(txr);
-                let mut st = SmThread {
-                    sm,
-                    publisher,
-                    views,
-                    snapshots,
-                    snapshot_every,
-                    since_snapshot: 0,
-                    batch_max,
-                    final_report: fr,
-                };
-                st.run(&shared, apply_rx, egress_tx)
-            })?);
-        }
-        {
-            let shared = shared.clone();
+            let batch_max = e.batch_max;
             let place = placement.clone();
             let txr = tx_report;
-            threads.push(spawn("novate-egress", move || {
-                let _ = txr.send(format!("egress: {}", place.apply(2)));
+            drop((apply_tx, apply_rx, egress_tx, egress_rx));
+            threads.push(spawn("novate-engine", move || {
+                // Every wake-up (submitters, control messages) lands on this thread.
+                let _ = shared.sequencer.set(thread::current());
+                let _ = shared.egress.set(thread::current());
+                let _ = slot.set(thread::current());
+                let _ = txr.send(format!("fused pipeline thread: {}", place.apply(0)));
                 drop(txr);
-                egress(&shared, egress_rx, control_rx)
+                fused(&shared, ingress_rx, journal, last_seq, batch_max, st, control_rx)
             })?);
+        } else {
+            {
+                let shared = shared.clone();
+                let sm_wake = sm_thread_slot.clone();
+                let batch_max = e.batch_max;
+                let place = placement.clone();
+                let txr = tx_report.clone();
+                threads.push(spawn("novate-sequencer", move || {
+                    let _ = txr.send(format!("sequencer: {}", place.apply(0)));
+                    drop(txr);
+                    sequencer(&shared, ingress_rx, apply_tx, journal, last_seq, batch_max, &sm_wake)
+                })?);
+            }
+            {
+                let shared = shared.clone();
+                let mut st = sm_thread(sm, publisher, snapshots, final_report.clone());
+                let slot = sm_thread_slot.clone();
+                let place = placement.clone();
+                let txr = tx_report.clone();
+                threads.push(spawn("novate-state", move || {
+                    let _ = slot.set(thread::current());
+                    let _ = txr.send(format!("state machine: {}", place.apply(1)));
+                    drop(txr);
+                    st.run(&shared, apply_rx, egress_tx)
+                })?);
+            }
+            {
+                let shared = shared.clone();
+                let place = placement.clone();
+                let txr = tx_report;
+                threads.push(spawn("novate-egress", move || {
+                    let _ = txr.send(format!("egress: {}", place.apply(2)));
+                    drop(txr);
+                    egress(&shared, egress_rx, control_rx)
+                })?);
+            }
         }
         for line in rx_report.iter() {
             report.lines.push(line);
@@ -669,71 +696,150 @@ impl Placement {
 
 // ---- sequencer -----------------------------------------------------------------------------
 
+/// The sequencer stage: numbers commands, journals them (durability by policy) and turns the
+/// inbound items into entries for the state machine.
+struct Sequencer {
+    journal: Box<dyn Journal>,
+    seq: Seq,
+    inbound: Vec<Inbound>,
+    batch: Vec<Sequenced>,
+    request_ids: Vec<u64>,
+    entries: Vec<Entry>,
+    shutting_down: bool,
+}
+
+impl Sequencer {
+    fn new(journal: Box<dyn Journal>, seq: Seq, batch_max: usize) -> Sequencer {
+        Sequencer {
+            journal,
+            seq,
+            inbound: Vec::with_capacity(batch_max),
+            batch: Vec::with_capacity(batch_max),
+            request_ids: Vec::with_capacity(batch_max),
+            entries: Vec::with_capacity(batch_max),
+            shutting_down: false,
+        }
+    }
+
+    /// Read up to `batch_max` inbound items and leave their entries in `self.entries`, the
+    /// commands journaled and durable by the policy. Returns how many items were read.
+    fn step(
+        &mut self,
+        shared: &Shared,
+        rx: &mut mpsc::Consumer<Inbound>,
+        batch_max: usize,
+    ) -> usize {
+        self.inbound.clear();
+        rx.read(|x| self.inbound.push(x), batch_max);
+        if self.inbound.is_empty() {
+            return 0;
+        }
+        let ts = now_ns();
+        self.batch.clear();
+        self.request_ids.clear();
+        self.entries.clear();
+        for x in &self.inbound {
+            match *x {
+                Inbound::Cmd(r) => {
+                    self.seq += 1;
+                    let s = Sequenced { seq: self.seq, ts, cmd: r.cmd };
+                    self.batch.push(s);
+                    self.request_ids.push(r.request_id);
+                    self.entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
+                }
+                Inbound::Barrier(Barrier::Shutdown) => self.shutting_down = true,
+                Inbound::Barrier(b) => self.entries.push(Entry::Barrier(b)),
+            }
+        }
+        if !self.batch.is_empty() {
+            let durable = self
+                .journal
+                .append_with_requests(&self.batch, &self.request_ids)
+                .and_then(|()| self.journal.commit());
+            shared.metrics.journal_commits.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = durable {
+                eprintln!("novate: journal failed, refusing further commands: {e}");
+                shared.failed.store(true, Ordering::SeqCst);
+                for en in self.entries.iter_mut() {
+                    if let Entry::Cmd { sink, request_id, .. } = *en {
+                        *en = Entry::Failed { sink, request_id };
+                    }
+                }
+                // Forget the seqs that were not made durable.
+                self.seq -= self.batch.len() as Seq;
+            }
+        }
+        self.inbound.len()
+    }
+
+    /// Every command accepted before shutdown is in the journal: flush it.
+    fn finish(&mut self) {
+        let _ = self.journal.commit();
+    }
+}
+
 fn sequencer(
     shared: &Shared,
     mut rx: mpsc::Consumer<Inbound>,
     mut tx: spsc::Producer<Entry>,
-    mut journal: Box<dyn Journal>,
-    mut seq: Seq,
+    journal: Box<dyn Journal>,
+    seq: Seq,
     batch_max: usize,
     sm: &OnceLock<Thread>,
 ) {
     let _ = shared.sequencer.set(thread::current());
     let mut waiter = Waiter::new(shared.wait);
-    let mut inbound: Vec<Inbound> = Vec::with_capacity(batch_max);
-    let mut batch: Vec<Sequenced> = Vec::with_capacity(batch_max);
-    let mut request_ids: Vec<u64> = Vec::with_capacity(batch_max);
-    let mut entries: Vec<Entry> = Vec::with_capacity(batch_max);
-    let mut shutting_down = false;
+    let mut q = Sequencer::new(journal, seq, batch_max);
     loop {
-        inbound.clear();
-        rx.read(|x| inbound.push(x), batch_max);
-        if inbound.is_empty() {
-            if shutting_down {
+        if q.step(shared, &mut rx, batch_max) == 0 {
+            if q.shutting_down {
                 break;
             }
             waiter.wait();
             continue;
         }
         waiter.reset();
-        let ts = now_ns();
-        batch.clear();
-        request_ids.clear();
-        entries.clear();
-        for x in &inbound {
-            match *x {
-                Inbound::Cmd(r) => {
-                    seq += 1;
-                    let s = Sequenced { seq, ts, cmd: r.cmd };
-                    batch.push(s);
-                    request_ids.push(r.request_id);
-                    entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
-                }
-                Inbound::Barrier(Barrier::Shutdown) => shutting_down = true,
-                Inbound::Barrier(b) => entries.push(Entry::Barrier(b)),
-            }
-        }
-        if !batch.is_empty() {
-            let durable =
-                journal.append_with_requests(&batch, &request_ids).and_then(|()| journal.commit());
-            shared.metrics.journal_commits.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = durable {
-                eprintln!("novate: journal failed, refusing further commands: {e}");
-                shared.failed.store(true, Ordering::SeqCst);
-                for en in entries.iter_mut() {
-                    if let Entry::Cmd { sink, request_id, .. } = *en {
-                        *en = Entry::Failed { sink, request_id };
-                    }
-                }
-                // Forget the seqs that were not made durable.
-                seq -= batch.len() as Seq;
-            }
-        }
-        push_all(&mut tx, &entries, &mut waiter, sm);
+        push_all(&mut tx, &q.entries, &mut waiter, sm);
     }
-    // Every command accepted before shutdown is in the journal and on its way; flush, stop.
-    let _ = journal.commit();
+    q.finish();
     push_all(&mut tx, &[Entry::Barrier(Barrier::Shutdown)], &mut waiter, sm);
+}
+
+/// `threads.stages = "fused"`: sequencer, state machine and egress on this one thread, the
+/// entries and answers handed over by calls instead of rings. A command then crosses two
+/// thread hand-offs (client -> this thread -> client) instead of four.
+fn fused(
+    shared: &Shared,
+    mut rx: mpsc::Consumer<Inbound>,
+    journal: Box<dyn Journal>,
+    seq: Seq,
+    batch_max: usize,
+    mut st: SmThread,
+    control: std_mpsc::Receiver<Control>,
+) {
+    let mut waiter = Waiter::new(shared.wait);
+    let mut q = Sequencer::new(journal, seq, batch_max);
+    let mut egress = Egress::new(control);
+    loop {
+        egress.apply_control();
+        if q.step(shared, &mut rx, batch_max) == 0 {
+            if q.shutting_down {
+                break;
+            }
+            waiter.wait();
+            continue;
+        }
+        waiter.reset();
+        let mut out = EgressTx::Direct { egress: &mut egress, shared };
+        // Cannot stop here: the shutdown barrier is only handed over below.
+        let _ = st.process(shared, &q.entries, &mut out);
+        out.flush();
+    }
+    q.finish();
+    let mut out = EgressTx::Direct { egress: &mut egress, shared };
+    let _ = st.process(shared, &[Entry::Barrier(Barrier::Shutdown)], &mut out);
+    out.flush();
+    egress.finish();
 }
 
 /// Push every item, waiting for room (the downstream stage always makes progress).
@@ -766,27 +872,43 @@ struct SmThread {
     since_snapshot: u64,
     batch_max: usize,
     final_report: Arc<Mutex<Option<ShutdownReport>>>,
+    /// Scratch for one run of commands and their (sink, request id).
+    cmds: Vec<Sequenced>,
+    meta: Vec<(u32, u64)>,
 }
 
-/// Pushes egress items, waiting for room.
-struct EgressTx<'a> {
-    tx: spsc::Producer<Out>,
-    waiter: Waiter,
-    wake: &'a OnceLock<Thread>,
+/// Where the state machine's answers and events go: the egress thread's ring (waiting for
+/// room), or, fused, straight to the egress stage on the same thread.
+enum EgressTx<'a> {
+    Ring { tx: spsc::Producer<Out>, waiter: Waiter, wake: &'a OnceLock<Thread> },
+    Direct { egress: &'a mut Egress, shared: &'a Shared },
 }
 
 impl EgressTx<'_> {
     #[inline]
     fn push(&mut self, mut item: Out) {
-        loop {
-            match self.tx.try_push(item) {
-                Ok(()) => return,
-                Err(novate_ring::Full(back)) => {
-                    item = back;
-                    Shared::wake(self.wake);
-                    self.waiter.wait();
+        match self {
+            EgressTx::Ring { tx, waiter, wake } => loop {
+                match tx.try_push(item) {
+                    Ok(()) => return,
+                    Err(novate_ring::Full(back)) => {
+                        item = back;
+                        Shared::wake(wake);
+                        waiter.wait();
+                    }
                 }
+            },
+            EgressTx::Direct { egress, shared } => {
+                egress.route(shared, item);
             }
+        }
+    }
+
+    /// The batch is out: wake whoever delivers it.
+    fn flush(&mut self) {
+        match self {
+            EgressTx::Ring { wake, .. } => Shared::wake(wake),
+            EgressTx::Direct { egress, shared } => egress.wake(shared),
         }
     }
 }
@@ -794,10 +916,8 @@ impl EgressTx<'_> {
 impl SmThread {
     fn run(&mut self, shared: &Shared, mut rx: spsc::Consumer<Entry>, tx: spsc::Producer<Out>) {
         let mut waiter = Waiter::new(shared.wait);
-        let mut out = EgressTx { tx, waiter: Waiter::new(shared.wait), wake: &shared.egress };
+        let mut out = EgressTx::Ring { tx, waiter: Waiter::new(shared.wait), wake: &shared.egress };
         let mut entries: Vec<Entry> = Vec::with_capacity(self.batch_max);
-        let mut cmds: Vec<Sequenced> = Vec::with_capacity(self.batch_max);
-        let mut meta: Vec<(u32, u64)> = Vec::with_capacity(self.batch_max);
         loop {
             entries.clear();
             rx.read(|e| entries.push(e), self.batch_max);
@@ -806,43 +926,51 @@ impl SmThread {
                 continue;
             }
             waiter.reset();
-            let mut i = 0;
-            while i < entries.len() {
-                // A run of commands goes through apply_batch; barriers sit between runs.
-                cmds.clear();
-                meta.clear();
-                while let Some(Entry::Cmd { s, sink, request_id }) = entries.get(i) {
-                    cmds.push(*s);
-                    meta.push((*sink, *request_id));
+            let stop = self.process(shared, &entries, &mut out);
+            out.flush();
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Apply a batch of entries; true once the shutdown barrier has been handled (and
+    /// `Out::Shutdown` sent).
+    fn process(&mut self, shared: &Shared, entries: &[Entry], out: &mut EgressTx<'_>) -> bool {
+        let mut i = 0;
+        while i < entries.len() {
+            // A run of commands goes through apply_batch; barriers sit between runs.
+            self.cmds.clear();
+            self.meta.clear();
+            while let Some(Entry::Cmd { s, sink, request_id }) = entries.get(i) {
+                self.cmds.push(*s);
+                self.meta.push((*sink, *request_id));
+                i += 1;
+            }
+            if !self.cmds.is_empty() {
+                let (cmds, meta) = (std::mem::take(&mut self.cmds), std::mem::take(&mut self.meta));
+                self.apply_run(shared, &cmds, &meta, out);
+                (self.cmds, self.meta) = (cmds, meta);
+            }
+            match entries.get(i) {
+                Some(Entry::Barrier(b)) => {
+                    if self.barrier(shared, *b, out) {
+                        out.push(Out::Shutdown);
+                        return true;
+                    }
                     i += 1;
                 }
-                if !cmds.is_empty() {
-                    self.apply_run(shared, &cmds, &meta, &mut out);
+                Some(Entry::Failed { sink, request_id }) => {
+                    out.push(Out::Answer {
+                        sink: *sink,
+                        answer: Answer { request_id: *request_id, kind: AnswerKind::Unavailable },
+                    });
+                    i += 1;
                 }
-                match entries.get(i) {
-                    Some(Entry::Barrier(b)) => {
-                        if self.barrier(shared, *b, &mut out) {
-                            out.push(Out::Shutdown);
-                            Shared::wake(&shared.egress);
-                            return;
-                        }
-                        i += 1;
-                    }
-                    Some(Entry::Failed { sink, request_id }) => {
-                        out.push(Out::Answer {
-                            sink: *sink,
-                            answer: Answer {
-                                request_id: *request_id,
-                                kind: AnswerKind::Unavailable,
-                            },
-                        });
-                        i += 1;
-                    }
-                    _ => {}
-                }
+                _ => {}
             }
-            Shared::wake(&shared.egress);
         }
+        false
     }
 
     fn apply_run(
@@ -960,75 +1088,84 @@ struct EgressSub {
     touched: bool,
 }
 
-fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: std_mpsc::Receiver<Control>) {
-    let _ = shared.egress.set(thread::current());
-    let mut waiter = Waiter::new(shared.wait);
-    let mut sinks: HashMap<u32, EgressSink> = HashMap::new();
-    let mut subs: Vec<EgressSub> = Vec::new();
-    let mut touched: Vec<u32> = Vec::new();
-    let apply_control =
-        |c: Control, sinks: &mut HashMap<u32, EgressSink>, subs: &mut Vec<EgressSub>| match c {
-            Control::Sink { id, producer, waker } => {
-                sinks.insert(id, EgressSink { producer, waker, touched: false });
+/// The egress stage's state: client answer rings and subscriptions. Run by its own thread
+/// (`egress`) or, with `threads.stages = "fused"`, by the one pipeline thread.
+struct Egress {
+    control: std_mpsc::Receiver<Control>,
+    sinks: HashMap<u32, EgressSink>,
+    subs: Vec<EgressSub>,
+    touched: Vec<u32>,
+}
+
+impl Egress {
+    fn new(control: std_mpsc::Receiver<Control>) -> Egress {
+        Egress { control, sinks: HashMap::new(), subs: Vec::new(), touched: Vec::new() }
+    }
+
+    /// Register the sinks and subscriptions that clients asked for.
+    fn apply_control(&mut self) {
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                Control::Sink { id, producer, waker } => {
+                    self.sinks.insert(id, EgressSink { producer, waker, touched: false });
+                }
+                Control::Unsink { id } => {
+                    self.sinks.remove(&id);
+                }
+                Control::Subscribe { filter, producer, state } => {
+                    self.subs.push(EgressSub { filter, producer, state, touched: false })
+                }
             }
-            Control::Unsink { id } => {
-                sinks.remove(&id);
-            }
-            Control::Subscribe { filter, producer, state } => {
-                subs.push(EgressSub { filter, producer, state, touched: false })
-            }
-        };
-    let mut stop = false;
-    while !stop {
-        while let Ok(c) = control.try_recv() {
-            apply_control(c, &mut sinks, &mut subs);
         }
-        let n = rx.read(
-            |o| match o {
-                Out::Answer { sink, answer } => {
-                    if !sinks.contains_key(&sink) {
-                        // Registered before its first command was submitted: it is in the queue.
-                        while let Ok(c) = control.try_recv() {
-                            apply_control(c, &mut sinks, &mut subs);
-                        }
-                    }
-                    if let Some(s) = sinks.get_mut(&sink) {
-                        // Cannot be full: the client's window is the ring's capacity.
-                        let pushed = s.producer.try_push(answer).is_ok();
-                        debug_assert!(pushed, "a client's answer ring is sized for its window");
-                        if !s.touched {
-                            s.touched = true;
-                            touched.push(sink);
-                        }
-                    }
-                    // else: the client is gone (dropped with commands in flight).
+    }
+
+    /// Deliver one item; returns true for `Out::Shutdown`.
+    fn route(&mut self, shared: &Shared, o: Out) -> bool {
+        match o {
+            Out::Answer { sink, answer } => {
+                if !self.sinks.contains_key(&sink) {
+                    // Registered before its first command was submitted: it is in the queue.
+                    self.apply_control();
                 }
-                Out::Event { seq, event } => {
-                    for sub in subs.iter_mut() {
-                        if sub.state.overflowed.load(Ordering::Relaxed)
-                            || !sub.filter.matches(&event)
-                        {
-                            continue;
-                        }
-                        if sub.producer.try_push((seq, event)).is_err() {
-                            // Release: the reader's Acquire load sees every event pushed before.
-                            sub.state.overflowed.store(true, Ordering::Release);
-                            shared.metrics.subscription_overflows.fetch_add(1, Ordering::Relaxed);
-                        }
-                        sub.touched = true;
+                if let Some(s) = self.sinks.get_mut(&sink) {
+                    // Cannot be full: the client's window is the ring's capacity.
+                    let pushed = s.producer.try_push(answer).is_ok();
+                    debug_assert!(pushed, "a client's answer ring is sized for its window");
+                    if !s.touched {
+                        s.touched = true;
+                        self.touched.push(sink);
                     }
                 }
-                Out::Shutdown => stop = true,
-            },
-            4096,
-        );
-        for id in touched.drain(..) {
-            if let Some(s) = sinks.get_mut(&id) {
+                // else: the client is gone (dropped with commands in flight).
+                false
+            }
+            Out::Event { seq, event } => {
+                for sub in self.subs.iter_mut() {
+                    if sub.state.overflowed.load(Ordering::Relaxed) || !sub.filter.matches(&event) {
+                        continue;
+                    }
+                    if sub.producer.try_push((seq, event)).is_err() {
+                        // Release: the reader's Acquire load sees every event pushed before.
+                        sub.state.overflowed.store(true, Ordering::Release);
+                        shared.metrics.subscription_overflows.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sub.touched = true;
+                }
+                false
+            }
+            Out::Shutdown => true,
+        }
+    }
+
+    /// Wake the clients and subscribers that got something; drop closed subscriptions.
+    fn wake(&mut self, shared: &Shared) {
+        for id in self.touched.drain(..) {
+            if let Some(s) = self.sinks.get_mut(&id) {
                 s.touched = false;
                 s.waker.unpark();
             }
         }
-        subs.retain_mut(|sub| {
+        self.subs.retain_mut(|sub| {
             if sub.touched {
                 sub.touched = false;
                 if let Ok(w) = sub.state.waker.lock() {
@@ -1043,24 +1180,40 @@ fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: std_mpsc::Recei
             }
             keep
         });
+    }
+
+    /// At shutdown: wake everyone waiting so they observe it.
+    fn finish(&mut self) {
+        for s in self.sinks.values() {
+            s.waker.unpark();
+        }
+        for sub in &self.subs {
+            sub.state.closed.store(true, Ordering::Release);
+            if let Ok(w) = sub.state.waker.lock() {
+                if let Some(t) = w.as_ref() {
+                    t.unpark();
+                }
+            }
+        }
+    }
+}
+
+fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: std_mpsc::Receiver<Control>) {
+    let _ = shared.egress.set(thread::current());
+    let mut waiter = Waiter::new(shared.wait);
+    let mut e = Egress::new(control);
+    let mut stop = false;
+    while !stop {
+        e.apply_control();
+        let n = rx.read(|o| stop |= e.route(shared, o), 4096);
+        e.wake(shared);
         if n == 0 && !stop {
             waiter.wait();
         } else {
             waiter.reset();
         }
     }
-    // Wake everyone waiting so they observe the shutdown.
-    for s in sinks.values() {
-        s.waker.unpark();
-    }
-    for sub in &subs {
-        sub.state.closed.store(true, Ordering::Release);
-        if let Ok(w) = sub.state.waker.lock() {
-            if let Some(t) = w.as_ref() {
-                t.unpark();
-            }
-        }
-    }
+    e.finish();
 }
 
 // ---- clients -------------------------------------------------------------------------------

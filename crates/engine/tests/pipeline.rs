@@ -9,8 +9,15 @@ use std::time::Duration;
 use novate_core::*;
 use novate_engine::*;
 
+thread_local! {
+    /// `threads.stages` for the test running on this thread: every test runs with the split
+    /// pipeline (three threads) and again, in `mod fused`, with the fused one.
+    static STAGES: std::cell::Cell<&'static str> = const { std::cell::Cell::new("split") };
+}
+
 fn cfg() -> Config {
     let mut c = Config::default();
+    c.threads.stages = STAGES.get().into();
     c.engine.accounts_max = 64;
     c.engine.instruments_max = 16;
     c.engine.positions_max = 256;
@@ -420,4 +427,37 @@ fn a_data_dir_survives_restarts_under_both_policies() {
         assert_ne!(h, hash);
         assert!(calls >= 1);
     }
+}
+
+/// Every test above again with `threads.stages = "fused"` (one pipeline thread).
+mod fused {
+    #[test]
+    fn the_engine_reports_one_fused_thread() {
+        super::STAGES.set("fused");
+        let e = super::start(&super::cfg());
+        let lines = &e.start_report().lines;
+        assert!(lines.iter().any(|l| l.starts_with("stages: fused")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("fused pipeline thread")), "{lines:?}");
+        assert!(!lines.iter().any(|l| l.starts_with("sequencer:")), "{lines:?}");
+    }
+
+    macro_rules! fused {
+        ($($name:ident),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                super::STAGES.set("fused");
+                super::$name();
+            }
+        )*};
+    }
+    fused!(
+        acks_come_only_after_the_journal_commit,
+        a_full_ring_or_window_is_busy_and_nothing_is_dropped,
+        calls_answer_with_typed_rejections_and_views_match_the_state_machine,
+        events_arrive_in_order_filtered_and_a_slow_reader_gets_an_overflow_signal,
+        restart_recovers_the_same_state_from_snapshot_and_journal,
+        shutdown_answers_everything_accepted_and_then_refuses,
+        many_clients_on_many_threads_all_get_their_own_answers,
+        a_data_dir_survives_restarts_under_both_policies,
+    );
 }
