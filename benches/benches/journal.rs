@@ -229,9 +229,9 @@ fn append_benches(root: &Path, sz: &Sizes) {
             let peer_n = if sync && batch == 1 { n.min(2_000) } else { n };
             let r = journal_run(&root.join("journal"), policy, batch, n, &data, true, None);
             // Amortized figure: median of 3 runs without per-batch clock reads.
-            let mut untimed: Vec<Run> =
-                (0..3).map(|_| journal_run(&root.join("journal"), policy, batch, n, &data, false, None))
-                    .collect();
+            let mut untimed: Vec<Run> = (0..3)
+                .map(|_| journal_run(&root.join("journal"), policy, batch, n, &data, false, None))
+                .collect();
             untimed.sort_by(|a, b| a.ns_per_record.total_cmp(&b.ns_per_record));
             let (timed_ns, u) = (r.ns_per_record, &untimed[1]);
             let r = Run { ns_per_record: u.ns_per_record, syncs: u.syncs, ..r };
@@ -293,7 +293,13 @@ fn bounded_fsync_benches(root: &Path, sz: &Sizes) {
             1e3 / r.ns_per_record,
             r.syncs
         );
-        println!("{}", report(&format!("{name}/novate journal commit->durable per batch"), r.ack.as_ref().expect("fsync")));
+        println!(
+            "{}",
+            report(
+                &format!("{name}/novate journal commit->durable per batch"),
+                r.ack.as_ref().expect("fsync")
+            )
+        );
     }
 }
 
