@@ -62,6 +62,9 @@ describe('Engine.open: calls do not block the event loop', () => {
       expect((await batch).turns).toBeGreaterThan(0);
       const h = await turnsWhile(e.stateHash());
       expect(typeof h.value).toBe('bigint');
+      // The 64-bit hash crosses as two 32-bit halves: it equals the blocking path's bigint.
+      expect(h.value).toBe(e.stateHashAt().hash);
+      expect(h.value > 0xffffffffn).toBe(true);
       expect((await e.position(1n, 7n))?.qty).toBe(3n);
     } finally {
       e.closeSync();
