@@ -188,3 +188,68 @@ fn after_shutdown_everything_completes_accepted_work_answered_the_rest_closed() 
     }
     assert_eq!(of(6), closed);
 }
+
+/// A journal that fails every append after the first `ok` commands.
+struct FailingJournal {
+    inner: MemJournal,
+    ok: usize,
+}
+
+impl Journal for FailingJournal {
+    fn append(&mut self, batch: &[Sequenced]) -> std::io::Result<()> {
+        if self.ok < batch.len() {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        self.ok -= batch.len();
+        self.inner.append(batch)
+    }
+    fn commit(&mut self) -> std::io::Result<()> {
+        self.inner.commit()
+    }
+    fn replay(&mut self, from: Seq, f: &mut dyn FnMut(&Sequenced)) -> std::io::Result<u64> {
+        self.inner.replay(from, f)
+    }
+    fn last_seq(&self) -> Seq {
+        self.inner.last_seq()
+    }
+    fn describe(&self) -> String {
+        "failing".into()
+    }
+}
+
+#[test]
+fn a_failed_journal_completes_commands_and_batches_as_unavailable_never_hangs() {
+    let j = FailingJournal { inner: MemJournal::new(), ok: 3 };
+    let e = Engine::start(&cfg(), Box::new(j), Box::new(MemSnapshots::new())).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let c = AsyncClient::start(
+        &e.client_maker(),
+        Box::new(move |done| {
+            let _ = tx.send(done);
+        }),
+    )
+    .unwrap();
+    for (i, cmd) in setup().into_iter().enumerate() {
+        c.submit(i as u64 + 1, Work::Command(cmd));
+    }
+    let first = collect(&rx, 3);
+    assert!(first.iter().all(|(_, o)| matches!(o, Outcome::Ack { .. })), "{first:?}");
+    c.submit(4, Work::Command(trade(1)));
+    c.submit(5, Work::Batch((2..50).map(trade).collect()));
+    c.submit(6, Work::Hash);
+    let done = collect(&rx, 3);
+    let of = |t: Ticket| done.iter().find(|d| d.0 == t).unwrap().1.clone();
+    assert_eq!(of(4), Outcome::Failed(CallError::Unavailable));
+    // The batch: whatever reached the failed journal is Unavailable, the rest refused (Closed).
+    match of(5) {
+        Outcome::Batch(b) => {
+            assert_eq!(b.accepted, 0);
+            assert_eq!(b.unavailable, b.rejected);
+            assert_eq!(b.rejected, 48);
+        }
+        o => assert_eq!(o, Outcome::Failed(CallError::Submit(SubmitError::Closed))),
+    }
+    assert!(matches!(of(6), Outcome::Hash { .. } | Outcome::Failed(_)), "{:?}", of(6));
+    c.finish();
+    e.shutdown();
+}
