@@ -14,6 +14,20 @@ import { clearingSuite, setup } from './clearing';
 
 const small = { engine: { accounts_max: 1000, instruments_max: 64, positions_max: 4096, trades_max: 100_000 } };
 
+describe('Engine.open with threads.stages = "fused" (one pipeline thread)', () => {
+  const fused = { ...small, threads: { stages: 'fused' as const } };
+  clearingSuite(async () => Engine.open(fused));
+
+  it('reports the fused thread', async () => {
+    const e = Engine.open(fused);
+    try {
+      expect(e.startReport().some((l) => l.startsWith('stages: fused'))).toBe(true);
+    } finally {
+      await e.close();
+    }
+  });
+});
+
 describe('Engine.open', () => {
   clearingSuite(async () => Engine.open(small));
 

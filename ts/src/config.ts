@@ -16,7 +16,13 @@ export interface EngineConfig {
     subscriber_buffer: number;
   }>;
   durability?: Partial<{ policy: 'none' | 'fsync'; snapshot_every: number }>;
-  threads?: Partial<{ wait: 'park' | 'spin-yield' | 'busy-spin'; pin: number[]; fifo_priority: number; huge_pages: 'normal' | 'thp' | 'locked' }>;
+  threads?: Partial<{
+    wait: 'park' | 'spin-yield' | 'busy-spin';
+    stages: 'split' | 'fused';
+    pin: number[];
+    fifo_priority: number;
+    huge_pages: 'normal' | 'thp' | 'locked';
+  }>;
   net?: Partial<{ listen: string; connections_max: number; write_timeout_ms: number }>;
 }
 
