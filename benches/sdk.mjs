@@ -1,5 +1,6 @@
 // TS SDK benchmarks (issue 6): single-call overhead, batch submit rate, events delivered to JS.
-// Run after `npm run build`: `node benches/sdk.mjs` (NOVATE_BENCH_QUICK=1 for a smoke run).
+// Run after `npm run build`: `node benches/sdk.mjs` (NOVATE_BENCH_QUICK=1 for a smoke run,
+// NOVATE_BENCH_STAGES=fused for the one-thread pipeline).
 // Each figure is the median and p99 of several timed rounds. Single calls: the promise API
 // (`await e.checkOrder(...)`, answered through the completion thread, the JS thread free while
 // waiting) one at a time, against two peers in the same round: `callSync` (the JS thread waits
@@ -17,6 +18,8 @@ const CALLS = QUICK ? 20_000 : 200_000;
 const BATCH = QUICK ? 200_000 : 1_000_000;
 const EVENTS_TRADES = QUICK ? 100_000 : 500_000;
 const ACCOUNTS = 1000n;
+// `NOVATE_BENCH_STAGES=fused` runs the engine with one pipeline thread (threads.stages).
+const STAGES = process.env.NOVATE_BENCH_STAGES ?? 'split';
 
 const pct = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
 // Throughputs: the median round and the slowest round (the p99 of a handful of rounds is the max).
@@ -26,6 +29,7 @@ const fmt = (xs, unit, scale = 1) => `median ${(pct(xs, 0.5) * scale).toFixed(2)
 function open(extra = {}) {
   const e = Engine.open({
     engine: { accounts_max: 1001, instruments_max: 8, positions_max: 4096, trades_max: 4_000_000, ...extra },
+    threads: { stages: STAGES },
   });
   const setup = [
     { type: 'upsertInstrument', instrument: { id: 1n, multiplier: 1n, marginBps: 500n, settleDays: 2 } },
