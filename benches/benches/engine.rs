@@ -231,7 +231,9 @@ fn main() {
         }
     }
 
-    for (wait, stages) in [("park", "split"), ("spin-yield", "split"), ("park", "fused")] {
+    for (wait, stages) in
+        [("park", "split"), ("spin-yield", "split"), ("park", "fused"), ("spin-yield", "fused")]
+    {
         tcp(rtts, wait, stages);
     }
 }
