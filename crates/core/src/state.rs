@@ -693,19 +693,24 @@ impl StateMachine {
 
     /// Fill `self.scratch` with (account row, slot) of every holder of `col` but `skip`.
     fn collect_holders(&mut self, col: u32, skip: [u32; 2]) {
-        self.scratch.clear();
-        let ins = &self.instruments[col as usize];
-        let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
-        while left > 0 {
-            let c = &self.holder_chunks[chunk as usize];
-            for &slot in &c.slots[..left.min(CHUNK_HOLDERS)] {
-                if !skip.contains(&slot) {
-                    self.scratch.push((u64::from(self.positions[slot as usize].account), slot));
-                }
-            }
-            left = left.saturating_sub(CHUNK_HOLDERS);
-            chunk = c.next;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for slot in self.holder_slots(col).filter(|s| !skip.contains(s)) {
+            scratch.push((u64::from(self.positions[slot as usize].account), slot));
         }
+        self.scratch = scratch;
+    }
+
+    /// The position slots of every holder of `col`, in holder order (chunk by chunk).
+    fn holder_slots(&self, col: u32) -> impl Iterator<Item = u32> + '_ {
+        let ins = &self.instruments[col as usize];
+        let n = ins.holders as usize;
+        let mut chunk = ins.holders_first;
+        (0..n.div_ceil(CHUNK_HOLDERS)).flat_map(move |k| {
+            let c = &self.holder_chunks[chunk as usize];
+            chunk = c.next;
+            c.slots[..(n - k * CHUNK_HOLDERS).min(CHUNK_HOLDERS)].iter().copied()
+        })
     }
 
     /// Re-value every holder of `col` (but `skip`) at a new `mark` and margin rate `bps`.
@@ -990,18 +995,8 @@ impl StateMachine {
         let col = self.instrument_col(id)?;
         let ins = &self.instruments[col as usize];
         out.clear();
-        let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
-        while left > 0 {
-            let c = &self.holder_chunks[chunk as usize];
-            if left > CHUNK_HOLDERS {
-                c.slots.iter().for_each(|&s| prefetch(&self.positions[s as usize]));
-            }
-            let slots = &c.slots[..left.min(CHUNK_HOLDERS)];
-            for &slot in slots {
-                out.push(&valued(self.positions[slot as usize].book, ins.mark(), ins));
-            }
-            left -= slots.len();
-            chunk = c.next;
+        for slot in self.holder_slots(col) {
+            out.push(&valued(self.positions[slot as usize].book, ins.mark(), ins));
         }
         Ok(())
     }
@@ -1029,17 +1024,9 @@ impl StateMachine {
     pub fn instrument_positions(&self, id: InstrumentId) -> Vec<crate::position::Valued> {
         let Ok(col) = self.instrument_col(id) else { return Vec::new() };
         let ins = &self.instruments[col as usize];
-        let mut out = Vec::with_capacity(ins.holders as usize);
-        let (mut left, mut chunk) = (ins.holders as usize, ins.holders_first);
-        while left > 0 {
-            let c = &self.holder_chunks[chunk as usize];
-            for &slot in &c.slots[..left.min(CHUNK_HOLDERS)] {
-                out.push(valued(self.positions[slot as usize].book, ins.mark(), ins));
-            }
-            left = left.saturating_sub(CHUNK_HOLDERS);
-            chunk = c.next;
-        }
-        out
+        self.holder_slots(col)
+            .map(|s| valued(self.positions[s as usize].book, ins.mark(), ins))
+            .collect()
     }
 
     pub fn accounts_len(&self) -> usize {
