@@ -135,7 +135,7 @@ impl Feed {
             if self.rng.below(2) == 0 { self.rng.below(n.div_ceil(10)) } else { self.rng.below(n) }
                 as usize;
         let t = self.next_trade;
-        if t % 500 == 0 {
+        if t.is_multiple_of(500) {
             let p = &mut self.prices[ins];
             let step = (*p / 1000).max(1);
             *p = (*p + (self.rng.below(3) as i64 - 1) * step).max(PRICE_SCALE);
@@ -257,7 +257,7 @@ fn fmt_money(m: i128) -> String {
     let s = whole.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

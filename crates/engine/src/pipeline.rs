@@ -879,6 +879,8 @@ struct SmThread {
 
 /// Where the state machine's answers and events go: the egress thread's ring (waiting for
 /// room), or, fused, straight to the egress stage on the same thread.
+// One value per stage, made once and never moved in the loop: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum EgressTx<'a> {
     Ring { tx: spsc::Producer<Out>, waiter: Waiter, wake: &'a OnceLock<Thread> },
     Direct { egress: &'a mut Egress, shared: &'a Shared },

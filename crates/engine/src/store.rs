@@ -232,7 +232,7 @@ pub fn replay_dir(
             .map_err(|e| EngineError::Recovery(e.to_string()))?;
         let _ = sm.apply(&cmd, rec.seq, rec.ts);
         done += 1;
-        if done % 65_536 == 0 {
+        if done.is_multiple_of(65_536) {
             progress(done, total);
         }
     }

@@ -69,7 +69,7 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, crc) == 60);
     assert!(DURABLE_MARK_OFFSET >= SEGMENT_HEADER_BYTES);
     assert!(DURABLE_MARK_OFFSET + DURABLE_MARK_BYTES <= SEGMENT_DATA_OFFSET);
-    assert!(SEGMENT_DATA_OFFSET % RECORD_ALIGN == 0);
+    assert!(SEGMENT_DATA_OFFSET.is_multiple_of(RECORD_ALIGN));
 };
 
 impl SegmentHeader {
@@ -202,7 +202,7 @@ const _: () = {
     assert!(offset_of!(RecordHeader, seq) == 8);
     assert!(offset_of!(RecordHeader, ts) == 16);
     assert!(offset_of!(RecordHeader, prev) == 24);
-    assert!(RECORD_HEADER_BYTES % RECORD_ALIGN == 0);
+    assert!(RECORD_HEADER_BYTES.is_multiple_of(RECORD_ALIGN));
     assert!(RECORD_PAYLOAD_MAX < SEAL_LEN as usize);
 };
 

@@ -61,7 +61,7 @@ impl Options {
         if self.segment_bytes > SEGMENT_BYTES_MAX {
             return Err(Error::InvalidOptions("segment_bytes above SEGMENT_BYTES_MAX"));
         }
-        if self.segment_bytes % 4096 != 0 {
+        if !self.segment_bytes.is_multiple_of(4096) {
             return Err(Error::InvalidOptions("segment_bytes must be a multiple of 4096"));
         }
         if self.first_seq == 0 {

@@ -40,9 +40,9 @@ pub fn command(seed: u64, seq: Seq) -> Command {
         let id = seq - ins;
         return Command::UpsertAccount(AccountSpec {
             id,
-            max_position: if id % 7 == 0 { 5_000 } else { 0 },
+            max_position: if id.is_multiple_of(7) { 5_000 } else { 0 },
             max_notional: 0,
-            max_loss: if id % 11 == 0 { 1_000_000 * i128::from(PRICE_SCALE) } else { 0 },
+            max_loss: if id.is_multiple_of(11) { 1_000_000 * i128::from(PRICE_SCALE) } else { 0 },
             suspended: false,
         });
     }

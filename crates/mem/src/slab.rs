@@ -265,7 +265,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 != 0 && model.len() < 128 {
+            if !x.is_multiple_of(3) && model.len() < 128 {
                 let k = s.insert(i).unwrap();
                 assert!(model.insert(k, i).is_none(), "key handed out twice");
             } else if let Some(&k) = model.keys().nth((x as usize) % model.len().max(1)) {

@@ -47,7 +47,7 @@ fn spsc_every_message_arrives_once_in_order() {
     let mut w = Waiter::new(WaitStrategy::SpinYield);
     let mut next = 0u64;
     while next < N {
-        let n = if next % 3 == 0 {
+        let n = if next.is_multiple_of(3) {
             c.try_pop()
                 .map(|v| {
                     assert_eq!(v, [next; 8]);

@@ -449,7 +449,7 @@ impl Out<'_> {
         if frac != 0 {
             self.bytes(b".")?;
             let mut digits = 8;
-            while frac % 10 == 0 {
+            while frac.is_multiple_of(10) {
                 frac /= 10;
                 digits -= 1;
             }
