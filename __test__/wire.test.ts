@@ -233,7 +233,11 @@ describe('encoding checks ranges instead of wrapping', () => {
   });
 
   it('round-trips the int128 extremes', () => {
-    for (const amount of [0n, -1n, 1n, (1n << 127n) - 1n, -(1n << 127n), -123456789012345678901234n]) {
+    // Both decode paths: values that fit in 64 bits (one read) and those that do not, at the
+    // edges between them (the high word is, or just is not, the low word's sign extension).
+    const edges = [1n << 31n, -(1n << 31n), (1n << 32n) - 1n, 1n << 32n, (1n << 63n) - 1n, 1n << 63n];
+    const more = [-(1n << 63n), -(1n << 63n) - 1n, 1n << 64n, -(1n << 64n), (1n << 95n) + 5n, -(1n << 96n) - 7n];
+    for (const amount of [0n, -1n, 1n, (1n << 127n) - 1n, -(1n << 127n), -123456789012345678901234n, ...edges, ...more]) {
       const b = encoded({ template: 'AdjustCollateral', value: { requestId: 3n, accountId: 1001n, amount } });
       expect(decodeMessage(b).message.value).toEqual({ requestId: 3n, accountId: 1001n, amount });
     }

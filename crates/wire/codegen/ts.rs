@@ -139,6 +139,12 @@ function checkInt(value: number | bigint, type: string, field: string): void {
 }
 
 function getI128(view: DataView, offset: number): bigint {
+  // Most money fits in 64 bits: when the high word is the sign extension of the low one, one
+  // 64-bit read makes the bigint (the general path allocates four).
+  const hi0 = view.getInt32(offset + 8, true);
+  const hi1 = view.getInt32(offset + 12, true);
+  const negative = view.getInt32(offset + 4, true) < 0;
+  if (hi0 === hi1 && hi1 === (negative ? -1 : 0)) return view.getBigInt64(offset, true);
   return (view.getBigInt64(offset + 8, true) << 64n) | view.getBigUint64(offset, true);
 }
 
