@@ -12,8 +12,15 @@ use novate_wire::convert::{encode_clear_trade, encode_command};
 use novate_wire::frame::{parse_frame, write_frame};
 use novate_wire::{decode_exact, Message, RejectCode};
 
+thread_local! {
+    /// `threads.stages` of the daemon a test starts with `server`: the tests run with the split
+    /// pipeline and again, in `mod fused`, with the fused one.
+    static STAGES: std::cell::Cell<&'static str> = const { std::cell::Cell::new("split") };
+}
+
 fn server(write_timeout_ms: u64, inflight: usize) -> Server {
     let mut c = Config::default();
+    c.threads.stages = STAGES.get().into();
     c.net.listen = "127.0.0.1:0".into();
     c.net.write_timeout_ms = write_timeout_ms;
     c.engine.client_inflight_max = inflight;
@@ -289,7 +296,13 @@ fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
         };
     }
     let mut w = stuck.try_clone().unwrap();
-    w.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Usually the daemon's write times out (the member reads nothing) and it hangs up within
+    // `write_timeout_ms`. Sometimes (about 1 run in 3 here) the member's send stalls at the TCP
+    // level instead, while the daemon has written every answer into its send buffer and waits
+    // for input (seen in gdb: the daemon's reader in recv, its writer idle; the member's full
+    // 4 KiB receive buffer is the likely cause): then this write times out (it used to be 30 s
+    // per call). Either way the connection ends and the daemon and other members are fine.
+    w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let writer = std::thread::spawn(move || {
         let mut buf = Vec::with_capacity(64 * 1000);
         let mut f = [0u8; 128];
@@ -506,4 +519,22 @@ fn the_journal_keeps_each_members_request_id() {
         .map(|(i, (cmd, &rid))| (i as u64 + 1, rid, cmd))
         .collect();
     assert_eq!(journaled, want);
+}
+
+/// The tests that start their daemon with `server` again, on a fused pipeline.
+mod fused {
+    macro_rules! fused {
+        ($($name:ident),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                super::STAGES.set("fused");
+                super::$name();
+            }
+        )*};
+    }
+    fused!(
+        one_connection_pipelines_many_requests_each_answered_once,
+        garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
+        subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed,
+    );
 }
