@@ -42,7 +42,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use novate_core::Reject;
 use novate_ring::Waiter;
@@ -575,6 +575,55 @@ fn query(
 /// Write answers (batched per syscall) until the reader is done and nothing is in flight.
 /// `write_all`, but the whole buffer must go within `timeout` (a socket write timeout alone
 /// restarts with every partial write, so a peer that reads a trickle would never be cut off).
+/// Watches answers that sit in the kernel's send buffer: a member that reads nothing while it
+/// sends nothing either never makes a write block, so the write timeout alone would not notice.
+#[derive(Default)]
+struct Stall {
+    /// Something was written since the send queue was last seen empty.
+    watching: bool,
+    /// Bytes in the send queue at the last look, and since when it has not gone down.
+    queued: usize,
+    since: Option<Instant>,
+}
+
+impl Stall {
+    fn wrote(&mut self) {
+        // New bytes: start measuring again from now.
+        *self = Stall { watching: true, queued: 0, since: None };
+    }
+
+    /// True once the send queue has not gone down for `timeout` (checked while idle).
+    fn stalled(&mut self, sock: &TcpStream, timeout: Duration) -> bool {
+        if !self.watching {
+            return false;
+        }
+        let Some(queued) = send_queue_bytes(sock) else { return false };
+        let now = Instant::now();
+        if queued == 0 {
+            self.watching = false;
+            return false;
+        }
+        match self.since {
+            Some(since) if queued >= self.queued => now.duration_since(since) >= timeout,
+            _ => {
+                // First look, or the member took some bytes: measure from here.
+                (self.queued, self.since) = (queued, Some(now));
+                false
+            }
+        }
+    }
+}
+
+/// Bytes the kernel still holds to send on `sock` (unsent or unacknowledged), if it says.
+fn send_queue_bytes(sock: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for a TCP socket) writes one c_int through the pointer, which
+    // points to a live c_int; the fd is the open socket `sock` owns.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    (r == 0).then(|| usize::try_from(n).ok()).flatten()
+}
+
 fn write_all_within(sock: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> io::Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     while !buf.is_empty() {
@@ -608,6 +657,7 @@ fn write_loop(
     let mut waiter = Waiter::new(novate_ring::WaitStrategy::Park);
     let mut frame = [0u8; 64];
     let mut event_frame = [0u8; 256];
+    let mut stall = Stall::default();
     loop {
         let mut progressed = false;
         while let Ok(l) = local.try_recv() {
@@ -713,8 +763,16 @@ fn write_loop(
                 return;
             }
             out.clear();
+            stall.wrote();
         }
         if reader_done && answers.inflight() == 0 {
+            return;
+        }
+        if !progressed && stall.stalled(&sock, timeout) {
+            // Our writes fit in the send buffer, but the member has taken none of it for
+            // `timeout`: it does not read. Drop it as a blocked write would.
+            dead.store(true, Ordering::SeqCst);
+            let _ = sock.shutdown(Shutdown::Both);
             return;
         }
         if progressed {

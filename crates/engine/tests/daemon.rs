@@ -300,8 +300,9 @@ fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
     // `write_timeout_ms`. Sometimes (about 1 run in 3 here) the member's send stalls at the TCP
     // level instead, while the daemon has written every answer into its send buffer and waits
     // for input (seen in gdb: the daemon's reader in recv, its writer idle; the member's full
-    // 4 KiB receive buffer is the likely cause): then this write times out (it used to be 30 s
-    // per call). Either way the connection ends and the daemon and other members are fine.
+    // 4 KiB receive buffer is the likely cause). The daemon now notices that its send queue
+    // does not go down and hangs up too (`a_member_that_stops_reading_and_sending_is_cut_off_
+    // too`); this write's timeout only bounds the test (it used to be 30 s per call).
     w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let writer = std::thread::spawn(move || {
         let mut buf = Vec::with_capacity(64 * 1000);
@@ -358,6 +359,61 @@ fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
     assert_eq!(answer(&read_frames(&mut again, 1)[0].0), (1, None));
     drop(stuck);
     s.shutdown();
+}
+
+#[test]
+fn a_member_that_stops_reading_and_sending_is_cut_off_too() {
+    // 2,000 answers (~76 KiB) fit in the daemon's send buffer, so none of its writes block:
+    // the daemon must notice that the member takes nothing and hang up within the timeout.
+    let s = server(300, 4096);
+    let mut setup_conn = connect(&s);
+    for (i, c) in setup().iter().enumerate() {
+        setup_conn.write_all(&frame(i as u64, c)).unwrap();
+    }
+    assert_eq!(read_frames(&mut setup_conn, 3).len(), 3);
+    let mut quiet = connect(&s);
+    small_receive_buffer(&quiet);
+    let mut buf = Vec::new();
+    for id in 1..=2_000u64 {
+        buf.extend_from_slice(&frame(id, &trade(id)));
+    }
+    quiet.write_all(&buf).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    // Now read: the answers the kernel held, then the end of the connection (not a timeout).
+    quiet.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut sink = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    let ended = loop {
+        match quiet.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e) => panic!("the daemon kept the connection open: {e} after {total} bytes"),
+        }
+    };
+    // What the kernel had queued is still delivered before the end (a shutdown, not a reset).
+    assert!(ended && total <= 2_000 * 38, "{total} bytes");
+    // The daemon goes on serving others.
+    let mut other = connect(&s);
+    other.write_all(&frame(1, &setup()[1])).unwrap();
+    assert_eq!(answer(&read_frames(&mut other, 1)[0].0), (1, None));
+    s.shutdown();
+}
+
+/// A 4 KiB receive buffer, so answers pile up in the daemon's send buffer instead.
+fn small_receive_buffer(t: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: a valid socket fd and a pointer to a c_int of the given length.
+    unsafe {
+        libc::setsockopt(
+            t.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 #[test]
@@ -536,5 +592,6 @@ mod fused {
         one_connection_pipelines_many_requests_each_answered_once,
         garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
         subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed,
+        a_member_that_stops_reading_and_sending_is_cut_off_too,
     );
 }
