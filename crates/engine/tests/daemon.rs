@@ -281,20 +281,7 @@ fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
     // The stuck client writes a million trades and never reads. (A small receive buffer, so the
     // kernel does not soak up megabytes of answers before the daemon's writes block.)
     let stuck = connect(&s);
-    {
-        use std::os::fd::AsRawFd;
-        let size: libc::c_int = 4096;
-        // SAFETY: a valid socket fd and a pointer to a c_int of the given length.
-        unsafe {
-            libc::setsockopt(
-                stuck.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
+    small_receive_buffer(&stuck);
     let mut w = stuck.try_clone().unwrap();
     // Usually the daemon's write times out (the member reads nothing) and it hangs up within
     // `write_timeout_ms`. Sometimes (about 1 run in 3 here) the member's send stalls at the TCP
