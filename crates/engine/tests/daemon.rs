@@ -68,6 +68,15 @@ fn setup() -> Vec<Command> {
     ]
 }
 
+/// Apply `setup()` through its own connection and wait for its three answers.
+fn set_up(s: &Server) {
+    let mut t = connect(s);
+    for (i, c) in setup().iter().enumerate() {
+        t.write_all(&frame(i as u64, c)).unwrap();
+    }
+    assert_eq!(read_frames(&mut t, 3).len(), 3);
+}
+
 fn trade(id: u64) -> Command {
     Command::ClearTrade(Trade {
         trade_id: id,
@@ -273,11 +282,7 @@ fn garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon() {
 #[test]
 fn a_connection_that_stops_reading_answers_is_cut_off_and_others_go_on() {
     let s = server(300, 64);
-    let mut setup_conn = connect(&s);
-    for (i, c) in setup().iter().enumerate() {
-        setup_conn.write_all(&frame(i as u64, c)).unwrap();
-    }
-    assert_eq!(read_frames(&mut setup_conn, 3).len(), 3);
+    set_up(&s);
     // The stuck client writes a million trades and never reads. (A small receive buffer, so the
     // kernel does not soak up megabytes of answers before the daemon's writes block.)
     let stuck = connect(&s);
@@ -353,11 +358,7 @@ fn a_member_that_stops_reading_and_sending_is_cut_off_too() {
     // 2,000 answers (~76 KiB) fit in the daemon's send buffer, so none of its writes block:
     // the daemon must notice that the member takes nothing and hang up within the timeout.
     let s = server(300, 4096);
-    let mut setup_conn = connect(&s);
-    for (i, c) in setup().iter().enumerate() {
-        setup_conn.write_all(&frame(i as u64, c)).unwrap();
-    }
-    assert_eq!(read_frames(&mut setup_conn, 3).len(), 3);
+    set_up(&s);
     let mut quiet = connect(&s);
     small_receive_buffer(&quiet);
     let mut buf = Vec::new();
