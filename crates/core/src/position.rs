@@ -160,6 +160,33 @@ impl Valued {
     }
 }
 
+/// A position's [`Terms`] as 64-bit numbers, in [`Sums::parts`] order.
+pub type Terms64 = [i64; 4];
+
+impl Valued {
+    /// The common case in 64 bits: when the book's cost and realized, `qty * m`, the notional
+    /// and `notional * margin_bps` all fit, the terms are computed with 64-bit multiplies and
+    /// one overflow flag; equal to [`terms`](Self::terms) then. `None` says only "not in 64
+    /// bits": the caller takes the exact path, which may still succeed.
+    #[inline]
+    pub fn terms64(&self) -> Option<Terms64> {
+        let b = &self.book;
+        let (cost, realized) = (b.cost as i64, b.realized as i64);
+        let wide = i128::from(cost) != b.cost || i128::from(realized) != b.realized;
+        let (qm, o1) = b.qty.overflowing_mul(self.multiplier);
+        let (n, o2) = qm.unsigned_abs().overflowing_mul(self.mark as u64);
+        let (nb, o3) = n.overflowing_mul(self.margin_bps as u64);
+        let signed = if qm < 0 { (n as i64).wrapping_neg() } else { n as i64 };
+        let (unrealized, o4) = signed.overflowing_sub(cost);
+        // A negative mark or rate, or a notional >= 2^63, would make the casts above lie.
+        let sign = (self.mark | self.margin_bps | n as i64) < 0;
+        if wide | o1 | o2 | o3 | o4 | sign {
+            return None;
+        }
+        Some([n as i64, unrealized, realized, (nb / BPS_SCALE as u64) as i64])
+    }
+}
+
 /// An exact running sum of i128 terms: a wrapping 128-bit low part and a signed count of
 /// carries. Partial sums never overflow, so a total is the same whatever the order of its
 /// terms (or whether it was built incrementally); only the final value must fit in i128.
@@ -260,6 +287,20 @@ impl Sums {
                 s.lo[i] = lo;
                 s.hi[i] += i64::from(carry) - i64::from(x < 0);
             }
+        }
+        s
+    }
+
+    /// These sums with one position's 64-bit terms `old` replaced by `new`: each difference
+    /// fits in i128, so each part is one wide add. Equal to [`replaced`](Self::replaced).
+    #[inline]
+    pub fn replaced64(&self, old: &Terms64, new: &Terms64) -> Sums {
+        let mut s = *self;
+        for i in 0..4 {
+            let x = i128::from(new[i]) - i128::from(old[i]);
+            let (lo, carry) = s.lo[i].overflowing_add(x as u128);
+            s.lo[i] = lo;
+            s.hi[i] += i64::from(carry) - i64::from(x < 0);
         }
         s
     }
@@ -390,6 +431,66 @@ mod tests {
         )
     }
 
+    /// Positions whose values mostly fit in 64 bits, with each bound of `terms64` reachable.
+    fn small_valued() -> impl Strategy<Value = Valued> {
+        let qty = prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)];
+        let money = prop_oneof![
+            -(1i128 << 40)..(1 << 40),
+            Just(i128::from(i64::MAX)),
+            Just(i128::from(i64::MIN)),
+            Just(i128::from(i64::MAX) + 1),
+            Just(i128::from(i64::MIN) - 1),
+        ];
+        let mark = prop_oneof![1i64..1 << 24, Just(i64::MAX), Just(-1)];
+        let bps = prop_oneof![0..=MARGIN_BPS_MAX, Just(-1)];
+        (qty, money.clone(), money, mark, 1i64..1_000, bps).prop_map(
+            |(qty, cost, realized, mark, multiplier, margin_bps)| Valued {
+                book: Book { qty, cost, realized },
+                mark,
+                multiplier,
+                margin_bps,
+            },
+        )
+    }
+
+    #[test]
+    fn terms64_answers_for_ordinary_positions_and_declines_at_each_bound() {
+        let v = Valued { book: b(-7, -7_000, 25), mark: 90, multiplier: 10, margin_bps: 1_000 };
+        assert_eq!(v.terms64(), Some([6_300, 700, 25, 630]));
+        // Notional exactly i64::MAX still answers; one more unit of quantity does not.
+        let at = Valued { book: b(1, 0, 0), mark: i64::MAX, multiplier: 1, margin_bps: 0 };
+        assert_eq!(at.terms64(), Some([i64::MAX, i64::MAX, 0, 0]));
+        assert_eq!(Valued { book: b(2, 0, 0), ..at }.terms64(), None);
+        let declines = [
+            Valued { book: b(-7, i128::from(i64::MIN) - 1, 25), ..v }, // cost beyond i64
+            Valued { book: b(-7, -7_000, i128::from(i64::MAX) + 1), ..v }, // realized too
+            Valued { book: b(i64::MIN, 0, 0), multiplier: 1, ..v },    // |qty * m| = 2^63
+            Valued { margin_bps: -1, ..v },                            // a negative rate
+            Valued { mark: -1, ..v },                                  // a negative mark
+            Valued { book: b(1, 0, 0), mark: 1 << 60, margin_bps: 100, ..v }, // notional * bps
+            Valued { book: b(1, i128::from(i64::MIN), 0), mark: 1, ..v }, // unrealized
+        ];
+        for d in declines {
+            assert_eq!(d.terms64(), None, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn replacing_64_bit_terms_takes_differences_beyond_64_bits() {
+        let mut s = Sums::default();
+        s.add(&Terms { notional: 5, unrealized: -5, realized: 1 << 100, margin: -(1 << 100) });
+        let (lo, hi) =
+            ([i64::MIN, i64::MAX, i64::MIN, i64::MAX], [i64::MAX, i64::MIN, i64::MAX, 0]);
+        let wide = |t: Terms64| Terms {
+            notional: t[0].into(),
+            unrealized: t[1].into(),
+            realized: t[2].into(),
+            margin: t[3].into(),
+        };
+        assert_eq!(s.replaced64(&lo, &hi), s.replaced(&wide(lo), &wide(hi)));
+        assert_eq!(s.replaced64(&hi, &lo), s.replaced(&wide(hi), &wide(lo)));
+    }
+
     #[test]
     fn wide_sums_do_not_depend_on_order() {
         let mut a = WideSum::default();
@@ -454,6 +555,27 @@ mod tests {
             prop_assert_eq!(s.replaced(&old, &new), want);
         }
 
+        #[test]
+        fn terms64_equals_terms_where_it_answers(
+            v in prop_oneof![valued(), small_valued()],
+            base in proptest::collection::vec(any::<i128>(), 0..4),
+            w in small_valued(),
+        ) {
+            let t64 = v.terms64();
+            if let Some(t) = t64 {
+                let exact = v.terms().expect("fits in 64 bits, so in i128");
+                prop_assert_eq!(t.map(i128::from), Sums::parts(&exact));
+            }
+            // Replacing through the 64-bit path equals the exact replace.
+            let mut s = Sums::default();
+            for x in base {
+                s.add(&Terms { notional: x, unrealized: x >> 1, realized: -x, margin: x / 7 });
+            }
+            if let (Some(o), Some(n)) = (t64, w.terms64()) {
+                let exact = s.replaced(&v.terms().unwrap(), &w.terms().unwrap());
+                prop_assert_eq!(s.replaced64(&o, &n), exact);
+            }
+        }
         #[test]
         fn batch_equals_scalar(v in proptest::collection::vec(valued(), 0..40)) {
             prop_assert_eq!(value_batch(&v), value_scalar(&v));

@@ -271,14 +271,12 @@ struct WhatIf {
     mark: Price,
 }
 
-/// Outcome of the post-trade checks of one account.
+/// Outcome of the post-trade checks of one account (its what-if sums go to an out-parameter).
 #[derive(Clone, Copy, Default)]
 struct Breaches {
     /// Bit i set: `RISK_ORDER[i]` fails.
     failed: u8,
     shortfall: Money,
-    /// The account's sums in the what-if state.
-    sums: Sums,
 }
 
 /// Risk checks in SPEC.md's order, after the existence/suspension checks.
@@ -551,7 +549,7 @@ impl StateMachine {
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = self.book(account, instrument);
         let book = old.fill(d, price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
-        let b = self.breaches(row, WhatIf { col, old, book, mark })?;
+        let b = self.breaches(row, &WhatIf { col, old, book, mark }, &mut Sums::default())?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -774,12 +772,14 @@ impl StateMachine {
         let mut books = [Book::default(); 2];
         let mut olds = [Book::default(); 2];
         let mut checks = [Breaches::default(); 2];
+        let mut sums = [Sums::default(); 2];
         for leg in 0..2 {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
             olds[leg] = old;
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
-            checks[leg] = self.breaches(rows[leg], WhatIf { col, old, book: books[leg], mark })?;
+            let w = WhatIf { col, old, book: books[leg], mark };
+            checks[leg] = self.breaches(rows[leg], &w, &mut sums[leg])?;
         }
         if moves_mark {
             // Every other holder is re-valued at the new mark (checked, then applied).
@@ -787,7 +787,7 @@ impl StateMachine {
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
         for leg in 0..2 {
-            self.accounts[rows[leg] as usize].sums = checks[leg].sums;
+            self.accounts[rows[leg] as usize].sums = sums[leg];
         }
         for leg in 0..2 {
             let slot = match slots[leg] {
@@ -811,7 +811,7 @@ impl StateMachine {
             });
         }
         for leg in 0..2 {
-            let Breaches { failed, shortfall, .. } = checks[leg];
+            let Breaches { failed, shortfall } = checks[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
@@ -884,13 +884,19 @@ impl StateMachine {
 
     /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
     /// at once (no early exit), as bits in SPEC.md's order. The what-if replaces one
-    /// position's terms in the account's sums (exact: see `WideSum`).
-    fn breaches(&self, row: u32, w: WhatIf) -> Result<Breaches, Reject> {
+    /// position's terms in the account's sums (exact: see `WideSum`); those what-if sums are
+    /// written to `sums`.
+    fn breaches(&self, row: u32, w: &WhatIf, sums: &mut Sums) -> Result<Breaches, Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[w.col as usize];
-        let old = valued(w.old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?;
-        let new = valued(w.book, w.mark, ins).terms().ok_or(Reject::Overflow)?;
-        let sums = acct.sums.replaced(&old, &new);
+        let (old, new) = (valued(w.old, ins.mark(), ins), valued(w.book, w.mark, ins));
+        *sums = match (old.terms64(), new.terms64()) {
+            (Some(o), Some(n)) => acct.sums.replaced64(&o, &n),
+            _ => {
+                let old = old.terms().ok_or(Reject::Overflow)?;
+                acct.sums.replaced(&old, &new.terms().ok_or(Reject::Overflow)?)
+            }
+        };
         let t = sums.totals().ok_or(Reject::Overflow)?;
         let spec = acct.spec;
         let eq = equity(acct.collateral, &t)?;
@@ -903,7 +909,7 @@ impl StateMachine {
             u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
         // eq < margin, both i128: the difference fits only if it does; check it.
         let shortfall = if margin { t.margin.checked_sub(eq).ok_or(Reject::Overflow)? } else { 0 };
-        Ok(Breaches { failed, shortfall, sums })
+        Ok(Breaches { failed, shortfall })
     }
 
     // ---- lookups and queries --------------------------------------------------------------
