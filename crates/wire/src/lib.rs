@@ -52,6 +52,7 @@
 pub mod convert;
 pub mod fix;
 pub mod frame;
+pub mod query;
 pub mod rt;
 
 /// The codecs generated from `schema/novate.xml`.

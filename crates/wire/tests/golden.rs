@@ -5,8 +5,12 @@
 //! To regenerate after a deliberate schema change: `NOVATE_UPDATE_GOLDEN=1 cargo test -p novate-wire --test golden`
 //! (and say why in the commit: released bytes never change).
 
-use novate_core::{AccountSpec, Command, Event, InstrumentSpec, Side, Trade};
+use novate_core::{
+    AccountSpec, AccountView, Command, Event, InstrumentSpec, InstrumentView, PositionView, Side,
+    Totals, Trade,
+};
 use novate_wire::convert::*;
+use novate_wire::query::{encode_report, encode_request, Report, Request};
 use novate_wire::*;
 use std::path::PathBuf;
 
@@ -26,6 +30,8 @@ enum Case {
     Event(u64, Event),
     Ack(u64, u64, u64),
     Reject(u64, RejectCode),
+    Req(Request),
+    Rep(Report),
     /// Hand-made bytes of an older version: decode-only.
     Raw(Vec<u8>),
 }
@@ -166,6 +172,89 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("ack", Ack(5, 81, 1_768_435_200_123_456_789)),
         ("reject", Reject(5, RejectCode::Duplicate)),
         ("reject_malformed", Reject(0, RejectCode::MalformedMessage)),
+        ("query_position", Req(Request::Position { request_id: 20, account: 1001, instrument: 7 })),
+        ("query_account", Req(Request::Account { request_id: 21, account: 1001 })),
+        ("query_instrument", Req(Request::Instrument { request_id: 22, instrument: 7 })),
+        ("query_state_hash", Req(Request::StateHash { request_id: 23 })),
+        ("subscribe", Req(Request::Subscribe { request_id: 24, account: 1001, kinds: 0x40 })),
+        ("unsubscribe", Req(Request::Unsubscribe { request_id: 25, subscription: 24 })),
+        (
+            "position_report",
+            Rep(Report::Position {
+                request_id: 20,
+                view_seq: 88,
+                position: Some(PositionView {
+                    account: 1001,
+                    instrument: 7,
+                    qty: -100,
+                    cost: -50_625_000_000_000,
+                    realized: big,
+                    unrealized: -1_000_000_000_000,
+                    avg_price: Some(10_125_000_000),
+                }),
+            }),
+        ),
+        (
+            "position_report_none",
+            Rep(Report::Position { request_id: 26, view_seq: 88, position: None }),
+        ),
+        (
+            "account_report",
+            Rep(Report::Account {
+                request_id: 21,
+                view_seq: 88,
+                account: AccountView {
+                    spec: AccountSpec {
+                        id: 1001,
+                        max_position: 10_000,
+                        max_notional: 100_000_000_000_000_000_000,
+                        max_loss: 0,
+                        suspended: false,
+                    },
+                    collateral: i128::MAX,
+                    totals: Totals {
+                        notional: 50_625_000_000_000,
+                        unrealized: -1_000_000_000_000,
+                        realized: big,
+                        margin: 7_593_750_000_000,
+                    },
+                    equity: -big,
+                    margin: 7_593_750_000_000,
+                    excess: i128::MIN,
+                    positions: 3,
+                },
+            }),
+        ),
+        (
+            "instrument_report",
+            Rep(Report::Instrument {
+                request_id: 22,
+                view_seq: 88,
+                instrument: Some(InstrumentView {
+                    spec: InstrumentSpec {
+                        id: 7,
+                        multiplier: 50,
+                        margin_bps: 1500,
+                        settle_days: 2,
+                    },
+                    mark: 10_200_000_000,
+                    last_price: 10_125_000_000,
+                    holders: 2,
+                }),
+            }),
+        ),
+        (
+            "state_hash_report",
+            Rep(Report::StateHash { request_id: 23, seq: 88, hash: u64::MAX - 1 }),
+        ),
+        (
+            "subscription_status",
+            Rep(Report::Subscription {
+                subscription: 24,
+                state: SubscriptionState::Events,
+                events: 4096,
+            }),
+        ),
         // An Ack from a version-0 sender: 16-byte block, no timestampNs.
         (
             "ack_v0",
@@ -187,6 +276,8 @@ fn encode(case: &Case) -> Vec<u8> {
         Case::Event(s, e) => encode_event(&mut buf, *s, e),
         Case::Ack(r, s, t) => encode_ack(&mut buf, *r, *s, *t),
         Case::Reject(r, c) => encode_reject(&mut buf, *r, *c),
+        Case::Req(r) => encode_request(&mut buf, r),
+        Case::Rep(r) => encode_report(&mut buf, r),
         Case::Raw(b) => return b.clone(),
     }
     .expect("encodes");
@@ -273,13 +364,21 @@ fn golden_fixtures_decode_to_the_values_they_were_made_from() {
                 let Message::Reject(d) = m else { panic!() };
                 assert_eq!((d.request_id(), d.code()), (r, c));
             }
+            Case::Req(r) => assert_eq!(m.request(), Some(r), "{name}"),
+            Case::Rep(r) => assert_eq!(m.report(), Some(r), "{name}"),
             Case::Raw(_) => {
                 let Message::Ack(d) = m else { panic!() };
                 assert_eq!(d.acting_version(), 0);
                 assert_eq!((d.request_id(), d.seq(), d.timestamp_ns()), (5, 81, None));
             }
         }
-        assert!(m.command().is_none() || m.event().unwrap().is_none());
+        let kinds = [
+            m.command().is_some(),
+            m.event().unwrap().is_some(),
+            m.request().is_some(),
+            m.report().is_some(),
+        ];
+        assert!(kinds.iter().filter(|k| **k).count() <= 1, "{name}: one kind of message");
     }
 }
 

@@ -153,6 +153,16 @@ export enum BooleanType {
 }
 const BOOLEAN_TYPE_VALUES: ReadonlySet<number> = new Set([0, 1]);
 
+/** What a SubscriptionStatus says */
+export enum SubscriptionState {
+  Subscribed = 1,
+  Events = 2,
+  Overflow = 3,
+  Closed = 4,
+  Unsubscribed = 5,
+}
+const SUBSCRIPTION_STATE_VALUES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
+
 /** Side of an order */
 export enum Side {
   Buy = 1,
@@ -1482,6 +1492,703 @@ export function decodeReject(buf: Uint8Array, offset = 0): Reject {
   return decodeRejectBody(view, offset, h)[0];
 }
 
+/** One position, valued at the instrument's published mark (template id 301). */
+export interface QueryPosition {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  accountId: bigint;
+  /** offset 16 */
+  instrumentId: number;
+}
+
+export const QUERY_POSITION_TEMPLATE_ID = 301;
+export const QUERY_POSITION_BLOCK_LENGTH = 20;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeQueryPosition(buf: Uint8Array, offset: number, m: QueryPosition): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 20;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 20, 301);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.accountId, 'u64', `accountId`);
+  view.setBigUint64(base + 8, m.accountId, true);
+  checkInt(m.instrumentId, 'u32', `instrumentId`);
+  view.setUint32(base + 16, m.instrumentId, true);
+  let pos = base + 20;
+  return pos - offset;
+}
+
+function decodeQueryPositionBody(view: DataView, offset: number, h: MessageHeader): [QueryPosition, number] {
+  const version = h.version;
+  const min = 20;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 301: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), instrumentId: view.getUint32(base + 16, true) }, pos - offset];
+}
+
+/** Decode a QueryPosition that starts (header included) at `offset`. */
+export function decodeQueryPosition(buf: Uint8Array, offset = 0): QueryPosition {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 301) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 301`);
+  }
+  return decodeQueryPositionBody(view, offset, h)[0];
+}
+
+/** An account's summary: collateral, totals, equity, margin, excess (Reject UnknownAccount if none) (template id 302). */
+export interface QueryAccount {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  accountId: bigint;
+}
+
+export const QUERY_ACCOUNT_TEMPLATE_ID = 302;
+export const QUERY_ACCOUNT_BLOCK_LENGTH = 16;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeQueryAccount(buf: Uint8Array, offset: number, m: QueryAccount): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 16;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 16, 302);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.accountId, 'u64', `accountId`);
+  view.setBigUint64(base + 8, m.accountId, true);
+  let pos = base + 16;
+  return pos - offset;
+}
+
+function decodeQueryAccountBody(view: DataView, offset: number, h: MessageHeader): [QueryAccount, number] {
+  const version = h.version;
+  const min = 16;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 302: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+/** Decode a QueryAccount that starts (header included) at `offset`. */
+export function decodeQueryAccount(buf: Uint8Array, offset = 0): QueryAccount {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 302) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 302`);
+  }
+  return decodeQueryAccountBody(view, offset, h)[0];
+}
+
+/** An instrument's spec, mark and last price (template id 303). */
+export interface QueryInstrument {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  instrumentId: number;
+}
+
+export const QUERY_INSTRUMENT_TEMPLATE_ID = 303;
+export const QUERY_INSTRUMENT_BLOCK_LENGTH = 12;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeQueryInstrument(buf: Uint8Array, offset: number, m: QueryInstrument): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 12;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 12, 303);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.instrumentId, 'u32', `instrumentId`);
+  view.setUint32(base + 8, m.instrumentId, true);
+  let pos = base + 12;
+  return pos - offset;
+}
+
+function decodeQueryInstrumentBody(view: DataView, offset: number, h: MessageHeader): [QueryInstrument, number] {
+  const version = h.version;
+  const min = 12;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 303: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), instrumentId: view.getUint32(base + 8, true) }, pos - offset];
+}
+
+/** Decode a QueryInstrument that starts (header included) at `offset`. */
+export function decodeQueryInstrument(buf: Uint8Array, offset = 0): QueryInstrument {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 303) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 303`);
+  }
+  return decodeQueryInstrumentBody(view, offset, h)[0];
+}
+
+/** The state hash after every command sent before it on this connection (template id 304). */
+export interface QueryStateHash {
+  /** offset 0 */
+  requestId: bigint;
+}
+
+export const QUERY_STATE_HASH_TEMPLATE_ID = 304;
+export const QUERY_STATE_HASH_BLOCK_LENGTH = 8;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeQueryStateHash(buf: Uint8Array, offset: number, m: QueryStateHash): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 8;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 8, 304);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  let pos = base + 8;
+  return pos - offset;
+}
+
+function decodeQueryStateHashBody(view: DataView, offset: number, h: MessageHeader): [QueryStateHash, number] {
+  const version = h.version;
+  const min = 8;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 304: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true) }, pos - offset];
+}
+
+/** Decode a QueryStateHash that starts (header included) at `offset`. */
+export function decodeQueryStateHash(buf: Uint8Array, offset = 0): QueryStateHash {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 304) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 304`);
+  }
+  return decodeQueryStateHashBody(view, offset, h)[0];
+}
+
+/** Stream events to this connection; the subscription is named by this requestId (template id 305). */
+export interface Subscribe {
+  /** offset 0 */
+  requestId: bigint;
+  /** Only events of this account; 0 = every event; offset 8 */
+  accountId: bigint;
+  /** Bit k = event kind k (template 101 + k); 0 = every kind; offset 16 */
+  kinds: number;
+}
+
+export const SUBSCRIBE_TEMPLATE_ID = 305;
+export const SUBSCRIBE_BLOCK_LENGTH = 18;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeSubscribe(buf: Uint8Array, offset: number, m: Subscribe): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 18;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 18, 305);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.accountId, 'u64', `accountId`);
+  view.setBigUint64(base + 8, m.accountId, true);
+  checkInt(m.kinds, 'u16', `kinds`);
+  view.setUint16(base + 16, m.kinds, true);
+  let pos = base + 18;
+  return pos - offset;
+}
+
+function decodeSubscribeBody(view: DataView, offset: number, h: MessageHeader): [Subscribe, number] {
+  const version = h.version;
+  const min = 18;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 305: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), kinds: view.getUint16(base + 16, true) }, pos - offset];
+}
+
+/** Decode a Subscribe that starts (header included) at `offset`. */
+export function decodeSubscribe(buf: Uint8Array, offset = 0): Subscribe {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 305) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 305`);
+  }
+  return decodeSubscribeBody(view, offset, h)[0];
+}
+
+/** End a subscription of this connection (answered by SubscriptionStatus Unsubscribed, or Reject InvalidId if none) (template id 306). */
+export interface Unsubscribe {
+  /** offset 0 */
+  requestId: bigint;
+  /** The requestId of its Subscribe; offset 8 */
+  subscription: bigint;
+}
+
+export const UNSUBSCRIBE_TEMPLATE_ID = 306;
+export const UNSUBSCRIBE_BLOCK_LENGTH = 16;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeUnsubscribe(buf: Uint8Array, offset: number, m: Unsubscribe): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 16;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 16, 306);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.subscription, 'u64', `subscription`);
+  view.setBigUint64(base + 8, m.subscription, true);
+  let pos = base + 16;
+  return pos - offset;
+}
+
+function decodeUnsubscribeBody(view: DataView, offset: number, h: MessageHeader): [Unsubscribe, number] {
+  const version = h.version;
+  const min = 16;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 306: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), subscription: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+/** Decode a Unsubscribe that starts (header included) at `offset`. */
+export function decodeUnsubscribe(buf: Uint8Array, offset = 0): Unsubscribe {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 306) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 306`);
+  }
+  return decodeUnsubscribeBody(view, offset, h)[0];
+}
+
+/** A position (found = False: the account never held the instrument, or either is unknown) (template id 311). */
+export interface PositionReport {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  viewSeq: bigint;
+  /** offset 16 */
+  accountId: bigint;
+  /** offset 24 */
+  qty: bigint;
+  /** offset 32 */
+  cost: bigint;
+  /** offset 48 */
+  realized: bigint;
+  /** At the published mark (0 without one); offset 64 */
+  unrealized: bigint;
+  /** cost / (qty * multiplier), truncated; meaningful when hasAvgPrice; offset 80 */
+  avgPrice: bigint;
+  /** offset 88 */
+  instrumentId: number;
+  /** offset 92 */
+  found: BooleanType;
+  /** False when flat; offset 93 */
+  hasAvgPrice: BooleanType;
+}
+
+export const POSITION_REPORT_TEMPLATE_ID = 311;
+export const POSITION_REPORT_BLOCK_LENGTH = 94;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodePositionReport(buf: Uint8Array, offset: number, m: PositionReport): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 94;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 94, 311);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.viewSeq, 'u64', `viewSeq`);
+  view.setBigUint64(base + 8, m.viewSeq, true);
+  checkInt(m.accountId, 'u64', `accountId`);
+  view.setBigUint64(base + 16, m.accountId, true);
+  checkInt(m.qty, 'i64', `qty`);
+  view.setBigInt64(base + 24, m.qty, true);
+  checkInt(m.cost, 'i128', `cost`);
+  setI128(view, base + 32, m.cost);
+  checkInt(m.realized, 'i128', `realized`);
+  setI128(view, base + 48, m.realized);
+  checkInt(m.unrealized, 'i128', `unrealized`);
+  setI128(view, base + 64, m.unrealized);
+  checkInt(m.avgPrice, 'i64', `avgPrice`);
+  view.setBigInt64(base + 80, m.avgPrice, true);
+  checkInt(m.instrumentId, 'u32', `instrumentId`);
+  view.setUint32(base + 88, m.instrumentId, true);
+  if (!BOOLEAN_TYPE_VALUES.has(m.found)) throw new EncodeError(`found: ${m.found} is not a BooleanType`);
+  view.setUint8(base + 92, m.found);
+  if (!BOOLEAN_TYPE_VALUES.has(m.hasAvgPrice)) throw new EncodeError(`hasAvgPrice: ${m.hasAvgPrice} is not a BooleanType`);
+  view.setUint8(base + 93, m.hasAvgPrice);
+  let pos = base + 94;
+  return pos - offset;
+}
+
+function decodePositionReportBody(view: DataView, offset: number, h: MessageHeader): [PositionReport, number] {
+  const version = h.version;
+  const min = 94;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 311: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 92) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field found: ${view.getUint8(base + 92) as BooleanType} is not a valid value`);
+  }
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 93) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field hasAvgPrice: ${view.getUint8(base + 93) as BooleanType} is not a valid value`);
+  }
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), accountId: view.getBigUint64(base + 16, true), qty: view.getBigInt64(base + 24, true), cost: getI128(view, base + 32), realized: getI128(view, base + 48), unrealized: getI128(view, base + 64), avgPrice: view.getBigInt64(base + 80, true), instrumentId: view.getUint32(base + 88, true), found: view.getUint8(base + 92) as BooleanType, hasAvgPrice: view.getUint8(base + 93) as BooleanType }, pos - offset];
+}
+
+/** Decode a PositionReport that starts (header included) at `offset`. */
+export function decodePositionReport(buf: Uint8Array, offset = 0): PositionReport {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 311) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 311`);
+  }
+  return decodePositionReportBody(view, offset, h)[0];
+}
+
+/** An account's summary (template id 312). */
+export interface AccountReport {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  viewSeq: bigint;
+  /** offset 16 */
+  accountId: bigint;
+  /** offset 24 */
+  maxPosition: bigint;
+  /** offset 32 */
+  maxNotional: bigint;
+  /** offset 48 */
+  maxLoss: bigint;
+  /** offset 64 */
+  collateral: bigint;
+  /** offset 80 */
+  notional: bigint;
+  /** offset 96 */
+  unrealized: bigint;
+  /** offset 112 */
+  realized: bigint;
+  /** offset 128 */
+  equity: bigint;
+  /** offset 144 */
+  margin: bigint;
+  /** offset 160 */
+  excess: bigint;
+  /** offset 176 */
+  positions: number;
+  /** offset 180 */
+  suspended: BooleanType;
+}
+
+export const ACCOUNT_REPORT_TEMPLATE_ID = 312;
+export const ACCOUNT_REPORT_BLOCK_LENGTH = 181;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeAccountReport(buf: Uint8Array, offset: number, m: AccountReport): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 181;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 181, 312);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.viewSeq, 'u64', `viewSeq`);
+  view.setBigUint64(base + 8, m.viewSeq, true);
+  checkInt(m.accountId, 'u64', `accountId`);
+  view.setBigUint64(base + 16, m.accountId, true);
+  checkInt(m.maxPosition, 'i64', `maxPosition`);
+  view.setBigInt64(base + 24, m.maxPosition, true);
+  checkInt(m.maxNotional, 'i128', `maxNotional`);
+  setI128(view, base + 32, m.maxNotional);
+  checkInt(m.maxLoss, 'i128', `maxLoss`);
+  setI128(view, base + 48, m.maxLoss);
+  checkInt(m.collateral, 'i128', `collateral`);
+  setI128(view, base + 64, m.collateral);
+  checkInt(m.notional, 'i128', `notional`);
+  setI128(view, base + 80, m.notional);
+  checkInt(m.unrealized, 'i128', `unrealized`);
+  setI128(view, base + 96, m.unrealized);
+  checkInt(m.realized, 'i128', `realized`);
+  setI128(view, base + 112, m.realized);
+  checkInt(m.equity, 'i128', `equity`);
+  setI128(view, base + 128, m.equity);
+  checkInt(m.margin, 'i128', `margin`);
+  setI128(view, base + 144, m.margin);
+  checkInt(m.excess, 'i128', `excess`);
+  setI128(view, base + 160, m.excess);
+  checkInt(m.positions, 'u32', `positions`);
+  view.setUint32(base + 176, m.positions, true);
+  if (!BOOLEAN_TYPE_VALUES.has(m.suspended)) throw new EncodeError(`suspended: ${m.suspended} is not a BooleanType`);
+  view.setUint8(base + 180, m.suspended);
+  let pos = base + 181;
+  return pos - offset;
+}
+
+function decodeAccountReportBody(view: DataView, offset: number, h: MessageHeader): [AccountReport, number] {
+  const version = h.version;
+  const min = 181;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 312: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 180) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field suspended: ${view.getUint8(base + 180) as BooleanType} is not a valid value`);
+  }
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), accountId: view.getBigUint64(base + 16, true), maxPosition: view.getBigInt64(base + 24, true), maxNotional: getI128(view, base + 32), maxLoss: getI128(view, base + 48), collateral: getI128(view, base + 64), notional: getI128(view, base + 80), unrealized: getI128(view, base + 96), realized: getI128(view, base + 112), equity: getI128(view, base + 128), margin: getI128(view, base + 144), excess: getI128(view, base + 160), positions: view.getUint32(base + 176, true), suspended: view.getUint8(base + 180) as BooleanType }, pos - offset];
+}
+
+/** Decode a AccountReport that starts (header included) at `offset`. */
+export function decodeAccountReport(buf: Uint8Array, offset = 0): AccountReport {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 312) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 312`);
+  }
+  return decodeAccountReportBody(view, offset, h)[0];
+}
+
+/** An instrument (found = False: unknown) (template id 313). */
+export interface InstrumentReport {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  viewSeq: bigint;
+  /** offset 16 */
+  multiplier: bigint;
+  /** offset 24 */
+  marginBps: bigint;
+  /** 0 when none yet; offset 32 */
+  mark: bigint;
+  /** 0 when none yet; offset 40 */
+  lastPrice: bigint;
+  /** offset 48 */
+  instrumentId: number;
+  /** offset 52 */
+  holders: number;
+  /** offset 56 */
+  settleDays: number;
+  /** offset 57 */
+  found: BooleanType;
+}
+
+export const INSTRUMENT_REPORT_TEMPLATE_ID = 313;
+export const INSTRUMENT_REPORT_BLOCK_LENGTH = 58;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeInstrumentReport(buf: Uint8Array, offset: number, m: InstrumentReport): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 58;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 58, 313);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.viewSeq, 'u64', `viewSeq`);
+  view.setBigUint64(base + 8, m.viewSeq, true);
+  checkInt(m.multiplier, 'i64', `multiplier`);
+  view.setBigInt64(base + 16, m.multiplier, true);
+  checkInt(m.marginBps, 'i64', `marginBps`);
+  view.setBigInt64(base + 24, m.marginBps, true);
+  checkInt(m.mark, 'i64', `mark`);
+  view.setBigInt64(base + 32, m.mark, true);
+  checkInt(m.lastPrice, 'i64', `lastPrice`);
+  view.setBigInt64(base + 40, m.lastPrice, true);
+  checkInt(m.instrumentId, 'u32', `instrumentId`);
+  view.setUint32(base + 48, m.instrumentId, true);
+  checkInt(m.holders, 'u32', `holders`);
+  view.setUint32(base + 52, m.holders, true);
+  checkInt(m.settleDays, 'u8', `settleDays`);
+  view.setUint8(base + 56, m.settleDays);
+  if (!BOOLEAN_TYPE_VALUES.has(m.found)) throw new EncodeError(`found: ${m.found} is not a BooleanType`);
+  view.setUint8(base + 57, m.found);
+  let pos = base + 58;
+  return pos - offset;
+}
+
+function decodeInstrumentReportBody(view: DataView, offset: number, h: MessageHeader): [InstrumentReport, number] {
+  const version = h.version;
+  const min = 58;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 313: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 57) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field found: ${view.getUint8(base + 57) as BooleanType} is not a valid value`);
+  }
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), multiplier: view.getBigInt64(base + 16, true), marginBps: view.getBigInt64(base + 24, true), mark: view.getBigInt64(base + 32, true), lastPrice: view.getBigInt64(base + 40, true), instrumentId: view.getUint32(base + 48, true), holders: view.getUint32(base + 52, true), settleDays: view.getUint8(base + 56), found: view.getUint8(base + 57) as BooleanType }, pos - offset];
+}
+
+/** Decode a InstrumentReport that starts (header included) at `offset`. */
+export function decodeInstrumentReport(buf: Uint8Array, offset = 0): InstrumentReport {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 313) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 313`);
+  }
+  return decodeInstrumentReportBody(view, offset, h)[0];
+}
+
+/** The state hash after log entry seq (template id 314). */
+export interface StateHashReport {
+  /** offset 0 */
+  requestId: bigint;
+  /** offset 8 */
+  seq: bigint;
+  /** offset 16 */
+  hash: bigint;
+}
+
+export const STATE_HASH_REPORT_TEMPLATE_ID = 314;
+export const STATE_HASH_REPORT_BLOCK_LENGTH = 24;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeStateHashReport(buf: Uint8Array, offset: number, m: StateHashReport): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 24;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 24, 314);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.requestId, 'u64', `requestId`);
+  view.setBigUint64(base + 0, m.requestId, true);
+  checkInt(m.seq, 'u64', `seq`);
+  view.setBigUint64(base + 8, m.seq, true);
+  checkInt(m.hash, 'u64', `hash`);
+  view.setBigUint64(base + 16, m.hash, true);
+  let pos = base + 24;
+  return pos - offset;
+}
+
+function decodeStateHashReportBody(view: DataView, offset: number, h: MessageHeader): [StateHashReport, number] {
+  const version = h.version;
+  const min = 24;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 314: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  let pos = base + h.blockLength;
+  return [{ requestId: view.getBigUint64(base + 0, true), seq: view.getBigUint64(base + 8, true), hash: view.getBigUint64(base + 16, true) }, pos - offset];
+}
+
+/** Decode a StateHashReport that starts (header included) at `offset`. */
+export function decodeStateHashReport(buf: Uint8Array, offset = 0): StateHashReport {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 314) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 314`);
+  }
+  return decodeStateHashReportBody(view, offset, h)[0];
+}
+
+/** The answer to Subscribe or Unsubscribe, and the subscription's batches and end (template id 315). */
+export interface SubscriptionStatus {
+  /** The requestId of its Subscribe; offset 0 */
+  subscription: bigint;
+  /** With state Events: how many event frames follow; offset 8 */
+  events: number;
+  /** offset 12 */
+  state: SubscriptionState;
+}
+
+export const SUBSCRIPTION_STATUS_TEMPLATE_ID = 315;
+export const SUBSCRIPTION_STATUS_BLOCK_LENGTH = 13;
+
+/** Encode `m` at `offset` (header included); returns the bytes written. */
+export function encodeSubscriptionStatus(buf: Uint8Array, offset: number, m: SubscriptionStatus): number {
+  const view = viewOf(buf);
+  const end = offset + HEADER_LENGTH + 13;
+  room(view, end);
+  new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset).fill(0);
+  writeHeader(view, offset, 13, 315);
+  const base = offset + HEADER_LENGTH;
+  checkInt(m.subscription, 'u64', `subscription`);
+  view.setBigUint64(base + 0, m.subscription, true);
+  checkInt(m.events, 'u32', `events`);
+  view.setUint32(base + 8, m.events, true);
+  if (!SUBSCRIPTION_STATE_VALUES.has(m.state)) throw new EncodeError(`state: ${m.state} is not a SubscriptionState`);
+  view.setUint8(base + 12, m.state);
+  let pos = base + 13;
+  return pos - offset;
+}
+
+function decodeSubscriptionStatusBody(view: DataView, offset: number, h: MessageHeader): [SubscriptionStatus, number] {
+  const version = h.version;
+  const min = 13;
+  if (h.blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 315: block length ${h.blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + h.blockLength);
+  if (!SUBSCRIPTION_STATE_VALUES.has(view.getUint8(base + 12) as SubscriptionState)) {
+    throw new DecodeError('BadEnumValue', `field state: ${view.getUint8(base + 12) as SubscriptionState} is not a valid value`);
+  }
+  let pos = base + h.blockLength;
+  return [{ subscription: view.getBigUint64(base + 0, true), events: view.getUint32(base + 8, true), state: view.getUint8(base + 12) as SubscriptionState }, pos - offset];
+}
+
+/** Decode a SubscriptionStatus that starts (header included) at `offset`. */
+export function decodeSubscriptionStatus(buf: Uint8Array, offset = 0): SubscriptionStatus {
+  const view = viewOf(buf);
+  const h = readHeader(view, offset);
+  checkSchema(h);
+  if (h.templateId !== 315) {
+    throw new DecodeError('WrongTemplate', `template ${h.templateId}, expected 315`);
+  }
+  return decodeSubscriptionStatusBody(view, offset, h)[0];
+}
+
 /** Any message of the schema. */
 export type Message =
   | { template: 'UpsertInstrument'; value: UpsertInstrument }
@@ -1506,6 +2213,17 @@ export type Message =
   | { template: 'MarginCall'; value: MarginCall }
   | { template: 'Ack'; value: Ack }
   | { template: 'Reject'; value: Reject }
+  | { template: 'QueryPosition'; value: QueryPosition }
+  | { template: 'QueryAccount'; value: QueryAccount }
+  | { template: 'QueryInstrument'; value: QueryInstrument }
+  | { template: 'QueryStateHash'; value: QueryStateHash }
+  | { template: 'Subscribe'; value: Subscribe }
+  | { template: 'Unsubscribe'; value: Unsubscribe }
+  | { template: 'PositionReport'; value: PositionReport }
+  | { template: 'AccountReport'; value: AccountReport }
+  | { template: 'InstrumentReport'; value: InstrumentReport }
+  | { template: 'StateHashReport'; value: StateHashReport }
+  | { template: 'SubscriptionStatus'; value: SubscriptionStatus }
 ;
 
 /** The names of every template. */
@@ -1603,6 +2321,50 @@ DISPATCH[202] = (v, o, h) => {
   const [value, n] = decodeRejectBody(v, o, h);
   return [{ template: 'Reject', value }, n];
 };
+DISPATCH[301] = (v, o, h) => {
+  const [value, n] = decodeQueryPositionBody(v, o, h);
+  return [{ template: 'QueryPosition', value }, n];
+};
+DISPATCH[302] = (v, o, h) => {
+  const [value, n] = decodeQueryAccountBody(v, o, h);
+  return [{ template: 'QueryAccount', value }, n];
+};
+DISPATCH[303] = (v, o, h) => {
+  const [value, n] = decodeQueryInstrumentBody(v, o, h);
+  return [{ template: 'QueryInstrument', value }, n];
+};
+DISPATCH[304] = (v, o, h) => {
+  const [value, n] = decodeQueryStateHashBody(v, o, h);
+  return [{ template: 'QueryStateHash', value }, n];
+};
+DISPATCH[305] = (v, o, h) => {
+  const [value, n] = decodeSubscribeBody(v, o, h);
+  return [{ template: 'Subscribe', value }, n];
+};
+DISPATCH[306] = (v, o, h) => {
+  const [value, n] = decodeUnsubscribeBody(v, o, h);
+  return [{ template: 'Unsubscribe', value }, n];
+};
+DISPATCH[311] = (v, o, h) => {
+  const [value, n] = decodePositionReportBody(v, o, h);
+  return [{ template: 'PositionReport', value }, n];
+};
+DISPATCH[312] = (v, o, h) => {
+  const [value, n] = decodeAccountReportBody(v, o, h);
+  return [{ template: 'AccountReport', value }, n];
+};
+DISPATCH[313] = (v, o, h) => {
+  const [value, n] = decodeInstrumentReportBody(v, o, h);
+  return [{ template: 'InstrumentReport', value }, n];
+};
+DISPATCH[314] = (v, o, h) => {
+  const [value, n] = decodeStateHashReportBody(v, o, h);
+  return [{ template: 'StateHashReport', value }, n];
+};
+DISPATCH[315] = (v, o, h) => {
+  const [value, n] = decodeSubscriptionStatusBody(v, o, h);
+  return [{ template: 'SubscriptionStatus', value }, n];
+};
 
 /** Decode any message at `offset`; returns it and the bytes it took. */
 export function decodeMessage(buf: Uint8Array, offset = 0): { message: Message; length: number } {
@@ -1664,6 +2426,28 @@ export function encodeMessage(buf: Uint8Array, offset: number, msg: Message): nu
       return encodeAck(buf, offset, msg.value);
     case 'Reject':
       return encodeReject(buf, offset, msg.value);
+    case 'QueryPosition':
+      return encodeQueryPosition(buf, offset, msg.value);
+    case 'QueryAccount':
+      return encodeQueryAccount(buf, offset, msg.value);
+    case 'QueryInstrument':
+      return encodeQueryInstrument(buf, offset, msg.value);
+    case 'QueryStateHash':
+      return encodeQueryStateHash(buf, offset, msg.value);
+    case 'Subscribe':
+      return encodeSubscribe(buf, offset, msg.value);
+    case 'Unsubscribe':
+      return encodeUnsubscribe(buf, offset, msg.value);
+    case 'PositionReport':
+      return encodePositionReport(buf, offset, msg.value);
+    case 'AccountReport':
+      return encodeAccountReport(buf, offset, msg.value);
+    case 'InstrumentReport':
+      return encodeInstrumentReport(buf, offset, msg.value);
+    case 'StateHashReport':
+      return encodeStateHashReport(buf, offset, msg.value);
+    case 'SubscriptionStatus':
+      return encodeSubscriptionStatus(buf, offset, msg.value);
   }
 }
 
@@ -1691,4 +2475,15 @@ export const TEMPLATE_IDS: Readonly<Record<TemplateName, number>> = {
   MarginCall: 111,
   Ack: 201,
   Reject: 202,
+  QueryPosition: 301,
+  QueryAccount: 302,
+  QueryInstrument: 303,
+  QueryStateHash: 304,
+  Subscribe: 305,
+  Unsubscribe: 306,
+  PositionReport: 311,
+  AccountReport: 312,
+  InstrumentReport: 313,
+  StateHashReport: 314,
+  SubscriptionStatus: 315,
 };
