@@ -202,6 +202,13 @@ export function clearingSuite(open: () => Promise<Clearing>): void {
       late.close();
       untouched.close();
       expect(() => c.events({ types: ['Nope' as never] })).toThrow(TypeError);
+      // Account 0 is no account (on the wire, 0 means every account): refused, like a negative id.
+      expect(() => c.events({ account: 0n })).toThrow(InputError);
+      expect(() => c.events({ account: -1n })).toThrow(InputError);
+      // Query ids that do not fit their wire field never reach the engine.
+      await expect(c.position(1n, 1n << 32n)).rejects.toBeInstanceOf(InputError);
+      expect(await c.position(404n, 7n)).toBeUndefined();
+      expect(await c.instrument(404n)).toBeUndefined();
     } finally {
       await c.close();
     }

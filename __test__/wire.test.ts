@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   BooleanType,
+  SubscriptionState,
   DecodeError,
   EncodeError,
   FrameError,
@@ -64,7 +65,7 @@ function at(value: unknown, path: string): unknown {
   return v;
 }
 
-const ENUMS: Record<string, number>[] = [Side as any, RejectCode as any, BooleanType as any];
+const ENUMS: Record<string, number>[] = [Side as any, RejectCode as any, BooleanType as any, SubscriptionState as any];
 
 function show(v: unknown, expected: string): string {
   if (v === undefined) return 'absent';

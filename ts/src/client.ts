@@ -1,18 +1,22 @@
 // `connect(url)`: a TCP client of a running novated, in TypeScript with the generated codecs.
 // Commands go out as SOFH-framed SBE and are pipelined: every call gets its own request id and
-// resolves when its Ack or Reject arrives. Queries go out as JSON frames (SOFH encoding 0xF500,
-// see crates/engine/src/server.rs) and are answered from the daemon's published views.
+// resolves when its Ack or Reject arrives. Queries are SBE too (QueryPosition, QueryAccount, ...,
+// see crates/engine/src/server.rs), answered by reports from the daemon's published views.
 // `submitBatch` writes many SBE command frames in one write, each with its own request id, and
 // sums their answers. `events()` subscribes on the same connection (so it sees the events of
 // every command sent after it); the daemon streams matching events in batches.
 import { ClearingCommands } from './clearing-commands';
 import { connect as netConnect, type Socket } from 'node:net';
-import { encodeBatch, encodeCommand, COMMAND_BYTES_MAX, type CommandInput } from './commands';
+import { encodeBatch, encodeCommand, instrumentId, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { ClosedError, InputError, NovateError } from './errors';
-import { EventStream, kindsMask, type EventSource } from './events';
+import { EventStream, filterAccount, kindsMask, type EventSource } from './events';
 import {
   decodeMessage,
+  encodeMessage,
+  BooleanType,
   DecodeError,
+  SubscriptionState,
+  type Message,
   GROUP_HEADER_LENGTH,
   HEADER_LENGTH,
   SBE_LE_ENCODING,
@@ -133,15 +137,22 @@ class RemoteEvents implements EventSource {
   }
 }
 
-/** SOFH encoding type of the JSON query frames. */
-export const JSON_ENCODING = 0xf500;
-
 interface Pending<T> {
   resolve: (v: T) => void;
   reject: (e: Error) => void;
 }
 
-type Json = Record<string, unknown>;
+/** A query or subscription request, without its request id (the client assigns it). */
+type RequestInput =
+  | { template: 'QueryPosition'; value: { accountId: bigint; instrumentId: number } }
+  | { template: 'QueryAccount'; value: { accountId: bigint } }
+  | { template: 'QueryInstrument'; value: { instrumentId: number } }
+  | { template: 'QueryStateHash'; value: Record<string, never> }
+  | { template: 'Subscribe'; value: { accountId: bigint; kinds: number } }
+  | { template: 'Unsubscribe'; value: { subscription: bigint } };
+
+/** Bytes of the longest framed request (Subscribe: 6 + 8 + 18). */
+const REQUEST_FRAME_MAX = 64;
 
 function parseUrl(url: string): { host: string; port: number } {
   const m = /^(?:tcp:\/\/)?\[?([^\]]*?)\]?:(\d+)\/?$/.exec(url.trim());
@@ -152,11 +163,12 @@ function parseUrl(url: string): { host: string; port: number } {
 /** A connection to novated. */
 export class Client extends ClearingCommands implements Clearing {
   private nextRequest = 1n;
-  private nextQuery = 1;
   private readonly commands = new Map<bigint, Pending<Ack>>();
-  private readonly queries = new Map<string, Pending<Json | null>>();
+  /** Queries and Subscribes in flight, by request id: settled by their report or Reject. */
+  private readonly queries = new Map<bigint, Pending<Message>>();
   private readonly batches: BatchPending[] = [];
-  private readonly subs = new Map<string, RemoteEvents>();
+  /** Live subscriptions, by the request id of their Subscribe. */
+  private readonly subs = new Map<bigint, RemoteEvents>();
   /** The subscription the next `eventsLeft` SBE frames belong to (after a batch header). */
   private eventsFor: RemoteEvents | undefined;
   private eventsLeft = 0;
@@ -219,15 +231,14 @@ export class Client extends ClearingCommands implements Clearing {
     while (joined.length - off >= SOFH_LENGTH) {
       const len = view.getUint32(off, false);
       const enc = view.getUint16(off + 4, false);
-      if (len < SOFH_LENGTH || len > FRAME_LENGTH_MAX || (enc !== SBE_LE_ENCODING && enc !== JSON_ENCODING)) {
+      if (len < SOFH_LENGTH || len > FRAME_LENGTH_MAX || enc !== SBE_LE_ENCODING) {
         this.error = new ClosedError(`novated sent a bad frame header (length ${len}, encoding 0x${enc.toString(16)})`);
         this.socket.destroy();
         return;
       }
       if (joined.length - off < len) break;
       const body = joined.subarray(off + SOFH_LENGTH, off + len);
-      if (enc === JSON_ENCODING) this.onQueryAnswer(body);
-      else if (this.eventsLeft > 0) {
+      if (this.eventsLeft > 0) {
         this.eventsLeft--;
         this.eventsFor?.push(body);
       } else this.onAnswer(body);
@@ -238,16 +249,63 @@ export class Client extends ClearingCommands implements Clearing {
 
   private onAnswer(body: Uint8Array): void {
     const { message } = decodeMessage(body);
-    const rid = message.template === 'Ack' || message.template === 'Reject' ? message.value.requestId : -1n;
+    switch (message.template) {
+      case 'Ack':
+      case 'Reject':
+        break;
+      case 'SubscriptionStatus':
+        this.onSubscriptionStatus(message.value.subscription, message.value.state, message.value.events);
+        return;
+      case 'PositionReport':
+      case 'AccountReport':
+      case 'InstrumentReport':
+      case 'StateHashReport':
+        this.settleQuery(message.value.requestId, message);
+        return;
+      default:
+        return; // nothing else is sent to members
+    }
+    const rid = message.value.requestId;
     const p = this.commands.get(rid);
     if (!p) {
-      if (message.template === 'Ack' || message.template === 'Reject') this.onBatchAnswer(rid, message);
+      if (this.queries.has(rid)) this.settleQuery(rid, message);
+      else this.onBatchAnswer(rid, message);
       return; // else: a wire-level reject of something we did not send (request id 0)
     }
     this.commands.delete(rid);
     if (message.template === 'Ack') p.resolve({ seq: message.value.seq });
-    else if (message.template === 'Reject') p.reject(new NovateError(message.value.code));
+    else p.reject(new NovateError(message.value.code));
     this.settled();
+  }
+
+  /** A report (or a Reject) for the query or Subscribe with request id `rid`. */
+  private settleQuery(rid: bigint, message: Message): void {
+    const p = this.queries.get(rid);
+    if (!p) return;
+    this.queries.delete(rid);
+    if (message.template === 'Reject') p.reject(new NovateError(message.value.code));
+    else p.resolve(message);
+    this.settled();
+  }
+
+  private onSubscriptionStatus(id: bigint, state: SubscriptionState, events: number): void {
+    const s = this.subs.get(id);
+    switch (state) {
+      case SubscriptionState.Subscribed:
+        this.settleQuery(id, { template: 'SubscriptionStatus', value: { subscription: id, events, state } });
+        break;
+      case SubscriptionState.Events:
+        this.eventsFor = s; // undefined after an unsubscribe: its events are skipped
+        this.eventsLeft = events;
+        break;
+      case SubscriptionState.Overflow:
+      case SubscriptionState.Closed:
+        this.subs.delete(id);
+        s?.ended(state === SubscriptionState.Overflow ? 1 : 2);
+        break;
+      default:
+        break; // Unsubscribed: this side forgot it already
+    }
   }
 
   private onBatchAnswer(
@@ -272,35 +330,6 @@ export class Client extends ClearingCommands implements Clearing {
       b.resolve(r);
       this.settled();
     }
-  }
-
-  private onQueryAnswer(body: Uint8Array): void {
-    const a = JSON.parse(new TextDecoder().decode(body)) as {
-      id: string;
-      ok?: Json | null;
-      error?: { code: number };
-      sub?: string;
-      events?: number;
-      overflow?: boolean;
-      closed?: boolean;
-    };
-    if (a.sub !== undefined) {
-      const s = this.subs.get(a.sub);
-      if (a.events !== undefined) {
-        this.eventsFor = s; // undefined after an unsubscribe: its events are skipped
-        this.eventsLeft = a.events;
-      } else if (a.overflow || a.closed) {
-        this.subs.delete(a.sub);
-        s?.ended(a.overflow ? 1 : 2);
-      }
-      return;
-    }
-    const p = this.queries.get(a.id);
-    if (!p) return;
-    this.queries.delete(a.id);
-    if (a.error) p.reject(new NovateError(a.error.code));
-    else p.resolve(a.ok ?? null);
-    this.settled();
   }
 
   protected submit(command: CommandInput): Promise<Ack> {
@@ -357,22 +386,17 @@ export class Client extends ClearingCommands implements Clearing {
    * `EventsOverflowError` after the last delivered event.
    */
   events(filter?: EventFilter): EventStream {
-    const id = String(this.nextQuery);
-    const msg: Json = { q: 'subscribe', types: kindsMask(filter) };
-    if (filter?.account !== undefined) {
-      if (typeof filter.account !== 'bigint' || filter.account < 0n || filter.account >= 1n << 64n) {
-        throw new InputError(`account ${String(filter.account)} is not an unsigned 64-bit bigint`);
-      }
-      msg.account = String(filter.account);
-    }
+    const kinds = kindsMask(filter);
+    const accountId = filterAccount(filter) ?? 0n; // 0: every account, on the wire
+    const id = this.nextRequest;
     const src = new RemoteEvents(() => {
       this.subs.delete(id);
-      if (!this.closed) this.query({ q: 'unsubscribe', sub: id }).catch(() => undefined);
+      if (!this.closed) this.send({ template: 'Unsubscribe', value: { subscription: id } });
     });
     if (this.closed) src.fail(this.error ?? new ClosedError());
     else {
       this.subs.set(id, src);
-      this.query(msg).catch((e: Error) => {
+      this.query({ template: 'Subscribe', value: { accountId, kinds } }).catch((e: Error) => {
         this.subs.delete(id);
         src.fail(e);
       });
@@ -380,76 +404,85 @@ export class Client extends ClearingCommands implements Clearing {
     return new EventStream(src);
   }
 
-  private query(q: Json): Promise<Json | null> {
+  /** Frame and write one request with the next request id; returns that id. */
+  private send(r: RequestInput): bigint {
+    const requestId = this.nextRequest++;
+    const frame = new Uint8Array(REQUEST_FRAME_MAX);
+    const n = encodeMessage(frame, SOFH_LENGTH, { template: r.template, value: { requestId, ...r.value } } as Message);
+    writeSofh(frame, 0, n);
+    this.socket.write(frame.subarray(0, SOFH_LENGTH + n));
+    return requestId;
+  }
+
+  /** Send a query; resolves with its report (rejects with the daemon's Reject). */
+  private query(r: RequestInput): Promise<Message> {
     if (this.closed) return Promise.reject(this.error ?? new ClosedError());
-    const id = String(this.nextQuery++);
-    const text = new TextEncoder().encode(JSON.stringify({ id, ...q }));
-    const frame = new Uint8Array(SOFH_LENGTH + text.length);
-    const view = new DataView(frame.buffer);
-    view.setUint32(0, frame.length, false);
-    view.setUint16(4, JSON_ENCODING, false);
-    frame.set(text, SOFH_LENGTH);
     return new Promise((resolve, reject) => {
-      this.queries.set(id, { resolve, reject });
+      const rid = this.send(r);
+      this.queries.set(rid, { resolve, reject });
       this.inflight();
-      this.socket.write(frame);
     });
   }
 
   async position(account: bigint, instrument: bigint): Promise<Position | undefined> {
-    const p = await this.query({ q: 'position', account: String(account), instrument: String(instrument) });
-    if (!p) return undefined;
-    const b = (k: string) => BigInt(p[k] as string);
+    const value = { accountId: u64(account, 'account'), instrumentId: instrumentId(instrument) };
+    const m = await this.query({ template: 'QueryPosition', value });
+    if (m.template !== 'PositionReport') throw new ClosedError(`novated answered ${m.template}`);
+    const p = m.value;
+    if (p.found !== BooleanType.True) return undefined;
     return {
-      account: b('account'),
-      instrument: b('instrument'),
-      qty: b('qty'),
-      cost: b('cost'),
-      realized: b('realized'),
-      unrealized: b('unrealized'),
-      avgPrice: p.avgPrice == null ? undefined : b('avgPrice'),
+      account: p.accountId,
+      instrument: BigInt(p.instrumentId),
+      qty: p.qty,
+      cost: p.cost,
+      realized: p.realized,
+      unrealized: p.unrealized,
+      avgPrice: p.hasAvgPrice === BooleanType.True ? p.avgPrice : undefined,
     };
   }
 
   async account(id: bigint): Promise<AccountSummary> {
-    const a = (await this.query({ q: 'account', account: String(id) })) as Json;
-    const b = (k: string) => BigInt(a[k] as string);
+    const m = await this.query({ template: 'QueryAccount', value: { accountId: u64(id, 'account') } });
+    if (m.template !== 'AccountReport') throw new ClosedError(`novated answered ${m.template}`);
+    const a = m.value;
     return {
-      id: b('id'),
-      maxPosition: b('maxPosition'),
-      maxNotional: b('maxNotional'),
-      maxLoss: b('maxLoss'),
-      suspended: a.suspended as boolean,
-      collateral: b('collateral'),
-      notional: b('notional'),
-      unrealized: b('unrealized'),
-      realized: b('realized'),
-      equity: b('equity'),
-      margin: b('margin'),
-      excess: b('excess'),
-      positions: a.positions as number,
+      id: a.accountId,
+      maxPosition: a.maxPosition,
+      maxNotional: a.maxNotional,
+      maxLoss: a.maxLoss,
+      suspended: a.suspended === BooleanType.True,
+      collateral: a.collateral,
+      notional: a.notional,
+      unrealized: a.unrealized,
+      realized: a.realized,
+      equity: a.equity,
+      margin: a.margin,
+      excess: a.excess,
+      positions: a.positions,
     };
   }
 
   async instrument(id: bigint): Promise<InstrumentSummary | undefined> {
-    const i = await this.query({ q: 'instrument', instrument: String(id) });
-    if (!i) return undefined;
-    const b = (k: string) => BigInt(i[k] as string);
+    const m = await this.query({ template: 'QueryInstrument', value: { instrumentId: instrumentId(id) } });
+    if (m.template !== 'InstrumentReport') throw new ClosedError(`novated answered ${m.template}`);
+    const i = m.value;
+    if (i.found !== BooleanType.True) return undefined;
     return {
-      id: b('id'),
-      multiplier: b('multiplier'),
-      marginBps: b('marginBps'),
-      settleDays: i.settleDays as number,
-      mark: b('mark'),
-      lastPrice: b('lastPrice'),
-      holders: i.holders as number,
+      id: BigInt(i.instrumentId),
+      multiplier: i.multiplier,
+      marginBps: i.marginBps,
+      settleDays: i.settleDays,
+      mark: i.mark,
+      lastPrice: i.lastPrice,
+      holders: i.holders,
     };
   }
 
   /** The state hash after every command sent before this call was applied. */
   async stateHash(): Promise<bigint> {
-    const h = (await this.query({ q: 'hash' })) as Json;
-    return BigInt(h.hash as string);
+    const m = await this.query({ template: 'QueryStateHash', value: {} });
+    if (m.template !== 'StateHashReport') throw new ClosedError(`novated answered ${m.template}`);
+    return m.value.hash;
   }
 
   /** Wait for every answer in flight, then close the connection. */
@@ -535,6 +568,12 @@ const COMMAND_TEMPLATES = new Set([
   'SettlementPrice',
   'ClearTradeBatch',
 ]);
+
+/** `x` as an unsigned 64-bit id, or an `InputError` naming `what`. */
+function u64(x: bigint, what: string): bigint {
+  if (typeof x !== 'bigint' || x < 0n || x >= 1n << 64n) throw new InputError(`${what} ${String(x)} is not an unsigned 64-bit bigint`);
+  return x;
+}
 
 /** Connect to a running novated (`tcp://127.0.0.1:7301` or `host:port`). */
 export function connect(url: string): Promise<Client> {

@@ -33,7 +33,8 @@ export type CommandInput =
 /** Longest single command message (a ClearTrade is 64 bytes). */
 export const COMMAND_BYTES_MAX = 128;
 
-function ins(id: bigint): number {
+/** An instrument id as the wire's u32, or an `InputError`. */
+export function instrumentId(id: bigint): number {
   if (typeof id !== 'bigint') throw new InputError(`instrument id must be a bigint, got ${typeof id}`);
   if (id < 0n || id > 0xffffffffn) throw new InputError(`instrument id ${id} does not fit 32 bits`);
   return Number(id);
@@ -55,7 +56,7 @@ export function encodeCommand(buf: Uint8Array, offset: number, c: CommandInput, 
       case 'upsertInstrument':
         return encodeUpsertInstrument(buf, offset, {
           requestId,
-          instrumentId: ins(c.instrument.id),
+          instrumentId: instrumentId(c.instrument.id),
           multiplier: c.instrument.multiplier,
           marginBps: c.instrument.marginBps,
           settleDays: c.instrument.settleDays,
@@ -75,7 +76,7 @@ export function encodeCommand(buf: Uint8Array, offset: number, c: CommandInput, 
         return encodeCheckOrder(buf, offset, {
           requestId,
           accountId: c.order.account,
-          instrumentId: ins(c.order.instrument),
+          instrumentId: instrumentId(c.order.instrument),
           side: c.order.side === 'buy' ? Side.Buy : c.order.side === 'sell' ? Side.Sell : (bad(`side ${String(c.order.side)}`) as Side),
           qty: c.order.qty,
           price: c.order.price,
@@ -85,9 +86,9 @@ export function encodeCommand(buf: Uint8Array, offset: number, c: CommandInput, 
       case 'bustTrade':
         return encodeBustTrade(buf, offset, { requestId, tradeId: c.tradeId });
       case 'markPrice':
-        return encodeMarkPrice(buf, offset, { requestId, instrumentId: ins(c.instrument), price: c.price });
+        return encodeMarkPrice(buf, offset, { requestId, instrumentId: instrumentId(c.instrument), price: c.price });
       case 'settlementPrice':
-        return encodeSettlementPrice(buf, offset, { requestId, instrumentId: ins(c.instrument), price: c.price });
+        return encodeSettlementPrice(buf, offset, { requestId, instrumentId: instrumentId(c.instrument), price: c.price });
     }
     return bad(`unknown command ${JSON.stringify((c as { type: unknown }).type)}`);
   });
@@ -103,7 +104,7 @@ function tradeFields(t: TradeInput, requestId: bigint): ClearTradeBatchTrades {
     tradeId: t.tradeId,
     buyAccountId: t.buy,
     sellAccountId: t.sell,
-    instrumentId: ins(t.instrument),
+    instrumentId: instrumentId(t.instrument),
     qty: t.qty,
     price: t.price,
     tradeDate: t.tradeDate,

@@ -1,9 +1,9 @@
 // `Engine.open(config)`: the engine in this process, through the napi binding.
 import { ClearingCommands } from './clearing-commands';
-import { encodeBatch, encodeCommand, COMMAND_BYTES_MAX, type CommandInput } from './commands';
+import { encodeBatch, encodeCommand, instrumentId, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { toToml, type EngineConfig } from './config';
 import { BusyError, ClosedError, NovateError, fromNative } from './errors';
-import { EventStream, kindsMask } from './events';
+import { EventStream, filterAccount, kindsMask } from './events';
 import { native } from './native';
 import type {
   AccountSummary,
@@ -270,7 +270,7 @@ export class Engine extends ClearingCommands implements Clearing {
   }
 
   positionSync(account: bigint, instrument: bigint): Position | undefined {
-    const p = this.native((n) => n.position(account, Number(instrument)));
+    const p = this.native((n) => n.position(account, instrumentId(instrument)));
     if (!p) return undefined;
     return {
       account: p.account,
@@ -304,7 +304,7 @@ export class Engine extends ClearingCommands implements Clearing {
 
   instrumentSync(id: bigint): InstrumentSummary | undefined {
     if (id < 0n || id > 0xffffffffn) return undefined;
-    const i = this.native((n) => n.instrument(Number(id)));
+    const i = this.native((n) => n.instrument(instrumentId(id)));
     if (!i) return undefined;
     return {
       id: BigInt(i.id),
@@ -346,7 +346,8 @@ export class Engine extends ClearingCommands implements Clearing {
 
   /** Events from now on, as an `AsyncIterable`; `break` unsubscribes. */
   events(filter?: EventFilter): EventStream {
-    const sub = this.native((n) => n.subscribe(kindsMask(filter), filter?.account));
+    const account = filterAccount(filter);
+    const sub = this.native((n) => n.subscribe(kindsMask(filter), account));
     const s = new EventStream(sub);
     this.streams.add(s);
     return s;

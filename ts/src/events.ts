@@ -5,7 +5,7 @@
 // `for await` (or `return()`) unsubscribes; a consumer that falls too far behind gets an
 // `EventsOverflowError` after the last delivered event instead of unbounded memory growth.
 import { decodeMessage } from './wire';
-import { EventsOverflowError } from './errors';
+import { EventsOverflowError, InputError } from './errors';
 import { EVENT_TYPES, type Event, type EventFilter } from './types';
 
 /** Events fetched per native call. */
@@ -33,6 +33,16 @@ export function kindsMask(filter: EventFilter | undefined): number {
     mask |= 1 << k;
   }
   return mask;
+}
+
+/** The account of an event filter, checked: a positive unsigned 64-bit bigint, or undefined. */
+export function filterAccount(filter: EventFilter | undefined): bigint | undefined {
+  const a = filter?.account;
+  if (a === undefined) return undefined;
+  if (typeof a !== 'bigint' || a <= 0n || a >= 1n << 64n) {
+    throw new InputError(`account ${String(a)} is not a positive unsigned 64-bit bigint`);
+  }
+  return a;
 }
 
 /** Decode SBE event messages back to back. */

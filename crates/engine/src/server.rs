@@ -5,28 +5,32 @@
 //!   commands (templates 1..=8) and `ClearTradeBatch` (9); each command, and each batch entry,
 //!   gets exactly one answer, `Ack` (201) or `Reject` (202), matched by its `requestId`. Many
 //!   requests may be in flight on one connection (pipelining); answers come in sequence order.
-//! - Encoding `0xF500` (JSON, UTF-8): queries, answered from the published views (never by
-//!   stopping the state machine), in a JSON frame: `{"id":"1","q":"position","account":"1",
-//!   "instrument":"7"}`, `q` one of `position | account | instrument | hash`; numbers are decimal
-//!   strings (they exceed 2^53). The answer is `{"id":"1","ok":{...}}` or
-//!   `{"id":"1","error":{"code":2,"name":"UnknownAccount"}}`. `hash` travels through the pipeline
-//!   as a barrier and is answered in order with the commands. (The SBE schema has no query
-//!   messages yet; JSON keeps them out of it until it does.)
-//! - Event subscriptions, on the same connection: `{"id":"3","q":"subscribe","types":64,
-//!   "account":"7"}` (`types`: bit k = event kind k as in crates/core, 0 or absent = all;
-//!   `account` optional) answers `{"id":"3","ok":{"sub":"3"}}` and from then on the events
-//!   that match come in batches: a JSON frame `{"sub":"3","events":N}` followed by N SBE event
+//! - Queries (templates 301..=304: `QueryPosition`, `QueryAccount`, `QueryInstrument`,
+//!   `QueryStateHash`) are answered by one report each (311..=314) with the query's
+//!   `requestId`, or a `Reject` (e.g. `UnknownAccount`). Position, account and instrument reports
+//!   come from the published views (never by stopping the state machine) and carry the `viewSeq`
+//!   they are as of, and are answered at once (they may overtake the answers of commands sent
+//!   before them); an unknown position or instrument is a report with `found = False`. The
+//!   state hash travels through the pipeline as a barrier and is answered in order with the
+//!   commands.
+//! - Event subscriptions, on the same connection: `Subscribe{requestId, accountId (0: all),
+//!   kinds (bit k = event kind k as in crates/core; 0: all)}` is answered by
+//!   `SubscriptionStatus{subscription = requestId, Subscribed}`; from then on the events that
+//!   match come in batches: `SubscriptionStatus{Events, events = N}` followed by N SBE event
 //!   frames (templates 101..=111). Because the reader registers the subscription before it
 //!   reads the next frame, it sees the events of every command sent after it on the connection.
 //!   A subscription that falls `subscriber_buffer` events behind (the member reads too slowly)
-//!   ends with `{"sub":"3","overflow":true}` after its last delivered event; one the engine
-//!   ends at shutdown with `{"sub":"3","closed":true}`. `{"id":"4","q":"unsubscribe",
-//!   "sub":"3"}` (answered `ok: null`) ends it early; closing the connection ends them all.
+//!   ends with `SubscriptionStatus{Overflow}` after its last delivered event; one the engine ends
+//!   at shutdown with `SubscriptionStatus{Closed}`. `Unsubscribe{subscription}` ends it early and
+//!   is answered `SubscriptionStatus{Unsubscribed}` after its last event (also when it had
+//!   already ended); closing the connection ends them all. A `Subscribe` whose `kinds` has an
+//!   unknown bit is rejected `MalformedMessage`; one whose `requestId` names a live subscription
+//!   of the connection, `InvalidId`.
 //!
 //! # Robustness
 //! - A message that does not decode is answered `Reject{MalformedMessage | UnknownTemplate |
 //!   UnsupportedSchema}` (request id 0 when it cannot be read) and the connection goes on.
-//! - A frame header that is not SOFH/SBE or JSON, or a length below 6 or above
+//! - A frame header that is not SOFH/SBE, or a length below 6 or above
 //!   `FRAME_LEN_MAX`, cannot be resynchronised: `Reject{MalformedMessage}` with request id 0,
 //!   then the connection is closed. Truncated frames wait for their bytes; memory per
 //!   connection is bounded by one `FRAME_LEN_MAX` buffer.
@@ -50,7 +54,8 @@ use novate_wire::convert::{
     encode_ack, encode_event, encode_reject, reject_code, reject_code_of_decode_error,
 };
 use novate_wire::frame::{write_frame, FRAME_LEN_MAX, SBE_LE_ENCODING, SOFH_LEN};
-use novate_wire::{Message, RejectCode};
+use novate_wire::query::{encode_report, Report, Request};
+use novate_wire::{Message, RejectCode, SubscriptionState};
 
 use crate::config::Config;
 use crate::pipeline::{
@@ -58,9 +63,6 @@ use crate::pipeline::{
     Subscription,
 };
 use crate::views::Views;
-
-/// SOFH encoding type of JSON (UTF-8) frames: queries.
-pub const JSON_ENCODING: u16 = 0xF500;
 
 /// A running daemon: the engine and its listener.
 pub struct Server {
@@ -219,18 +221,18 @@ struct ConnCtx {
 /// What the reader hands the writer besides the engine's answers.
 enum Local {
     Bytes(Vec<u8>),
-    /// A hash query: the answer with this request id is JSON for query `id`.
+    /// A state-hash barrier: the answer to `internal` is the member's `request_id`'s report.
     HashQuery {
+        internal: u64,
         request_id: u64,
-        id: String,
     },
-    /// An event subscription the writer now serves, named by the id of its request.
+    /// An event subscription the writer now serves, named by the request id of its Subscribe.
     Subscribe {
-        id: String,
+        id: u64,
         sub: Box<Subscription>,
     },
     Unsubscribe {
-        id: String,
+        id: u64,
     },
     Close,
 }
@@ -302,15 +304,6 @@ fn reject_frame(request_id: u64, code: RejectCode) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
-fn json_frame(text: &str) -> Vec<u8> {
-    let n = SOFH_LEN + text.len();
-    let mut v = Vec::with_capacity(n);
-    v.extend_from_slice(&(n as u32).to_be_bytes());
-    v.extend_from_slice(&JSON_ENCODING.to_be_bytes());
-    v.extend_from_slice(text.as_bytes());
-    v
-}
-
 /// Read frames and submit; returns when the peer closes, the stream breaks, or the writer died.
 fn read_loop(
     sock: Option<TcpStream>,
@@ -333,9 +326,7 @@ fn read_loop(
             }
             let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
             let enc = u16::from_be_bytes([avail[4], avail[5]]);
-            if (enc != SBE_LE_ENCODING && enc != JSON_ENCODING)
-                || !(SOFH_LEN..=FRAME_LEN_MAX).contains(&len)
-            {
+            if enc != SBE_LE_ENCODING || !(SOFH_LEN..=FRAME_LEN_MAX).contains(&len) {
                 let _ = local.send(Local::Bytes(reject_frame(0, RejectCode::MalformedMessage)));
                 writer.unpark();
                 return; // cannot resynchronise
@@ -344,12 +335,7 @@ fn read_loop(
                 break;
             }
             let payload = &avail[SOFH_LEN..len];
-            if enc == JSON_ENCODING {
-                let out = query(payload, ctx, sub, local);
-                if let Some(out) = out {
-                    let _ = local.send(Local::Bytes(out));
-                }
-            } else if !submit_frame(payload, sub, local, dead, &mut waiter) {
+            if !submit_frame(payload, ctx, sub, local, dead, &mut waiter) {
                 return;
             }
             start += len;
@@ -376,9 +362,11 @@ fn read_loop(
     }
 }
 
-/// Submit the commands of one SBE frame; false if the connection must end.
+/// Submit the commands of one SBE frame (or answer its query); false if the connection must
+/// end.
 fn submit_frame(
     payload: &[u8],
+    ctx: &ConnCtx,
     sub: &Submitter,
     local: &mpsc::Sender<Local>,
     dead: &AtomicBool,
@@ -425,6 +413,9 @@ fn submit_frame(
         }
         m => match m.command() {
             Some((rid, cmd)) => submit(rid, cmd),
+            None if m.request().is_some() => {
+                m.request().is_some_and(|r| request(r, ctx, sub, local))
+            }
             None => {
                 // An event or an answer sent to the engine: not a command.
                 let _ =
@@ -435,141 +426,82 @@ fn submit_frame(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Query {
-    id: String,
-    q: String,
-    account: Option<String>,
-    instrument: Option<String>,
-    /// subscribe: bit k = event kind k (0 = all).
-    types: Option<u32>,
-    /// unsubscribe: the subscription's id.
-    sub: Option<String>,
+/// Append one framed report to `out`.
+fn put_report(out: &mut Vec<u8>, r: &Report) {
+    let mut buf = [0u8; REPORT_FRAME_MAX];
+    let n = write_frame(&mut buf, |b| encode_report(b, r)).unwrap_or(0);
+    debug_assert!(n > 0, "a report fits in REPORT_FRAME_MAX");
+    out.extend_from_slice(&buf[..n]);
 }
 
-fn error_json(id: &str, code: u16, name: &str) -> String {
-    format!("{{\"id\":{},\"error\":{{\"code\":{code},\"name\":\"{name}\"}}}}", json_str(id))
+/// The largest framed report (AccountReport: 6 + 8 + 181 bytes).
+const REPORT_FRAME_MAX: usize = 256;
+
+/// Answer a query from the views, or hand a state-hash barrier or a subscription change to
+/// the pipeline and the writer (which answer it in order). False if the engine has closed.
+fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &mpsc::Sender<Local>) -> bool {
+    let views: &Views = &ctx.views;
+    let view_seq = views.seq();
+    let report = match r {
+        Request::Position { request_id, account, instrument } => {
+            let p = views.position(account, instrument);
+            let view_seq = p.as_ref().map_or(view_seq, |p| p.seq);
+            Report::Position { request_id, view_seq, position: p.map(|p| p.value) }
+        }
+        Request::Account { request_id, account } => match views.account(account) {
+            Ok(p) => Report::Account { request_id, view_seq: p.seq, account: p.value },
+            Err(reason) => {
+                let _ = local.send(Local::Bytes(reject_frame(request_id, reject_code(reason))));
+                return true;
+            }
+        },
+        Request::Instrument { request_id, instrument } => {
+            let p = views.instrument(instrument);
+            let view_seq = p.as_ref().map_or(view_seq, |p| p.seq);
+            Report::Instrument { request_id, view_seq, instrument: p.map(|p| p.value) }
+        }
+        Request::StateHash { request_id } => return hash_barrier(request_id, sub, local),
+        Request::Subscribe { request_id, account, kinds } => {
+            if u32::from(kinds) >= 1 << EVENT_KINDS {
+                let frame = reject_frame(request_id, RejectCode::MalformedMessage);
+                let _ = local.send(Local::Bytes(frame));
+            } else {
+                let account = (account != 0).then_some(account);
+                let s = ctx.maker.subscribe(EventFilter { kinds, account });
+                let _ = local.send(Local::Subscribe { id: request_id, sub: Box::new(s) });
+            }
+            return true;
+        }
+        Request::Unsubscribe { subscription, .. } => {
+            let _ = local.send(Local::Unsubscribe { id: subscription });
+            return true;
+        }
+    };
+    let mut frame = Vec::with_capacity(REPORT_FRAME_MAX);
+    put_report(&mut frame, &report);
+    let _ = local.send(Local::Bytes(frame));
+    true
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
+/// Submit a state-hash barrier; the writer answers it with a `StateHashReport` in order with
+/// the commands.
+fn hash_barrier(request_id: u64, sub: &Submitter, local: &mpsc::Sender<Local>) -> bool {
+    // Barrier ids live in their own space (top bit set), apart from the member's command ids.
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    let internal = (1u64 << 63) | NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+    // The Local must reach the writer before the answer can: send first, then submit.
+    let _ = local.send(Local::HashQuery { internal, request_id });
+    let mut w = Waiter::new(sub.wait_strategy());
+    loop {
+        match sub.try_state_hash(internal) {
+            Ok(()) => return true,
+            Err(crate::pipeline::SubmitError::Busy) => {
+                sub.flush();
+                w.wait();
+            }
+            Err(_) => return false,
         }
     }
-    o.push('"');
-    o
-}
-
-/// Answer a JSON query from the views (or submit a hash barrier); `None` when the answer will
-/// come from the pipeline.
-fn query(
-    payload: &[u8],
-    ctx: &ConnCtx,
-    sub: &Submitter,
-    local: &mpsc::Sender<Local>,
-) -> Option<Vec<u8>> {
-    let views: &Views = &ctx.views;
-    let q: Query = match serde_json::from_slice(payload) {
-        Ok(q) => q,
-        Err(_) => return Some(json_frame(&error_json("", 1000, "MalformedMessage"))),
-    };
-    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
-    let id = q.id.clone();
-    let text = match q.q.as_str() {
-        "position" => {
-            match (num(&q.account), num(&q.instrument).and_then(|i| u32::try_from(i).ok())) {
-                (Some(a), Some(i)) => match views.position(a, i) {
-                    Some(p) => {
-                        let v = p.value;
-                        format!(
-                        "{{\"id\":{},\"ok\":{{\"account\":\"{}\",\"instrument\":\"{}\",\"qty\":\"{}\",\"cost\":\"{}\",\"realized\":\"{}\",\"unrealized\":\"{}\",\"avgPrice\":{},\"seq\":\"{}\"}}}}",
-                        json_str(&id), v.account, v.instrument, v.qty, v.cost, v.realized, v.unrealized,
-                        v.avg_price.map_or("null".to_string(), |x| format!("\"{x}\"")), p.seq
-                    )
-                    }
-                    None => format!("{{\"id\":{},\"ok\":null}}", json_str(&id)),
-                },
-                _ => error_json(&id, 1000, "MalformedMessage"),
-            }
-        }
-        "account" => match num(&q.account) {
-            Some(a) => match views.account(a) {
-                Ok(p) => {
-                    let v = p.value;
-                    let s = v.spec;
-                    format!(
-                        "{{\"id\":{},\"ok\":{{\"id\":\"{}\",\"maxPosition\":\"{}\",\"maxNotional\":\"{}\",\"maxLoss\":\"{}\",\"suspended\":{},\"collateral\":\"{}\",\"notional\":\"{}\",\"unrealized\":\"{}\",\"realized\":\"{}\",\"equity\":\"{}\",\"margin\":\"{}\",\"excess\":\"{}\",\"positions\":{},\"seq\":\"{}\"}}}}",
-                        json_str(&id), s.id, s.max_position, s.max_notional, s.max_loss, s.suspended, v.collateral,
-                        v.totals.notional, v.totals.unrealized, v.totals.realized, v.equity, v.margin, v.excess, v.positions, p.seq
-                    )
-                }
-                Err(r) => error_json(&id, r.code(), r.name()),
-            },
-            None => error_json(&id, 1000, "MalformedMessage"),
-        },
-        "instrument" => match num(&q.instrument).and_then(|i| u32::try_from(i).ok()) {
-            Some(i) => match views.instrument(i) {
-                Some(p) => {
-                    let v = p.value;
-                    format!(
-                        "{{\"id\":{},\"ok\":{{\"id\":\"{}\",\"multiplier\":\"{}\",\"marginBps\":\"{}\",\"settleDays\":{},\"mark\":\"{}\",\"lastPrice\":\"{}\",\"holders\":{},\"seq\":\"{}\"}}}}",
-                        json_str(&id), v.spec.id, v.spec.multiplier, v.spec.margin_bps, v.spec.settle_days, v.mark, v.last_price, v.holders, p.seq
-                    )
-                }
-                None => format!("{{\"id\":{},\"ok\":null}}", json_str(&id)),
-            },
-            None => error_json(&id, 1000, "MalformedMessage"),
-        },
-        "hash" => {
-            // Request ids of hash barriers live in their own space (top bit set).
-            static NEXT: AtomicUsize = AtomicUsize::new(1);
-            let rid = (1u64 << 63) | NEXT.fetch_add(1, Ordering::Relaxed) as u64;
-            let _ = local.send(Local::HashQuery { request_id: rid, id });
-            // The Local must reach the writer before the answer can: send first, then submit.
-            let mut w = Waiter::new(sub.wait_strategy());
-            loop {
-                match sub.try_state_hash(rid) {
-                    Ok(()) => break,
-                    Err(crate::pipeline::SubmitError::Busy) => {
-                        sub.flush();
-                        w.wait();
-                    }
-                    Err(_) => return Some(json_frame(&error_json(&q.id, 1000, "Closed"))),
-                }
-            }
-            return None;
-        }
-        "subscribe" => {
-            let kinds = q.types.unwrap_or(0);
-            let account = match &q.account {
-                None => Ok(None),
-                Some(_) => num(&q.account).map(Some).ok_or(()),
-            };
-            match (u16::try_from(kinds), account) {
-                (Ok(kinds), Ok(account)) if kinds < 1 << EVENT_KINDS => {
-                    let s = ctx.maker.subscribe(EventFilter { kinds, account });
-                    let _ = local.send(Local::Subscribe { id: id.clone(), sub: Box::new(s) });
-                    format!("{{\"id\":{0},\"ok\":{{\"sub\":{0}}}}}", json_str(&id))
-                }
-                _ => error_json(&id, 1000, "MalformedMessage"),
-            }
-        }
-        "unsubscribe" => match q.sub {
-            Some(s) => {
-                let _ = local.send(Local::Unsubscribe { id: s });
-                format!("{{\"id\":{},\"ok\":null}}", json_str(&id))
-            }
-            None => error_json(&id, 1000, "MalformedMessage"),
-        },
-        _ => error_json(&id, 1001, "UnknownTemplate"),
-    };
-    Some(json_frame(&text))
 }
 
 /// Write answers (batched per syscall) until the reader is done and nothing is in flight.
@@ -642,6 +574,57 @@ fn write_all_within(sock: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> 
     Ok(())
 }
 
+/// The writer's own state besides the socket: pending hash barriers, live subscriptions, and
+/// the bytes to write next.
+struct Outbox {
+    out: Vec<u8>,
+    /// (internal barrier id, the member's request id).
+    hash_queries: Vec<(u64, u64)>,
+    subs: Vec<(u64, Box<Subscription>)>,
+    reader_done: bool,
+}
+
+impl Outbox {
+    fn report(&mut self, r: &Report) {
+        put_report(&mut self.out, r);
+    }
+
+    fn status(&mut self, subscription: u64, state: SubscriptionState, events: u32) {
+        self.report(&Report::Subscription { subscription, state, events });
+    }
+
+    /// Take one message from the reader.
+    fn take(&mut self, l: Local) {
+        match l {
+            Local::Bytes(b) => self.out.extend_from_slice(&b),
+            Local::HashQuery { internal, request_id } => {
+                self.hash_queries.push((internal, request_id))
+            }
+            Local::Subscribe { id, sub } => {
+                if self.subs.iter().any(|(i, _)| *i == id) {
+                    // Its name is taken by a live subscription of this connection.
+                    let mut frame = [0u8; 64];
+                    let n =
+                        write_frame(&mut frame, |b| encode_reject(b, id, RejectCode::InvalidId))
+                            .unwrap_or(0);
+                    self.out.extend_from_slice(&frame[..n]);
+                    return;
+                }
+                // Egress wakes this thread when events arrive.
+                sub.set_waker(Some(thread::current()));
+                self.subs.push((id, sub));
+                self.status(id, SubscriptionState::Subscribed, 0);
+            }
+            Local::Unsubscribe { id } => {
+                // Idempotent: it may have ended already (overflow, or an earlier Unsubscribe).
+                self.subs.retain(|(i, _)| *i != id);
+                self.status(id, SubscriptionState::Unsubscribed, 0);
+            }
+            Local::Close => self.reader_done = true,
+        }
+    }
+}
+
 fn write_loop(
     mut sock: TcpStream,
     mut answers: Answers,
@@ -649,11 +632,13 @@ fn write_loop(
     dead: &AtomicBool,
     timeout: Duration,
 ) {
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut hash_queries: Vec<(u64, String)> = Vec::new();
-    let mut subs: Vec<(String, Box<Subscription>)> = Vec::new();
+    let mut o = Outbox {
+        out: Vec::with_capacity(64 * 1024),
+        hash_queries: Vec::new(),
+        subs: Vec::new(),
+        reader_done: false,
+    };
     let mut events: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut reader_done = false;
     let mut waiter = Waiter::new(novate_ring::WaitStrategy::Park);
     let mut frame = [0u8; 64];
     let mut event_frame = [0u8; 256];
@@ -662,17 +647,7 @@ fn write_loop(
         let mut progressed = false;
         while let Ok(l) = local.try_recv() {
             progressed = true;
-            match l {
-                Local::Bytes(b) => out.extend_from_slice(&b),
-                Local::HashQuery { request_id, id } => hash_queries.push((request_id, id)),
-                Local::Subscribe { id, sub } => {
-                    // Egress wakes this thread when events arrive.
-                    sub.set_waker(Some(thread::current()));
-                    subs.push((id, sub));
-                }
-                Local::Unsubscribe { id } => subs.retain(|(i, _)| *i != id),
-                Local::Close => reader_done = true,
-            }
+            o.take(l);
         }
         while let Some(a) = answers.poll() {
             progressed = true;
@@ -685,49 +660,36 @@ fn write_loop(
                         .unwrap_or(0)
                 }
                 AnswerKind::Hash { seq, hash } => {
-                    // Its query was sent before the barrier; it may not have been read yet.
-                    if !hash_queries.iter().any(|(r, _)| *r == a.request_id) {
+                    // Its query was sent before the barrier; it may not have been taken yet.
+                    if !o.hash_queries.iter().any(|(r, _)| *r == a.request_id) {
                         while let Ok(l) = local.try_recv() {
-                            match l {
-                                Local::Bytes(b) => out.extend_from_slice(&b),
-                                Local::HashQuery { request_id, id } => {
-                                    hash_queries.push((request_id, id))
-                                }
-                                Local::Subscribe { id, sub } => {
-                                    sub.set_waker(Some(thread::current()));
-                                    subs.push((id, sub));
-                                }
-                                Local::Unsubscribe { id } => subs.retain(|(i, _)| *i != id),
-                                Local::Close => reader_done = true,
-                            }
+                            o.take(l);
                         }
                     }
-                    if let Some(k) = hash_queries.iter().position(|(r, _)| *r == a.request_id) {
-                        let (_, id) = hash_queries.swap_remove(k);
-                        out.extend_from_slice(&json_frame(&format!(
-                            "{{\"id\":{},\"ok\":{{\"hash\":\"{hash}\",\"seq\":\"{seq}\"}}}}",
-                            json_str(&id)
-                        )));
+                    if let Some(k) = o.hash_queries.iter().position(|(r, _)| *r == a.request_id) {
+                        let (_, request_id) = o.hash_queries.swap_remove(k);
+                        o.report(&Report::StateHash { request_id, seq, hash });
                     }
                     0
                 }
                 AnswerKind::Snapshot { .. } => 0,
                 AnswerKind::Unavailable => {
                     // The journal failed: nothing more can be acknowledged on this connection.
-                    let _ = sock.write_all(&out);
+                    let _ = sock.write_all(&o.out);
                     return;
                 }
             };
-            out.extend_from_slice(&frame[..n]);
-            if out.len() > 60 * 1024 {
+            o.out.extend_from_slice(&frame[..n]);
+            if o.out.len() > 60 * 1024 {
                 break;
             }
         }
-        // Events: per subscription, a batch header and its SBE event frames; then the end of
-        // the subscription if it overflowed or the engine closed it.
+        // Events: per subscription, a status `Events` with the count and then the SBE event
+        // frames; then the end of the subscription if it overflowed or the engine closed it.
+        let mut subs = std::mem::take(&mut o.subs);
         subs.retain_mut(|(id, sub)| {
             events.clear();
-            let mut count = 0usize;
+            let mut count = 0u32;
             let (_, status) = sub.poll(EVENTS_PER_BATCH, |seq, e| {
                 let n = write_frame(&mut event_frame, |b| encode_event(b, seq, e)).unwrap_or(0);
                 if n > 0 {
@@ -737,35 +699,30 @@ fn write_loop(
             });
             if count > 0 {
                 progressed = true;
-                out.extend_from_slice(&json_frame(&format!(
-                    "{{\"sub\":{},\"events\":{count}}}",
-                    json_str(id)
-                )));
-                out.extend_from_slice(&events);
+                o.status(*id, SubscriptionState::Events, count);
+                o.out.extend_from_slice(&events);
             }
             let end = match status {
                 SubStatus::Open => return true,
-                SubStatus::Overflowed => "overflow",
-                SubStatus::Closed => "closed",
+                SubStatus::Overflowed => SubscriptionState::Overflow,
+                SubStatus::Closed => SubscriptionState::Closed,
             };
             progressed = true;
-            out.extend_from_slice(&json_frame(&format!(
-                "{{\"sub\":{},\"{end}\":true}}",
-                json_str(id)
-            )));
+            o.status(*id, end, 0);
             false
         });
-        if !out.is_empty() {
-            if write_all_within(&mut sock, &out, timeout).is_err() {
+        o.subs = subs;
+        if !o.out.is_empty() {
+            if write_all_within(&mut sock, &o.out, timeout).is_err() {
                 // Timed out (the member does not read) or gone: drop the connection.
                 dead.store(true, Ordering::SeqCst);
                 let _ = sock.shutdown(Shutdown::Both);
                 return;
             }
-            out.clear();
+            o.out.clear();
             stall.wrote();
         }
-        if reader_done && answers.inflight() == 0 {
+        if o.reader_done && answers.inflight() == 0 {
             return;
         }
         if !progressed && stall.stalled(&sock, timeout) {

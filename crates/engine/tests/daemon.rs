@@ -10,7 +10,8 @@ use novate_core::*;
 use novate_engine::{Config, Server};
 use novate_wire::convert::{encode_clear_trade, encode_command};
 use novate_wire::frame::{parse_frame, write_frame};
-use novate_wire::{decode_exact, Message, RejectCode};
+use novate_wire::query::{encode_request, Report, Request};
+use novate_wire::{decode_exact, Message, RejectCode, SubscriptionState};
 
 thread_local! {
     /// `threads.stages` of the daemon a test starts with `server`: the tests run with the split
@@ -89,31 +90,16 @@ fn trade(id: u64) -> Command {
     })
 }
 
-/// Read frames until `n` messages arrived (or EOF); returns (template, request id, payload).
+/// Read frames until `n` messages arrived (or EOF); returns (payload, SOFH encoding).
 fn read_frames(t: &mut TcpStream, n: usize) -> Vec<(Vec<u8>, u16)> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let mut chunk = [0u8; 65536];
     while out.len() < n {
-        loop {
-            match parse_frame(&buf) {
-                Ok(Some((_, len))) => {
-                    let enc = u16::from_be_bytes([buf[4], buf[5]]);
-                    out.push((buf[6..len].to_vec(), enc));
-                    buf.drain(..len);
-                }
-                _ => {
-                    if buf.len() >= 6 && u16::from_be_bytes([buf[4], buf[5]]) == 0xF500 {
-                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() >= len {
-                            out.push((buf[6..len].to_vec(), 0xF500));
-                            buf.drain(..len);
-                            continue;
-                        }
-                    }
-                    break;
-                }
-            }
+        while let Ok(Some((_, len))) = parse_frame(&buf) {
+            let enc = u16::from_be_bytes([buf[4], buf[5]]);
+            out.push((buf[6..len].to_vec(), enc));
+            buf.drain(..len);
         }
         if out.len() >= n {
             break;
@@ -124,6 +110,19 @@ fn read_frames(t: &mut TcpStream, n: usize) -> Vec<(Vec<u8>, u16)> {
         }
     }
     out
+}
+
+/// A framed query or subscription request.
+fn request(r: Request) -> Vec<u8> {
+    let mut b = [0u8; 128];
+    let n = write_frame(&mut b, |x| encode_request(x, &r)).unwrap();
+    b[..n].to_vec()
+}
+
+/// The report in a frame's payload (panics if it is none).
+fn report(payload: &[u8]) -> Report {
+    let m = decode_exact(payload).unwrap();
+    m.report().unwrap_or_else(|| panic!("not a report: {m:?}"))
 }
 
 fn answer(payload: &[u8]) -> (u64, Option<RejectCode>) {
@@ -195,39 +194,36 @@ fn one_connection_pipelines_many_requests_each_answered_once() {
         },
         "answers come in sequence order"
     );
-    // Queries (JSON frames) from the published views.
-    let q = br#"{"id":"q1","q":"position","account":"1","instrument":"7"}"#;
-    let mut f = ((q.len() + 6) as u32).to_be_bytes().to_vec();
-    f.extend([0xF5, 0x00]);
-    f.extend(q);
-    let h = br#"{"id":"q2","q":"hash"}"#;
-    f.extend(((h.len() + 6) as u32).to_be_bytes());
-    f.extend([0xF5, 0x00]);
-    f.extend(h);
-    let a = br#"{"id":"q3","q":"account","account":"404"}"#;
-    f.extend(((a.len() + 6) as u32).to_be_bytes());
-    f.extend([0xF5, 0x00]);
-    f.extend(a);
+    // Queries from the published views, and the state hash in order with the commands.
+    let mut f = request(Request::Position { request_id: 9001, account: 1, instrument: 7 });
+    f.extend(request(Request::StateHash { request_id: 9002 }));
+    f.extend(request(Request::Account { request_id: 9003, account: 404 }));
+    f.extend(request(Request::Instrument { request_id: 9004, instrument: 8 }));
+    f.extend(request(Request::Account { request_id: 9005, account: 1 }));
     t.write_all(&f).unwrap();
-    let got = read_frames(&mut t, 3);
-    let texts: Vec<String> =
-        got.iter().map(|(p, _)| String::from_utf8(p.clone()).unwrap()).collect();
-    assert!(
-        texts
-            .iter()
-            .any(|x| x.contains(r#""id":"q1","ok":{"account":"1","instrument":"7","qty":"510""#)),
-        "{texts:?}"
-    );
-    assert!(
-        texts
-            .iter()
-            .any(|x| x.contains(r#""id":"q2","ok":{"hash":""#) && x.contains(r#""seq":"514""#)),
-        "{texts:?}"
-    );
-    assert!(
-        texts.iter().any(|x| x.contains(r#""id":"q3","error":{"code":2,"name":"UnknownAccount"}"#)),
-        "{texts:?}"
-    );
+    let mut got = read_frames(&mut t, 5);
+    got.sort_by_key(|(p, _)| match decode_exact(p).unwrap() {
+        Message::Reject(r) => r.request_id(),
+        m => match m.report() {
+            Some(Report::Position { request_id, .. })
+            | Some(Report::StateHash { request_id, .. })
+            | Some(Report::Instrument { request_id, .. })
+            | Some(Report::Account { request_id, .. }) => request_id,
+            r => panic!("{r:?}"),
+        },
+    });
+    let Report::Position { position: Some(p), view_seq, .. } = report(&got[0].0) else {
+        panic!("{:?}", report(&got[0].0))
+    };
+    assert_eq!((p.account, p.instrument, p.qty), (1, 7, 510));
+    assert!((3..=514).contains(&view_seq), "{view_seq}");
+    let Report::StateHash { seq, hash, .. } = report(&got[1].0) else { panic!() };
+    assert_eq!(seq, 514);
+    assert_eq!(hash, s.engine().client().state_hash().unwrap().1);
+    assert_eq!(answer(&got[2].0), (9003, Some(RejectCode::UnknownAccount)));
+    assert!(matches!(report(&got[3].0), Report::Instrument { instrument: None, .. }));
+    let Report::Account { account: a, .. } = report(&got[4].0) else { panic!() };
+    assert_eq!((a.spec.id, a.positions), (1, 1));
     drop(t);
     let r = s.shutdown();
     assert_eq!(r.last_seq, 514);
@@ -420,30 +416,23 @@ fn connections_over_the_limit_are_closed_at_once() {
     s.shutdown();
 }
 
-fn json(text: &str) -> Vec<u8> {
-    let mut v = ((6 + text.len()) as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(&0xF500u16.to_be_bytes());
-    v.extend_from_slice(text.as_bytes());
-    v
-}
-
 #[test]
 fn subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed() {
     let s = server(5_000, 1024);
     let mut t = connect(&s);
-    // Bad filters: an unknown kind bit, an account that is not a number. Then an unknown query.
-    t.write_all(&json(r#"{"id":"a","q":"subscribe","types":4096}"#)).unwrap();
-    t.write_all(&json(r#"{"id":"b","q":"subscribe","account":"x"}"#)).unwrap();
-    t.write_all(&json(r#"{"id":"c","q":"unsubscribe"}"#)).unwrap();
-    let f = read_frames(&mut t, 3);
-    for (i, id) in ["a", "b", "c"].iter().enumerate() {
-        let text = String::from_utf8(f[i].0.clone()).unwrap();
-        assert_eq!(f[i].1, 0xF500);
-        assert!(text.contains(&format!("\"id\":\"{id}\"")), "{text}");
-        assert!(text.contains("\"code\":1000"), "{text}");
-    }
-    // Position changes of account 2 only; then the setup and three trades on the same connection.
-    t.write_all(&json(r#"{"id":"s","q":"subscribe","types":64,"account":"2"}"#)).unwrap();
+    // A filter with an unknown kind bit: rejected with its request id.
+    t.write_all(&request(Request::Subscribe { request_id: 1, account: 0, kinds: 1 << 12 }))
+        .unwrap();
+    assert_eq!(answer(&read_frames(&mut t, 1)[0].0), (1, Some(RejectCode::MalformedMessage)));
+    // Position changes of account 2 only; a second Subscribe with the same (live) name is
+    // rejected; then the setup and three trades on the same connection.
+    let sub = Request::Subscribe { request_id: 7, account: 2, kinds: 1 << 6 };
+    t.write_all(&[request(sub), request(sub)].concat()).unwrap();
+    let f = read_frames(&mut t, 2);
+    let subscribed =
+        Report::Subscription { subscription: 7, state: SubscriptionState::Subscribed, events: 0 };
+    assert_eq!(report(&f[0].0), subscribed);
+    assert_eq!(answer(&f[1].0), (7, Some(RejectCode::InvalidId)));
     let mut out = Vec::new();
     for (i, c) in setup().iter().enumerate() {
         out.extend(frame(i as u64 + 1, c));
@@ -452,65 +441,62 @@ fn subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typ
         out.extend(frame(10 + id, &trade(id)));
     }
     t.write_all(&out).unwrap();
-    // ok, 6 answers, and for the three trades batch headers + 3 PositionChanged events (in
+    // 6 answers, and for the three trades batch statuses + 3 PositionChanged events (in
     // however many batches the writer made).
-    let mut got = read_frames(&mut t, 1 + 6 + 2);
+    let mut got = read_frames(&mut t, 6 + 2);
     let mut events = Vec::new();
     let mut answers = 0;
-    let mut headers = 0;
+    let mut batches = 0;
     let mut i = 0;
-    while events.len() < 3 {
-        if i == got.len() {
+    let mut next = |got: &mut Vec<(Vec<u8>, u16)>, i: &mut usize| {
+        if *i == got.len() {
             got.extend(read_frames(&mut t, 1));
-            assert!(i < got.len(), "connection ended early");
+            assert!(*i < got.len(), "connection ended early");
         }
-        let (payload, enc) = &got[i];
-        i += 1;
-        if *enc == 0xF500 {
-            let text = String::from_utf8(payload.clone()).unwrap();
-            if text.contains("\"ok\"") {
-                assert_eq!(text, r#"{"id":"s","ok":{"sub":"s"}}"#);
-                continue;
-            }
-            let n: usize = text
-                .strip_prefix(r#"{"sub":"s","events":"#)
-                .and_then(|r| r.strip_suffix('}'))
-                .unwrap_or_else(|| panic!("{text}"))
-                .parse()
-                .unwrap();
-            headers += 1;
-            for _ in 0..n {
-                if i == got.len() {
-                    got.extend(read_frames(&mut t, 1));
-                }
-                let (p, e) = &got[i];
-                i += 1;
-                assert_eq!(*e, 0x5BE0);
-                match decode_exact(p).unwrap() {
-                    Message::PositionChanged(pc) => {
-                        events.push((pc.seq(), pc.account_id(), pc.qty()))
+        *i += 1;
+        got[*i - 1].0.clone()
+    };
+    while events.len() < 3 {
+        let payload = next(&mut got, &mut i);
+        match decode_exact(&payload).unwrap().report() {
+            Some(Report::Subscription {
+                subscription: 7,
+                state: SubscriptionState::Events,
+                events: n,
+            }) => {
+                batches += 1;
+                for _ in 0..n {
+                    match decode_exact(&next(&mut got, &mut i)).unwrap() {
+                        Message::PositionChanged(pc) => {
+                            events.push((pc.seq(), pc.account_id(), pc.qty()))
+                        }
+                        m => panic!("not a PositionChanged: {m:?}"),
                     }
-                    m => panic!("not a PositionChanged: {m:?}"),
                 }
             }
-        } else {
-            assert_eq!(answer(payload).1, None);
-            answers += 1;
+            Some(r) => panic!("{r:?}"),
+            None => {
+                assert_eq!(answer(&payload).1, None);
+                answers += 1;
+            }
         }
     }
-    assert!(headers >= 1);
+    assert!(batches >= 1);
     assert_eq!(events, vec![(4, 2, -1), (5, 2, -2), (6, 2, -3)]);
     // Unsubscribe: answered, and no events for the next trade (only its ack).
-    t.write_all(&json(r#"{"id":"u","q":"unsubscribe","sub":"s"}"#)).unwrap();
+    t.write_all(&request(Request::Unsubscribe { request_id: 8, subscription: 7 })).unwrap();
     t.write_all(&frame(99, &trade(4))).unwrap();
     let rest = read_frames(&mut t, 6 - answers + 2);
-    let texts: Vec<String> = rest
-        .iter()
-        .filter(|f| f.1 == 0xF500)
-        .map(|f| String::from_utf8(f.0.clone()).unwrap())
-        .collect();
-    assert!(texts.contains(&r#"{"id":"u","ok":null}"#.to_string()), "{texts:?}");
-    assert_eq!(rest.iter().filter(|f| f.1 == 0x5BE0).count(), 6 - answers + 1);
+    let reports: Vec<Report> =
+        rest.iter().filter_map(|f| decode_exact(&f.0).unwrap().report()).collect();
+    assert_eq!(
+        reports,
+        vec![Report::Subscription {
+            subscription: 7,
+            state: SubscriptionState::Unsubscribed,
+            events: 0
+        }]
+    );
     assert_eq!(answer(&rest.last().unwrap().0), (99, None));
     drop(t);
     s.shutdown();

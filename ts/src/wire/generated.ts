@@ -1746,7 +1746,7 @@ export function decodeSubscribe(buf: Uint8Array, offset = 0): Subscribe {
   return decodeSubscribeBody(view, offset, h)[0];
 }
 
-/** End a subscription of this connection (answered by SubscriptionStatus Unsubscribed, or Reject InvalidId if none) (template id 306). */
+/** End a subscription of this connection; answered by SubscriptionStatus Unsubscribed after its last event (also when it had already ended) (template id 306). */
 export interface Unsubscribe {
   /** offset 0 */
   requestId: bigint;
