@@ -250,6 +250,16 @@ pub struct AccountView {
     pub positions: u32,
 }
 
+/// A position by slot, with the dense indices of its account and instrument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotPosition {
+    pub row: u32,
+    pub col: u32,
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub book: Book,
+}
+
 /// An instrument as queries see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstrumentView {
@@ -299,6 +309,8 @@ pub struct StateMachine {
     trade_index: FixedMap<SeqKey>,
     trades: Vec<TradeRecord>,
     events: Vec<Event>,
+    /// Position slots whose book the last accepted command changed (see `changed_positions`).
+    changed: Vec<u32>,
     /// Scratch for re-valuing holders: (account row, or id when ordering, position slot).
     scratch: Vec<(u64, u32)>,
     last_seq: Seq,
@@ -335,6 +347,8 @@ impl StateMachine {
             trade_index: FixedMap::new(limits.trades_max as usize),
             trades: with_capacity_huge(limits.trades_max as usize),
             events: Vec::with_capacity(a + TRADE_EVENTS_MAX + 1),
+            // A settlement changes at most one position per account; a trade two.
+            changed: Vec::with_capacity(a + 2),
             scratch: Vec::with_capacity(a),
             last_seq: 0,
             digest: Digest::default(),
@@ -356,6 +370,7 @@ impl StateMachine {
         let _ = ts;
         self.last_seq = seq;
         self.events.clear();
+        self.changed.clear();
         match *cmd {
             Command::UpsertInstrument(spec) => self.upsert_instrument(spec)?,
             Command::UpsertAccount(spec) => self.upsert_account(spec)?,
@@ -384,6 +399,16 @@ impl StateMachine {
         batch: &[Sequenced],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>),
     ) {
+        self.apply_batch_with(batch, |i, r, _| on_result(i, r));
+    }
+
+    /// [`apply_batch`](Self::apply_batch), with the state machine as it is after each command
+    /// (to read what it changed, e.g. [`changed_positions`](Self::changed_positions)).
+    pub fn apply_batch_with(
+        &mut self,
+        batch: &[Sequenced],
+        mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
+    ) {
         for (i, s) in batch.iter().enumerate() {
             if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
                 self.prefetch_index(&far.cmd);
@@ -391,8 +416,9 @@ impl StateMachine {
             if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                 self.prefetch_rows(&near.cmd);
             }
-            let r = self.apply(&s.cmd, s.seq, s.ts);
-            on_result(i, r);
+            let ok = self.apply(&s.cmd, s.seq, s.ts).map(|_| ());
+            let me = &*self;
+            on_result(i, ok.map(|()| &me.events[..]), me);
         }
     }
 
@@ -677,6 +703,7 @@ impl StateMachine {
             };
             let Some(new) = at_s(book).terms() else { unreachable!("checked in pass 1") };
             self.positions[slot as usize].book = book;
+            self.changed.push(slot);
             self.digest.replace(
                 position_record(account, instrument, &p.book),
                 position_record(account, instrument, &book),
@@ -795,6 +822,7 @@ impl StateMachine {
                 None => self.new_position(rows[leg], col, ids[leg], t.instrument),
             };
             self.positions[slot as usize].book = books[leg];
+            self.changed.push(slot);
             let b = books[leg];
             let name = position_prefix(ids[leg], t.instrument);
             let new = position_record_from(name, &b);
@@ -947,8 +975,13 @@ impl StateMachine {
 
     /// The account's valuation; `Err(Overflow)` if its sums do not fit (see SEMANTICS.md).
     pub fn account(&self, id: AccountId) -> Result<AccountView, Reject> {
-        let row = self.account_row(id)?;
-        let a = &self.accounts[row as usize];
+        self.account_at(self.account_row(id)?)
+    }
+
+    /// The account in dense row `row` (see [`row_of`](Self::row_of)); `UnknownAccount` past
+    /// the last row.
+    pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
+        let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
         let totals = self.totals(row)?;
         let equity = equity(a.collateral, &totals)?;
         Ok(AccountView {
@@ -963,13 +996,58 @@ impl StateMachine {
     }
 
     pub fn instrument(&self, id: InstrumentId) -> Option<InstrumentView> {
-        let ins = &self.instruments[self.instrument_col(id).ok()? as usize];
+        self.instrument_at(self.instrument_col(id).ok()?)
+    }
+
+    /// The instrument in dense column `col` (see [`col_of`](Self::col_of)).
+    pub fn instrument_at(&self, col: u32) -> Option<InstrumentView> {
+        let ins = self.instruments.get(col as usize)?;
         Some(InstrumentView {
             spec: ins.spec,
             mark: ins.mark(),
             last_price: ins.last_price,
             holders: ins.holders,
         })
+    }
+
+    /// The dense row of an account: rows are 0, 1, 2, ... in creation order and never change.
+    pub fn row_of(&self, id: AccountId) -> Option<u32> {
+        self.account_row(id).ok()
+    }
+
+    /// The dense column of an instrument: 0, 1, 2, ... in creation order, never changing.
+    pub fn col_of(&self, id: InstrumentId) -> Option<u32> {
+        self.instrument_col(id).ok()
+    }
+
+    /// The slot of a position: stable for the position's life (positions are never removed).
+    pub fn position_slot(&self, account: AccountId, instrument: InstrumentId) -> Option<u32> {
+        self.position_index.get(&PairKey::new(account, instrument))
+    }
+
+    /// Slots are below this bound (for tables indexed by slot).
+    pub fn position_slots_max(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// The position in `slot` (a slot from [`changed_positions`](Self::changed_positions) or
+    /// [`position_slot`](Self::position_slot)).
+    pub fn position_at(&self, slot: u32) -> Option<SlotPosition> {
+        let p = self.positions.get(slot as usize)?;
+        let (a, i) = (self.accounts.get(p.account as usize)?, self.instruments.get(p.instrument as usize)?);
+        Some(SlotPosition {
+            row: p.account,
+            col: p.instrument,
+            account: a.spec.id,
+            instrument: i.spec.id,
+            book: p.book,
+        })
+    }
+
+    /// The slots of the positions whose book the last command changed (nothing if it was
+    /// rejected), in the order of its `PositionChanged` / `VariationMargin` events.
+    pub fn changed_positions(&self) -> &[u32] {
+        &self.changed
     }
 
     /// The trade and whether it was busted.

@@ -409,3 +409,40 @@ fn state_hash_of_a_fixed_state_is_pinned() {
 }
 
 const PINNED_HASH: &str = "58e850bea5f222d8";
+
+#[test]
+fn changed_positions_name_the_slots_whose_books_moved() {
+    let mut s = setup();
+    let slot = |s: &Sm, a, i| s.sm.position_slot(a, i).unwrap();
+    s.ok(trade(1, 10, 11, 1, 10, 100 * P));
+    let (b, sl) = (slot(&s, 10, 1), slot(&s, 11, 1));
+    assert_eq!(s.sm.changed_positions(), &[b, sl], "buyer then seller, as the events");
+    let p = s.sm.position_at(b).unwrap();
+    assert_eq!((p.account, p.instrument, p.book.qty), (10, 1, 10));
+    assert_eq!((p.row, p.col), (s.sm.row_of(10).unwrap(), s.sm.col_of(1).unwrap()));
+    assert_eq!(s.sm.account_at(p.row).unwrap(), s.sm.account(10).unwrap());
+    assert_eq!(s.sm.instrument_at(p.col), s.sm.instrument(1));
+    // A mark moves no book; a rejected command changes nothing.
+    s.ok(Command::MarkPrice { instrument: 1, price: 90 * P });
+    assert!(s.sm.changed_positions().is_empty());
+    s.ok(trade(2, 12, 10, 1, 4, 110 * P));
+    assert_eq!(s.sm.changed_positions().len(), 2);
+    assert!(s.sm.apply(&trade(2, 12, 10, 1, 4, 110 * P), 99, 0).is_err(), "duplicate");
+    assert!(s.sm.changed_positions().is_empty());
+    // A settlement moves every open position of the instrument, in its event order.
+    let evs = s.sm.apply(&Command::SettlementPrice { instrument: 1, price: 95 * P }, 100, 0);
+    let accounts: Vec<_> = evs
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::VariationMargin { account, .. } => Some(*account),
+            _ => None,
+        })
+        .collect();
+    let slots: Vec<_> = accounts.iter().map(|&a| slot(&s, a, 1)).collect();
+    assert_eq!(s.sm.changed_positions(), &slots[..]);
+    assert_eq!(accounts, vec![10, 11, 12]);
+    assert_eq!(s.sm.account_at(99), Err(Reject::UnknownAccount));
+    assert_eq!(s.sm.instrument_at(99), None);
+    assert!(s.sm.position_at(u32::MAX).is_none());
+}

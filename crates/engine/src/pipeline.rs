@@ -367,7 +367,7 @@ impl Engine {
         report.lines.insert(1, format!("durability policy: {}", cfg.durability.policy.as_str()));
         report.lines.insert(2, format!("wait strategy: {wait}"));
 
-        let (publisher, views) = views::new(limits);
+        let (publisher, views) = views::new(limits, sm.position_slots_max());
         let views = Arc::new(views);
         let mut publisher = publisher;
         publisher.publish_all(&sm, &views);
@@ -987,12 +987,12 @@ impl SmThread {
         let views = &*self.views;
         let mut rejects = 0u64;
         let mut events = 0u64;
-        self.sm.apply_batch(cmds, |i, r| {
+        self.sm.apply_batch_with(cmds, |i, r, sm| {
             let s = &cmds[i];
             let (sink, request_id) = meta[i];
             let kind = match r {
                 Ok(evs) => {
-                    publisher.note(views, s.seq, evs);
+                    publisher.note(views, sm, s.seq, evs);
                     if with_events {
                         for e in evs {
                             out.push(Out::Event { seq: s.seq, event: *e });

@@ -6,8 +6,10 @@
 //! lock-free id indexes (crates/ring `index`, one writer, any readers).
 //!
 //! What the state-machine thread publishes, and when:
-//! - **positions** (qty, cost, realized): straight from each `PositionChanged` event (which
-//!   carries the whole book), and from the state machine for `VariationMargin` (settlement);
+//! - **positions** (qty, cost, realized): right after each command, for every position whose
+//!   book it changed (`StateMachine::changed_positions`: a trade's two, a settlement's holders),
+//!   read by slot (cells are indexed by the state machine's own row, column and slot, so
+//!   publishing costs no lookup by id);
 //!   readers value them (unrealized, average price) at the instrument's published mark with
 //!   core's own `Book` functions, so a new mark does not re-publish positions;
 //! - **accounts** (collateral, totals at current marks, equity, margin, excess): after each
@@ -67,34 +69,45 @@ pub struct Views {
 }
 
 struct InstrumentState {
-    id: InstrumentId,
     /// (mark, margin_bps) last published.
     published: (i64, i64),
-    /// Account slots of its holders (positions open or flat), each once.
+    /// Rows of the accounts holding it (positions open or flat), each once.
     holders: Vec<u32>,
-    multiplier: i64,
 }
 
-/// The writing side, owned by the state-machine thread.
+/// No view cell yet.
+const NO_CELL: u32 = u32::MAX;
+
+/// The writing side, owned by the state-machine thread. Its cells are indexed by the state
+/// machine's own dense indices (account row, instrument column; position slot through
+/// `slot_cell`), so publishing a change costs no lookup by id: the ids go into the readers'
+/// indexes once, when a row, column or slot is first seen.
 pub struct Publisher {
     account_index: IndexWriter,
-    account_ids: Vec<AccountId>,
+    /// Account id by row, 0 before the row is first seen (and put in `account_index`).
+    row_ids: Vec<AccountId>,
+    /// One past the highest row seen (readers iterate `0..accounts_len`).
+    rows: u32,
     position_index: IndexWriter,
+    /// State-machine position slot -> view cell (`NO_CELL` before its first publication).
+    slot_cell: Vec<u32>,
     positions_len: u32,
     instrument_index: IndexWriter,
-    instruments: Vec<InstrumentState>,
+    /// By column; `None` before the column is seen.
+    instruments: Vec<Option<InstrumentState>>,
+    cols: u32,
     dirty_accounts: Vec<u32>,
     dirty_instruments: Vec<u32>,
-    settled: Vec<(AccountId, InstrumentId, u32)>,
-    /// Batch stamp per slot, to mark each slot dirty once per batch.
+    /// Batch stamp per row / column, to mark each dirty once per batch.
     stamp_accounts: Vec<u32>,
     stamp_instruments: Vec<u32>,
     holders_stamp: Vec<u32>,
     batch: u32,
 }
 
-/// Create both sides with room for the state machine's limits.
-pub fn new(limits: Limits) -> (Publisher, Views) {
+/// Create both sides with room for the state machine's limits; `slots` is the state machine's
+/// [`StateMachine::position_slots_max`].
+pub fn new(limits: Limits, slots: usize) -> (Publisher, Views) {
     let (a, p, i) = (
         limits.accounts_max as usize,
         limits.positions_max as usize,
@@ -116,14 +129,16 @@ pub fn new(limits: Limits) -> (Publisher, Views) {
     };
     let publisher = Publisher {
         account_index: aiw,
-        account_ids: Vec::with_capacity(a),
+        row_ids: vec![0; a],
+        rows: 0,
         position_index: piw,
+        slot_cell: vec![NO_CELL; slots],
         positions_len: 0,
         instrument_index: iiw,
-        instruments: Vec::with_capacity(i),
+        instruments: (0..i).map(|_| None).collect(),
+        cols: 0,
         dirty_accounts: Vec::with_capacity(a),
         dirty_instruments: Vec::with_capacity(i),
-        settled: Vec::new(),
         stamp_accounts: vec![0; a],
         stamp_instruments: vec![0; i],
         holders_stamp: vec![0; i],
@@ -132,131 +147,97 @@ pub fn new(limits: Limits) -> (Publisher, Views) {
     (publisher, views)
 }
 
-fn position_key(account_slot: u32, instrument: InstrumentId) -> u64 {
-    (u64::from(account_slot) + 1) << 32 | u64::from(instrument)
+fn position_key(row: u32, instrument: InstrumentId) -> u64 {
+    (u64::from(row) + 1) << 32 | u64::from(instrument)
 }
 
 impl Publisher {
-    fn account_slot(&mut self, id: AccountId) -> Option<u32> {
-        if let Some(s) = self.account_index.get(id) {
-            return Some(s);
+    /// Mark the account in `row` for publication at the end of the batch (indexing its id on
+    /// first sight).
+    fn mark_account(&mut self, row: u32, id: AccountId) {
+        let r = row as usize;
+        if r >= self.row_ids.len() {
+            return; // the state machine holds no more rows than accounts_max
         }
-        let slot = self.account_ids.len() as u32;
-        if slot as usize >= self.stamp_accounts.len() {
-            return None; // the state machine refuses more accounts than this (AccountCapacity)
+        if self.row_ids[r] == 0 {
+            self.row_ids[r] = id;
+            self.rows = self.rows.max(row + 1);
+            // Indexed at once; readers treat an UNPUBLISHED cell as absent.
+            let _ = self.account_index.insert(id, row);
         }
-        self.account_ids.push(id);
-        // Indexed at once; readers treat an UNPUBLISHED cell as absent.
-        let _ = self.account_index.insert(id, slot);
-        Some(slot)
-    }
-
-    fn instrument_slot(&mut self, id: InstrumentId) -> Option<u32> {
-        if let Some(s) = self.instrument_index.get(u64::from(id)) {
-            return Some(s);
-        }
-        let slot = self.instruments.len() as u32;
-        if slot as usize >= self.stamp_instruments.len() {
-            return None;
-        }
-        self.instruments.push(InstrumentState {
-            id,
-            published: (i64::MIN, i64::MIN),
-            holders: Vec::new(),
-            multiplier: 1,
-        });
-        let _ = self.instrument_index.insert(u64::from(id), slot);
-        Some(slot)
-    }
-
-    fn mark_account(&mut self, slot: u32) {
-        if self.stamp_accounts[slot as usize] != self.batch {
-            self.stamp_accounts[slot as usize] = self.batch;
-            self.dirty_accounts.push(slot);
+        if self.stamp_accounts[r] != self.batch {
+            self.stamp_accounts[r] = self.batch;
+            self.dirty_accounts.push(row);
         }
     }
 
-    fn mark_account_id(&mut self, id: AccountId) {
-        if let Some(s) = self.account_slot(id) {
-            self.mark_account(s);
+    /// Mark the instrument in `col` for publication (and, with `holders`, every holder's
+    /// account: its mark or rate moved).
+    fn mark_instrument(&mut self, col: u32, id: InstrumentId, holders: bool) {
+        let c = col as usize;
+        let Some(slot) = self.instruments.get_mut(c) else { return };
+        if slot.is_none() {
+            *slot = Some(InstrumentState { published: (i64::MIN, i64::MIN), holders: Vec::new() });
+            self.cols = self.cols.max(col + 1);
+            let _ = self.instrument_index.insert(u64::from(id), col);
         }
-    }
-
-    fn mark_instrument(&mut self, id: InstrumentId, holders: bool) -> Option<u32> {
-        let s = self.instrument_slot(id)?;
-        if self.stamp_instruments[s as usize] != self.batch {
-            self.stamp_instruments[s as usize] = self.batch;
-            self.dirty_instruments.push(s);
+        if self.stamp_instruments[c] != self.batch {
+            self.stamp_instruments[c] = self.batch;
+            self.dirty_instruments.push(col);
         }
         if holders {
-            self.holders_stamp[s as usize] = self.batch;
+            self.holders_stamp[c] = self.batch;
         }
-        Some(s)
     }
 
-    /// The position's cell, created (and its account added to the instrument's holders) on
-    /// first sight.
-    fn position_slot(&mut self, a: u32, instrument: InstrumentId, i: u32) -> Option<u32> {
-        let key = position_key(a, instrument);
-        if let Some(s) = self.position_index.get(key) {
-            return Some(s);
+    /// Publish the position in state-machine slot `slot` now, and mark its account and
+    /// instrument for the end of the batch.
+    fn write_position(&mut self, views: &Views, sm: &StateMachine, slot: u32, seq: Seq) {
+        let Some(p) = sm.position_at(slot) else { return };
+        self.mark_account(p.row, p.account);
+        self.mark_instrument(p.col, p.instrument, false);
+        let Some(cell) = self.slot_cell.get_mut(slot as usize) else { return };
+        if *cell == NO_CELL {
+            let c = self.positions_len;
+            if self.position_index.insert(position_key(p.row, p.instrument), c).is_err() {
+                return; // cannot happen: the state machine holds at most positions_max
+            }
+            *cell = c;
+            self.positions_len += 1;
+            if let Some(Some(st)) = self.instruments.get_mut(p.col as usize) {
+                st.holders.push(p.row);
+            }
         }
-        let slot = self.positions_len;
-        self.position_index.insert(key, slot).ok()?;
-        self.positions_len += 1;
-        self.instruments[i as usize].holders.push(a);
-        Some(slot)
-    }
-
-    fn write_position(
-        &mut self,
-        views: &Views,
-        account: AccountId,
-        instrument: InstrumentId,
-        book: Book,
-        seq: Seq,
-    ) {
-        let (Some(a), Some(i)) =
-            (self.account_slot(account), self.mark_instrument(instrument, false))
-        else {
-            return;
-        };
-        self.mark_account(a);
-        let Some(p) = self.position_slot(a, instrument, i) else { return };
-        let [c0, c1] = split(book.cost);
-        let [r0, r1] = split(book.realized);
+        let (c, b) = (*cell, p.book);
+        let [c0, c1] = split(b.cost);
+        let [r0, r1] = split(b.realized);
         views.positions.write(
-            p as usize,
-            &[account, u64::from(instrument), book.qty as u64, c0, c1, r0, r1, seq << 8 | OK],
+            c as usize,
+            &[p.account, u64::from(p.instrument), b.qty as u64, c0, c1, r0, r1, seq << 8 | OK],
         );
     }
 
-    /// Note what one command's events changed (positions are written at once).
-    pub fn note(&mut self, views: &Views, seq: Seq, events: &[Event]) {
+    /// Note what the command with `seq` changed, as the state machine is right after it:
+    /// positions are written at once, accounts and instruments marked for [`publish`].
+    pub fn note(&mut self, views: &Views, sm: &StateMachine, seq: Seq, events: &[Event]) {
         for e in events {
             match *e {
                 Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => {
-                    self.mark_account_id(account)
-                }
-                Event::PositionChanged { account, instrument, qty, cost, realized } => self
-                    .write_position(views, account, instrument, Book { qty, cost, realized }, seq),
-                Event::VariationMargin { account, instrument, .. } => {
-                    if let Some(i) = self.instrument_slot(instrument) {
-                        self.settled.push((account, instrument, i));
+                    if let Some(row) = sm.row_of(account) {
+                        self.mark_account(row, account);
                     }
                 }
-                Event::InstrumentUpdated { instrument } => {
-                    self.mark_instrument(instrument, false);
+                Event::InstrumentUpdated { instrument } | Event::MarkChanged { instrument, .. } => {
+                    if let Some(col) = sm.col_of(instrument) {
+                        let moved = matches!(e, Event::MarkChanged { .. });
+                        self.mark_instrument(col, instrument, moved);
+                    }
                 }
-                Event::MarkChanged { instrument, .. } => {
-                    self.mark_instrument(instrument, true);
-                }
-                Event::OrderAccepted { .. }
-                | Event::TradeCleared { .. }
-                | Event::TradeBusted { .. }
-                | Event::LimitBreach { .. }
-                | Event::MarginCall { .. } => {}
+                _ => {}
             }
+        }
+        for &slot in sm.changed_positions() {
+            self.write_position(views, sm, slot, seq);
         }
     }
 
@@ -264,40 +245,32 @@ impl Publisher {
     pub fn publish_all(&mut self, sm: &StateMachine, views: &Views) {
         let snap = sm.export();
         for (spec, _, _) in &snap.instruments {
-            self.mark_instrument(spec.id, false);
+            if let Some(col) = sm.col_of(spec.id) {
+                self.mark_instrument(col, spec.id, false);
+            }
         }
         for (spec, _) in &snap.accounts {
-            self.mark_account_id(spec.id);
+            if let Some(row) = sm.row_of(spec.id) {
+                self.mark_account(row, spec.id);
+            }
         }
-        for (a, i, book) in &snap.positions {
-            self.write_position(views, *a, *i, *book, snap.last_seq);
+        for (a, i, _) in &snap.positions {
+            if let Some(slot) = sm.position_slot(*a, *i) {
+                self.write_position(views, sm, slot, snap.last_seq);
+            }
         }
         self.publish(sm, views, snap.last_seq);
     }
 
     /// Publish what the batch changed; `seq` is the batch's last seq.
     pub fn publish(&mut self, sm: &StateMachine, views: &Views, seq: Seq) {
-        // Settlement moved cost and realized of open positions: read them back.
-        for k in 0..self.settled.len() {
-            let (a, i, _) = self.settled[k];
-            if let Some(v) = sm.position(a, i) {
-                self.write_position(
-                    views,
-                    a,
-                    i,
-                    Book { qty: v.qty, cost: v.cost, realized: v.realized },
-                    seq,
-                );
-            }
-        }
-        self.settled.clear();
         // Instruments: a changed mark or margin rate re-values every holder's account.
         for k in 0..self.dirty_instruments.len() {
-            let slot = self.dirty_instruments[k] as usize;
-            let Some(v) = sm.instrument(self.instruments[slot].id) else { continue };
+            let col = self.dirty_instruments[k];
+            let Some(v) = sm.instrument_at(col) else { continue };
             let s = v.spec;
             views.instruments.write(
-                slot,
+                col as usize,
                 &[
                     u64::from(s.id),
                     s.multiplier as u64,
@@ -309,26 +282,31 @@ impl Publisher {
                     seq << 8 | OK,
                 ],
             );
-            let st = &mut self.instruments[slot];
-            st.multiplier = s.multiplier;
+            let c = col as usize;
+            let Some(st) = self.instruments[c].as_mut() else { continue };
             let changed = st.published != (v.mark, s.margin_bps);
             st.published = (v.mark, s.margin_bps);
-            if changed || self.holders_stamp[slot] == self.batch {
-                let holders = std::mem::take(&mut self.instruments[slot].holders);
-                for &a in &holders {
-                    self.mark_account(a);
+            if changed || self.holders_stamp[c] == self.batch {
+                let holders = std::mem::take(&mut st.holders);
+                for &row in &holders {
+                    if self.stamp_accounts[row as usize] != self.batch {
+                        self.stamp_accounts[row as usize] = self.batch;
+                        self.dirty_accounts.push(row);
+                    }
                 }
-                self.instruments[slot].holders = holders;
+                if let Some(st) = self.instruments[c].as_mut() {
+                    st.holders = holders;
+                }
             }
         }
         for k in 0..self.dirty_accounts.len() {
-            let slot = self.dirty_accounts[k] as usize;
-            let id = self.account_ids[slot];
-            views.accounts.write(slot, &account_words(id, sm.account(id), seq));
+            let row = self.dirty_accounts[k];
+            let id = self.row_ids[row as usize];
+            views.accounts.write(row as usize, &account_words(id, sm.account_at(row), seq));
         }
         // Release: a reader that sees a length sees the cells published before it.
-        views.accounts_len.store(self.account_ids.len() as u32, Ordering::Release);
-        views.instruments_len.store(self.instruments.len() as u32, Ordering::Release);
+        views.accounts_len.store(self.rows, Ordering::Release);
+        views.instruments_len.store(self.cols, Ordering::Release);
         self.dirty_accounts.clear();
         self.dirty_instruments.clear();
         self.batch = self.batch.wrapping_add(1).max(1);

@@ -234,6 +234,97 @@ fn calls_answer_with_typed_rejections_and_views_match_the_state_machine() {
     assert_eq!(c.state_hash().unwrap(), (seq, model.state_hash()));
 }
 
+/// Every published view (accounts, instruments, positions) equals the state machine's own
+/// answer, for a random stream of every command kind (trades that move the mark or not, marks,
+/// settlements, busts, margin-rate changes, deposits, rejections), checked at many points.
+#[test]
+fn every_view_matches_the_state_machine_through_a_random_stream() {
+    let engine = start(&cfg());
+    let mut c = engine.client();
+    let mut model = StateMachine::new(cfg().limits()).unwrap();
+    let mut x = 0x5eed_u64;
+    let mut rnd = |n: u64| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let (accounts, instruments) = (12u64, 4u32);
+    let mut cmds = Vec::new();
+    for id in 1..=instruments {
+        let spec =
+            InstrumentSpec { id, multiplier: 1 + i64::from(id), margin_bps: 500, settle_days: 2 };
+        cmds.push(Command::UpsertInstrument(spec));
+    }
+    for id in 1..=accounts {
+        let spec =
+            AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+        cmds.push(Command::UpsertAccount(spec));
+        cmds.push(Command::AdjustCollateral {
+            account: id,
+            amount: 1_000_000 * PRICE_SCALE as i128,
+        });
+    }
+    let mut trade_id = 0;
+    for _ in 0..1_200 {
+        let instrument = 1 + rnd(u64::from(instruments)) as u32;
+        let price = (90 + rnd(20) as i64) * PRICE_SCALE;
+        cmds.push(match rnd(20) {
+            0 => Command::MarkPrice { instrument, price },
+            1 => Command::SettlementPrice { instrument, price },
+            2 if trade_id > 0 => Command::BustTrade { trade_id: 1 + rnd(trade_id) },
+            3 => Command::UpsertInstrument(InstrumentSpec {
+                id: instrument,
+                multiplier: 1 + i64::from(instrument),
+                margin_bps: 100 * (1 + rnd(20) as i64),
+                settle_days: 2,
+            }),
+            4 => Command::AdjustCollateral { account: 1 + rnd(accounts + 1), amount: 1_000 },
+            _ => {
+                trade_id += 1;
+                let buy = 1 + rnd(accounts);
+                Command::ClearTrade(Trade {
+                    trade_id,
+                    buy,
+                    sell: 1 + (buy + rnd(accounts - 1)) % accounts,
+                    instrument,
+                    qty: 1 + rnd(9) as i64,
+                    price,
+                    trade_date: 20261125,
+                })
+            }
+        });
+    }
+    for (k, cmd) in cmds.iter().enumerate() {
+        let seq = k as u64 + 1;
+        let m = model.apply(cmd, seq, 0).map(|_| ());
+        match (m, c.call(*cmd)) {
+            (Ok(()), Ok((s, _))) => assert_eq!(s, seq),
+            (Err(a), Err(CallError::Rejected(b))) => assert_eq!(a, b),
+            (m, r) => panic!("{cmd:?}: model {m:?}, engine {r:?}"),
+        }
+        if k % 97 != 0 && k + 1 != cmds.len() {
+            continue;
+        }
+        // After an answer the views are current (published at the batch boundary).
+        let v = engine.views();
+        for a in 1..=accounts + 1 {
+            assert_eq!(v.account(a).map(|p| p.value), model.account(a), "account {a} at {seq}");
+            for i in 1..=instruments + 1 {
+                let got = v.position(a, i).map(|p| p.value);
+                assert_eq!(got, model.position(a, i), "position {a}/{i} at {seq}");
+            }
+        }
+        for i in 1..=instruments + 1 {
+            assert_eq!(v.instrument(i).map(|p| p.value), model.instrument(i), "instrument {i}");
+        }
+        let mut want: Vec<_> = (1..=accounts).filter_map(|a| model.account(a).ok()).collect();
+        let mut got = v.accounts();
+        want.sort_by_key(|a| a.spec.id);
+        got.sort_by_key(|a| a.spec.id);
+        assert_eq!(got, want);
+        assert_eq!(v.instruments().len(), model.instruments_len());
+    }
+}
+
 #[test]
 fn events_arrive_in_order_filtered_and_a_slow_reader_gets_an_overflow_signal() {
     let mut c = cfg();
@@ -454,6 +545,7 @@ mod fused {
         acks_come_only_after_the_journal_commit,
         a_full_ring_or_window_is_busy_and_nothing_is_dropped,
         calls_answer_with_typed_rejections_and_views_match_the_state_machine,
+        every_view_matches_the_state_machine_through_a_random_stream,
         events_arrive_in_order_filtered_and_a_slow_reader_gets_an_overflow_signal,
         restart_recovers_the_same_state_from_snapshot_and_journal,
         shutdown_answers_everything_accepted_and_then_refuses,
