@@ -50,30 +50,10 @@ const K: [u64; 4] =
 /// The hash of one record (a `tag` naming its kind and its fields as words) for a
 /// [`Digest`]: two words per 64x64 -> 128-bit multiply, chained, and a final multiply with the
 /// length. Stable across builds and platforms like [`StableHasher`]; a fraction of its cost
-/// per word. `record_from(prefix(tag, [a, b]), rest)` == `record(tag, [a, b, rest..])`, so
-/// records that share their first two words can share that step.
+/// per word.
 #[inline]
 pub fn record<const N: usize>(tag: u64, w: [u64; N]) -> u64 {
-    record_from(RecordPrefix { acc: tag ^ K[0], words: 0 }, w)
-}
-
-/// A record hashed up to an even number of words (see [`record`]).
-#[derive(Clone, Copy, Debug)]
-pub struct RecordPrefix {
-    acc: u64,
-    words: u64,
-}
-
-/// The first two words of a record of kind `tag`.
-#[inline]
-pub fn prefix(tag: u64, w: [u64; 2]) -> RecordPrefix {
-    RecordPrefix { acc: mum(w[0] ^ tag ^ K[0] ^ K[1], w[1] ^ K[2]), words: 2 }
-}
-
-/// The hash of the record that starts with `p` and goes on with `w`.
-#[inline]
-pub fn record_from<const N: usize>(p: RecordPrefix, w: [u64; N]) -> u64 {
-    let mut acc = p.acc;
+    let mut acc = tag ^ K[0];
     let mut i = 0;
     while i + 1 < N {
         acc = mum(w[i] ^ acc ^ K[1], w[i + 1] ^ K[2]);
@@ -82,7 +62,7 @@ pub fn record_from<const N: usize>(p: RecordPrefix, w: [u64; N]) -> u64 {
     if N % 2 == 1 {
         acc = mum(w[N - 1] ^ acc ^ K[1], K[3]);
     }
-    mum(acc ^ K[3], (p.words + N as u64) ^ K[0])
+    mum(acc ^ K[3], N as u64 ^ K[0])
 }
 
 /// An order-independent digest of a set of records: the wrapping sum of their [`record`]
@@ -125,7 +105,6 @@ mod tests {
         assert_ne!(record(2, [1, 2, 3, 4, 5]), base);
         assert_ne!(record(1, [1, 2, 3, 4, 5, 0]), base);
         assert_ne!(record(1, [1, 2]), record(1, [2, 1]), "order matters within a record");
-        assert_eq!(record_from(prefix(1, [1, 2]), [3, 4, 5]), base);
         assert_eq!(record(7, [42, 43, 44]), 0x117b_133f_e020_6cb8, "pinned");
     }
 

@@ -21,7 +21,7 @@
 //! emits in ascending account id, and `state_hash()` walks ids in ascending order.
 
 use crate::command::*;
-use crate::hash::{prefix, record, record_from, Digest, RecordPrefix, StableHasher};
+use crate::hash::{record, Digest, StableHasher};
 use crate::map::{prefetch, FixedMap, PairKey, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
@@ -156,6 +156,9 @@ struct Position {
     book: Book,
     account: u32,
     instrument: u32,
+    /// This position's record hash in the state digest (derived from the other fields, kept
+    /// so replacing it costs one record hash, not two).
+    record: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<Position>() == 64);
@@ -702,12 +705,11 @@ impl StateMachine {
                 unreachable!("checked in pass 1 and by the terms invariant")
             };
             let Some(new) = at_s(book).terms() else { unreachable!("checked in pass 1") };
+            let record = position_record(account, instrument, &book);
             self.positions[slot as usize].book = book;
+            self.positions[slot as usize].record = record;
             self.changed.push(slot);
-            self.digest.replace(
-                position_record(account, instrument, &p.book),
-                position_record(account, instrument, &book),
-            );
+            self.digest.replace(p.record, record);
             let sums = &mut self.accounts[p.account as usize].sums;
             sums.sub(&old);
             sums.add(&new);
@@ -797,12 +799,10 @@ impl StateMachine {
             return Err(Reject::PositionCapacity);
         }
         let mut books = [Book::default(); 2];
-        let mut olds = [Book::default(); 2];
         let mut checks = [Breaches::default(); 2];
         let mut sums = [Sums::default(); 2];
         for leg in 0..2 {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
-            olds[leg] = old;
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
             let w = WhatIf { col, old, book: books[leg], mark };
@@ -821,15 +821,15 @@ impl StateMachine {
                 Some(s) => s,
                 None => self.new_position(rows[leg], col, ids[leg], t.instrument),
             };
-            self.positions[slot as usize].book = books[leg];
-            self.changed.push(slot);
             let b = books[leg];
-            let name = position_prefix(ids[leg], t.instrument);
-            let new = position_record_from(name, &b);
+            let new = position_record(ids[leg], t.instrument, &b);
+            let p = &mut self.positions[slot as usize];
             match slots[leg] {
-                Some(_) => self.digest.replace(position_record_from(name, &olds[leg]), new),
+                Some(_) => self.digest.replace(p.record, new),
                 None => self.digest.add(new),
             }
+            (p.book, p.record) = (b, new);
+            self.changed.push(slot);
             self.events.push(Event::PositionChanged {
                 account: ids[leg],
                 instrument: t.instrument,
@@ -879,7 +879,7 @@ impl StateMachine {
         acct.positions += 1;
         self.positions_len += 1;
         self.positions[slot as usize] =
-            Position { book: Book::default(), account: row, instrument: col };
+            Position { book: Book::default(), account: row, instrument: col, record: 0 };
         let ins = &mut self.instruments[col as usize];
         let lane = ins.holders as usize % CHUNK_HOLDERS;
         if lane == 0 {
@@ -1212,6 +1212,7 @@ impl StateMachine {
             }
             let slot = sm.new_position(row, col, account, instrument);
             sm.positions[slot as usize].book = book;
+            sm.positions[slot as usize].record = position_record(account, instrument, &book);
             let terms =
                 valued(book, sm.instruments[col as usize].mark(), &sm.instruments[col as usize])
                     .terms();
@@ -1342,17 +1343,8 @@ fn account_record(s: &AccountSpec, collateral: Money) -> u64 {
 }
 
 fn position_record(account: AccountId, instrument: InstrumentId, b: &Book) -> u64 {
-    position_record_from(position_prefix(account, instrument), b)
-}
-
-/// The part of a position's record that names it (shared by its old and new books).
-fn position_prefix(account: AccountId, instrument: InstrumentId) -> RecordPrefix {
-    prefix(3, [account, u64::from(instrument)])
-}
-
-fn position_record_from(p: RecordPrefix, b: &Book) -> u64 {
     let ([c0, c1], [r0, r1]) = (money(b.cost), money(b.realized));
-    record_from(p, [b.qty as u64, c0, c1, r0, r1])
+    record(3, [account, u64::from(instrument), b.qty as u64, c0, c1, r0, r1])
 }
 
 fn trade_record(t: &Trade, busted: bool) -> u64 {
