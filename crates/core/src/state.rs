@@ -284,6 +284,30 @@ struct WhatIf {
     mark: Price,
 }
 
+/// Lookups the batch path made ahead of applying a trade (`NONE`: not known, look it up).
+#[derive(Clone, Copy)]
+struct Hints {
+    /// Buyer's and seller's account rows.
+    rows: [u32; 2],
+    col: u32,
+    /// Buyer's and seller's position slots.
+    slots: [u32; 2],
+}
+
+impl Hints {
+    const NONE: Hints = Hints { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
+}
+
+/// A looked-up index: the hint when known, else `lookup()`.
+#[inline(always)]
+fn hinted(hint: u32, lookup: impl FnOnce() -> Result<u32, Reject>) -> Result<u32, Reject> {
+    if hint == NONE {
+        lookup()
+    } else {
+        Ok(hint)
+    }
+}
+
 /// Outcome of the post-trade checks of one account (its what-if sums go to an out-parameter).
 #[derive(Clone, Copy, Default)]
 struct Breaches {
@@ -370,6 +394,17 @@ impl StateMachine {
     /// Apply one command. On `Err` nothing changed. `ts` is carried for the log; the state
     /// machine never reads a clock and its results do not depend on `ts`.
     pub fn apply(&mut self, cmd: &Command, seq: Seq, ts: Nanos) -> Result<&[Event], Reject> {
+        self.apply_hinted(cmd, seq, ts, &Hints::NONE)
+    }
+
+    /// [`apply`](Self::apply), skipping the lookups `hints` already made.
+    fn apply_hinted(
+        &mut self,
+        cmd: &Command,
+        seq: Seq,
+        ts: Nanos,
+        hints: &Hints,
+    ) -> Result<&[Event], Reject> {
         let _ = ts;
         self.last_seq = seq;
         self.events.clear();
@@ -383,7 +418,7 @@ impl StateMachine {
             Command::CheckOrder { account, instrument, side, qty, price } => {
                 self.check_order(account, instrument, side.signed(qty), qty, price)?
             }
-            Command::ClearTrade(t) => self.clear_trade(&t)?,
+            Command::ClearTrade(t) => self.clear_trade(&t, hints)?,
             Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
             Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
             Command::SettlementPrice { instrument, price } => {
@@ -407,19 +442,29 @@ impl StateMachine {
 
     /// [`apply_batch`](Self::apply_batch), with the state machine as it is after each command
     /// (to read what it changed, e.g. [`changed_positions`](Self::changed_positions)).
+    ///
+    /// The lookups of the second prefetch stage are kept ([`Hints`]) and spare `apply` its own.
     pub fn apply_batch_with(
         &mut self,
         batch: &[Sequenced],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
+        let mut hints = [Hints::NONE; PREFETCH_DISTANCE + 1];
+        for near in batch.iter().take(PREFETCH_DISTANCE) {
+            self.prefetch_index(&near.cmd);
+        }
+        for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
+            hints[k] = self.resolve(&near.cmd);
+        }
         for (i, s) in batch.iter().enumerate() {
             if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
                 self.prefetch_index(&far.cmd);
             }
             if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
-                self.prefetch_rows(&near.cmd);
+                hints[(i + PREFETCH_DISTANCE) % hints.len()] = self.resolve(&near.cmd);
             }
-            let ok = self.apply(&s.cmd, s.seq, s.ts).map(|_| ());
+            let h = hints[i % hints.len()];
+            let ok = self.apply_hinted(&s.cmd, s.seq, s.ts, &h).map(|_| ());
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
         }
@@ -435,17 +480,25 @@ impl StateMachine {
         }
     }
 
-    fn prefetch_rows(&self, cmd: &Command) {
-        if let Command::ClearTrade(t) = cmd {
-            for acct in [t.buy, t.sell] {
-                if let Some(row) = self.account_index.get(&acct) {
-                    prefetch_lines(&self.accounts[row as usize]);
-                }
-                if let Some(slot) = self.position_index.get(&PairKey::new(acct, t.instrument)) {
-                    prefetch(&self.positions[slot as usize]);
-                }
+    /// Look up (and prefetch) the accounts, instrument and positions of a trade ahead of
+    /// applying it. Only hits are kept: rows, columns and slots never move or disappear, so a
+    /// hit is still true when the trade is applied; a miss (an account or position that a
+    /// command in between may create) is looked up again then.
+    fn resolve(&self, cmd: &Command) -> Hints {
+        let Command::ClearTrade(t) = cmd else { return Hints::NONE };
+        let mut h = Hints::NONE;
+        h.col = self.instrument_index.get(&u64::from(t.instrument)).unwrap_or(NONE);
+        for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
+            if let Some(row) = self.account_index.get(&acct) {
+                prefetch_lines(&self.accounts[row as usize]);
+                h.rows[k] = row;
+            }
+            if let Some(slot) = self.position_index.get(&PairKey::new(acct, t.instrument)) {
+                prefetch(&self.positions[slot as usize]);
+                h.slots[k] = slot;
             }
         }
+        h
     }
 
     // ---- commands -------------------------------------------------------------------------
@@ -590,7 +643,7 @@ impl StateMachine {
         }
     }
 
-    fn clear_trade(&mut self, t: &Trade) -> Result<(), Reject> {
+    fn clear_trade(&mut self, t: &Trade, hints: &Hints) -> Result<(), Reject> {
         if t.trade_id == 0 {
             return Err(Reject::InvalidId);
         }
@@ -606,9 +659,9 @@ impl StateMachine {
         if t.buy == t.sell {
             return Err(Reject::SelfTrade);
         }
-        let buy_row = self.account_row(t.buy)?;
-        let sell_row = self.account_row(t.sell)?;
-        let col = self.instrument_col(t.instrument)?;
+        let buy_row = hinted(hints.rows[0], || self.account_row(t.buy))?;
+        let sell_row = hinted(hints.rows[1], || self.account_row(t.sell))?;
+        let col = hinted(hints.col, || self.instrument_col(t.instrument))?;
         if self.trade_index.get(&SeqKey(t.trade_id)).is_some() {
             return Err(Reject::Duplicate);
         }
@@ -620,7 +673,7 @@ impl StateMachine {
         let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
-        self.book_legs(t, [buy_row, sell_row], col, mark, t.qty, moves_mark)?;
+        self.book_legs(t, [buy_row, sell_row], col, mark, t.qty, moves_mark, hints.slots)?;
         let ins = &mut self.instruments[col as usize];
         if ins.last_price != t.price {
             let id = ins.spec.id;
@@ -651,7 +704,7 @@ impl StateMachine {
         let mark = self.instruments[col as usize].mark();
         self.events.push(Event::TradeBusted { trade_id });
         // The reverse: the buyer sells and the seller buys the original quantity.
-        self.book_legs(&t, rows, col, mark, -t.qty, false)?;
+        self.book_legs(&t, rows, col, mark, -t.qty, false, [NONE; 2])?;
         self.trades[index].busted = true;
         self.digest.replace(trade_record(&t, false), trade_record(&t, true));
         Ok(())
@@ -790,10 +843,14 @@ impl StateMachine {
         mark: Price,
         qty: Qty,
         moves_mark: bool,
+        slot_hints: [u32; 2],
     ) -> Result<(), Reject> {
         let m = self.instruments[col as usize].spec.multiplier;
         let ids = [t.buy, t.sell];
-        let slots = ids.map(|a| self.position_index.get(&PairKey::new(a, t.instrument)));
+        let slots = [0, 1].map(|k| match slot_hints[k] {
+            NONE => self.position_index.get(&PairKey::new(ids[k], t.instrument)),
+            s => Some(s),
+        });
         let new_positions = slots.iter().filter(|s| s.is_none()).count() as u32;
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
