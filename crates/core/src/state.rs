@@ -298,6 +298,15 @@ impl Hints {
     const NONE: Hints = Hints { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
 }
 
+/// Where a trade's two legs are: the buyer's and seller's rows, the instrument's column, and
+/// their position slots where known (`NONE`: look it up; it may not exist yet).
+#[derive(Clone, Copy)]
+struct Legs {
+    rows: [u32; 2],
+    col: u32,
+    slots: [u32; 2],
+}
+
 /// A looked-up index: the hint when known, else `lookup()`.
 #[inline(always)]
 fn hinted(hint: u32, lookup: impl FnOnce() -> Result<u32, Reject>) -> Result<u32, Reject> {
@@ -673,7 +682,8 @@ impl StateMachine {
         let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
-        self.book_legs(t, [buy_row, sell_row], col, mark, t.qty, moves_mark, hints.slots)?;
+        let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots };
+        self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         let ins = &mut self.instruments[col as usize];
         if ins.last_price != t.price {
             let id = ins.spec.id;
@@ -704,7 +714,7 @@ impl StateMachine {
         let mark = self.instruments[col as usize].mark();
         self.events.push(Event::TradeBusted { trade_id });
         // The reverse: the buyer sells and the seller buys the original quantity.
-        self.book_legs(&t, rows, col, mark, -t.qty, false, [NONE; 2])?;
+        self.book_legs(&t, Legs { rows, col, slots: [NONE; 2] }, mark, -t.qty, false)?;
         self.trades[index].busted = true;
         self.digest.replace(trade_record(&t, false), trade_record(&t, true));
         Ok(())
@@ -838,13 +848,12 @@ impl StateMachine {
     fn book_legs(
         &mut self,
         t: &Trade,
-        rows: [u32; 2],
-        col: u32,
+        legs: Legs,
         mark: Price,
         qty: Qty,
         moves_mark: bool,
-        slot_hints: [u32; 2],
     ) -> Result<(), Reject> {
+        let Legs { rows, col, slots: slot_hints } = legs;
         let m = self.instruments[col as usize].spec.multiplier;
         let ids = [t.buy, t.sell];
         let slots = [0, 1].map(|k| match slot_hints[k] {
