@@ -4,7 +4,7 @@
 // timer, so an idle subscription never keeps the process alive on its own. Breaking out of
 // `for await` (or `return()`) unsubscribes; a consumer that falls too far behind gets an
 // `EventsOverflowError` after the last delivered event instead of unbounded memory growth.
-import { decodeMessage } from './wire';
+import { decodeMessageAt } from './wire';
 import { EventsOverflowError, InputError } from './errors';
 import { EVENT_TYPES, type Event, type EventFilter } from './types';
 
@@ -48,8 +48,9 @@ export function filterAccount(filter: EventFilter | undefined): bigint | undefin
 /** Decode SBE event messages back to back. */
 export function decodeEvents(bytes: Uint8Array, out: Event[]): void {
   let off = 0;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   while (off < bytes.length) {
-    const { message, length } = decodeMessage(bytes, off);
+    const { message, length } = decodeMessageAt(view, off);
     // Tag the decoded value in place (no copy): it becomes the event.
     const ev = message.value as unknown as Record<string, unknown>;
     ev.type = message.template;

@@ -475,7 +475,13 @@ pub fn generate(s: &Schema) -> String {
     let _ =
         writeln!(o, "\n/** Decode any message at `offset`; returns it and the bytes it took. */");
     let _ = writeln!(o, "export function decodeMessage(buf: Uint8Array, offset = 0): {{ message: Message; length: number }} {{");
-    let _ = writeln!(o, "  const view = viewOf(buf);\n  const h = readHeader(view, offset);\n  checkSchema(h);\n  const f = DISPATCH[h.templateId];");
+    let _ = writeln!(o, "  return decodeMessageAt(viewOf(buf), offset);\n}}\n");
+    let _ = writeln!(
+        o,
+        "/** `decodeMessage` on a `DataView` of the buffer: one view for many messages. */"
+    );
+    let _ = writeln!(o, "export function decodeMessageAt(view: DataView, offset: number): {{ message: Message; length: number }} {{");
+    let _ = writeln!(o, "  const h = readHeader(view, offset);\n  checkSchema(h);\n  const f = DISPATCH[h.templateId];");
     let _ = writeln!(o, "  if (f === undefined) {{\n    throw new DecodeError('UnknownTemplate', `unknown template id ${{h.templateId}}`);\n  }}");
     let _ = writeln!(
         o,

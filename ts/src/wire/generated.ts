@@ -2368,7 +2368,11 @@ DISPATCH[315] = (v, o, h) => {
 
 /** Decode any message at `offset`; returns it and the bytes it took. */
 export function decodeMessage(buf: Uint8Array, offset = 0): { message: Message; length: number } {
-  const view = viewOf(buf);
+  return decodeMessageAt(viewOf(buf), offset);
+}
+
+/** `decodeMessage` on a `DataView` of the buffer: one view for many messages. */
+export function decodeMessageAt(view: DataView, offset: number): { message: Message; length: number } {
   const h = readHeader(view, offset);
   checkSchema(h);
   const f = DISPATCH[h.templateId];
