@@ -260,14 +260,27 @@ fn garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon() {
     bad[6 + 2] = 99; // template id 99
     bytes.extend(bad);
     bytes.extend([0, 0, 0, 8, 0x5b, 0xe0, 1, 2]); // 2-byte message
+    // A report sent to the daemon (not a request), and a query cut short (its header says a
+    // 20-byte block, the frame carries 12 of them).
+    let mut rep = [0u8; 256];
+    let report = Report::StateHash { request_id: 81, seq: 1, hash: 2 };
+    let n = write_frame(&mut rep, |x| novate_wire::query::encode_report(x, &report)).unwrap();
+    bytes.extend(&rep[..n]);
+    let mut short = request(Request::Position { request_id: 82, account: 1, instrument: 7 });
+    short.truncate(6 + 8 + 12);
+    let len = (short.len() as u32).to_be_bytes();
+    short[..4].copy_from_slice(&len);
+    bytes.extend(short);
     bytes.extend(frame(79, &setup()[0]));
     w.write_all(&bytes).unwrap();
-    let got = read_frames(&mut w, 4);
+    let got = read_frames(&mut w, 6);
     let answers: Vec<_> = got.iter().map(|(p, _)| answer(p)).collect();
     assert_eq!(answers[0], (77, Some(RejectCode::UnknownTemplate)));
     assert_eq!(answers[1], (78, Some(RejectCode::UnknownTemplate)));
     assert_eq!(answers[2].1, Some(RejectCode::MalformedMessage));
-    assert_eq!(answers[3], (79, None));
+    assert_eq!(answers[3], (81, Some(RejectCode::UnknownTemplate)));
+    assert_eq!(answers[4], (82, Some(RejectCode::MalformedMessage)));
+    assert_eq!(answers[5], (79, None));
     // And a fresh connection works.
     let mut ok = connect(&s);
     ok.write_all(&frame(80, &setup()[1])).unwrap();
