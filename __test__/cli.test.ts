@@ -27,6 +27,16 @@ describe('novate CLI', () => {
     expect(r.stdout).toMatch(/state hash\s+[0-9a-f]{16}/);
   });
 
+  it('demo --fused (one pipeline thread) ends in the same state as the split pipeline', () => {
+    const args = ['demo', '--trades', '5000', '--accounts', '100', '--instruments', '10', '--latency-samples', '10'];
+    const hash = (out: string) => /state hash\s+([0-9a-f]{16}) at seq (\d+)/.exec(out)?.slice(1);
+    const split = run(args);
+    const fused = run([...args, '--fused']);
+    expect([split.status, fused.status]).toEqual([0, 0]);
+    expect(hash(split.stdout)).toBeDefined();
+    expect(hash(fused.stdout)).toEqual(hash(split.stdout));
+  });
+
   it('replay rebuilds a data dir read-only to the engine state hash', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'novate-cli-'));
     try {

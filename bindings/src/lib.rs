@@ -548,6 +548,8 @@ pub struct DemoOptionsJs {
     pub latency_samples: Option<u32>,
     pub data_dir: Option<String>,
     pub fsync: Option<bool>,
+    /// `threads.stages = "fused"`.
+    pub fused: Option<bool>,
     pub progress: Option<bool>,
 }
 
@@ -571,6 +573,7 @@ pub fn run_demo(options: DemoOptionsJs) -> Result<f64> {
         o.data_dir = v;
     }
     o.fsync = options.fsync.unwrap_or(false);
+    o.fused = options.fused.unwrap_or(false);
     o.progress = options.progress.unwrap_or(true);
     let s = novate_engine::demo::run(&o, &mut std::io::stdout().lock()).map_err(err)?;
     Ok(s.commands_per_sec)

@@ -102,6 +102,8 @@ export interface DemoOptionsJs {
   latencySamples?: number
   dataDir?: string
   fsync?: boolean
+  /** `threads.stages = "fused"`. */
+  fused?: boolean
   progress?: boolean
 }
 

@@ -7,8 +7,9 @@ import { native } from './native';
 
 const USAGE = `usage: novate <command> [options]
 
-  demo   [--trades N] [--accounts N] [--instruments N] [--data-dir DIR] [--fsync]
+  demo   [--trades N] [--accounts N] [--instruments N] [--data-dir DIR] [--fsync] [--fused]
          the embedded engine on a synthetic feed: throughput, latency, top accounts by margin
+         (--fused: sequencer, state machine and egress on one thread)
   serve  [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
          run novated in this process (SIGTERM/SIGINT: drain, snapshot, exit)
   replay <data-dir> [--config FILE]
@@ -66,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
         latencySamples: num(f, 'latency-samples'),
         dataDir: typeof f.get('data-dir') === 'string' ? (f.get('data-dir') as string) : undefined,
         fsync: f.get('fsync') === true,
+        fused: f.get('fused') === true,
         progress: process.stderr.isTTY === true || f.get('progress') === true,
       });
       return 0;

@@ -26,6 +26,8 @@ pub struct DemoOptions {
     /// Empty: memory only.
     pub data_dir: String,
     pub fsync: bool,
+    /// `threads.stages = "fused"`: sequencer, state machine and egress on one thread.
+    pub fused: bool,
     pub seed: u64,
     /// Draw the progress bar (on stderr).
     pub progress: bool,
@@ -40,6 +42,7 @@ impl Default for DemoOptions {
             latency_samples: 20_000,
             data_dir: String::new(),
             fsync: false,
+            fused: false,
             seed: 0x6e6f_7661_7465,
             progress: true,
         }
@@ -283,6 +286,9 @@ pub fn run(
     cfg.durability.policy =
         if opts.fsync { DurabilityPolicy::Fsync } else { DurabilityPolicy::None };
     cfg.durability.snapshot_every = 0;
+    if opts.fused {
+        cfg.threads.stages = "fused".into();
+    }
     let engine = Engine::open(&cfg)?;
     writeln!(
         out,

@@ -20,11 +20,12 @@ fn main() {
             "--seed" => o.seed = num("--seed"),
             "--data-dir" => o.data_dir = args.next().unwrap_or_default(),
             "--fsync" => o.fsync = true,
+            "--fused" => o.fused = true,
             "--no-progress" => o.progress = false,
             "-h" | "--help" => {
                 println!("usage: novate-demo [--trades N] [--accounts N] [--instruments N] [--latency-samples N]");
                 println!(
-                    "                   [--seed N] [--data-dir DIR] [--fsync] [--no-progress]"
+                    "                   [--seed N] [--data-dir DIR] [--fsync] [--fused] [--no-progress]"
                 );
                 println!(
                     "defaults: {} trades, {} accounts, {} instruments, in memory",
