@@ -260,8 +260,9 @@ fn garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon() {
     bad[6 + 2] = 99; // template id 99
     bytes.extend(bad);
     bytes.extend([0, 0, 0, 8, 0x5b, 0xe0, 1, 2]); // 2-byte message
-                                                  // A report sent to the daemon (not a request), and a query cut short (its header says a
-                                                  // 20-byte block, the frame carries 12 of them).
+
+    // A report sent to the daemon (not a request), and a query cut short (its header says a
+    // 20-byte block, the frame carries 12 of them).
     let mut rep = [0u8; 256];
     let report = Report::StateHash { request_id: 81, seq: 1, hash: 2 };
     let n = write_frame(&mut rep, |x| novate_wire::query::encode_report(x, &report)).unwrap();
