@@ -13,11 +13,9 @@ use novate_wire::frame::{parse_frame, write_frame};
 use novate_wire::query::{encode_request, Report, Request};
 use novate_wire::{decode_exact, Message, RejectCode, SubscriptionState};
 
-thread_local! {
-    /// `threads.stages` of the daemon a test starts with `server`: the tests run with the split
-    /// pipeline and again, in `mod fused`, with the fused one.
-    static STAGES: std::cell::Cell<&'static str> = const { std::cell::Cell::new("split") };
-}
+#[macro_use]
+mod common;
+use common::STAGES;
 
 fn server(write_timeout_ms: u64, inflight: usize) -> Server {
     let mut c = Config::default();
@@ -45,28 +43,7 @@ fn frame(rid: u64, cmd: &Command) -> Vec<u8> {
 }
 
 fn setup() -> Vec<Command> {
-    vec![
-        Command::UpsertInstrument(InstrumentSpec {
-            id: 7,
-            multiplier: 1,
-            margin_bps: 1000,
-            settle_days: 2,
-        }),
-        Command::UpsertAccount(AccountSpec {
-            id: 1,
-            max_position: 0,
-            max_notional: 0,
-            max_loss: 0,
-            suspended: false,
-        }),
-        Command::UpsertAccount(AccountSpec {
-            id: 2,
-            max_position: 0,
-            max_notional: 0,
-            max_loss: 0,
-            suspended: false,
-        }),
-    ]
+    common::instrument_and_two_accounts(1)
 }
 
 /// Apply `setup()` through its own connection and wait for its three answers.
@@ -567,16 +544,7 @@ fn the_journal_keeps_each_members_request_id() {
 
 /// The tests that start their daemon with `server` again, on a fused pipeline.
 mod fused {
-    macro_rules! fused {
-        ($($name:ident),* $(,)?) => {$(
-            #[test]
-            fn $name() {
-                super::STAGES.set("fused");
-                super::$name();
-            }
-        )*};
-    }
-    fused!(
+    fused_twins!(
         one_connection_pipelines_many_requests_each_answered_once,
         garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
         subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed,

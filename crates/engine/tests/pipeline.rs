@@ -9,11 +9,9 @@ use std::time::Duration;
 use novate_core::*;
 use novate_engine::*;
 
-thread_local! {
-    /// `threads.stages` for the test running on this thread: every test runs with the split
-    /// pipeline (three threads) and again, in `mod fused`, with the fused one.
-    static STAGES: std::cell::Cell<&'static str> = const { std::cell::Cell::new("split") };
-}
+#[macro_use]
+mod common;
+use common::STAGES;
 
 fn cfg() -> Config {
     let mut c = Config::default();
@@ -36,30 +34,11 @@ fn start(c: &Config) -> Engine {
 }
 
 fn setup_cmds() -> Vec<Command> {
-    vec![
-        Command::UpsertInstrument(InstrumentSpec {
-            id: 7,
-            multiplier: 10,
-            margin_bps: 1000,
-            settle_days: 2,
-        }),
-        Command::UpsertAccount(AccountSpec {
-            id: 1,
-            max_position: 0,
-            max_notional: 0,
-            max_loss: 0,
-            suspended: false,
-        }),
-        Command::UpsertAccount(AccountSpec {
-            id: 2,
-            max_position: 0,
-            max_notional: 0,
-            max_loss: 0,
-            suspended: false,
-        }),
-        Command::AdjustCollateral { account: 1, amount: 1_000_000 * PRICE_SCALE as i128 },
-        Command::AdjustCollateral { account: 2, amount: 1_000_000 * PRICE_SCALE as i128 },
-    ]
+    let mut v = common::instrument_and_two_accounts(10);
+    for account in [1, 2] {
+        v.push(Command::AdjustCollateral { account, amount: 1_000_000 * PRICE_SCALE as i128 });
+    }
+    v
 }
 
 fn trade(id: u64, buy: u64, sell: u64, qty: i64, price: i64) -> Command {
@@ -524,7 +503,7 @@ fn a_data_dir_survives_restarts_under_both_policies() {
 mod fused {
     #[test]
     fn the_engine_reports_one_fused_thread() {
-        super::STAGES.set("fused");
+        crate::common::STAGES.set("fused");
         let e = super::start(&super::cfg());
         let lines = &e.start_report().lines;
         assert!(lines.iter().any(|l| l.starts_with("stages: fused")), "{lines:?}");
@@ -532,16 +511,7 @@ mod fused {
         assert!(!lines.iter().any(|l| l.starts_with("sequencer:")), "{lines:?}");
     }
 
-    macro_rules! fused {
-        ($($name:ident),* $(,)?) => {$(
-            #[test]
-            fn $name() {
-                super::STAGES.set("fused");
-                super::$name();
-            }
-        )*};
-    }
-    fused!(
+    fused_twins!(
         acks_come_only_after_the_journal_commit,
         a_full_ring_or_window_is_busy_and_nothing_is_dropped,
         calls_answer_with_typed_rejections_and_views_match_the_state_machine,

@@ -1,0 +1,36 @@
+//! Shared by the engine's test binaries: a test runs with the split pipeline (three threads)
+//! and again, as its twin in `mod fused`, with the fused one (`threads.stages`).
+
+thread_local! {
+    /// `threads.stages` for the test running on this thread.
+    pub static STAGES: std::cell::Cell<&'static str> = const { std::cell::Cell::new("split") };
+}
+
+/// Inside a test binary's `mod fused`: `fused_twins!(a, b)` defines tests `fused::a` and
+/// `fused::b` that run the binary's `a` and `b` with `STAGES` set to `"fused"`.
+macro_rules! fused_twins {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            crate::common::STAGES.set("fused");
+            super::$name();
+        }
+    )*};
+}
+
+/// Instrument 7 (multiplier `m`, 10 % margin) and accounts 1 and 2 without limits.
+pub fn instrument_and_two_accounts(m: i64) -> Vec<novate_core::Command> {
+    use novate_core::{AccountSpec, Command, InstrumentSpec};
+    let account =
+        |id| AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+    vec![
+        Command::UpsertInstrument(InstrumentSpec {
+            id: 7,
+            multiplier: m,
+            margin_bps: 1000,
+            settle_days: 2,
+        }),
+        Command::UpsertAccount(account(1)),
+        Command::UpsertAccount(account(2)),
+    ]
+}
