@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use novate_core::*;
 use novate_engine::*;
 
+mod common;
+
 fn cfg() -> Config {
     let mut c = Config::default();
     c.engine.accounts_max = 64;
@@ -23,25 +25,7 @@ fn cfg() -> Config {
 }
 
 fn setup() -> Vec<Command> {
-    let acct = |id| {
-        Command::UpsertAccount(AccountSpec {
-            id,
-            max_position: 0,
-            max_notional: 0,
-            max_loss: 0,
-            suspended: false,
-        })
-    };
-    vec![
-        Command::UpsertInstrument(InstrumentSpec {
-            id: 7,
-            multiplier: 10,
-            margin_bps: 1000,
-            settle_days: 2,
-        }),
-        acct(1),
-        acct(2),
-    ]
+    common::instrument_and_two_accounts(10)
 }
 
 fn trade(id: u64) -> Command {

@@ -1,5 +1,7 @@
 //! Shared by the engine's test binaries: a test runs with the split pipeline (three threads)
 //! and again, as its twin in `mod fused`, with the fused one (`threads.stages`).
+// Each test binary uses part of this module.
+#![allow(dead_code, unused_macros)]
 
 thread_local! {
     /// `threads.stages` for the test running on this thread.
