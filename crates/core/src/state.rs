@@ -284,27 +284,18 @@ struct WhatIf {
     mark: Price,
 }
 
-/// Lookups the batch path made ahead of applying a trade (`NONE`: not known, look it up).
-#[derive(Clone, Copy)]
-struct Hints {
-    /// Buyer's and seller's account rows.
-    rows: [u32; 2],
-    col: u32,
-    /// Buyer's and seller's position slots.
-    slots: [u32; 2],
-}
-
-impl Hints {
-    const NONE: Hints = Hints { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
-}
-
-/// Where a trade's two legs are: the buyer's and seller's rows, the instrument's column, and
-/// their position slots where known (`NONE`: look it up; it may not exist yet).
+/// Where a trade's two legs are: the buyer's and seller's account rows, the instrument's
+/// column, and the buyer's and seller's position slots; `NONE` where not known (look it up).
+/// The batch path fills them ahead of applying a trade (its prefetch lookups, kept as hints).
 #[derive(Clone, Copy)]
 struct Legs {
     rows: [u32; 2],
     col: u32,
     slots: [u32; 2],
+}
+
+impl Legs {
+    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
 }
 
 /// A looked-up index: the hint when known, else `lookup()`.
@@ -403,7 +394,7 @@ impl StateMachine {
     /// Apply one command. On `Err` nothing changed. `ts` is carried for the log; the state
     /// machine never reads a clock and its results do not depend on `ts`.
     pub fn apply(&mut self, cmd: &Command, seq: Seq, ts: Nanos) -> Result<&[Event], Reject> {
-        self.apply_hinted(cmd, seq, ts, &Hints::NONE)
+        self.apply_hinted(cmd, seq, ts, &Legs::NONE)
     }
 
     /// [`apply`](Self::apply), skipping the lookups `hints` already made.
@@ -412,7 +403,7 @@ impl StateMachine {
         cmd: &Command,
         seq: Seq,
         ts: Nanos,
-        hints: &Hints,
+        hints: &Legs,
     ) -> Result<&[Event], Reject> {
         let _ = ts;
         self.last_seq = seq;
@@ -452,13 +443,13 @@ impl StateMachine {
     /// [`apply_batch`](Self::apply_batch), with the state machine as it is after each command
     /// (to read what it changed, e.g. [`changed_positions`](Self::changed_positions)).
     ///
-    /// The lookups of the second prefetch stage are kept ([`Hints`]) and spare `apply` its own.
+    /// The lookups of the second prefetch stage are kept (as [`Legs`]) and spare `apply` its own.
     pub fn apply_batch_with(
         &mut self,
         batch: &[Sequenced],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
-        let mut hints = [Hints::NONE; PREFETCH_DISTANCE + 1];
+        let mut hints = [Legs::NONE; PREFETCH_DISTANCE + 1];
         for near in batch.iter().take(PREFETCH_DISTANCE) {
             self.prefetch_index(&near.cmd);
         }
@@ -493,9 +484,9 @@ impl StateMachine {
     /// applying it. Only hits are kept: rows, columns and slots never move or disappear, so a
     /// hit is still true when the trade is applied; a miss (an account or position that a
     /// command in between may create) is looked up again then.
-    fn resolve(&self, cmd: &Command) -> Hints {
-        let Command::ClearTrade(t) = cmd else { return Hints::NONE };
-        let mut h = Hints::NONE;
+    fn resolve(&self, cmd: &Command) -> Legs {
+        let Command::ClearTrade(t) = cmd else { return Legs::NONE };
+        let mut h = Legs::NONE;
         h.col = self.instrument_index.get(&u64::from(t.instrument)).unwrap_or(NONE);
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
             if let Some(row) = self.account_index.get(&acct) {
@@ -652,7 +643,7 @@ impl StateMachine {
         }
     }
 
-    fn clear_trade(&mut self, t: &Trade, hints: &Hints) -> Result<(), Reject> {
+    fn clear_trade(&mut self, t: &Trade, hints: &Legs) -> Result<(), Reject> {
         if t.trade_id == 0 {
             return Err(Reject::InvalidId);
         }
