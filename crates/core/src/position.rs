@@ -160,7 +160,7 @@ impl Valued {
     }
 }
 
-/// A position's [`Terms`] as 64-bit numbers, in [`Sums::parts`] order.
+/// A position's [`Terms`] as 64-bit numbers: notional, unrealized, realized, margin.
 pub type Terms64 = [i64; 4];
 
 impl Valued {

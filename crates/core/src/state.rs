@@ -443,7 +443,7 @@ impl StateMachine {
     /// [`apply_batch`](Self::apply_batch), with the state machine as it is after each command
     /// (to read what it changed, e.g. [`changed_positions`](Self::changed_positions)).
     ///
-    /// The lookups of the second prefetch stage are kept (as [`Legs`]) and spare `apply` its own.
+    /// The lookups of the second prefetch stage are kept and spare `apply` its own.
     pub fn apply_batch_with(
         &mut self,
         batch: &[Sequenced],
