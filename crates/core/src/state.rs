@@ -298,15 +298,6 @@ impl Legs {
     const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
 }
 
-/// A looked-up index: the hint when known, else `lookup()`.
-#[inline(always)]
-fn hinted(hint: u32, lookup: impl FnOnce() -> Result<u32, Reject>) -> Result<u32, Reject> {
-    if hint == NONE {
-        lookup()
-    } else {
-        Ok(hint)
-    }
-}
 
 /// Outcome of the post-trade checks of one account (its what-if sums go to an out-parameter).
 #[derive(Clone, Copy, Default)]
@@ -394,11 +385,12 @@ impl StateMachine {
     /// Apply one command. On `Err` nothing changed. `ts` is carried for the log; the state
     /// machine never reads a clock and its results do not depend on `ts`.
     pub fn apply(&mut self, cmd: &Command, seq: Seq, ts: Nanos) -> Result<&[Event], Reject> {
-        self.apply_hinted(cmd, seq, ts, &Legs::NONE)
+        self.apply_hinted::<false>(cmd, seq, ts, &Legs::NONE)
     }
 
-    /// [`apply`](Self::apply), skipping the lookups `hints` already made.
-    fn apply_hinted(
+    /// [`apply`](Self::apply), skipping the lookups `hints` already made (with `HINTED`; the
+    /// plain path compiles without the checks).
+    fn apply_hinted<const HINTED: bool>(
         &mut self,
         cmd: &Command,
         seq: Seq,
@@ -418,7 +410,7 @@ impl StateMachine {
             Command::CheckOrder { account, instrument, side, qty, price } => {
                 self.check_order(account, instrument, side.signed(qty), qty, price)?
             }
-            Command::ClearTrade(t) => self.clear_trade(&t, hints)?,
+            Command::ClearTrade(t) => self.clear_trade::<HINTED>(&t, hints)?,
             Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
             Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
             Command::SettlementPrice { instrument, price } => {
@@ -464,7 +456,7 @@ impl StateMachine {
                 hints[(i + PREFETCH_DISTANCE) % hints.len()] = self.resolve(&near.cmd);
             }
             let h = hints[i % hints.len()];
-            let ok = self.apply_hinted(&s.cmd, s.seq, s.ts, &h).map(|_| ());
+            let ok = self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &h).map(|_| ());
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
         }
@@ -643,7 +635,7 @@ impl StateMachine {
         }
     }
 
-    fn clear_trade(&mut self, t: &Trade, hints: &Legs) -> Result<(), Reject> {
+    fn clear_trade<const HINTED: bool>(&mut self, t: &Trade, hints: &Legs) -> Result<(), Reject> {
         if t.trade_id == 0 {
             return Err(Reject::InvalidId);
         }
@@ -659,9 +651,10 @@ impl StateMachine {
         if t.buy == t.sell {
             return Err(Reject::SelfTrade);
         }
-        let buy_row = hinted(hints.rows[0], || self.account_row(t.buy))?;
-        let sell_row = hinted(hints.rows[1], || self.account_row(t.sell))?;
-        let col = hinted(hints.col, || self.instrument_col(t.instrument))?;
+        let hint = |h: u32| if HINTED && h != NONE { Some(h) } else { None };
+        let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
+        let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
+        let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
         if self.trade_index.get(&SeqKey(t.trade_id)).is_some() {
             return Err(Reject::Duplicate);
         }
@@ -673,7 +666,8 @@ impl StateMachine {
         let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
-        let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots };
+        let slots = if HINTED { hints.slots } else { [NONE; 2] };
+        let legs = Legs { rows: [buy_row, sell_row], col, slots };
         self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         let ins = &mut self.instruments[col as usize];
         if ins.last_price != t.price {
