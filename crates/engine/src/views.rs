@@ -154,6 +154,7 @@ fn position_key(row: u32, instrument: InstrumentId) -> u64 {
 impl Publisher {
     /// Mark the account in `row` for publication at the end of the batch (indexing its id on
     /// first sight).
+    #[inline]
     fn mark_account(&mut self, row: u32, id: AccountId) {
         let r = row as usize;
         if r >= self.row_ids.len() {
@@ -173,6 +174,7 @@ impl Publisher {
 
     /// Mark the instrument in `col` for publication (and, with `holders`, every holder's
     /// account: its mark or rate moved).
+    #[inline]
     fn mark_instrument(&mut self, col: u32, id: InstrumentId, holders: bool) {
         let c = col as usize;
         let Some(slot) = self.instruments.get_mut(c) else { return };
@@ -221,16 +223,16 @@ impl Publisher {
     /// positions are written at once, accounts and instruments marked for [`publish`].
     pub fn note(&mut self, views: &Views, sm: &StateMachine, seq: Seq, events: &[Event]) {
         for e in events {
-            match *e {
+            match e {
                 Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => {
-                    if let Some(row) = sm.row_of(account) {
-                        self.mark_account(row, account);
+                    if let Some(row) = sm.row_of(*account) {
+                        self.mark_account(row, *account);
                     }
                 }
                 Event::InstrumentUpdated { instrument } | Event::MarkChanged { instrument, .. } => {
-                    if let Some(col) = sm.col_of(instrument) {
+                    if let Some(col) = sm.col_of(*instrument) {
                         let moved = matches!(e, Event::MarkChanged { .. });
-                        self.mark_instrument(col, instrument, moved);
+                        self.mark_instrument(col, *instrument, moved);
                     }
                 }
                 _ => {}
