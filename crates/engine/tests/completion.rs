@@ -29,20 +29,18 @@ fn setup() -> Vec<Command> {
 }
 
 fn trade(id: u64) -> Command {
-    Command::ClearTrade(Trade {
-        trade_id: id,
-        buy: 1,
-        sell: 2,
-        instrument: 7,
-        qty: 1,
-        price: 100 * PRICE_SCALE,
-        trade_date: 20261125,
-    })
+    common::trade_in_7(id, 1, 2, 1, 100 * PRICE_SCALE)
 }
 
-fn start() -> (Engine, AsyncClient, mpsc::Receiver<Vec<(Ticket, Outcome)>>) {
-    let e =
-        Engine::start(&cfg(), Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+type Completions = mpsc::Receiver<Vec<(Ticket, Outcome)>>;
+
+fn start() -> (Engine, AsyncClient, Completions) {
+    start_with(Box::new(MemJournal::new()))
+}
+
+/// An engine on `journal` and an async client whose completions arrive on the receiver.
+fn start_with(journal: Box<dyn Journal>) -> (Engine, AsyncClient, Completions) {
+    let e = Engine::start(&cfg(), journal, Box::new(MemSnapshots::new())).unwrap();
     let (tx, rx) = mpsc::channel();
     let c = AsyncClient::start(
         &e.client_maker(),
@@ -203,16 +201,7 @@ impl Journal for FailingJournal {
 
 #[test]
 fn a_failed_journal_completes_commands_and_batches_as_unavailable_never_hangs() {
-    let j = FailingJournal { inner: MemJournal::new(), ok: 3 };
-    let e = Engine::start(&cfg(), Box::new(j), Box::new(MemSnapshots::new())).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let c = AsyncClient::start(
-        &e.client_maker(),
-        Box::new(move |done| {
-            let _ = tx.send(done);
-        }),
-    )
-    .unwrap();
+    let (e, c, rx) = start_with(Box::new(FailingJournal { inner: MemJournal::new(), ok: 3 }));
     for (i, cmd) in setup().into_iter().enumerate() {
         c.submit(i as u64 + 1, Work::Command(cmd));
     }

@@ -56,15 +56,7 @@ fn set_up(s: &Server) {
 }
 
 fn trade(id: u64) -> Command {
-    Command::ClearTrade(Trade {
-        trade_id: id,
-        buy: 1,
-        sell: 2,
-        instrument: 7,
-        qty: 1,
-        price: 10 * PRICE_SCALE,
-        trade_date: 20261125,
-    })
+    common::trade_in_7(id, 1, 2, 1, 10 * PRICE_SCALE)
 }
 
 /// Read frames until `n` messages arrived (or EOF); returns (payload, SOFH encoding).

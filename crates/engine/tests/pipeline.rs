@@ -41,17 +41,7 @@ fn setup_cmds() -> Vec<Command> {
     v
 }
 
-fn trade(id: u64, buy: u64, sell: u64, qty: i64, price: i64) -> Command {
-    Command::ClearTrade(Trade {
-        trade_id: id,
-        buy,
-        sell,
-        instrument: 7,
-        qty,
-        price,
-        trade_date: 20261125,
-    })
-}
+use common::trade_in_7 as trade;
 
 /// A journal whose commit waits until the test opens the gate.
 #[derive(Clone)]

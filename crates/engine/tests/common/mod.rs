@@ -36,3 +36,16 @@ pub fn instrument_and_two_accounts(m: i64) -> Vec<novate_core::Command> {
         Command::UpsertAccount(account(2)),
     ]
 }
+
+/// A ClearTrade in instrument 7.
+pub fn trade_in_7(id: u64, buy: u64, sell: u64, qty: i64, price: i64) -> novate_core::Command {
+    novate_core::Command::ClearTrade(novate_core::Trade {
+        trade_id: id,
+        buy,
+        sell,
+        instrument: 7,
+        qty,
+        price,
+        trade_date: 20261125,
+    })
+}
