@@ -778,20 +778,30 @@ impl Sequencer {
     }
 }
 
-fn sequencer(
+/// Where the sequencer's entries go: the state machine's ring (split stages), or the state
+/// machine and egress themselves on the same thread (fused).
+trait Downstream {
+    /// Before each step.
+    fn tick(&mut self) {}
+    /// Hand over a step's entries (the last call hands over the shutdown barrier).
+    fn hand(&mut self, shared: &Shared, entries: &[Entry], waiter: &mut Waiter);
+}
+
+/// The sequencer loop: step until shutdown, handing each step's entries downstream; then flush
+/// the journal and hand over the shutdown barrier.
+fn run_sequencer(
     shared: &Shared,
-    mut rx: mpsc::Consumer<Inbound>,
-    mut tx: spsc::Producer<Entry>,
+    rx: &mut mpsc::Consumer<Inbound>,
     journal: Box<dyn Journal>,
     seq: Seq,
     batch_max: usize,
-    sm: &OnceLock<Thread>,
+    down: &mut impl Downstream,
 ) {
-    let _ = shared.sequencer.set(thread::current());
     let mut waiter = Waiter::new(shared.wait);
     let mut q = Sequencer::new(journal, seq, batch_max);
     loop {
-        if q.step(shared, &mut rx, batch_max) == 0 {
+        down.tick();
+        if q.step(shared, rx, batch_max) == 0 {
             if q.shutting_down {
                 break;
             }
@@ -799,10 +809,54 @@ fn sequencer(
             continue;
         }
         waiter.reset();
-        push_all(&mut tx, &q.entries, &mut waiter, sm);
+        down.hand(shared, &q.entries, &mut waiter);
     }
     q.finish();
-    push_all(&mut tx, &[Entry::Barrier(Barrier::Shutdown)], &mut waiter, sm);
+    down.hand(shared, &[Entry::Barrier(Barrier::Shutdown)], &mut waiter);
+}
+
+/// Split stages: entries go through the SPSC ring to the state-machine thread.
+struct ToRing<'a> {
+    tx: spsc::Producer<Entry>,
+    sm: &'a OnceLock<Thread>,
+}
+
+impl Downstream for ToRing<'_> {
+    fn hand(&mut self, _: &Shared, entries: &[Entry], waiter: &mut Waiter) {
+        push_all(&mut self.tx, entries, waiter, self.sm);
+    }
+}
+
+fn sequencer(
+    shared: &Shared,
+    mut rx: mpsc::Consumer<Inbound>,
+    tx: spsc::Producer<Entry>,
+    journal: Box<dyn Journal>,
+    seq: Seq,
+    batch_max: usize,
+    sm: &OnceLock<Thread>,
+) {
+    let _ = shared.sequencer.set(thread::current());
+    run_sequencer(shared, &mut rx, journal, seq, batch_max, &mut ToRing { tx, sm });
+}
+
+/// Fused stages: this thread applies the entries and routes the answers itself.
+struct Inline {
+    st: SmThread,
+    egress: Egress,
+}
+
+impl Downstream for Inline {
+    fn tick(&mut self) {
+        self.egress.apply_control();
+    }
+
+    fn hand(&mut self, shared: &Shared, entries: &[Entry], _: &mut Waiter) {
+        let mut out = EgressTx::Direct { egress: &mut self.egress, shared };
+        // Cannot stop early: the shutdown barrier is only handed over last.
+        let _ = self.st.process(shared, entries, &mut out);
+        out.flush();
+    }
 }
 
 /// `threads.stages = "fused"`: sequencer, state machine and egress on this one thread, the
@@ -814,32 +868,12 @@ fn fused(
     journal: Box<dyn Journal>,
     seq: Seq,
     batch_max: usize,
-    mut st: SmThread,
+    st: SmThread,
     control: std_mpsc::Receiver<Control>,
 ) {
-    let mut waiter = Waiter::new(shared.wait);
-    let mut q = Sequencer::new(journal, seq, batch_max);
-    let mut egress = Egress::new(control);
-    loop {
-        egress.apply_control();
-        if q.step(shared, &mut rx, batch_max) == 0 {
-            if q.shutting_down {
-                break;
-            }
-            waiter.wait();
-            continue;
-        }
-        waiter.reset();
-        let mut out = EgressTx::Direct { egress: &mut egress, shared };
-        // Cannot stop here: the shutdown barrier is only handed over below.
-        let _ = st.process(shared, &q.entries, &mut out);
-        out.flush();
-    }
-    q.finish();
-    let mut out = EgressTx::Direct { egress: &mut egress, shared };
-    let _ = st.process(shared, &[Entry::Barrier(Barrier::Shutdown)], &mut out);
-    out.flush();
-    egress.finish();
+    let mut down = Inline { st, egress: Egress::new(control) };
+    run_sequencer(shared, &mut rx, journal, seq, batch_max, &mut down);
+    down.egress.finish();
 }
 
 /// Push every item, waiting for room (the downstream stage always makes progress).
