@@ -298,7 +298,6 @@ impl Legs {
     const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
 }
 
-
 /// Outcome of the post-trade checks of one account (its what-if sums go to an out-parameter).
 #[derive(Clone, Copy, Default)]
 struct Breaches {
@@ -315,6 +314,9 @@ pub struct StateMachine {
     limits: Limits,
     account_index: FixedMap<u64>,
     accounts: Vec<Account>,
+    /// Account id by row (derived; 8 bytes per account, so a walk over every position can
+    /// name its account from a table that stays in cache).
+    row_ids: Vec<AccountId>,
     instrument_index: FixedMap<u64>,
     instruments: Vec<Instrument>,
     position_index: FixedMap<PairKey>,
@@ -351,6 +353,7 @@ impl StateMachine {
             limits,
             account_index: FixedMap::new(a),
             accounts: Vec::with_capacity(a),
+            row_ids: Vec::with_capacity(a),
             instrument_index: FixedMap::new(limits.instruments_max as usize),
             instruments: Vec::with_capacity(limits.instruments_max as usize),
             position_index: FixedMap::new(limits.positions_max as usize),
@@ -563,6 +566,7 @@ impl StateMachine {
                 let row = self.accounts.len() as u32;
                 self.account_index.insert(spec.id, row).map_err(|_| Reject::AccountCapacity)?;
                 self.digest.add(account_record(&spec, 0));
+                self.row_ids.push(spec.id);
                 self.accounts.push(Account {
                     spec,
                     collateral: 0,
@@ -1085,11 +1089,12 @@ impl StateMachine {
     /// [`position_slot`](Self::position_slot)).
     pub fn position_at(&self, slot: u32) -> Option<SlotPosition> {
         let p = self.positions.get(slot as usize)?;
-        let (a, i) = (self.accounts.get(p.account as usize)?, self.instruments.get(p.instrument as usize)?);
+        let (account, i) =
+            (*self.row_ids.get(p.account as usize)?, self.instruments.get(p.instrument as usize)?);
         Some(SlotPosition {
             row: p.account,
             col: p.instrument,
-            account: a.spec.id,
+            account,
             instrument: i.spec.id,
             book: p.book,
         })
@@ -1214,7 +1219,7 @@ impl StateMachine {
         let used = self.chunks_used as usize * CHUNK_POSITIONS;
         for p in &self.positions[..used] {
             if p.account != NONE {
-                let account = snap.accounts[p.account as usize].0.id;
+                let account = self.row_ids[p.account as usize];
                 let instrument = snap.instruments[p.instrument as usize].0.id;
                 snap.positions.push((account, instrument, p.book));
             }
