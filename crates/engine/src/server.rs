@@ -411,12 +411,10 @@ fn submit_frame(
             }
             true
         }
-        m => match m.command() {
-            Some((rid, cmd)) => submit(rid, cmd),
-            None if m.request().is_some() => {
-                m.request().is_some_and(|r| request(r, ctx, sub, local))
-            }
-            None => {
+        m => match (m.command(), m.request()) {
+            (Some((rid, cmd)), _) => submit(rid, cmd),
+            (None, Some(r)) => request(r, ctx, sub, local),
+            (None, None) => {
                 // An event or an answer sent to the engine: not a command.
                 let _ =
                     local.send(Local::Bytes(reject_frame(rid_guess, RejectCode::UnknownTemplate)));

@@ -166,8 +166,14 @@ impl Publisher {
             // Indexed at once; readers treat an UNPUBLISHED cell as absent.
             let _ = self.account_index.insert(id, row);
         }
-        if self.stamp_accounts[r] != self.batch {
-            self.stamp_accounts[r] = self.batch;
+        self.dirty_account(row);
+    }
+
+    /// Put a seen row on this batch's dirty list, once.
+    #[inline]
+    fn dirty_account(&mut self, row: u32) {
+        if self.stamp_accounts[row as usize] != self.batch {
+            self.stamp_accounts[row as usize] = self.batch;
             self.dirty_accounts.push(row);
         }
     }
@@ -291,10 +297,7 @@ impl Publisher {
             if changed || self.holders_stamp[c] == self.batch {
                 let holders = std::mem::take(&mut st.holders);
                 for &row in &holders {
-                    if self.stamp_accounts[row as usize] != self.batch {
-                        self.stamp_accounts[row as usize] = self.batch;
-                        self.dirty_accounts.push(row);
-                    }
+                    self.dirty_account(row);
                 }
                 if let Some(st) = self.instruments[c].as_mut() {
                     st.holders = holders;

@@ -256,7 +256,10 @@ fn decoder(o: &mut String, s: &Schema, m: &Message) {
     let _ = writeln!(o, "    pub const CORE_LENGTH: usize = {core};\n");
     min_len_fn(o, &m.block);
     let _ = writeln!(o, "    /// Wrap a buffer that starts with the message header.");
-    let _ = writeln!(o, "    #[inline]\n    pub fn wrap(buf: &'a [u8]) -> Result<Self, DecodeError> {{");
+    let _ = writeln!(
+        o,
+        "    #[inline]\n    pub fn wrap(buf: &'a [u8]) -> Result<Self, DecodeError> {{"
+    );
     let _ = writeln!(
         o,
         "        let header = MessageHeader::read(buf)?;\n        header.check_schema()?;"
@@ -378,7 +381,10 @@ fn encoder(o: &mut String, s: &Schema, m: &Message) {
             o,
             "    /// Header plus block.\n    pub const ENCODED_LENGTH: usize = {fixed};\n"
         );
-        let _ = writeln!(o, "    #[inline]\n    pub fn wrap(buf: &'a mut [u8]) -> Result<Self, EncodeError> {{");
+        let _ = writeln!(
+            o,
+            "    #[inline]\n    pub fn wrap(buf: &'a mut [u8]) -> Result<Self, EncodeError> {{"
+        );
         let _ = writeln!(o, "        let len = buf.len();\n        let buf = buf.first_chunk_mut::<{fixed}>().ok_or(EncodeError::ShortBuffer {{ needed: {fixed}, len }})?;");
         let _ = writeln!(o, "        buf.fill(0);");
         let _ = writeln!(o, "        MessageHeader::current(Self::BLOCK_LENGTH as u16, Self::TEMPLATE_ID).write(&mut buf[..]);");

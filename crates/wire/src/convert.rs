@@ -65,7 +65,7 @@ fn core_side(s: Side) -> CoreSide {
     }
 }
 
-fn bool_of(b: bool) -> BooleanType {
+pub(crate) fn bool_of(b: bool) -> BooleanType {
     if b {
         BooleanType::True
     } else {

@@ -6,7 +6,7 @@
 //! named by the request id of their `Subscribe`; their batches and end come as
 //! [`Report::Subscription`].
 
-use crate::convert::RequestId;
+use crate::convert::{bool_of, RequestId};
 use crate::generated::*;
 use crate::rt::EncodeError;
 use novate_core::{
@@ -92,14 +92,6 @@ impl Request {
     }
 }
 
-fn flag(b: bool) -> BooleanType {
-    if b {
-        BooleanType::True
-    } else {
-        BooleanType::False
-    }
-}
-
 /// Encode a request at the start of `buf`; returns the bytes written.
 pub fn encode_request(buf: &mut [u8], r: &Request) -> Result<usize, EncodeError> {
     Ok(match *r {
@@ -153,8 +145,8 @@ pub fn encode_report(buf: &mut [u8], r: &Report) -> Result<usize, EncodeError> {
                 .unrealized(p.unrealized)
                 .avg_price(p.avg_price.unwrap_or(0))
                 .instrument_id(p.instrument)
-                .found(flag(position.is_some()))
-                .has_avg_price(flag(p.avg_price.is_some()))
+                .found(bool_of(position.is_some()))
+                .has_avg_price(bool_of(p.avg_price.is_some()))
                 .encoded_len()
         }
         Report::Account { request_id, view_seq, account: a } => AccountReportEncoder::wrap(buf)?
@@ -172,7 +164,7 @@ pub fn encode_report(buf: &mut [u8], r: &Report) -> Result<usize, EncodeError> {
             .margin(a.margin)
             .excess(a.excess)
             .positions(a.positions)
-            .suspended(flag(a.spec.suspended))
+            .suspended(bool_of(a.spec.suspended))
             .encoded_len(),
         Report::Instrument { request_id, view_seq, instrument } => {
             let i = instrument.unwrap_or(InstrumentView {
@@ -191,7 +183,7 @@ pub fn encode_report(buf: &mut [u8], r: &Report) -> Result<usize, EncodeError> {
                 .instrument_id(i.spec.id)
                 .holders(i.holders)
                 .settle_days(i.spec.settle_days)
-                .found(flag(instrument.is_some()))
+                .found(bool_of(instrument.is_some()))
                 .encoded_len()
         }
         Report::StateHash { request_id, seq, hash } => StateHashReportEncoder::wrap(buf)?
