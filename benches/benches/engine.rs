@@ -7,7 +7,8 @@
 //!   against a bare TCP echo server of the same 64-byte frame (what novated adds over the
 //!   network stack; goal: <= 1 us at p50).
 //!
-//! Run: `cargo bench -p novate-benches --bench engine` (NOVATE_BENCH_QUICK=1 for a smoke run).
+//! Run: `cargo bench -p novate-benches --bench engine` (NOVATE_BENCH_QUICK=1 for a smoke run;
+//! NOVATE_BENCH_ONLY=tcp or =pipeline for one part).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +25,11 @@ const ACCOUNTS: u64 = 1000;
 
 fn quick() -> bool {
     std::env::var_os("NOVATE_BENCH_QUICK").is_some()
+}
+
+/// Whether to run `part` ("pipeline" or "tcp"): all unless NOVATE_BENCH_ONLY names one.
+fn runs(part: &str) -> bool {
+    std::env::var("NOVATE_BENCH_ONLY").map_or(true, |only| only == part)
 }
 
 fn config(data_dir: &str, policy: DurabilityPolicy) -> Config {
@@ -181,60 +187,72 @@ fn main() {
     let (n, samples, rtts) =
         if quick() { (100_000, 2_000, 5_000) } else { (1_000_000, 20_000, 50_000) };
     println!("engine benchmarks (issue 6): {n} trades with the window full, {samples} one-at-a-time, {rtts} TCP round trips");
-    let _warm = bare(n / 10);
-    let bare_rate = bare(n);
-    println!("bare state machine apply_batch (peer): {:.2} M trades/s", bare_rate / 1e6);
-    let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-    for (name, dir, policy) in [
-        (
-            "durability none, memory journal, wait spin-yield",
-            "spin-yield".to_string(),
-            DurabilityPolicy::None,
-        ),
-        ("durability none, memory journal", String::new(), DurabilityPolicy::None),
-        (
-            "durability none, memory journal, stages fused",
-            "fused".to_string(),
-            DurabilityPolicy::None,
-        ),
-        (
-            "durability none, data dir (page cache)",
-            format!("{tmp}/novate-bench-none-{}", std::process::id()),
-            DurabilityPolicy::None,
-        ),
-        (
-            "durability fsync, data dir",
-            format!("{tmp}/novate-bench-fsync-{}", std::process::id()),
-            DurabilityPolicy::Fsync,
-        ),
-    ] {
-        let (n, samples) =
-            if policy == DurabilityPolicy::Fsync { (n / 5, samples / 10) } else { (n, samples) };
-        let mut cfg = config(&dir, policy);
-        if dir == "spin-yield" {
-            cfg = config("", policy);
-            cfg.threads.wait = "spin-yield".into();
-        }
-        if dir == "fused" {
-            cfg = config("", policy);
-            cfg.threads.stages = "fused".into();
-        }
-        let (rate, h) = pipeline(&cfg, n, samples);
-        println!(
-            "pipeline [{name}]: {:.3} M trades/s (window full; {:.2}x of the bare state machine); {}",
-            rate / 1e6,
-            rate / bare_rate,
-            report("submit->ack one at a time", &h)
-        );
-        if !dir.is_empty() && dir != "spin-yield" && dir != "fused" {
-            let _ = std::fs::remove_dir_all(&dir);
+    if runs("pipeline") {
+        let _warm = bare(n / 10);
+        let bare_rate = bare(n);
+        println!("bare state machine apply_batch (peer): {:.2} M trades/s", bare_rate / 1e6);
+        let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        for (name, dir, policy) in [
+            (
+                "durability none, memory journal, wait spin-yield",
+                "spin-yield".to_string(),
+                DurabilityPolicy::None,
+            ),
+            ("durability none, memory journal", String::new(), DurabilityPolicy::None),
+            (
+                "durability none, memory journal, stages fused",
+                "fused".to_string(),
+                DurabilityPolicy::None,
+            ),
+            (
+                "durability none, data dir (page cache)",
+                format!("{tmp}/novate-bench-none-{}", std::process::id()),
+                DurabilityPolicy::None,
+            ),
+            (
+                "durability fsync, data dir",
+                format!("{tmp}/novate-bench-fsync-{}", std::process::id()),
+                DurabilityPolicy::Fsync,
+            ),
+        ] {
+            let (n, samples) = if policy == DurabilityPolicy::Fsync {
+                (n / 5, samples / 10)
+            } else {
+                (n, samples)
+            };
+            let mut cfg = config(&dir, policy);
+            if dir == "spin-yield" {
+                cfg = config("", policy);
+                cfg.threads.wait = "spin-yield".into();
+            }
+            if dir == "fused" {
+                cfg = config("", policy);
+                cfg.threads.stages = "fused".into();
+            }
+            let (rate, h) = pipeline(&cfg, n, samples);
+            println!(
+                "pipeline [{name}]: {:.3} M trades/s (window full; {:.2}x of the bare state machine); {}",
+                rate / 1e6,
+                rate / bare_rate,
+                report("submit->ack one at a time", &h)
+            );
+            if !dir.is_empty() && dir != "spin-yield" && dir != "fused" {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
 
+    if !runs("tcp") {
+        return;
+    }
+    // NOVATE_BENCH_TCP=wait/stages (e.g. park/fused) runs that one only.
+    let one = std::env::var("NOVATE_BENCH_TCP").ok();
     for (wait, stages) in
         [("park", "split"), ("spin-yield", "split"), ("park", "fused"), ("spin-yield", "fused")]
     {
-        tcp(rtts, wait, stages);
+        if one.as_ref().is_none_or(|o| *o == format!("{wait}/{stages}")) {
+            tcp(rtts, wait, stages);
+        }
     }
 }
 

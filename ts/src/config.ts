@@ -19,6 +19,8 @@ export interface EngineConfig {
   threads?: Partial<{
     wait: 'park' | 'spin-yield' | 'busy-spin';
     stages: 'split' | 'fused';
+    /** With fused stages: waiting callers step the pipeline themselves (default true). */
+    combine: boolean;
     pin: number[];
     fifo_priority: number;
     huge_pages: 'normal' | 'thp' | 'locked';

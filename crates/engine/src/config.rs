@@ -105,6 +105,10 @@ pub struct ThreadsSection {
     /// `split` (default: sequencer, state machine and egress threads) or `fused` (one thread
     /// runs all three stages: fewer hand-offs, lower latency on few cores).
     pub stages: String,
+    /// With `fused` stages: a thread that submits and then waits for its answers (a novated
+    /// connection, a blocking call) steps the pipeline itself when it is idle, instead of
+    /// waking the pipeline thread (flat combining). Ignored with `split`.
+    pub combine: bool,
     /// CPUs for [sequencer, state machine, egress] (`split`) or [the one thread] (`fused`);
     /// empty = no pinning.
     pub pin: Vec<usize>,
@@ -118,6 +122,7 @@ impl Default for ThreadsSection {
         ThreadsSection {
             wait: "park".into(),
             stages: "split".into(),
+            combine: true,
             pin: Vec::new(),
             fifo_priority: 0,
             huge_pages: HugePages::Normal,

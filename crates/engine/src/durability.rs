@@ -39,6 +39,12 @@ pub trait Journal: Send + 'static {
     }
     /// What this journal is, for the start-up log.
     fn describe(&self) -> String;
+    /// True if `commit` may wait on a device or on another party (an fsync): then no
+    /// submitter steps the fused pipeline itself (`threads.combine`), because a caller with a
+    /// timeout would wait out the commit of everyone's batch instead of timing out.
+    fn commit_waits(&self) -> bool {
+        false
+    }
 }
 
 /// Whole-state snapshots.

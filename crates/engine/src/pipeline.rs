@@ -21,14 +21,21 @@
 //!   [`WaitStrategy`] (`park` by default: spin, yield, then sleep with a bounded backoff). A
 //!   stage that hands work to a parked stage unparks it, so an idle engine answers in
 //!   microseconds without burning a core. Clients wait for answers the same way.
+//! - **Fused stages** (`threads.stages = "fused"`) run the sequencer, the state machine and
+//!   egress as one step behind one lock. Its thread steps it; so does a submitter that is about
+//!   to wait for its answers (`threads.combine`, flat combining): a novated connection's reader
+//!   or a blocking call steps the pipeline itself when it is free instead of waking the thread,
+//!   so a command crosses no thread hand-off at all. Whoever holds the lock steps until the
+//!   ingress ring is empty; a submitter that finds it held wakes the thread, so no item waits.
 //! - **Barriers.** `state_hash`, `snapshot` and shutdown travel through the rings in order with
 //!   the commands, so each is taken at a batch boundary of the state-machine thread.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle, Thread};
+use std::thread::{self, JoinHandle, Thread, ThreadId};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, StateMachine};
@@ -199,7 +206,7 @@ impl EventFilter {
 }
 
 enum Control {
-    Sink { id: u32, producer: spsc::Producer<Answer>, waker: Thread },
+    Sink { id: u32, producer: spsc::Producer<Answer>, waker: Thread, combiner: Option<ThreadId> },
     Unsink { id: u32 },
     Subscribe { filter: EventFilter, producer: spsc::Producer<(Seq, Event)>, state: Arc<SubState> },
 }
@@ -223,6 +230,8 @@ pub struct Metrics {
     pub journal_commits: AtomicU64,
     pub snapshots: AtomicU64,
     pub subscription_overflows: AtomicU64,
+    /// Pipeline steps taken by combining submitters instead of the pipeline thread.
+    pub combined_steps: AtomicU64,
 }
 
 struct Shared {
@@ -240,7 +249,15 @@ struct Shared {
     wait: WaitStrategy,
     inflight_max: usize,
     subscriber_buffer: usize,
+    /// Fused stages: the whole pipeline, stepped by its thread or by a combining submitter.
+    fused: Option<Mutex<FusedStage>>,
+    /// `threads.combine`: submitters that wait for their answers step the fused pipeline.
+    combine: bool,
 }
+
+/// Steps a combining submitter takes at most before it hands the rest to the pipeline thread
+/// (bounds how long one submitter works for others).
+const COMBINE_STEPS_MAX: usize = 8;
 
 impl Shared {
     fn wake(t: &OnceLock<Thread>) {
@@ -254,6 +271,35 @@ impl Shared {
             let _ = tx.send(c);
         }
         Shared::wake(&self.egress);
+    }
+
+    /// Fused stages with `threads.combine`: if the pipeline is free, step it on this thread
+    /// until the ingress ring is empty (flat combining: the submitter does the work the
+    /// pipeline thread would be woken for). Returns false if the pipeline thread must be woken
+    /// instead: split stages, the pipeline busy (its holder or thread will see our items: a
+    /// holder steps until it finds the ring empty, and a failed `try_lock` wakes the thread),
+    /// more than [`COMBINE_STEPS_MAX`] steps of work, or shutdown.
+    fn combine(&self) -> bool {
+        let Some(core) = self.fused.as_ref().filter(|_| self.combine) else { return false };
+        let Ok(mut stage) = core.try_lock() else { return false };
+        for _ in 0..COMBINE_STEPS_MAX {
+            match stage.step(self) {
+                Step::Worked => {
+                    self.metrics.combined_steps.fetch_add(1, Ordering::Relaxed);
+                }
+                Step::Idle => return true,
+                Step::Done => return false,
+            }
+        }
+        false
+    }
+
+    /// After a run of submissions: step the pipeline here ([`Shared::combine`]) or wake its
+    /// thread.
+    fn flush_combining(&self) {
+        if !self.combine() {
+            Shared::wake(&self.sequencer);
+        }
     }
 
     /// Push into the ingress ring unless closed; the bracket lets `shutdown` wait for pushes
@@ -380,6 +426,33 @@ impl Engine {
         let (egress_tx, egress_rx) =
             spsc::channel::<Out>(e.egress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
         let (control_tx, control_rx) = std_mpsc::channel();
+        let fused_stages = cfg.fused().map_err(|e| EngineError::Config(e.to_string()))?;
+        let combine = fused_stages && cfg.threads.combine && !journal.commit_waits();
+        let final_report = Arc::new(Mutex::new(None));
+        let sm_thread = |sm, publisher, snapshots, fr| SmThread {
+            sm,
+            publisher,
+            views: views.clone(),
+            snapshots,
+            snapshot_every: cfg.durability.snapshot_every,
+            since_snapshot: 0,
+            batch_max: e.batch_max,
+            final_report: fr,
+            cmds: Vec::with_capacity(e.batch_max),
+            meta: Vec::with_capacity(e.batch_max),
+        };
+        let q = Sequencer::new(journal, last_seq, e.batch_max);
+        // Fused: the whole pipeline is built here and put where submitters can step it; split:
+        // its parts go to the three threads below.
+        let (fused_stage, parts) = if fused_stages {
+            let st = sm_thread(sm, publisher, snapshots, final_report.clone());
+            let down = Inline { st, egress: Egress::new(control_rx) };
+            let waiter = Waiter::new(wait);
+            let stage = SeqStage { rx: ingress_rx, q, batch_max: e.batch_max, down, waiter };
+            (Some(Mutex::new(stage)), None)
+        } else {
+            (None, Some((ingress_rx, q, sm, publisher, snapshots, control_rx)))
+        };
         let shared = Arc::new(Shared {
             ingress: ingress_tx,
             closed: AtomicBool::new(false),
@@ -394,53 +467,33 @@ impl Engine {
             wait,
             inflight_max: e.client_inflight_max,
             subscriber_buffer: e.subscriber_buffer,
+            fused: fused_stage,
+            combine,
         });
         let placement = Placement::from_config(cfg);
         report.lines.extend(placement.describe_process());
-        let final_report = Arc::new(Mutex::new(None));
         let sm_thread_slot: Arc<OnceLock<Thread>> = Arc::new(OnceLock::new());
 
         let mut threads = Vec::new();
         let (tx_report, rx_report) = std_mpsc::channel::<String>();
-        let fused_stages = cfg.fused().map_err(|e| EngineError::Config(e.to_string()))?;
         report.lines.insert(
             3,
-            if fused_stages {
-                "stages: fused (one thread: sequencer, state machine, egress)".into()
-            } else {
-                "stages: split (sequencer, state machine and egress threads)".into()
+            match (fused_stages, combine) {
+                (true, true) => "stages: fused (one thread: sequencer, state machine, egress), \
+                                 stepped by waiting submitters when idle (threads.combine)"
+                    .to_string(),
+                (true, false) => format!(
+                    "stages: fused (one thread: sequencer, state machine, egress){}",
+                    if cfg.threads.combine {
+                        "; not combining: the journal commit waits"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => "stages: split (sequencer, state machine and egress threads)".into(),
             },
         );
-        let sm_thread = |sm, publisher, snapshots, fr| SmThread {
-            sm,
-            publisher,
-            views: views.clone(),
-            snapshots,
-            snapshot_every: cfg.durability.snapshot_every,
-            since_snapshot: 0,
-            batch_max: e.batch_max,
-            final_report: fr,
-            cmds: Vec::with_capacity(e.batch_max),
-            meta: Vec::with_capacity(e.batch_max),
-        };
-        if fused_stages {
-            let shared = shared.clone();
-            let st = sm_thread(sm, publisher, snapshots, final_report.clone());
-            let slot = sm_thread_slot.clone();
-            let batch_max = e.batch_max;
-            let place = placement.clone();
-            let txr = tx_report;
-            drop((apply_tx, apply_rx, egress_tx, egress_rx));
-            threads.push(spawn("novate-engine", move || {
-                // Every wake-up (submitters, control messages) lands on this thread.
-                let _ = shared.sequencer.set(thread::current());
-                let _ = shared.egress.set(thread::current());
-                let _ = slot.set(thread::current());
-                let _ = txr.send(format!("fused pipeline thread: {}", place.apply(0)));
-                drop(txr);
-                fused(&shared, ingress_rx, journal, last_seq, batch_max, st, control_rx)
-            })?);
-        } else {
+        if let Some((ingress_rx, q, sm, publisher, snapshots, control_rx)) = parts {
             {
                 let shared = shared.clone();
                 let sm_wake = sm_thread_slot.clone();
@@ -450,7 +503,7 @@ impl Engine {
                 threads.push(spawn("novate-sequencer", move || {
                     let _ = txr.send(format!("sequencer: {}", place.apply(0)));
                     drop(txr);
-                    sequencer(&shared, ingress_rx, apply_tx, journal, last_seq, batch_max, &sm_wake)
+                    sequencer(&shared, ingress_rx, apply_tx, q, batch_max, &sm_wake)
                 })?);
             }
             {
@@ -476,6 +529,21 @@ impl Engine {
                     egress(&shared, egress_rx, control_rx)
                 })?);
             }
+        } else {
+            let shared = shared.clone();
+            let slot = sm_thread_slot.clone();
+            let place = placement.clone();
+            let txr = tx_report;
+            drop((apply_tx, apply_rx, egress_tx, egress_rx));
+            threads.push(spawn("novate-engine", move || {
+                // Every wake-up (submitters, control messages) lands on this thread.
+                let _ = shared.sequencer.set(thread::current());
+                let _ = shared.egress.set(thread::current());
+                let _ = slot.set(thread::current());
+                let _ = txr.send(format!("fused pipeline thread: {}", place.apply(0)));
+                drop(txr);
+                fused(&shared)
+            })?);
         }
         for line in rx_report.iter() {
             report.lines.push(line);
@@ -558,11 +626,22 @@ impl ClientMaker {
 
     /// See [`Engine::split_client`].
     pub fn split(&self, waker: Thread) -> (Submitter, Answers) {
+        self.split_combining(waker, None)
+    }
+
+    /// [`ClientMaker::split`], where thread `combiner` (the submitting one) takes the answers
+    /// itself after [`Submitter::flush_combining`] stepped the pipeline: answers routed on that
+    /// thread do not wake `waker`. The combiner must then take them, or wake `waker`.
+    pub fn split_combining(
+        &self,
+        waker: Thread,
+        combiner: Option<ThreadId>,
+    ) -> (Submitter, Answers) {
         let shared = self.shared.clone();
         let (producer, consumer) =
             spsc::channel(shared.inflight_max).expect("validated power of two");
         let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
-        shared.push_control(Control::Sink { id: sink, producer, waker });
+        shared.push_control(Control::Sink { id: sink, producer, waker, combiner });
         let inflight = Arc::new(AtomicUsize::new(0));
         let sub = Submitter { shared: shared.clone(), sink, inflight: inflight.clone() };
         (sub, Answers { shared, sink, consumer, inflight })
@@ -785,34 +864,60 @@ trait Downstream {
     fn tick(&mut self) {}
     /// Hand over a step's entries (the last call hands over the shutdown barrier).
     fn hand(&mut self, shared: &Shared, entries: &[Entry], waiter: &mut Waiter);
+    /// After the shutdown barrier was handed over.
+    fn finish(&mut self) {}
 }
 
-/// The sequencer loop: step until shutdown, handing each step's entries downstream; then flush
-/// the journal and hand over the shutdown barrier.
-fn run_sequencer(
-    shared: &Shared,
-    rx: &mut mpsc::Consumer<Inbound>,
-    journal: Box<dyn Journal>,
-    seq: Seq,
+/// What one step of the sequencer stage did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Read and handed over some entries.
+    Worked,
+    /// Nothing to read.
+    Idle,
+    /// The shutdown barrier was read and everything before it handed over: call `finish`.
+    Done,
+}
+
+/// The sequencer stage and what it hands to: stepped by its thread, or (fused stages) by
+/// whichever thread holds it (see [`Shared::combine`]).
+struct SeqStage<D: Downstream> {
+    rx: mpsc::Consumer<Inbound>,
+    q: Sequencer,
     batch_max: usize,
-    down: &mut impl Downstream,
-) {
-    let mut waiter = Waiter::new(shared.wait);
-    let mut q = Sequencer::new(journal, seq, batch_max);
-    loop {
-        down.tick();
-        if q.step(shared, rx, batch_max) == 0 {
-            if q.shutting_down {
-                break;
-            }
-            waiter.wait();
-            continue;
+    down: D,
+    /// For a downstream that waits for room.
+    waiter: Waiter,
+}
+
+impl<D: Downstream> SeqStage<D> {
+    fn step(&mut self, shared: &Shared) -> Step {
+        self.down.tick();
+        if self.q.step(shared, &mut self.rx, self.batch_max) == 0 {
+            return if self.q.shutting_down { Step::Done } else { Step::Idle };
         }
-        waiter.reset();
-        down.hand(shared, &q.entries, &mut waiter);
+        self.down.hand(shared, &self.q.entries, &mut self.waiter);
+        Step::Worked
     }
-    q.finish();
-    down.hand(shared, &[Entry::Barrier(Barrier::Shutdown)], &mut waiter);
+
+    /// Flush the journal and hand over the shutdown barrier.
+    fn finish(&mut self, shared: &Shared) {
+        self.q.finish();
+        self.down.hand(shared, &[Entry::Barrier(Barrier::Shutdown)], &mut self.waiter);
+        self.down.finish();
+    }
+}
+
+/// A stage thread's loop: step until `Done`, waiting with the configured strategy when idle.
+fn run_steps(shared: &Shared, mut step: impl FnMut() -> Step) {
+    let mut waiter = Waiter::new(shared.wait);
+    loop {
+        match step() {
+            Step::Worked => waiter.reset(),
+            Step::Idle => waiter.wait(),
+            Step::Done => return,
+        }
+    }
 }
 
 /// Split stages: entries go through the SPSC ring to the state-machine thread.
@@ -829,18 +934,20 @@ impl Downstream for ToRing<'_> {
 
 fn sequencer(
     shared: &Shared,
-    mut rx: mpsc::Consumer<Inbound>,
+    rx: mpsc::Consumer<Inbound>,
     tx: spsc::Producer<Entry>,
-    journal: Box<dyn Journal>,
-    seq: Seq,
+    q: Sequencer,
     batch_max: usize,
     sm: &OnceLock<Thread>,
 ) {
     let _ = shared.sequencer.set(thread::current());
-    run_sequencer(shared, &mut rx, journal, seq, batch_max, &mut ToRing { tx, sm });
+    let waiter = Waiter::new(shared.wait);
+    let mut stage = SeqStage { rx, q, batch_max, down: ToRing { tx, sm }, waiter };
+    run_steps(shared, || stage.step(shared));
+    stage.finish(shared);
 }
 
-/// Fused stages: this thread applies the entries and routes the answers itself.
+/// Fused stages: the stepping thread applies the entries and routes the answers itself.
 struct Inline {
     st: SmThread,
     egress: Egress,
@@ -857,23 +964,31 @@ impl Downstream for Inline {
         let _ = self.st.process(shared, entries, &mut out);
         out.flush();
     }
+
+    fn finish(&mut self) {
+        self.egress.finish();
+    }
 }
+
+/// The fused pipeline: sequencer, state machine and egress in one stage, behind a lock so that
+/// a submitting thread may step it (see [`Shared::combine`]).
+type FusedStage = SeqStage<Inline>;
 
 /// `threads.stages = "fused"`: sequencer, state machine and egress on this one thread, the
 /// entries and answers handed over by calls instead of rings. A command then crosses two
-/// thread hand-offs (client -> this thread -> client) instead of four.
-fn fused(
-    shared: &Shared,
-    mut rx: mpsc::Consumer<Inbound>,
-    journal: Box<dyn Journal>,
-    seq: Seq,
-    batch_max: usize,
-    st: SmThread,
-    control: std_mpsc::Receiver<Control>,
-) {
-    let mut down = Inline { st, egress: Egress::new(control) };
-    run_sequencer(shared, &mut rx, journal, seq, batch_max, &mut down);
-    down.egress.finish();
+/// thread hand-offs (client -> this thread -> client) instead of four, and none when its
+/// submitter steps the pipeline itself (`threads.combine`).
+fn fused(shared: &Shared) {
+    let Some(core) = shared.fused.as_ref() else { return };
+    // A poisoned lock means a panic inside the pipeline: its state cannot be trusted.
+    run_steps(shared, || match core.lock() {
+        Ok(mut stage) => stage.step(shared),
+        Err(_) => Step::Done,
+    });
+    match core.lock() {
+        Ok(mut stage) => stage.finish(shared),
+        Err(_) => shared.failed.store(true, Ordering::SeqCst),
+    }
 }
 
 /// Push every item, waiting for room (the downstream stage always makes progress).
@@ -1114,6 +1229,9 @@ impl SmThread {
 struct EgressSink {
     producer: spsc::Producer<Answer>,
     waker: Thread,
+    /// A thread that, after it stepped the pipeline, takes the answers itself: not woken for
+    /// answers routed on that thread.
+    combiner: Option<ThreadId>,
     touched: bool,
 }
 
@@ -1124,26 +1242,48 @@ struct EgressSub {
     touched: bool,
 }
 
+/// Hashes a sink id with one multiply (Fibonacci hashing) instead of SipHash: the ids are
+/// sequential numbers the engine hands out, so no one can choose them to collide, and the
+/// lookup runs for every answer.
+#[derive(Default)]
+struct SinkIdHasher(u64);
+
+impl std::hash::Hasher for SinkIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// The egress stage's state: client answer rings and subscriptions. Run by its own thread
 /// (`egress`) or, with `threads.stages = "fused"`, by the one pipeline thread.
 struct Egress {
     control: std_mpsc::Receiver<Control>,
-    sinks: HashMap<u32, EgressSink>,
+    sinks: HashMap<u32, EgressSink, BuildHasherDefault<SinkIdHasher>>,
     subs: Vec<EgressSub>,
     touched: Vec<u32>,
 }
 
 impl Egress {
     fn new(control: std_mpsc::Receiver<Control>) -> Egress {
-        Egress { control, sinks: HashMap::new(), subs: Vec::new(), touched: Vec::new() }
+        Egress { control, sinks: HashMap::default(), subs: Vec::new(), touched: Vec::new() }
     }
 
     /// Register the sinks and subscriptions that clients asked for.
     fn apply_control(&mut self) {
         while let Ok(c) = self.control.try_recv() {
             match c {
-                Control::Sink { id, producer, waker } => {
-                    self.sinks.insert(id, EgressSink { producer, waker, touched: false });
+                Control::Sink { id, producer, waker, combiner } => {
+                    self.sinks.insert(id, EgressSink { producer, waker, combiner, touched: false });
                 }
                 Control::Unsink { id } => {
                     self.sinks.remove(&id);
@@ -1195,10 +1335,13 @@ impl Egress {
 
     /// Wake the clients and subscribers that got something; drop closed subscriptions.
     fn wake(&mut self, shared: &Shared) {
+        let here = (!self.touched.is_empty()).then(|| thread::current().id());
         for id in self.touched.drain(..) {
             if let Some(s) = self.sinks.get_mut(&id) {
                 s.touched = false;
-                s.waker.unpark();
+                if s.combiner != here {
+                    s.waker.unpark();
+                }
             }
         }
         self.subs.retain_mut(|sub| {
@@ -1272,7 +1415,8 @@ impl Client {
         let (producer, answers) =
             spsc::channel(shared.inflight_max).expect("validated power of two");
         let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
-        shared.push_control(Control::Sink { id: sink, producer, waker: thread::current() });
+        let waker = thread::current();
+        shared.push_control(Control::Sink { id: sink, producer, waker, combiner: None });
         let waiter = Waiter::new(shared.wait);
         Client {
             shared,
@@ -1327,7 +1471,6 @@ impl Client {
                     return Ok(());
                 }
                 Err(SubmitError::Busy) => {
-                    self.flush();
                     let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                     if let Some(a) = self.poll_answer() {
                         on_answer(a);
@@ -1336,7 +1479,8 @@ impl Client {
                     if Instant::now() >= d {
                         return Err(SubmitError::Busy);
                     }
-                    self.waiter.wait();
+                    // About to wait for room: do the pipeline's work here if it is free.
+                    self.combine_or_wait();
                 }
                 Err(e) => return Err(e),
             }
@@ -1361,8 +1505,21 @@ impl Client {
             if self.inflight == 0 || Instant::now() >= deadline {
                 return None;
             }
-            self.waiter.wait();
+            self.combine_or_wait();
         }
+    }
+
+    /// Before waiting for answers: step the pipeline here if it is free
+    /// ([`Shared::combine`]); wait only if that brought no answer (or it was not free).
+    fn combine_or_wait(&mut self) {
+        if self.shared.combine() {
+            if self.answers.available() > 0 {
+                return;
+            }
+        } else {
+            self.flush();
+        }
+        self.waiter.wait();
     }
 
     fn fresh_request(&mut self) -> u64 {
@@ -1401,8 +1558,8 @@ impl Client {
             }
         }
         self.inflight += 1;
-        self.flush();
         self.waiter.reset();
+        // wait_answer steps the pipeline here or wakes its thread.
         match self.wait_answer(self.timeout) {
             Some(a) if a.request_id == rid => Ok(a.kind),
             Some(_) => Err(CallError::Unavailable),
@@ -1486,9 +1643,16 @@ impl Submitter {
         self.push(Inbound::Barrier(Barrier::Snapshot { sink: self.sink, request_id }))
     }
 
-    /// Wake the sequencer after a run of submissions.
+    /// Wake the sequencer after a run of submissions (never does the pipeline's work here).
     pub fn flush(&self) {
         Shared::wake(&self.shared.sequencer);
+    }
+
+    /// After a run of submissions whose answers this side waits for: with fused stages and
+    /// `threads.combine`, step the pipeline on this thread when it is free (see
+    /// `threads.combine` in docs/CONFIG.md); otherwise wake the sequencer.
+    pub fn flush_combining(&self) {
+        self.shared.flush_combining();
     }
 
     /// True once the engine refuses commands.

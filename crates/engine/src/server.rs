@@ -250,24 +250,54 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
     let dead_w = dead.clone();
     let maker = ctx.maker.clone();
     let write_timeout = ctx.write_timeout;
+    let reader_id = thread::current().id();
     let writer = thread::Builder::new().name("novate-conn-w".into()).spawn(move || {
-        // The writer receives the answers, so it registers itself as the one to wake.
-        let (sub, answers) = maker.split(thread::current());
-        let _ = ctx_tx.send(sub);
-        write_loop(wsock, answers, lrx, &dead_w, write_timeout);
+        // The writer receives the answers, so it registers itself as the one to wake; the
+        // reader takes them itself after it stepped a fused pipeline (threads.combine).
+        let (sub, answers) = maker.split_combining(thread::current(), Some(reader_id));
+        let w = Arc::new(Mutex::new(Writer::new(wsock, answers, lrx, write_timeout)));
+        let _ = ctx_tx.send((sub, w.clone()));
+        write_loop(&w, &dead_w);
         dead_w.store(true, Ordering::SeqCst);
     });
     let Ok(writer) = writer else { return };
-    let Ok(sub) = ctx_rx.recv() else {
+    let Ok((sub, w)) = ctx_rx.recv() else {
         let _ = writer.join();
         return;
     };
-    let writer_thread = writer.thread().clone();
-    read_loop(sock.try_clone().ok(), &sub, &ctx, &ltx, &dead, &writer_thread);
+    let out = Deliver { writer: w, thread: writer.thread().clone() };
+    read_loop(sock.try_clone().ok(), &sub, &ctx, &ltx, &dead, &out);
     let _ = ltx.send(Local::Close);
-    writer_thread.unpark();
+    out.thread.unpark();
     let _ = writer.join();
     let _ = sock.shutdown(Shutdown::Both);
+}
+
+/// How the reader gets answers written: itself, when the writer is free (without blocking), or
+/// by waking the writer thread.
+struct Deliver {
+    writer: Arc<Mutex<Writer>>,
+    thread: thread::Thread,
+}
+
+impl Deliver {
+    /// After submitting: step a fused pipeline here if it is free, then write what is ready.
+    fn after_submit(&self, sub: &Submitter) {
+        sub.flush_combining();
+        self.write_or_wake();
+    }
+
+    /// Write what is ready if the writer is free and the socket takes it all at once; otherwise
+    /// leave it to the writer thread.
+    fn write_or_wake(&self) {
+        let done = match self.writer.try_lock() {
+            Ok(mut w) => w.pass_nonblocking(),
+            Err(_) => false,
+        };
+        if !done {
+            self.thread.unpark();
+        }
+    }
 }
 
 /// Bytes of answers the kernel may hold for one connection. Fixed (setting it turns off the
@@ -311,7 +341,7 @@ fn read_loop(
     ctx: &ConnCtx,
     local: &mpsc::Sender<Local>,
     dead: &AtomicBool,
-    writer: &thread::Thread,
+    out: &Deliver,
 ) {
     let Some(mut sock) = sock else { return };
     let mut buf = vec![0u8; FRAME_LEN_MAX * 2];
@@ -328,20 +358,19 @@ fn read_loop(
             let enc = u16::from_be_bytes([avail[4], avail[5]]);
             if enc != SBE_LE_ENCODING || !(SOFH_LEN..=FRAME_LEN_MAX).contains(&len) {
                 let _ = local.send(Local::Bytes(reject_frame(0, RejectCode::MalformedMessage)));
-                writer.unpark();
+                out.thread.unpark();
                 return; // cannot resynchronise
             }
             if avail.len() < len {
                 break;
             }
             let payload = &avail[SOFH_LEN..len];
-            if !submit_frame(payload, ctx, sub, local, dead, &mut waiter) {
+            if !submit_frame(payload, ctx, sub, local, dead, out, &mut waiter) {
                 return;
             }
             start += len;
         }
-        sub.flush();
-        writer.unpark();
+        out.after_submit(sub);
         if start == end {
             start = 0;
             end = 0;
@@ -370,6 +399,7 @@ fn submit_frame(
     sub: &Submitter,
     local: &mpsc::Sender<Local>,
     dead: &AtomicBool,
+    out: &Deliver,
     waiter: &mut Waiter,
 ) -> bool {
     // The request id sits first in every command block; use it for wire-level rejections.
@@ -392,7 +422,7 @@ fn submit_frame(
                 }
                 Err(crate::pipeline::SubmitError::Busy) => {
                     // Window full: stop reading until answers are written (TCP back-pressure).
-                    sub.flush();
+                    out.after_submit(sub);
                     if dead.load(Ordering::SeqCst) {
                         return false;
                     }
@@ -413,7 +443,7 @@ fn submit_frame(
         }
         m => match (m.command(), m.request()) {
             (Some((rid, cmd)), _) => submit(rid, cmd),
-            (None, Some(r)) => request(r, ctx, sub, local),
+            (None, Some(r)) => request(r, ctx, sub, local, out),
             (None, None) => {
                 // An event or an answer sent to the engine: not a command.
                 let _ =
@@ -437,7 +467,13 @@ const REPORT_FRAME_MAX: usize = 256;
 
 /// Answer a query from the views, or hand a state-hash barrier or a subscription change to
 /// the pipeline and the writer (which answer it in order). False if the engine has closed.
-fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &mpsc::Sender<Local>) -> bool {
+fn request(
+    r: Request,
+    ctx: &ConnCtx,
+    sub: &Submitter,
+    local: &mpsc::Sender<Local>,
+    out: &Deliver,
+) -> bool {
     let views: &Views = &ctx.views;
     let view_seq = views.seq();
     let report = match r {
@@ -458,7 +494,7 @@ fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &mpsc::Sender<Loca
             let view_seq = p.as_ref().map_or(view_seq, |p| p.seq);
             Report::Instrument { request_id, view_seq, instrument: p.map(|p| p.value) }
         }
-        Request::StateHash { request_id } => return hash_barrier(request_id, sub, local),
+        Request::StateHash { request_id } => return hash_barrier(request_id, sub, local, out),
         Request::Subscribe { request_id, account, kinds } => {
             if u32::from(kinds) >= 1 << EVENT_KINDS {
                 let frame = reject_frame(request_id, RejectCode::MalformedMessage);
@@ -483,7 +519,12 @@ fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &mpsc::Sender<Loca
 
 /// Submit a state-hash barrier; the writer answers it with a `StateHashReport` in order with
 /// the commands.
-fn hash_barrier(request_id: u64, sub: &Submitter, local: &mpsc::Sender<Local>) -> bool {
+fn hash_barrier(
+    request_id: u64,
+    sub: &Submitter,
+    local: &mpsc::Sender<Local>,
+    out: &Deliver,
+) -> bool {
     // Barrier ids live in their own space (top bit set), apart from the member's command ids.
     static NEXT: AtomicUsize = AtomicUsize::new(1);
     let internal = (1u64 << 63) | NEXT.fetch_add(1, Ordering::Relaxed) as u64;
@@ -494,7 +535,7 @@ fn hash_barrier(request_id: u64, sub: &Submitter, local: &mpsc::Sender<Local>) -
         match sub.try_state_hash(internal) {
             Ok(()) => return true,
             Err(crate::pipeline::SubmitError::Busy) => {
-                sub.flush();
+                out.after_submit(sub);
                 w.wait();
             }
             Err(_) => return false,
@@ -591,8 +632,8 @@ impl Outbox {
         self.report(&Report::Subscription { subscription, state, events });
     }
 
-    /// Take one message from the reader.
-    fn take(&mut self, l: Local) {
+    /// Take one message from the reader; `writer` is the thread that egress wakes for events.
+    fn take(&mut self, l: Local, writer: &thread::Thread) {
         match l {
             Local::Bytes(b) => self.out.extend_from_slice(&b),
             Local::HashQuery { internal, request_id } => {
@@ -608,8 +649,8 @@ impl Outbox {
                     self.out.extend_from_slice(&frame[..n]);
                     return;
                 }
-                // Egress wakes this thread when events arrive.
-                sub.set_waker(Some(thread::current()));
+                // Egress wakes the writer thread when events arrive.
+                sub.set_waker(Some(writer.clone()));
                 self.subs.push((id, sub));
                 self.status(id, SubscriptionState::Subscribed, 0);
             }
@@ -623,31 +664,61 @@ impl Outbox {
     }
 }
 
-fn write_loop(
-    mut sock: TcpStream,
-    mut answers: Answers,
+/// A connection's writer state: the answers, the reader's messages, the subscriptions and the
+/// bytes not yet written. Behind a lock: the writer thread runs it, and so does the reader
+/// (without blocking) right after it submitted.
+struct Writer {
+    sock: TcpStream,
+    answers: Answers,
     local: mpsc::Receiver<Local>,
-    dead: &AtomicBool,
+    o: Outbox,
+    /// The thread egress wakes: the writer thread.
+    thread: thread::Thread,
     timeout: Duration,
-) {
-    let mut o = Outbox {
-        out: Vec::with_capacity(64 * 1024),
-        hash_queries: Vec::new(),
-        subs: Vec::new(),
-        reader_done: false,
-    };
-    let mut events: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut waiter = Waiter::new(novate_ring::WaitStrategy::Park);
-    let mut frame = [0u8; 64];
-    let mut event_frame = [0u8; 256];
-    let mut stall = Stall::default();
-    loop {
-        let mut progressed = false;
-        while let Ok(l) = local.try_recv() {
-            progressed = true;
-            o.take(l);
+    stall: Stall,
+    /// The journal failed: write what is there and end the connection.
+    unavailable: bool,
+    events: Vec<u8>,
+}
+
+impl Writer {
+    /// Made on the writer thread (the one egress wakes).
+    fn new(
+        sock: TcpStream,
+        answers: Answers,
+        local: mpsc::Receiver<Local>,
+        timeout: Duration,
+    ) -> Writer {
+        Writer {
+            sock,
+            answers,
+            local,
+            o: Outbox {
+                out: Vec::with_capacity(64 * 1024),
+                hash_queries: Vec::new(),
+                subs: Vec::new(),
+                reader_done: false,
+            },
+            thread: thread::current(),
+            timeout,
+            stall: Stall::default(),
+            unavailable: false,
+            events: Vec::with_capacity(64 * 1024),
         }
-        while let Some(a) = answers.poll() {
+    }
+
+    /// Move the reader's messages, the answers and the subscriptions' events (a status
+    /// `Events` with the count and then the SBE event frames, per subscription; then its end
+    /// if it overflowed or the engine closed it) into the outbox. True if anything came.
+    fn gather(&mut self) -> bool {
+        let mut progressed = false;
+        let o = &mut self.o;
+        while let Ok(l) = self.local.try_recv() {
+            progressed = true;
+            o.take(l, &self.thread);
+        }
+        let mut frame = [0u8; 64];
+        while let Some(a) = self.answers.poll() {
             progressed = true;
             let n = match a.kind {
                 AnswerKind::Ack { seq, ts } => {
@@ -660,8 +731,8 @@ fn write_loop(
                 AnswerKind::Hash { seq, hash } => {
                     // Its query was sent before the barrier; it may not have been taken yet.
                     if !o.hash_queries.iter().any(|(r, _)| *r == a.request_id) {
-                        while let Ok(l) = local.try_recv() {
-                            o.take(l);
+                        while let Ok(l) = self.local.try_recv() {
+                            o.take(l, &self.thread);
                         }
                     }
                     if let Some(k) = o.hash_queries.iter().position(|(r, _)| *r == a.request_id) {
@@ -673,8 +744,8 @@ fn write_loop(
                 AnswerKind::Snapshot { .. } => 0,
                 AnswerKind::Unavailable => {
                     // The journal failed: nothing more can be acknowledged on this connection.
-                    let _ = sock.write_all(&o.out);
-                    return;
+                    self.unavailable = true;
+                    return true;
                 }
             };
             o.out.extend_from_slice(&frame[..n]);
@@ -682,8 +753,11 @@ fn write_loop(
                 break;
             }
         }
-        // Events: per subscription, a status `Events` with the count and then the SBE event
-        // frames; then the end of the subscription if it overflowed or the engine closed it.
+        if o.subs.is_empty() {
+            return progressed;
+        }
+        let mut event_frame = [0u8; 256];
+        let events = &mut self.events;
         let mut subs = std::mem::take(&mut o.subs);
         subs.retain_mut(|(id, sub)| {
             events.clear();
@@ -698,7 +772,7 @@ fn write_loop(
             if count > 0 {
                 progressed = true;
                 o.status(*id, SubscriptionState::Events, count);
-                o.out.extend_from_slice(&events);
+                o.out.extend_from_slice(events);
             }
             let end = match status {
                 SubStatus::Open => return true,
@@ -710,33 +784,97 @@ fn write_loop(
             false
         });
         o.subs = subs;
-        if !o.out.is_empty() {
-            if write_all_within(&mut sock, &o.out, timeout).is_err() {
-                // Timed out (the member does not read) or gone: drop the connection.
-                dead.store(true, Ordering::SeqCst);
-                let _ = sock.shutdown(Shutdown::Both);
-                return;
+        progressed
+    }
+
+    /// The reader's turn: gather and write as much as the socket takes without blocking. True
+    /// if everything went out; false leaves the rest (and any ending) to the writer thread.
+    fn pass_nonblocking(&mut self) -> bool {
+        // A gather stops at ~60 KB of answers: a few rounds, then the writer thread goes on.
+        for _ in 0..READER_PASS_ROUNDS {
+            let got = self.gather();
+            if self.unavailable || self.o.reader_done {
+                return false;
             }
-            o.out.clear();
-            stall.wrote();
+            while !self.o.out.is_empty() {
+                match send_nonblocking(&self.sock, &self.o.out) {
+                    Ok(n) if n > 0 => {
+                        self.o.out.drain(..n);
+                        self.stall.wrote();
+                    }
+                    _ => return false, // would block, or broken: the writer thread handles it
+                }
+            }
+            if !got {
+                return true;
+            }
         }
-        if o.reader_done && answers.inflight() == 0 {
+        false
+    }
+}
+
+/// Gather-and-write rounds of one reader pass before it leaves the rest to the writer thread.
+const READER_PASS_ROUNDS: usize = 4;
+
+/// One `send` that never blocks (and never raises SIGPIPE); the bytes the kernel took.
+fn send_nonblocking(sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is the open socket `sock` owns; the pointer and length describe `buf`,
+    // which the kernel only reads during the call.
+    let n = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// The writer thread: write answers (batched per syscall) until the reader is done and nothing
+/// is in flight; cut off a member that does not read.
+fn write_loop(w: &Mutex<Writer>, dead: &AtomicBool) {
+    loop {
+        let Ok(mut guard) = w.lock() else { return };
+        let w = &mut *guard;
+        let progressed = w.gather();
+        if w.unavailable {
+            let _ = w.sock.write_all(&w.o.out);
             return;
         }
-        if !progressed && stall.stalled(&sock, timeout) {
+        if !w.o.out.is_empty() {
+            if write_all_within(&mut w.sock, &w.o.out, w.timeout).is_err() {
+                // Timed out (the member does not read) or gone: drop the connection.
+                dead.store(true, Ordering::SeqCst);
+                let _ = w.sock.shutdown(Shutdown::Both);
+                return;
+            }
+            w.o.out.clear();
+            w.stall.wrote();
+        }
+        if w.o.reader_done && w.answers.inflight() == 0 {
+            return;
+        }
+        if !progressed && w.stall.stalled(&w.sock, w.timeout) {
             // Our writes fit in the send buffer, but the member has taken none of it for
             // `timeout`: it does not read. Drop it as a blocked write would.
             dead.store(true, Ordering::SeqCst);
-            let _ = sock.shutdown(Shutdown::Both);
+            let _ = w.sock.shutdown(Shutdown::Both);
             return;
         }
-        if progressed {
-            waiter.reset();
-        } else {
-            waiter.wait();
+        drop(guard);
+        if !progressed {
+            // No spinning: whoever gives this thread work unparks it (egress for answers routed
+            // on another thread and for events, the reader for what it could not write), and
+            // the reader writes most answers itself. The timeout paces the stall check.
+            thread::park_timeout(WRITER_IDLE);
         }
     }
 }
+
+/// Longest sleep of an idle writer thread (between two looks at a stalled member).
+const WRITER_IDLE: Duration = Duration::from_millis(1);
 
 /// Event kinds (bits of a subscription filter).
 const EVENT_KINDS: u32 = 11;

@@ -80,6 +80,10 @@ impl Journal for FileJournal {
             if self.fsync { "fdatasync per batch" } else { "page cache" }
         )
     }
+
+    fn commit_waits(&self) -> bool {
+        self.fsync
+    }
 }
 
 /// The LMDB snapshot store of a data dir, written on the journal crate's snapshotter thread

@@ -534,6 +534,54 @@ fn the_journal_keeps_each_members_request_id() {
     assert_eq!(journaled, want);
 }
 
+/// Members on several connections at once, each sending one command and waiting for its
+/// answer: with a fused pipeline each connection's reader steps the pipeline itself
+/// (`threads.combine`) and writes its own answers; all are answered, in order, exactly once.
+#[test]
+fn waiting_members_on_many_connections_are_each_answered_once() {
+    let s = server(5_000, 64);
+    set_up(&s);
+    const CONNS: u64 = 3;
+    const PER_CONN: u64 = 150;
+    let addr = s.local_addr();
+    let members: Vec<_> = (0..CONNS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut t = TcpStream::connect(addr).unwrap();
+                t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut seqs = Vec::new();
+                for i in 0..PER_CONN {
+                    let id = 1 + c * PER_CONN + i;
+                    t.write_all(&frame(id, &trade(id))).unwrap();
+                    let got = read_frames(&mut t, 1);
+                    assert_eq!(got.len(), 1, "answer to {id}");
+                    let Message::Ack(a) = decode_exact(&got[0].0).unwrap() else {
+                        panic!("{:?}", decode_exact(&got[0].0))
+                    };
+                    assert_eq!(a.request_id(), id);
+                    seqs.push(a.seq());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = Vec::new();
+    for m in members {
+        let seqs = m.join().unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "a connection's answers in log order");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (4..4 + CONNS * PER_CONN).collect::<Vec<_>>(), "every seq once");
+    let stepped = s.engine().metrics().combined_steps.load(std::sync::atomic::Ordering::Relaxed);
+    if STAGES.get() == "fused" {
+        assert!(stepped > 0, "the connections' readers stepped the fused pipeline");
+    } else {
+        assert_eq!(stepped, 0, "split stages are never stepped by submitters");
+    }
+    assert_eq!(s.shutdown().last_seq, 3 + CONNS * PER_CONN);
+}
+
 /// The tests that start their daemon with `server` again, on a fused pipeline.
 mod fused {
     fused_twins!(
@@ -541,5 +589,6 @@ mod fused {
         garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
         subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed,
         a_member_that_stops_reading_and_sending_is_cut_off_too,
+        waiting_members_on_many_connections_are_each_answered_once,
     );
 }

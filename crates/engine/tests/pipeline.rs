@@ -84,6 +84,9 @@ impl Journal for GatedJournal {
     fn describe(&self) -> String {
         "gated".into()
     }
+    fn commit_waits(&self) -> bool {
+        true // on the test's gate
+    }
 }
 
 #[test]
@@ -499,6 +502,50 @@ mod fused {
         assert!(lines.iter().any(|l| l.starts_with("stages: fused")), "{lines:?}");
         assert!(lines.iter().any(|l| l.starts_with("fused pipeline thread")), "{lines:?}");
         assert!(!lines.iter().any(|l| l.starts_with("sequencer:")), "{lines:?}");
+    }
+
+    /// `threads.combine`: a caller that waits for its answer steps the fused pipeline itself;
+    /// on or off, the same commands give the same answers and the same state; never with a
+    /// journal whose commit waits (a caller's timeout must not wait out a commit).
+    #[test]
+    fn waiting_callers_step_the_fused_pipeline_with_the_same_results() {
+        use novate_core::PRICE_SCALE;
+        use novate_engine::{Engine, Journal, MemJournal, MemSnapshots};
+        use std::sync::atomic::Ordering::Relaxed;
+        let run = |combine: bool, journal: Box<dyn Journal>| {
+            let mut c = super::cfg();
+            c.threads.stages = "fused".into();
+            c.threads.combine = combine;
+            let e = Engine::start(&c, journal, Box::new(MemSnapshots::new())).unwrap();
+            let mut client = e.client();
+            for cmd in super::setup_cmds() {
+                client.call(cmd).unwrap();
+            }
+            let mut answers = Vec::new();
+            for t in 0..300u64 {
+                // Every fourth trade names an unknown account: rejected.
+                let sell = if t % 4 == 3 { 99 } else { 2 };
+                let qty = 1 + (t % 5) as i64;
+                let price = (95 + (t % 11) as i64) * PRICE_SCALE;
+                answers.push(client.call(super::trade(t + 1, 1, sell, qty, price)).map(|a| a.0));
+            }
+            let hash = client.state_hash().unwrap();
+            let steps = e.metrics().combined_steps.load(Relaxed);
+            (answers, hash, steps, e.start_report().lines.clone())
+        };
+        let (a_on, h_on, steps_on, lines_on) = run(true, Box::new(MemJournal::new()));
+        let (a_off, h_off, steps_off, _) = run(false, Box::new(MemJournal::new()));
+        let gated = super::GatedJournal::new();
+        gated.open();
+        let (a_gated, h_gated, steps_gated, lines_gated) = run(true, Box::new(gated));
+        assert_eq!(a_on, a_off);
+        assert_eq!(a_on, a_gated);
+        assert_eq!(a_on.iter().filter(|a| a.is_err()).count(), 75);
+        assert_eq!((h_on, h_on), (h_off, h_gated));
+        assert!(steps_on > 0, "callers stepped the pipeline");
+        assert_eq!((steps_off, steps_gated), (0, 0));
+        assert!(lines_on.iter().any(|l| l.contains("threads.combine")), "{lines_on:?}");
+        assert!(lines_gated.iter().any(|l| l.contains("not combining")), "{lines_gated:?}");
     }
 
     fused_twins!(
