@@ -1,6 +1,7 @@
 // TS SDK benchmarks (issue 6): single-call overhead, batch submit rate, events delivered to JS.
 // Run after `npm run build`: `node benches/sdk.mjs` (NOVATE_BENCH_QUICK=1 for a smoke run,
-// NOVATE_BENCH_STAGES=fused for the one-thread pipeline).
+// NOVATE_BENCH_STAGES=fused for the one-thread pipeline, NOVATE_BENCH_COMBINE=false to turn
+// off threads.combine).
 // Each figure is the median and p99 of several timed rounds. Single calls: the promise API
 // (`await e.checkOrder(...)`, answered through the completion thread, the JS thread free while
 // waiting) one at a time, against two peers in the same round: `callSync` (the JS thread waits
@@ -20,6 +21,8 @@ const EVENTS_TRADES = QUICK ? 100_000 : 500_000;
 const ACCOUNTS = 1000n;
 // `NOVATE_BENCH_STAGES=fused` runs the engine with one pipeline thread (threads.stages).
 const STAGES = process.env.NOVATE_BENCH_STAGES ?? 'split';
+// `NOVATE_BENCH_COMBINE=false` turns off threads.combine (waiting threads stepping a fused pipeline).
+const COMBINE = process.env.NOVATE_BENCH_COMBINE !== 'false';
 
 const pct = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
 // Throughputs: the median round and the slowest round (the p99 of a handful of rounds is the max).
@@ -29,7 +32,7 @@ const fmt = (xs, unit, scale = 1) => `median ${(pct(xs, 0.5) * scale).toFixed(2)
 function open(extra = {}) {
   const e = Engine.open({
     engine: { accounts_max: 1001, instruments_max: 8, positions_max: 4096, trades_max: 4_000_000, ...extra },
-    threads: { stages: STAGES },
+    threads: { stages: STAGES, combine: COMBINE },
   });
   const setup = [
     { type: 'upsertInstrument', instrument: { id: 1n, multiplier: 1n, marginBps: 500n, settleDays: 2 } },

@@ -9,7 +9,10 @@
 //! an [`AsyncClient`] (crates/engine) under a caller-chosen ticket and return; its completion
 //! thread delivers completions (numbers, see `encode_completion`) in batches, in log order, through a threadsafe function
 //! (the `onComplete` callback of `open`). That function does not keep Node alive unless the SDK
-//! says work is in flight (`keepAlive`).
+//! says work is in flight (`keepAlive`). The one exception to "hand over and return": with a
+//! fused pipeline and `threads.combine`, `submit(..., now = true)` from an idle client steps
+//! the pipeline on the JS thread (two steps at most, never a waiting journal commit) and
+//! returns what completed, so an awaited call costs no thread hand-off.
 
 use std::sync::{Arc, Mutex};
 
@@ -275,8 +278,17 @@ impl NativeEngine {
     /// piece of work, with tickets `first_ticket`, `first_ticket + 1`, ... (a ClearTradeBatch
     /// message is one piece of work: a batch); returns at once. A malformed message throws
     /// `NOVATE_DECODE` and nothing is submitted; a closed engine throws `NOVATE_CLOSED`.
+    /// With `now` (the caller has no earlier completion still to receive) and a fused pipeline
+    /// with `threads.combine`, the pipeline may be stepped once on this thread: the
+    /// completions ready then are returned (encoded as for `on_complete`) instead of delivered
+    /// later; `null` if none.
     #[napi]
-    pub fn submit(&mut self, first_ticket: f64, messages: Uint8Array) -> Result<()> {
+    pub fn submit(
+        &mut self,
+        first_ticket: f64,
+        messages: Uint8Array,
+        now: bool,
+    ) -> Result<Option<Float64Array>> {
         let client = self.async_client()?;
         let bytes: &[u8] = &messages;
         let mut work = Vec::new();
@@ -296,8 +308,19 @@ impl NativeEngine {
             work.push((ticket, w));
             ticket += 1;
         }
-        client.submit_all(work);
-        Ok(())
+        if !now {
+            client.submit_all(work);
+            return Ok(None);
+        }
+        let done = client.submit_all_now(work);
+        if done.is_empty() {
+            return Ok(None);
+        }
+        let mut nums = Vec::with_capacity(done.len() * 3);
+        for (t, o) in done {
+            encode_completion(&mut nums, t, o);
+        }
+        Ok(Some(Float64Array::new(nums)))
     }
 
     /// Decode every SBE message in `messages` (back to back: single commands and

@@ -25,8 +25,12 @@ export declare class NativeEngine {
    * piece of work, with tickets `first_ticket`, `first_ticket + 1`, ... (a ClearTradeBatch
    * message is one piece of work: a batch); returns at once. A malformed message throws
    * `NOVATE_DECODE` and nothing is submitted; a closed engine throws `NOVATE_CLOSED`.
+   * With `now` (the caller has no earlier completion still to receive) and a fused pipeline
+   * with `threads.combine`, the pipeline may be stepped once on this thread: the
+   * completions ready then are returned (encoded as for `on_complete`) instead of delivered
+   * later; `null` if none.
    */
-  submit(firstTicket: number, messages: Uint8Array): void
+  submit(firstTicket: number, messages: Uint8Array, now: boolean): Float64Array | null
   /**
    * Decode every SBE message in `messages` (back to back: single commands and
    * ClearTradeBatch) and submit them as one batch under `ticket`; returns at once, the batch

@@ -153,15 +153,22 @@ export class Engine extends ClearingCommands implements Clearing {
     }
   }
 
-  /** A promise for `ticket`, settled by `complete`. */
+  /**
+   * A promise for `ticket`, settled by `complete`. The caller submits it (in this turn of the
+   * event loop) and then calls `holdIfBusy`.
+   */
   private wait<T>(ticket: number, map: (c: Completion) => T): Promise<T> {
-    if (!this.alive) {
-      this.alive = true;
-      this.inner.keepAlive(true);
-    }
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(ticket, { resolve: resolve as (v: never) => void, reject, map });
     });
+  }
+
+  /** Work is pending after a submit: keep Node alive until it completes. */
+  private holdIfBusy(): void {
+    if (this.waiting.size > 0 && !this.alive && !this.closed) {
+      this.alive = true;
+      this.inner.keepAlive(true);
+    }
   }
 
   /** Hand work to the binding under a fresh ticket (after the commands encoded before it). */
@@ -174,7 +181,9 @@ export class Engine extends ClearingCommands implements Clearing {
     } catch (e) {
       return Promise.reject(fromNative(e));
     }
-    return this.wait(ticket, map);
+    const p = this.wait(ticket, map);
+    this.holdIfBusy();
+    return p;
   }
 
   /** Submit the commands encoded since the last flush, in one native call. */
@@ -186,8 +195,13 @@ export class Engine extends ClearingCommands implements Clearing {
     const bytes = this.out.subarray(0, this.outLen);
     this.outCount = 0;
     this.outLen = 0;
+    // No earlier work pending (every completion before was received): the binding may step a
+    // combining pipeline here and hand back what completed at once (threads.combine).
+    const now = this.waiting.size === count;
     try {
-      this.inner.submit(first, bytes); // decodes the bytes before it returns
+      const done = this.inner.submit(first, bytes, now); // decodes the bytes before it returns
+      if (done) this.complete(done);
+      this.holdIfBusy();
     } catch (e) {
       // Only our own encoder wrote these bytes, so this is not expected; fail them, typed.
       const err = fromNative(e);

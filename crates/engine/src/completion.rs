@@ -11,6 +11,9 @@
 //!   `submit` queues the work (in order, behind anything queued before it) and the completion
 //!   thread submits it as answers free the window. The queue is the caller's own work: it is
 //!   bounded by what the caller submitted, and a batch is queued as one entry.
+//! - **Answered at once.** [`AsyncClient::submit_all_now`]: an idle client of a fused pipeline
+//!   with `threads.combine` steps it on the caller's thread and gets back what completed, with
+//!   no hand-off to the pipeline or the completion thread (the SDK's awaited single calls).
 //! - **Shutdown.** After the engine shut down, [`AsyncClient::finish`] delivers every answer the
 //!   engine gave and completes whatever it did not answer with `Closed`.
 
@@ -24,7 +27,7 @@ use novate_core::{Command, Reject, Seq};
 use novate_ring::Waiter;
 
 use crate::pipeline::{
-    Answer, AnswerKind, Answers, CallError, ClientMaker, SubmitError, Submitter,
+    Answer, AnswerKind, Answers, CallError, ClientMaker, Combined, SubmitError, Submitter,
 };
 
 /// The caller's name for a piece of work.
@@ -121,6 +124,25 @@ struct State {
     flights: VecDeque<Flight>,
     done: Vec<(Ticket, Outcome)>,
     next_request: u64,
+    /// The client's answers (taken by the completion thread, or by `submit_all_now`).
+    answers: Option<Answers>,
+}
+
+impl State {
+    /// Route every answer that has arrived to its flight; finished flights go to `done`.
+    fn take_answers(&mut self) {
+        let Some(mut answers) = self.answers.take() else { return };
+        while let Some(a) = answers.poll() {
+            route(self, a);
+            // Pop what is finished at once, so the next answer's flight is at the front.
+            complete_front(self);
+        }
+        self.answers = Some(answers);
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.flights.is_empty() && self.done.is_empty()
+    }
 }
 
 struct Inner {
@@ -152,12 +174,16 @@ impl AsyncClient {
             let (submitter, answers) = maker.split(thread::current());
             let inner = Arc::new(Inner {
                 submitter,
-                state: Mutex::new(State { next_request: 1, ..State::default() }),
+                state: Mutex::new(State {
+                    next_request: 1,
+                    answers: Some(answers),
+                    ..State::default()
+                }),
                 finish: AtomicBool::new(false),
                 thread: thread::current(),
             });
             if tx.send(inner.clone()).is_ok() {
-                run(&inner, answers, deliver);
+                run(&inner, deliver);
             }
         })?;
         let inner = rx.recv().map_err(|_| std::io::Error::other("completion thread failed"))?;
@@ -181,13 +207,49 @@ impl AsyncClient {
         let wake = if queued_before {
             false // the completion thread is already submitting the queue, in order
         } else {
-            pump(&self.inner.submitter, &mut st);
+            pump(&self.inner.submitter, &mut st, true);
             idle_before || !st.done.is_empty() || !st.queue.is_empty()
         };
         drop(st);
         if wake {
             self.inner.thread.unpark();
         }
+    }
+
+    /// [`AsyncClient::submit_all`], and if this client had nothing pending and the pipeline is
+    /// fused with `threads.combine`, step it once here (at most `engine.batch_max` commands)
+    /// and return what completed, in log order; the rest is delivered as usual. Call it from
+    /// the thread that started the client, and only when every completion delivered before
+    /// has been received, so that those returned here overtake none.
+    pub fn submit_all_now(
+        &self,
+        work: impl IntoIterator<Item = (Ticket, Work)>,
+    ) -> Vec<(Ticket, Outcome)> {
+        let sub = &self.inner.submitter;
+        let mut st = lock(&self.inner.state);
+        if !(sub.combines() && st.idle()) {
+            drop(st);
+            self.submit_all(work);
+            return Vec::new();
+        }
+        st.queue.extend(work.into_iter().map(|(ticket, work)| Job { ticket, work, next: 0 }));
+        let pushed = pump(sub, &mut st, false);
+        // Holding the state lock: the completion thread cannot take these answers in between,
+        // so nothing of this client is delivered before what is returned here.
+        let combined = if pushed { sub.combine_short() } else { Combined::No };
+        if combined != Combined::No {
+            st.take_answers();
+        }
+        let done = std::mem::take(&mut st.done);
+        let rest = !st.flights.is_empty() || !st.queue.is_empty();
+        drop(st);
+        if pushed && combined != Combined::Drained {
+            sub.flush(); // work is left in the ingress ring
+        }
+        if rest {
+            self.inner.thread.unpark(); // it takes the rest (stepping or waiting)
+        }
+        done
     }
 
     /// Work submitted and not yet completed (queued or in the pipeline).
@@ -223,8 +285,9 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Submit queued work, in order, until the window or the ring is full.
-fn pump(sub: &Submitter, st: &mut State) {
+/// Submit queued work, in order, until the window or the ring is full; wake the sequencer
+/// after if `flush`. True if anything was submitted.
+fn pump(sub: &Submitter, st: &mut State, flush: bool) -> bool {
     let mut pushed = false;
     while let Some(job) = st.queue.front_mut() {
         let rid = st.next_request;
@@ -284,10 +347,11 @@ fn pump(sub: &Submitter, st: &mut State) {
             }
         }
     }
-    if pushed {
+    if pushed && flush {
         sub.flush();
     }
     complete_front(st);
+    pushed
 }
 
 /// Move finished flights (at the front) to `done`.
@@ -341,25 +405,17 @@ fn route(st: &mut State, a: Answer) {
     }
 }
 
-fn run(inner: &Inner, mut answers: Answers, mut deliver: Deliver) {
-    let mut got = Vec::new();
+fn run(inner: &Inner, mut deliver: Deliver) {
     // While answers are due, wait like the engine's stages (spin, yield, then park with a
     // bounded backoff): a parked thread costs a futex wake-up per answer. Idle, just park.
     let mut waiter = Waiter::new(inner.submitter.wait_strategy());
     loop {
         // Read `finish` before draining: once set, the engine has answered everything it will.
         let finishing = inner.finish.load(Ordering::Acquire);
-        while let Some(a) = answers.poll() {
-            got.push(a);
-        }
         let mut st = lock(&inner.state);
-        for a in got.drain(..) {
-            route(&mut st, a);
-            // Pop what is finished at once, so the next answer's flight is at the front.
-            complete_front(&mut st);
-        }
+        st.take_answers();
         if !st.queue.is_empty() {
-            pump(&inner.submitter, &mut st);
+            pump(&inner.submitter, &mut st, true);
         }
         if finishing {
             // Nothing more will be answered: fail what is left, in order.
@@ -391,6 +447,8 @@ fn run(inner: &Inner, mut answers: Answers, mut deliver: Deliver) {
         if progress {
             waiter.reset();
         } else if due {
+            // The pipeline thread works in parallel with this one (throughput), so this thread
+            // does not step it: only `submit_all_now` does, for an idle client's latency.
             waiter.wait();
         } else {
             waiter.reset();

@@ -26,9 +26,9 @@ pub use completion::{AsyncClient, BatchOutcome, Outcome, Ticket, Work};
 pub use config::{Config, ConfigError, DurabilityPolicy};
 pub use durability::{Journal, MemJournal, MemSnapshots, SnapshotStore};
 pub use pipeline::{
-    event_account, event_kind, Answer, AnswerKind, Answers, CallError, Client, ClientMaker, Engine,
-    EngineError, EventFilter, Metrics, ShutdownReport, StartReport, SubStatus, SubmitError,
-    Submitter, Subscription,
+    event_account, event_kind, Answer, AnswerKind, Answers, CallError, Client, ClientMaker,
+    Combined, Engine, EngineError, EventFilter, Metrics, ShutdownReport, StartReport, SubStatus,
+    SubmitError, Submitter, Subscription,
 };
 pub use server::{Server, ServerHandle};
 pub use views::{Published, Views};

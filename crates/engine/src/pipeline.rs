@@ -35,7 +35,7 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle, Thread, ThreadId};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, StateMachine};
@@ -206,9 +206,20 @@ impl EventFilter {
 }
 
 enum Control {
-    Sink { id: u32, producer: spsc::Producer<Answer>, waker: Thread, combiner: Option<ThreadId> },
-    Unsink { id: u32 },
-    Subscribe { filter: EventFilter, producer: spsc::Producer<(Seq, Event)>, state: Arc<SubState> },
+    Sink {
+        id: u32,
+        producer: spsc::Producer<Answer>,
+        waker: Thread,
+        taking: Option<Arc<AtomicBool>>,
+    },
+    Unsink {
+        id: u32,
+    },
+    Subscribe {
+        filter: EventFilter,
+        producer: spsc::Producer<(Seq, Event)>,
+        state: Arc<SubState>,
+    },
 }
 
 /// Shared by a subscription's two ends.
@@ -255,6 +266,18 @@ struct Shared {
     combine: bool,
 }
 
+/// What a combining call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combined {
+    /// Did not step: not combining, the pipeline held by another thread.
+    No,
+    /// Stepped until the ingress ring was empty: everything submitted before is answered.
+    Drained,
+    /// Stepped, but stopped at the bound (or at shutdown) with work maybe left: the pipeline
+    /// thread must be woken.
+    Partial,
+}
+
 /// Steps a combining submitter takes at most before it hands the rest to the pipeline thread
 /// (bounds how long one submitter works for others).
 const COMBINE_STEPS_MAX: usize = 8;
@@ -280,24 +303,39 @@ impl Shared {
     /// holder steps until it finds the ring empty, and a failed `try_lock` wakes the thread),
     /// more than [`COMBINE_STEPS_MAX`] steps of work, or shutdown.
     fn combine(&self) -> bool {
-        let Some(core) = self.fused.as_ref().filter(|_| self.combine) else { return false };
-        let Ok(mut stage) = core.try_lock() else { return false };
-        for _ in 0..COMBINE_STEPS_MAX {
+        self.combine_steps(COMBINE_STEPS_MAX, None) == Combined::Drained
+    }
+
+    /// [`Shared::combine`] with at most `steps` steps. `taking`: the flag of the caller's sink,
+    /// set while it steps: egress does not wake that sink's waker for the answers it routes
+    /// meanwhile, because the caller takes them itself right after (or wakes the waker).
+    fn combine_steps(&self, steps: usize, taking: Option<&AtomicBool>) -> Combined {
+        let Some(core) = self.fused.as_ref().filter(|_| self.combine) else { return Combined::No };
+        let Ok(mut stage) = core.try_lock() else { return Combined::No };
+        // Relaxed: only this thread (holding the pipeline) reads it while it is set.
+        taking.inspect(|t| t.store(true, Ordering::Relaxed));
+        let mut r = Combined::Partial;
+        for _ in 0..steps {
             match stage.step(self) {
                 Step::Worked => {
                     self.metrics.combined_steps.fetch_add(1, Ordering::Relaxed);
                 }
-                Step::Idle => return true,
-                Step::Done => return false,
+                Step::Idle => {
+                    r = Combined::Drained;
+                    break;
+                }
+                // The pipeline thread finishes the shutdown.
+                Step::Done => break,
             }
         }
-        false
+        taking.inspect(|t| t.store(false, Ordering::Relaxed));
+        r
     }
 
     /// After a run of submissions: step the pipeline here ([`Shared::combine`]) or wake its
     /// thread.
-    fn flush_combining(&self) {
-        if !self.combine() {
+    fn flush_combining(&self, taking: Option<&AtomicBool>) {
+        if self.combine_steps(COMBINE_STEPS_MAX, taking) != Combined::Drained {
             Shared::wake(&self.sequencer);
         }
     }
@@ -626,24 +664,19 @@ impl ClientMaker {
 
     /// See [`Engine::split_client`].
     pub fn split(&self, waker: Thread) -> (Submitter, Answers) {
-        self.split_combining(waker, None)
-    }
-
-    /// [`ClientMaker::split`], where thread `combiner` (the submitting one) takes the answers
-    /// itself after [`Submitter::flush_combining`] stepped the pipeline: answers routed on that
-    /// thread do not wake `waker`. The combiner must then take them, or wake `waker`.
-    pub fn split_combining(
-        &self,
-        waker: Thread,
-        combiner: Option<ThreadId>,
-    ) -> (Submitter, Answers) {
         let shared = self.shared.clone();
         let (producer, consumer) =
             spsc::channel(shared.inflight_max).expect("validated power of two");
         let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
-        shared.push_control(Control::Sink { id: sink, producer, waker, combiner });
+        let taking = Arc::new(AtomicBool::new(false));
+        shared.push_control(Control::Sink {
+            id: sink,
+            producer,
+            waker,
+            taking: Some(taking.clone()),
+        });
         let inflight = Arc::new(AtomicUsize::new(0));
-        let sub = Submitter { shared: shared.clone(), sink, inflight: inflight.clone() };
+        let sub = Submitter { shared: shared.clone(), sink, inflight: inflight.clone(), taking };
         (sub, Answers { shared, sink, consumer, inflight })
     }
 }
@@ -1229,9 +1262,9 @@ impl SmThread {
 struct EgressSink {
     producer: spsc::Producer<Answer>,
     waker: Thread,
-    /// A thread that, after it stepped the pipeline, takes the answers itself: not woken for
-    /// answers routed on that thread.
-    combiner: Option<ThreadId>,
+    /// Set while the sink's submitter steps the pipeline (see [`Shared::combine_steps`]): it
+    /// takes the answers itself, so the waker is not woken for them.
+    taking: Option<Arc<AtomicBool>>,
     touched: bool,
 }
 
@@ -1282,8 +1315,8 @@ impl Egress {
     fn apply_control(&mut self) {
         while let Ok(c) = self.control.try_recv() {
             match c {
-                Control::Sink { id, producer, waker, combiner } => {
-                    self.sinks.insert(id, EgressSink { producer, waker, combiner, touched: false });
+                Control::Sink { id, producer, waker, taking } => {
+                    self.sinks.insert(id, EgressSink { producer, waker, taking, touched: false });
                 }
                 Control::Unsink { id } => {
                     self.sinks.remove(&id);
@@ -1335,11 +1368,10 @@ impl Egress {
 
     /// Wake the clients and subscribers that got something; drop closed subscriptions.
     fn wake(&mut self, shared: &Shared) {
-        let here = (!self.touched.is_empty()).then(|| thread::current().id());
         for id in self.touched.drain(..) {
             if let Some(s) = self.sinks.get_mut(&id) {
                 s.touched = false;
-                if s.combiner != here {
+                if !s.taking.as_ref().is_some_and(|t| t.load(Ordering::Relaxed)) {
                     s.waker.unpark();
                 }
             }
@@ -1416,7 +1448,7 @@ impl Client {
             spsc::channel(shared.inflight_max).expect("validated power of two");
         let sink = shared.next_sink.fetch_add(1, Ordering::Relaxed) as u32;
         let waker = thread::current();
-        shared.push_control(Control::Sink { id: sink, producer, waker, combiner: None });
+        shared.push_control(Control::Sink { id: sink, producer, waker, taking: None });
         let waiter = Waiter::new(shared.wait);
         Client {
             shared,
@@ -1599,6 +1631,8 @@ pub struct Submitter {
     shared: Arc<Shared>,
     sink: u32,
     inflight: Arc<AtomicUsize>,
+    /// Set while this submitter steps the pipeline (it then takes its answers itself).
+    taking: Arc<AtomicBool>,
 }
 
 impl Submitter {
@@ -1650,9 +1684,26 @@ impl Submitter {
 
     /// After a run of submissions whose answers this side waits for: with fused stages and
     /// `threads.combine`, step the pipeline on this thread when it is free (see
-    /// `threads.combine` in docs/CONFIG.md); otherwise wake the sequencer.
+    /// `threads.combine` in docs/CONFIG.md); otherwise wake the sequencer. After any of the
+    /// combining calls, the caller must take the answers now on the [`Answers`] or wake the
+    /// thread that does: egress did not wake it for answers routed during the steps.
     pub fn flush_combining(&self) {
-        self.shared.flush_combining();
+        self.shared.flush_combining(Some(&self.taking));
+    }
+
+    /// Step the pipeline on this thread if it is fused, `threads.combine` is on and the
+    /// pipeline is free: two steps at most (at most 2 x `engine.batch_max` commands done here,
+    /// e.g. on a JavaScript thread), one for the work just submitted, one that finds the
+    /// ingress ring empty. Unless `Drained`, the pipeline thread must be woken
+    /// ([`Submitter::flush`]).
+    pub fn combine_short(&self) -> Combined {
+        self.shared.combine_steps(2, Some(&self.taking))
+    }
+
+    /// True if [`Submitter::combine_short`] can step the pipeline (fused stages, `threads.combine`,
+    /// a journal whose commit does not wait).
+    pub fn combines(&self) -> bool {
+        self.shared.fused.is_some() && self.shared.combine
     }
 
     /// True once the engine refuses commands.

@@ -250,11 +250,10 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
     let dead_w = dead.clone();
     let maker = ctx.maker.clone();
     let write_timeout = ctx.write_timeout;
-    let reader_id = thread::current().id();
     let writer = thread::Builder::new().name("novate-conn-w".into()).spawn(move || {
         // The writer receives the answers, so it registers itself as the one to wake; the
         // reader takes them itself after it stepped a fused pipeline (threads.combine).
-        let (sub, answers) = maker.split_combining(thread::current(), Some(reader_id));
+        let (sub, answers) = maker.split(thread::current());
         let w = Arc::new(Mutex::new(Writer::new(wsock, answers, lrx, write_timeout)));
         let _ = ctx_tx.send((sub, w.clone()));
         write_loop(&w, &dead_w);
