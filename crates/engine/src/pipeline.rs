@@ -9,7 +9,7 @@
 //!
 //! - **Back-pressure.** Each client may have at most `client_inflight_max` commands without an
 //!   answer, and the ingress ring is bounded: a full ring or a full window is `Busy` from
-//!   [`Client::try_submit`], or a bounded wait in [`Client::submit`]. The stages behind the
+//!   [`Client::try_submit`], or a bounded wait in [`Client::submit_with`]. The stages behind the
 //!   ingress wait for room (the sequencer for the apply ring, the state machine for the egress
 //!   ring); nothing is dropped. A client's answer ring has room for its whole window, so egress
 //!   never waits for a client; a subscription that falls `subscriber_buffer` events behind is

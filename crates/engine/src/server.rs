@@ -27,6 +27,15 @@
 //!   unknown bit is rejected `MalformedMessage`; one whose `requestId` names a live subscription
 //!   of the connection, `InvalidId`.
 //!
+//! # Threads
+//! Each connection has a reader thread (reads frames, answers queries from the views, submits
+//! commands) and a writer thread (answers and event batches, with a write timeout). With
+//! `threads.stages = "fused"` and `threads.combine`, the reader, right after submitting, steps
+//! the pipeline itself when it is free and writes the answers with a non-blocking `send` when
+//! the socket takes them at once: a ClearTrade -> Ack round trip then crosses no thread
+//! hand-off. Whatever it cannot finish at once (the pipeline busy, a full socket, events) is
+//! left to the pipeline thread and the writer thread as before.
+//!
 //! # Robustness
 //! - A message that does not decode is answered `Reject{MalformedMessage | UnknownTemplate |
 //!   UnsupportedSchema}` (request id 0 when it cannot be read) and the connection goes on.

@@ -226,7 +226,7 @@ impl Publisher {
     }
 
     /// Note what the command with `seq` changed, as the state machine is right after it:
-    /// positions are written at once, accounts and instruments marked for [`publish`].
+    /// positions are written at once, accounts and instruments marked for [`Publisher::publish`].
     pub fn note(&mut self, views: &Views, sm: &StateMachine, seq: Seq, events: &[Event]) {
         for e in events {
             match e {
