@@ -30,10 +30,8 @@ describe('Engine.open with threads.stages = "fused" (one pipeline thread)', () =
   // threads.combine: an idle engine's submit steps the pipeline on the JS thread and returns
   // the completions at once; with combine off, or with work pending, they come later.
   it('an idle client gets its completions back from submit itself (threads.combine)', async () => {
-    const trade = (id: bigint): CommandInput => ({
-      type: 'clearTrade',
-      trade: { tradeId: id, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 },
-    });
+    const fill = (id: bigint) => ({ tradeId: id, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 });
+    const trade = (id: bigint): CommandInput => ({ type: 'clearTrade', trade: fill(id) });
     for (const combine of [true, false]) {
       const e = Engine.open({ ...small, threads: { stages: 'fused', combine } });
       try {
@@ -48,11 +46,11 @@ describe('Engine.open with threads.stages = "fused" (one pipeline thread)', () =
         const order: string[] = [];
         const batch = e.submitBatch(Array.from({ length: 3000 }, (_, i) => trade(100n + BigInt(i))));
         const ps = [batch.then(() => order.push('batch'))];
-        for (let i = 0; i < 5; i++) ps.push(e.clearTrade(trade(10n + BigInt(i)).trade).then((a) => order.push(`t${a.seq}`)));
+        for (let i = 0; i < 5; i++) ps.push(e.clearTrade(fill(10n + BigInt(i))).then((a) => order.push(`t${a.seq}`)));
         await Promise.all(ps);
         expect(order).toEqual(['batch', 't3007', 't3008', 't3009', 't3010', 't3011']);
         // One call at a time on an idle engine: each answered in order.
-        for (let i = 0; i < 50; i++) expect((await e.clearTrade(trade(5000n + BigInt(i)).trade)).seq).toBe(3012n + BigInt(i));
+        for (let i = 0; i < 50; i++) expect((await e.clearTrade(fill(5000n + BigInt(i)))).seq).toBe(3012n + BigInt(i));
       } finally {
         await e.close();
       }
