@@ -217,8 +217,8 @@ impl AsyncClient {
     }
 
     /// [`AsyncClient::submit_all`], and if this client had nothing pending and the pipeline is
-    /// fused with `threads.combine`, step it once here (at most `engine.batch_max` commands)
-    /// and return what completed, in log order; the rest is delivered as usual. Call it from
+    /// fused with `threads.combine`, step it here ([`Submitter::combine_short`]: at most
+    /// 2 x `engine.batch_max` commands) and return what completed, in log order; the rest is delivered as usual. Call it from
     /// the thread that started the client, and only when every completion delivered before
     /// has been received, so that those returned here overtake none.
     pub fn submit_all_now(
