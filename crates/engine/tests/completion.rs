@@ -226,3 +226,76 @@ fn a_failed_journal_completes_commands_and_batches_as_unavailable_never_hangs() 
     c.finish();
     e.shutdown();
 }
+
+/// Submit `work` with `submit_all_now`; its `n` completions, and whether they came at once.
+fn now_or_later(
+    client: &AsyncClient,
+    rx: &Completions,
+    work: Vec<(Ticket, Work)>,
+    n: usize,
+) -> (Vec<(Ticket, Outcome)>, bool) {
+    let got = client.submit_all_now(work);
+    if got.is_empty() {
+        (collect(rx, n), false)
+    } else {
+        assert_eq!(got.len(), n, "all at once or none");
+        (got, true)
+    }
+}
+
+/// `submit_all_now`: an idle client of a fused, combining pipeline gets its completions back
+/// at once (a batch too, when it fits in the two steps), unless the pipeline thread happens to
+/// hold the pipeline at that instant; with work pending, split stages or combining off,
+/// nothing comes back at once. Either way every ticket completes exactly once, in log order.
+#[test]
+fn an_idle_client_of_a_combining_pipeline_is_answered_at_once() {
+    for (stages, combine) in [("fused", true), ("fused", false), ("split", true)] {
+        let mut c = cfg();
+        c.threads.stages = stages.into();
+        c.threads.combine = combine;
+        c.engine.client_inflight_max = 64;
+        let e =
+            Engine::start(&c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let client = AsyncClient::start(
+            &e.client_maker(),
+            Box::new(move |done| {
+                let _ = tx.send(done);
+            }),
+        )
+        .unwrap();
+        let setup_work: Vec<_> = (1..).zip(setup().into_iter().map(Work::Command)).collect();
+        let (got, _) = now_or_later(&client, &rx, setup_work, 3);
+        assert!(got.iter().all(|(_, o)| matches!(o, Outcome::Ack { .. })), "{got:?}");
+        // One command, then a batch that fits in the two steps (batch_max 8), many times.
+        let mut at_once = 0;
+        let mut seq = 3;
+        for i in 0..40u64 {
+            let (one, now1) =
+                now_or_later(&client, &rx, vec![(100 + i, Work::Command(trade(1 + 10 * i)))], 1);
+            seq += 1;
+            assert_eq!(one, vec![(100 + i, Outcome::Ack { seq })]);
+            let cmds = (2..=7).map(|k| trade(k + 10 * i)).collect();
+            let (batch, now2) = now_or_later(&client, &rx, vec![(200 + i, Work::Batch(cmds))], 1);
+            seq += 6;
+            let [(t, Outcome::Batch(b))] = batch.as_slice() else { panic!("{batch:?}") };
+            assert_eq!((*t, b.accepted, b.rejected, b.last_seq), (200 + i, 6, 0, seq));
+            at_once += usize::from(now1) + usize::from(now2);
+        }
+        if stages == "fused" && combine {
+            assert!(at_once > 40, "answered at once {at_once} of 80 times");
+        } else {
+            assert_eq!(at_once, 0, "{stages} combine={combine}");
+        }
+        // Work pending (a batch bigger than the window, handed over without stepping): a
+        // command submitted behind it is not answered at once, and comes after it.
+        client.submit(1000, Work::Batch((1000..1200).map(trade).collect()));
+        assert!(client.submit_all_now([(1001, Work::Command(trade(5000)))]).is_empty());
+        let late = collect(&rx, 2);
+        let (t0, Outcome::Batch(b)) = &late[0] else { panic!("{late:?}") };
+        assert_eq!((*t0, b.accepted, b.last_seq), (1000, 200, seq + 200));
+        assert_eq!(late[1], (1001, Outcome::Ack { seq: seq + 201 }));
+        drop(client);
+        e.shutdown();
+    }
+}
