@@ -298,22 +298,9 @@ export class Engine extends ClearingCommands implements Clearing {
   }
 
   accountSync(id: bigint): AccountSummary {
-    const a = this.native((n) => n.account(id));
-    return {
-      id: a.id,
-      maxPosition: a.maxPosition,
-      maxNotional: a.maxNotional,
-      maxLoss: a.maxLoss,
-      suspended: a.suspended,
-      collateral: a.collateral,
-      notional: a.notional,
-      unrealized: a.unrealized,
-      realized: a.realized,
-      equity: a.equity,
-      margin: a.margin,
-      excess: a.excess,
-      positions: a.positions,
-    };
+    // The binding's object has the summary's fields as they are, and the view's seq.
+    const { seq: _seq, ...summary } = this.native((n) => n.account(id));
+    return summary;
   }
 
   instrumentSync(id: bigint): InstrumentSummary | undefined {
