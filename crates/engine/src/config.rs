@@ -378,5 +378,9 @@ mod tests {
         assert_eq!(e.key, "net.listen");
         let e = Config::from_toml("[engine]\nbatch_max = 0\n").unwrap_err();
         assert_eq!(e.key, "engine.batch_max");
+        let e = Config::from_toml("[threads]\ncombine = \"no\"\n").unwrap_err();
+        assert_eq!(e.key, "threads.combine");
+        let c = Config::from_toml("[threads]\nstages = \"fused\"\ncombine = false\n").unwrap();
+        assert!(!c.threads.combine && Config::default().threads.combine);
     }
 }
