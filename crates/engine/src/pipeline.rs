@@ -306,6 +306,11 @@ impl Shared {
         self.combine_steps(COMBINE_STEPS_MAX, None) == Combined::Drained
     }
 
+    /// Fused stages with `threads.combine` (and a journal whose commit does not wait).
+    fn combines(&self) -> bool {
+        self.fused.is_some() && self.combine
+    }
+
     /// [`Shared::combine`] with at most `steps` steps. `taking`: the flag of the caller's sink,
     /// set while it steps: egress does not wake that sink's waker for the answers it routes
     /// meanwhile, because the caller takes them itself right after (or wakes the waker).
@@ -1541,15 +1546,19 @@ impl Client {
         }
     }
 
-    /// Before waiting for answers: step the pipeline here if it is free
-    /// ([`Shared::combine`]); wait only if that brought no answer (or it was not free).
+    /// Before waiting for answers: step a combining pipeline here if it is free
+    /// ([`Shared::combine`]); wait only if that brought no answer. If another thread holds
+    /// it, wake the pipeline thread in case the holder missed our work. Without combining,
+    /// just wait (the submit woke the sequencer).
     fn combine_or_wait(&mut self) {
-        if self.shared.combine() {
-            if self.answers.available() > 0 {
-                return;
+        if self.shared.combines() {
+            if self.shared.combine() {
+                if self.answers.available() > 0 {
+                    return;
+                }
+            } else {
+                self.flush();
             }
-        } else {
-            self.flush();
         }
         self.waiter.wait();
     }
@@ -1591,7 +1600,10 @@ impl Client {
         }
         self.inflight += 1;
         self.waiter.reset();
-        // wait_answer steps the pipeline here or wakes its thread.
+        if !self.shared.combines() {
+            self.flush();
+        }
+        // With combining, wait_answer steps the pipeline here (or wakes its thread).
         match self.wait_answer(self.timeout) {
             Some(a) if a.request_id == rid => Ok(a.kind),
             Some(_) => Err(CallError::Unavailable),
@@ -1703,7 +1715,7 @@ impl Submitter {
     /// True if [`Submitter::combine_short`] can step the pipeline (fused stages, `threads.combine`,
     /// a journal whose commit does not wait).
     pub fn combines(&self) -> bool {
-        self.shared.fused.is_some() && self.shared.combine
+        self.shared.combines()
     }
 
     /// True once the engine refuses commands.
