@@ -83,6 +83,15 @@ pub struct NativeEngine {
 /// - `5` FAILED: `0` closed, `1` busy, `2` timeout, `3` journal unavailable.
 ///
 /// ts/src/engine.ts (`complete`) reads it. Seqs and tickets stay below 2^53.
+/// Completions as the `on_complete` callback (and `submit(..., now)`) hand them to JS.
+fn completions_array(done: Vec<(Ticket, Outcome)>) -> Float64Array {
+    let mut nums = Vec::with_capacity(done.len() * 3);
+    for (t, o) in done {
+        encode_completion(&mut nums, t, o);
+    }
+    Float64Array::new(nums)
+}
+
 fn encode_completion(out: &mut Vec<f64>, ticket: Ticket, o: Outcome) {
     out.push(ticket as f64);
     match o {
@@ -248,11 +257,7 @@ impl NativeEngine {
         let async_client = AsyncClient::start(
             &engine.client_maker(),
             Box::new(move |done| {
-                let mut nums = Vec::with_capacity(done.len() * 3);
-                for (t, o) in done {
-                    encode_completion(&mut nums, t, o);
-                }
-                let batch = Float64Array::new(nums);
+                let batch = completions_array(done);
                 if let Ok(f) = tsfn.lock() {
                     // NonBlocking on an unbounded queue: never waits. If Node is tearing the
                     // function down (napi_closing) there is nobody left to tell.
@@ -279,7 +284,7 @@ impl NativeEngine {
     /// message is one piece of work: a batch); returns at once. A malformed message throws
     /// `NOVATE_DECODE` and nothing is submitted; a closed engine throws `NOVATE_CLOSED`.
     /// With `now` (the caller has no earlier completion still to receive) and a fused pipeline
-    /// with `threads.combine`, the pipeline may be stepped once on this thread: the
+    /// with `threads.combine`, the pipeline may be stepped here (two steps at most): the
     /// completions ready then are returned (encoded as for `on_complete`) instead of delivered
     /// later; `null` if none.
     #[napi]
@@ -316,11 +321,7 @@ impl NativeEngine {
         if done.is_empty() {
             return Ok(None);
         }
-        let mut nums = Vec::with_capacity(done.len() * 3);
-        for (t, o) in done {
-            encode_completion(&mut nums, t, o);
-        }
-        Ok(Some(Float64Array::new(nums)))
+        Ok(Some(completions_array(done)))
     }
 
     /// Decode every SBE message in `messages` (back to back: single commands and

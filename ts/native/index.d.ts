@@ -26,7 +26,7 @@ export declare class NativeEngine {
    * message is one piece of work: a batch); returns at once. A malformed message throws
    * `NOVATE_DECODE` and nothing is submitted; a closed engine throws `NOVATE_CLOSED`.
    * With `now` (the caller has no earlier completion still to receive) and a fused pipeline
-   * with `threads.combine`, the pipeline may be stepped once on this thread: the
+   * with `threads.combine`, the pipeline may be stepped here (two steps at most): the
    * completions ready then are returned (encoded as for `on_complete`) instead of delivered
    * later; `null` if none.
    */

@@ -35,12 +35,12 @@ fn trade(id: u64) -> Command {
 type Completions = mpsc::Receiver<Vec<(Ticket, Outcome)>>;
 
 fn start() -> (Engine, AsyncClient, Completions) {
-    start_with(Box::new(MemJournal::new()))
+    start_with(&cfg(), Box::new(MemJournal::new()))
 }
 
-/// An engine on `journal` and an async client whose completions arrive on the receiver.
-fn start_with(journal: Box<dyn Journal>) -> (Engine, AsyncClient, Completions) {
-    let e = Engine::start(&cfg(), journal, Box::new(MemSnapshots::new())).unwrap();
+/// An engine of `c` on `journal` and an async client whose completions arrive on the receiver.
+fn start_with(c: &Config, journal: Box<dyn Journal>) -> (Engine, AsyncClient, Completions) {
+    let e = Engine::start(c, journal, Box::new(MemSnapshots::new())).unwrap();
     let (tx, rx) = mpsc::channel();
     let c = AsyncClient::start(
         &e.client_maker(),
@@ -201,7 +201,8 @@ impl Journal for FailingJournal {
 
 #[test]
 fn a_failed_journal_completes_commands_and_batches_as_unavailable_never_hangs() {
-    let (e, c, rx) = start_with(Box::new(FailingJournal { inner: MemJournal::new(), ok: 3 }));
+    let (e, c, rx) =
+        start_with(&cfg(), Box::new(FailingJournal { inner: MemJournal::new(), ok: 3 }));
     for (i, cmd) in setup().into_iter().enumerate() {
         c.submit(i as u64 + 1, Work::Command(cmd));
     }
@@ -254,16 +255,7 @@ fn an_idle_client_of_a_combining_pipeline_is_answered_at_once() {
         c.threads.stages = stages.into();
         c.threads.combine = combine;
         c.engine.client_inflight_max = 64;
-        let e =
-            Engine::start(&c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let client = AsyncClient::start(
-            &e.client_maker(),
-            Box::new(move |done| {
-                let _ = tx.send(done);
-            }),
-        )
-        .unwrap();
+        let (e, client, rx) = start_with(&c, Box::new(MemJournal::new()));
         let setup_work: Vec<_> = (1..).zip(setup().into_iter().map(Work::Command)).collect();
         let (got, _) = now_or_later(&client, &rx, setup_work, 3);
         assert!(got.iter().all(|(_, o)| matches!(o, Outcome::Ack { .. })), "{got:?}");
