@@ -82,6 +82,13 @@ struct Entry<K> {
     val: u32,
 }
 
+/// What [`FixedMap::find`] saw: the key's value, or the empty slot its probe ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Found(u32),
+    Vacant(usize),
+}
+
 /// The map is at its item limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
@@ -144,13 +151,43 @@ impl<K: MapKey> FixedMap<K> {
         None
     }
 
+    /// Look `key` up once: its value, or where a later [`insert_at`](Self::insert_at) can
+    /// put it without probing again. `key` must not be the empty key.
+    #[inline]
+    pub fn find(&self, key: &K) -> Probe {
+        debug_assert!(*key != K::EMPTY);
+        let mut i = self.home(key);
+        // Bounded: the load factor is <= 0.5, so an empty slot exists.
+        for _ in 0..=self.mask {
+            let e = &self.entries[i];
+            if e.key == *key {
+                return Probe::Found(e.val);
+            }
+            if e.key == K::EMPTY {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        Probe::Vacant(i)
+    }
+
     /// Insert a key that is not present. The caller checks `get` first.
     pub fn insert(&mut self, key: K, val: u32) -> Result<(), Full> {
+        debug_assert!(key != K::EMPTY && self.get(&key).is_none());
+        let at = self.home(&key);
+        self.insert_at(at, key, val)
+    }
+
+    /// Insert a key that is not present, starting the probe at `at`: its home slot, or the
+    /// vacancy a [`find`](Self::find) of it returned (still right if other keys were inserted
+    /// since: the probe goes on from there to the next empty slot).
+    #[inline]
+    pub fn insert_at(&mut self, at: usize, key: K, val: u32) -> Result<(), Full> {
         debug_assert!(key != K::EMPTY && self.get(&key).is_none());
         if self.is_full() {
             return Err(Full);
         }
-        let mut i = self.home(&key);
+        let mut i = at & self.mask;
         while self.entries[i].key != K::EMPTY {
             i = (i + 1) & self.mask;
         }

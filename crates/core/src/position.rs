@@ -43,7 +43,65 @@ pub fn div(a: i128, b: i128) -> i128 {
 impl Book {
     /// Apply a signed trade quantity `d` (buy > 0, sell < 0) at price `p`, multiplier `m`
     /// (SPEC.md "Positions (average cost)", rules 1 and 2).
+    #[inline(never)]
     pub fn fill(self, d: Qty, p: Price, m: i64) -> Option<Book> {
+        match self.fill64(d, p, m) {
+            Some(b) => Some(b),
+            None => self.fill_wide(d, p, m),
+        }
+    }
+
+    /// [`fill`](Self::fill) in 64-bit arithmetic for the common case (cost, realized and every
+    /// value involved fit in i64); `None` says only "not in 64 bits" and the caller takes the
+    /// exact path. Equal to the exact path wherever it answers (a property test holds it).
+    #[inline]
+    pub fn fill64(self, d: Qty, p: Price, m: i64) -> Option<Book> {
+        let (qty, cost, realized) = (self.qty, self.cost as i64, self.realized as i64);
+        let wide = i128::from(cost) != self.cost || i128::from(realized) != self.realized;
+        let (pm, o1) = p.overflowing_mul(m);
+        // A non-positive p * m (never valid input) would make the sign tricks below lie.
+        if wide | o1 | (pm <= 0) {
+            return None;
+        }
+        if qty == 0 || (qty > 0) == (d > 0) {
+            let (v, o2) = d.overflowing_mul(pm);
+            let (q, o3) = qty.overflowing_add(d);
+            let (c, o4) = cost.overflowing_add(v);
+            if o2 | o3 | o4 {
+                return None;
+            }
+            return Some(Book { qty: q, cost: c.into(), realized: self.realized });
+        }
+        // Opposite signs: qty != 0, so |qty| >= 1; c = min(|d|, |qty|) units close.
+        let (open, dd) = (qty.unsigned_abs(), d.unsigned_abs());
+        let c = dd.min(open);
+        // cost * c / |qty| truncating (i64 / u64 divisions truncate toward zero like i128's).
+        let (cost_c, o2) = cost.overflowing_mul(c as i64);
+        let closed = cost_c / open as i64; // open <= 2^63 and open == 2^63 only if qty == MIN
+        let (vc, o3) = (c as i64).overflowing_mul(pm); // c <= i64::MAX unless d, qty == MIN
+        let signed_vc = if qty > 0 { vc } else { vc.wrapping_neg() };
+        let (gain, o4) = signed_vc.overflowing_sub(closed);
+        let (realized, o5) = realized.overflowing_add(gain);
+        let big = c > i64::MAX as u64 || open > i64::MAX as u64;
+        if o2 | o3 | o4 | o5 | big {
+            return None;
+        }
+        let r = dd - c;
+        if r > 0 {
+            // Flip: the old position is fully closed, the rest opens anew at p.
+            let (v, o6) = (r as i64).overflowing_mul(pm);
+            if o6 | (r > i64::MAX as u64) {
+                return None;
+            }
+            let (q, v) = if d > 0 { (r as i64, v) } else { (-(r as i64), -v) }; // v > 0
+            return Some(Book { qty: q, cost: v.into(), realized: realized.into() });
+        }
+        let q = if d > 0 { qty + c as i64 } else { qty - c as i64 };
+        Some(Book { qty: q, cost: (cost - closed).into(), realized: realized.into() })
+    }
+
+    /// [`fill`](Self::fill) in exact i128 arithmetic, SPEC.md's rules written literally.
+    pub fn fill_wide(self, d: Qty, p: Price, m: i64) -> Option<Book> {
         debug_assert!(d != 0);
         let Book { qty, cost, realized } = self;
         if qty == 0 || (qty > 0) == (d > 0) {
@@ -510,7 +568,44 @@ mod tests {
         assert_eq!(b.get(), Some(1));
     }
 
+    #[test]
+    fn fill64_answers_ordinary_fills_and_declines_at_each_bound() {
+        let long = b(10, 10_000, 5);
+        for (book, d) in [(long, 3), (long, -4), (long, -10), (long, -13), (b(-7, -700, 0), 9)] {
+            let fast = book.fill64(d, 1_000, 1).expect("ordinary numbers answer in 64 bits");
+            assert_eq!(Some(fast), book.fill_wide(d, 1_000, 1), "{book:?} {d}");
+        }
+        let declines = [
+            (b(1, i128::from(i64::MAX) + 1, 0), 1, 1, 1),  // cost beyond i64
+            (b(1, 0, i128::from(i64::MIN) - 1), 1, 1, 1),  // realized beyond i64
+            (b(1, 0, 0), 1, i64::MAX, 2),                  // p * m
+            (b(1, 0, 0), i64::MAX, 2, 1),                  // d * p * m
+            (b(i64::MAX, 0, 0), 1, 1, 1),                  // qty + d
+            (b(1, i128::from(i64::MAX), 0), 1, 1, 1),      // cost + d * p * m
+            (b(i64::MIN, 0, 0), 1, 1, 1),                  // |qty| = 2^63
+            (b(1, 0, 0), -1, 0, 1),                        // p * m <= 0
+            (b(3, i128::from(i64::MAX / 2), 0), -3, 1, 1), // cost * c
+            (b(-1, -2, i128::from(i64::MAX)), 1, 1, 1),    // realized + gain
+        ];
+        for (book, d, p, m) in declines {
+            assert_eq!(book.fill64(d, p, m), None, "{book:?} {d} {p} {m}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn fill64_equals_the_exact_fill_where_it_answers(
+            v in prop_oneof![valued(), small_valued()],
+            d in prop_oneof![-1_000i64..1_000, any::<i64>(), Just(i64::MIN), Just(i64::MAX)],
+            p in prop_oneof![1i64..1 << 40, 1..i64::MAX, Just(i64::MAX)],
+            m in prop_oneof![1i64..1_000, 1..i64::MAX],
+        ) {
+            prop_assume!(d != 0);
+            if let Some(fast) = v.book.fill64(d, p, m) {
+                prop_assert_eq!(Some(fast), v.book.fill_wide(d, p, m));
+            }
+        }
+
         #[test]
         fn wide_sum_is_exact(xs in proptest::collection::vec(any::<i128>(), 0..20)) {
             // Reference: the same sum in 4 x 64-bit limbs... simpler: in pairs of i128 halves.

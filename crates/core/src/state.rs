@@ -22,7 +22,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch, FixedMap, PairKey, SeqKey};
+use crate::map::{prefetch, FixedMap, PairKey, Probe, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
@@ -659,9 +659,9 @@ impl StateMachine {
         let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
         let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
         let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
-        if self.trade_index.get(&SeqKey(t.trade_id)).is_some() {
+        let Probe::Vacant(trade_at) = self.trade_index.find(&SeqKey(t.trade_id)) else {
             return Err(Reject::Duplicate);
-        }
+        };
         if self.trade_index.is_full() {
             return Err(Reject::TradeCapacity);
         }
@@ -681,7 +681,7 @@ impl StateMachine {
             ins.last_price = t.price;
         }
         let index = self.trades.len() as u32;
-        let inserted = self.trade_index.insert(SeqKey(t.trade_id), index);
+        let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         self.trades.push(TradeRecord { trade: *t, busted: false });
         self.digest.add(trade_record(t, false));
@@ -845,9 +845,14 @@ impl StateMachine {
         let Legs { rows, col, slots: slot_hints } = legs;
         let m = self.instruments[col as usize].spec.multiplier;
         let ids = [t.buy, t.sell];
-        let slots = [0, 1].map(|k| match slot_hints[k] {
-            NONE => self.position_index.get(&PairKey::new(ids[k], t.instrument)),
-            s => Some(s),
+        // A position's slot, or where its index entry goes when it is new.
+        let probes = [0, 1].map(|k| match slot_hints[k] {
+            NONE => self.position_index.find(&PairKey::new(ids[k], t.instrument)),
+            s => Probe::Found(s),
+        });
+        let slots = probes.map(|p| match p {
+            Probe::Found(s) => Some(s),
+            Probe::Vacant(_) => None,
         });
         let new_positions = slots.iter().filter(|s| s.is_none()).count() as u32;
         if self.positions_len + new_positions > self.limits.positions_max {
@@ -872,9 +877,9 @@ impl StateMachine {
             self.accounts[rows[leg] as usize].sums = sums[leg];
         }
         for leg in 0..2 {
-            let slot = match slots[leg] {
-                Some(s) => s,
-                None => self.new_position(rows[leg], col, ids[leg], t.instrument),
+            let slot = match probes[leg] {
+                Probe::Found(s) => s,
+                Probe::Vacant(at) => self.new_position(rows[leg], col, ids[leg], t.instrument, at),
             };
             let b = books[leg];
             let new = position_record(ids[leg], t.instrument, &b);
@@ -907,8 +912,16 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Allocate a position slot for (row, col). Capacity was checked by the caller.
-    fn new_position(&mut self, row: u32, col: u32, id: AccountId, instrument: InstrumentId) -> u32 {
+    /// Allocate a position slot for (row, col); its index entry goes at or after `at` (its
+    /// home slot or a `find` vacancy). Capacity was checked by the caller.
+    fn new_position(
+        &mut self,
+        row: u32,
+        col: u32,
+        id: AccountId,
+        instrument: InstrumentId,
+        at: usize,
+    ) -> u32 {
         let acct = &mut self.accounts[row as usize];
         let lane = acct.positions as usize % CHUNK_POSITIONS;
         if lane == 0 {
@@ -953,7 +966,7 @@ impl StateMachine {
         }
         self.holder_chunks[ins.holders_last as usize].slots[lane] = slot;
         ins.holders += 1;
-        let inserted = self.position_index.insert(PairKey::new(id, instrument), slot);
+        let inserted = self.position_index.insert_at(at, PairKey::new(id, instrument), slot);
         debug_assert!(inserted.is_ok(), "positions_max bounds the index");
         slot
     }
@@ -1263,10 +1276,11 @@ impl StateMachine {
             let col = sm
                 .instrument_col(instrument)
                 .map_err(|_| Invalid("position in an unknown instrument"))?;
-            if sm.position_index.get(&PairKey::new(account, instrument)).is_some() {
+            let Probe::Vacant(at) = sm.position_index.find(&PairKey::new(account, instrument))
+            else {
                 return Err(Invalid("repeated position"));
-            }
-            let slot = sm.new_position(row, col, account, instrument);
+            };
+            let slot = sm.new_position(row, col, account, instrument, at);
             sm.positions[slot as usize].book = book;
             sm.positions[slot as usize].record = position_record(account, instrument, &book);
             let terms =
