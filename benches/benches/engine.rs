@@ -163,7 +163,9 @@ fn round_trips(addr: std::net::SocketAddr, frames: &[Vec<u8>], reply_len: usize)
     h
 }
 
-fn echo_server() -> std::net::SocketAddr {
+/// The peer: a bare echo of 64-byte frames. With `poll` (novated's `net.busy_poll_us`) it
+/// polls its socket the same way before it blocks, so both sides wait for a request alike.
+fn echo_server(poll: Duration) -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -172,8 +174,9 @@ fn echo_server() -> std::net::SocketAddr {
             let _ = s.set_nodelay(true);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 64];
-                while s.read_exact(&mut buf).is_ok() {
-                    if s.write_all(&buf).is_err() {
+                loop {
+                    poll_readable(&s, poll);
+                    if s.read_exact(&mut buf).is_err() || s.write_all(&buf).is_err() {
                         break;
                     }
                 }
@@ -181,6 +184,24 @@ fn echo_server() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// Poll `s` without blocking for up to `poll` until it has bytes (or an end or error).
+fn poll_readable(s: &TcpStream, poll: Duration) {
+    use std::os::fd::AsRawFd;
+    if poll.is_zero() {
+        return;
+    }
+    let start = Instant::now();
+    let mut probe = [0u8; 1];
+    // SAFETY: the fd is the open socket `s`; MSG_PEEK copies at most one byte into `probe`.
+    while unsafe {
+        libc::recv(s.as_raw_fd(), probe.as_mut_ptr().cast(), 1, libc::MSG_DONTWAIT | libc::MSG_PEEK)
+    } < 0
+        && start.elapsed() < poll
+    {
+        std::hint::spin_loop();
+    }
 }
 
 fn main() {
@@ -245,21 +266,31 @@ fn main() {
     if !runs("tcp") {
         return;
     }
-    // NOVATE_BENCH_TCP=wait/stages (e.g. park/fused) runs that one only.
+    // NOVATE_BENCH_TCP=wait/stages/poll_us (e.g. park/fused/0) runs that one only.
     let one = std::env::var("NOVATE_BENCH_TCP").ok();
-    for (wait, stages) in
-        [("park", "split"), ("spin-yield", "split"), ("park", "fused"), ("spin-yield", "fused")]
-    {
-        if one.as_ref().is_none_or(|o| *o == format!("{wait}/{stages}")) {
-            tcp(rtts, wait, stages);
+    for (wait, stages, poll_us) in [
+        ("park", "split", 0),
+        ("spin-yield", "split", 0),
+        ("park", "fused", 0),
+        ("spin-yield", "fused", 0),
+        ("park", "fused", TCP_POLL_US),
+    ] {
+        if one.as_ref().is_none_or(|o| *o == format!("{wait}/{stages}/{poll_us}")) {
+            tcp(rtts, wait, stages, poll_us);
         }
     }
 }
 
-/// TCP: novated vs an echo server, same 64-byte frames, one at a time, interleaved.
-fn tcp(rtts: usize, wait: &str, stages: &str) {
+/// `net.busy_poll_us` of the polling case (and its echo's poll): longer than a round trip
+/// (~15-30 us here), so a reader that answered polls until the next request comes.
+const TCP_POLL_US: u64 = 100;
+
+/// TCP: novated vs an echo server, same 64-byte frames, one at a time, interleaved. With
+/// `poll_us`, novated's readers and the echo both poll their sockets that long before blocking.
+fn tcp(rtts: usize, wait: &str, stages: &str, poll_us: u64) {
     let mut cfg = config("", DurabilityPolicy::None);
     cfg.net.listen = "127.0.0.1:0".into();
+    cfg.net.busy_poll_us = poll_us;
     cfg.threads.wait = wait.into();
     cfg.threads.stages = stages.into();
     let server = Server::start(&cfg).expect("server");
@@ -285,7 +316,7 @@ fn tcp(rtts: usize, wait: &str, stages: &str) {
         })
         .collect();
     let echo_frames: Vec<Vec<u8>> = frames.iter().map(|f| f[..64].to_vec()).collect();
-    let echo = echo_server();
+    let echo = echo_server(Duration::from_micros(poll_us));
     // Interleave the two so machine noise hits both alike.
     let mut hn = latency_histogram();
     let mut he = latency_histogram();
@@ -297,7 +328,9 @@ fn tcp(rtts: usize, wait: &str, stages: &str) {
     println!(
         "{}",
         report(
-            &format!("novated ClearTrade -> Ack round trip (wait {wait}, stages {stages})"),
+            &format!(
+                "novated ClearTrade -> Ack round trip (wait {wait}, stages {stages}, busy_poll_us {poll_us}, echo alike)"
+            ),
             &hn
         )
     );

@@ -25,7 +25,7 @@ export interface EngineConfig {
     fifo_priority: number;
     huge_pages: 'normal' | 'thp' | 'locked';
   }>;
-  net?: Partial<{ listen: string; connections_max: number; write_timeout_ms: number }>;
+  net?: Partial<{ listen: string; connections_max: number; write_timeout_ms: number; busy_poll_us: number }>;
 }
 
 function value(v: unknown): string {

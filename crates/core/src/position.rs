@@ -576,16 +576,16 @@ mod tests {
             assert_eq!(Some(fast), book.fill_wide(d, 1_000, 1), "{book:?} {d}");
         }
         let declines = [
-            (b(1, i128::from(i64::MAX) + 1, 0), 1, 1, 1),  // cost beyond i64
-            (b(1, 0, i128::from(i64::MIN) - 1), 1, 1, 1),  // realized beyond i64
-            (b(1, 0, 0), 1, i64::MAX, 2),                  // p * m
-            (b(1, 0, 0), i64::MAX, 2, 1),                  // d * p * m
-            (b(i64::MAX, 0, 0), 1, 1, 1),                  // qty + d
-            (b(1, i128::from(i64::MAX), 0), 1, 1, 1),      // cost + d * p * m
-            (b(i64::MIN, 0, 0), 1, 1, 1),                  // |qty| = 2^63
-            (b(1, 0, 0), -1, 0, 1),                        // p * m <= 0
+            (b(1, i128::from(i64::MAX) + 1, 0), 1, 1, 1), // cost beyond i64
+            (b(1, 0, i128::from(i64::MIN) - 1), 1, 1, 1), // realized beyond i64
+            (b(1, 0, 0), 1, i64::MAX, 2),                 // p * m
+            (b(1, 0, 0), i64::MAX, 2, 1),                 // d * p * m
+            (b(i64::MAX, 0, 0), 1, 1, 1),                 // qty + d
+            (b(1, i128::from(i64::MAX), 0), 1, 1, 1),     // cost + d * p * m
+            (b(i64::MIN, 0, 0), 1, 1, 1),                 // |qty| = 2^63
+            (b(1, 0, 0), -1, 0, 1),                       // p * m <= 0
             (b(3, i128::from(i64::MAX / 2), 0), -3, 1, 1), // cost * c
-            (b(-1, -2, i128::from(i64::MAX)), 1, 1, 1),    // realized + gain
+            (b(-1, -2, i128::from(i64::MAX)), 1, 1, 1),   // realized + gain
         ];
         for (book, d, p, m) in declines {
             assert_eq!(book.fill64(d, p, m), None, "{book:?} {d} {p} {m}");

@@ -112,6 +112,7 @@ impl Server {
             maker: engine.client_maker(),
             views: engine.views().clone(),
             write_timeout: Duration::from_millis(cfg.net.write_timeout_ms),
+            busy_poll: Duration::from_micros(cfg.net.busy_poll_us),
             active: active.clone(),
         };
         let max = cfg.net.connections_max;
@@ -224,6 +225,8 @@ struct ConnCtx {
     maker: ClientMaker,
     views: Arc<Views>,
     write_timeout: Duration,
+    /// `net.busy_poll_us`.
+    busy_poll: Duration,
     active: Arc<AtomicUsize>,
 }
 
@@ -390,7 +393,7 @@ fn read_loop(
         if dead.load(Ordering::SeqCst) {
             return;
         }
-        match sock.read(&mut buf[end..]) {
+        match read_polling(&mut sock, &mut buf[end..], ctx.busy_poll) {
             Ok(0) => return,
             Ok(n) => end += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -824,6 +827,40 @@ impl Writer {
 /// Gather-and-write rounds of one reader pass before it leaves the rest to the writer thread.
 const READER_PASS_ROUNDS: usize = 4;
 
+/// Read into `buf` (`Ok(0)`: end of stream), first polling the socket without blocking for up
+/// to `poll` (`net.busy_poll_us`; zero: block at once).
+fn read_polling(sock: &mut TcpStream, buf: &mut [u8], poll: Duration) -> io::Result<usize> {
+    if !poll.is_zero() {
+        let start = Instant::now();
+        loop {
+            match recv_nonblocking(sock, buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                done => return done,
+            }
+            if start.elapsed() >= poll {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    sock.read(buf)
+}
+
+/// One `recv` that never blocks: the bytes read (`Ok(0)`: end of stream), or `WouldBlock`.
+fn recv_nonblocking(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is the open socket `sock` owns; the pointer and length describe `buf`,
+    // which the kernel writes at most `buf.len()` bytes of during the call.
+    let n = unsafe {
+        libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// One `send` that never blocks (and never raises SIGPIPE); the bytes the kernel took.
 fn send_nonblocking(sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
@@ -890,4 +927,56 @@ const EVENT_KINDS: u32 = 11;
 /// A reject for a core rejection, as the wire carries it (for tests and tools).
 pub fn wire_code(r: Reject) -> RejectCode {
     reject_code(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected pair whose server side times out a blocking read after 20 ms.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn a_polling_read_takes_bytes_that_arrive_while_it_polls() {
+        for poll_ms in [0u64, 2_000] {
+            let (mut client, mut server) = pair();
+            let sender = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(200));
+                client.write_all(b"frame").unwrap();
+                client // keep the connection open until joined
+            });
+            let mut buf = [0u8; 16];
+            let got = read_polling(&mut server, &mut buf, Duration::from_millis(poll_ms));
+            if poll_ms == 0 {
+                // Blocking at once: the 20 ms read timeout fires before the bytes come.
+                let e = got.unwrap_err();
+                assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
+            } else {
+                // Polling for up to 2 s: the bytes that came after 200 ms are read by the poll
+                // (a blocking read would have timed out after 20 ms).
+                assert_eq!(&buf[..got.unwrap()], b"frame");
+            }
+            drop(sender.join().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_polling_read_sees_the_end_of_the_stream_and_blocks_after_its_time() {
+        let (client, mut server) = pair();
+        drop(client);
+        let mut buf = [0u8; 16];
+        assert_eq!(read_polling(&mut server, &mut buf, Duration::from_millis(500)).unwrap(), 0);
+        // Nothing arrives: after polling 5 ms the read blocks and times out (20 ms), no sooner.
+        let (_client, mut server) = pair();
+        let t = Instant::now();
+        assert!(read_polling(&mut server, &mut buf, Duration::from_millis(5)).is_err());
+        assert!(t.elapsed() >= Duration::from_millis(20), "{:?}", t.elapsed());
+    }
 }

@@ -17,9 +17,15 @@ use novate_wire::{decode_exact, Message, RejectCode, SubscriptionState};
 mod common;
 use common::STAGES;
 
+thread_local! {
+    /// `net.busy_poll_us` of the servers this thread's test starts (see `mod busy_poll`).
+    static BUSY_POLL_US: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn server(write_timeout_ms: u64, inflight: usize) -> Server {
     let mut c = Config::default();
     c.threads.stages = STAGES.get().into();
+    c.net.busy_poll_us = BUSY_POLL_US.get();
     c.net.listen = "127.0.0.1:0".into();
     c.net.write_timeout_ms = write_timeout_ms;
     c.engine.client_inflight_max = inflight;
@@ -588,6 +594,27 @@ mod fused {
         one_connection_pipelines_many_requests_each_answered_once,
         garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
         subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed,
+        a_member_that_stops_reading_and_sending_is_cut_off_too,
+        waiting_members_on_many_connections_are_each_answered_once,
+    );
+}
+
+/// The same tests with every connection's reader polling its socket before it blocks
+/// (`net.busy_poll_us`), on the fused pipeline (the configuration it is for).
+mod busy_poll {
+    macro_rules! polling_twins {
+        ($($name:ident),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                super::BUSY_POLL_US.set(300);
+                crate::common::STAGES.set("fused");
+                super::$name();
+            }
+        )*};
+    }
+    polling_twins!(
+        one_connection_pipelines_many_requests_each_answered_once,
+        garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
         a_member_that_stops_reading_and_sending_is_cut_off_too,
         waiting_members_on_many_connections_are_each_answered_once,
     );
