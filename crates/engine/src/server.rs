@@ -249,6 +249,52 @@ enum Local {
     Close,
 }
 
+/// The reader's side of its channel to the writer: messages, and a count of those not yet
+/// taken, so that the writer's every gather need not look into the channel.
+struct LocalTx {
+    tx: mpsc::Sender<Local>,
+    pending: Arc<AtomicUsize>,
+}
+
+struct LocalRx {
+    rx: mpsc::Receiver<Local>,
+    pending: Arc<AtomicUsize>,
+}
+
+fn local_channel() -> (LocalTx, LocalRx) {
+    let (tx, rx) = mpsc::channel();
+    let pending = Arc::new(AtomicUsize::new(0));
+    (LocalTx { tx, pending: pending.clone() }, LocalRx { rx, pending })
+}
+
+impl LocalTx {
+    fn send(&self, l: Local) -> Result<(), mpsc::SendError<Local>> {
+        self.tx.send(l)?;
+        // Release: a writer that sees the count finds the message in the channel.
+        self.pending.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl LocalRx {
+    /// The next message, without looking into the channel when none was counted in.
+    fn try_take(&self) -> Option<Local> {
+        // Acquire: pairs with `send`'s increment.
+        if self.pending.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.take_now()
+    }
+
+    /// The next message in the channel (even one whose count is not in yet).
+    fn take_now(&self) -> Option<Local> {
+        let l = self.rx.try_recv().ok()?;
+        // Wrapping: the message may be taken before its sender's increment lands.
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        Some(l)
+    }
+}
+
 /// Events per batch frame of one subscription.
 pub const EVENTS_PER_BATCH: usize = 4096;
 
@@ -256,7 +302,7 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
     let _guard = ActiveGuard(ctx.active.clone());
     let Ok(wsock) = sock.try_clone() else { return };
     let _ = wsock.set_write_timeout(Some(ctx.write_timeout));
-    let (ltx, lrx) = mpsc::channel::<Local>();
+    let (ltx, lrx) = local_channel();
     let dead = Arc::new(AtomicBool::new(false));
     let (ctx_tx, ctx_rx) = mpsc::channel();
     let dead_w = dead.clone();
@@ -350,7 +396,7 @@ fn read_loop(
     sock: Option<TcpStream>,
     sub: &Submitter,
     ctx: &ConnCtx,
-    local: &mpsc::Sender<Local>,
+    local: &LocalTx,
     dead: &AtomicBool,
     out: &Deliver,
 ) {
@@ -408,7 +454,7 @@ fn submit_frame(
     payload: &[u8],
     ctx: &ConnCtx,
     sub: &Submitter,
-    local: &mpsc::Sender<Local>,
+    local: &LocalTx,
     dead: &AtomicBool,
     out: &Deliver,
     waiter: &mut Waiter,
@@ -478,13 +524,7 @@ const REPORT_FRAME_MAX: usize = 256;
 
 /// Answer a query from the views, or hand a state-hash barrier or a subscription change to
 /// the pipeline and the writer (which answer it in order). False if the engine has closed.
-fn request(
-    r: Request,
-    ctx: &ConnCtx,
-    sub: &Submitter,
-    local: &mpsc::Sender<Local>,
-    out: &Deliver,
-) -> bool {
+fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &LocalTx, out: &Deliver) -> bool {
     let views: &Views = &ctx.views;
     let view_seq = views.seq();
     let report = match r {
@@ -530,12 +570,7 @@ fn request(
 
 /// Submit a state-hash barrier; the writer answers it with a `StateHashReport` in order with
 /// the commands.
-fn hash_barrier(
-    request_id: u64,
-    sub: &Submitter,
-    local: &mpsc::Sender<Local>,
-    out: &Deliver,
-) -> bool {
+fn hash_barrier(request_id: u64, sub: &Submitter, local: &LocalTx, out: &Deliver) -> bool {
     // Barrier ids live in their own space (top bit set), apart from the member's command ids.
     static NEXT: AtomicUsize = AtomicUsize::new(1);
     let internal = (1u64 << 63) | NEXT.fetch_add(1, Ordering::Relaxed) as u64;
@@ -681,7 +716,7 @@ impl Outbox {
 struct Writer {
     sock: TcpStream,
     answers: Answers,
-    local: mpsc::Receiver<Local>,
+    local: LocalRx,
     o: Outbox,
     /// The thread egress wakes: the writer thread.
     thread: thread::Thread,
@@ -694,12 +729,7 @@ struct Writer {
 
 impl Writer {
     /// Made on the writer thread (the one egress wakes).
-    fn new(
-        sock: TcpStream,
-        answers: Answers,
-        local: mpsc::Receiver<Local>,
-        timeout: Duration,
-    ) -> Writer {
+    fn new(sock: TcpStream, answers: Answers, local: LocalRx, timeout: Duration) -> Writer {
         Writer {
             sock,
             answers,
@@ -724,7 +754,7 @@ impl Writer {
     fn gather(&mut self) -> bool {
         let mut progressed = false;
         let o = &mut self.o;
-        while let Ok(l) = self.local.try_recv() {
+        while let Some(l) = self.local.try_take() {
             progressed = true;
             o.take(l, &self.thread);
         }
@@ -742,7 +772,7 @@ impl Writer {
                 AnswerKind::Hash { seq, hash } => {
                     // Its query was sent before the barrier; it may not have been taken yet.
                     if !o.hash_queries.iter().any(|(r, _)| *r == a.request_id) {
-                        while let Ok(l) = self.local.try_recv() {
+                        while let Some(l) = self.local.take_now() {
                             o.take(l, &self.thread);
                         }
                     }
