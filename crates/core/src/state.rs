@@ -445,8 +445,11 @@ impl StateMachine {
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
         let mut hints = [Legs::NONE; PREFETCH_DISTANCE + 1];
-        for near in batch.iter().take(PREFETCH_DISTANCE) {
-            self.prefetch_index(&near.cmd);
+        // A batch of one has nothing to overlap its index loads with: look it up directly.
+        if batch.len() > 1 {
+            for near in batch.iter().take(PREFETCH_DISTANCE) {
+                self.prefetch_index(&near.cmd);
+            }
         }
         for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
             hints[k] = self.resolve(&near.cmd);
