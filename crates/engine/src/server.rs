@@ -34,7 +34,9 @@
 //! the pipeline itself when it is free and writes the answers with a non-blocking `send` when
 //! the socket takes them at once: a ClearTrade -> Ack round trip then crosses no thread
 //! hand-off. Whatever it cannot finish at once (the pipeline busy, a full socket, events) is
-//! left to the pipeline thread and the writer thread as before.
+//! left to the pipeline thread and the writer thread as before. With `net.busy_poll_us`, the
+//! reader polls its socket (non-blocking `recv`) that long before it blocks for the next
+//! request, so it stays on its CPU with its caches warm between requests.
 //!
 //! # Robustness
 //! - A message that does not decode is answered `Reject{MalformedMessage | UnknownTemplate |
