@@ -9,11 +9,13 @@
 //! - [`completion`]: a client that never blocks its caller (the napi binding's), with a
 //!   completion thread that delivers answers in batches.
 //! - [`config`]: the TOML configuration (docs/CONFIG.md).
+//! - [`counted`]: a channel whose receiver looks into it only when a message was counted in.
 //! - [`server`]: the TCP ingress of `novated` (SOFH-framed SBE).
 //! - [`demo`]: the synthetic feed and summary of `novate-demo`.
 
 pub mod completion;
 pub mod config;
+pub mod counted;
 pub mod demo;
 pub mod durability;
 pub mod pipeline;

@@ -42,6 +42,7 @@ use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, StateMachine};
 use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
 
 use crate::config::Config;
+use crate::counted::{self, CountedRx, CountedTx};
 use crate::durability::{Journal, SnapshotStore};
 use crate::views::{self, Publisher, Views};
 
@@ -259,10 +260,9 @@ struct Shared {
     closed: AtomicBool,
     failed: AtomicBool,
     submitting: AtomicUsize,
-    control: Mutex<std_mpsc::Sender<Control>>,
-    /// Control messages sent and not yet taken by egress (so a step looks at the channel only
-    /// when there is something in it).
-    controls: Arc<AtomicUsize>,
+    /// Control messages to egress (counted: a step looks into the channel only when there is
+    /// something in it).
+    control: Mutex<CountedTx<Control>>,
     next_sink: AtomicU64,
     subscribers: AtomicUsize,
     sequencer: OnceLock<Thread>,
@@ -302,10 +302,7 @@ impl Shared {
 
     fn push_control(&self, c: Control) {
         if let Ok(tx) = self.control.lock() {
-            if tx.send(c).is_ok() {
-                // Release: egress, seeing the count, finds the message in the channel.
-                self.controls.fetch_add(1, Ordering::Release);
-            }
+            let _ = tx.send(c);
         }
         Shared::wake(&self.egress);
     }
@@ -489,8 +486,7 @@ impl Engine {
             spsc::channel::<Entry>(e.apply_ring).map_err(|x| EngineError::Config(x.to_string()))?;
         let (egress_tx, egress_rx) =
             spsc::channel::<Out>(e.egress_ring).map_err(|x| EngineError::Config(x.to_string()))?;
-        let (control_tx, control_rx) = std_mpsc::channel();
-        let controls = Arc::new(AtomicUsize::new(0));
+        let (control_tx, control_rx) = counted::channel();
         let fused_stages = cfg.fused().map_err(|e| EngineError::Config(e.to_string()))?;
         let combine = fused_stages && cfg.threads.combine && !journal.commit_waits();
         let final_report = Arc::new(Mutex::new(None));
@@ -511,12 +507,12 @@ impl Engine {
         // its parts go to the three threads below.
         let (fused_stage, parts) = if fused_stages {
             let st = sm_thread(sm, publisher, snapshots, final_report.clone());
-            let down = Inline { st, egress: Egress::new(control_rx, controls.clone()) };
+            let down = Inline { st, egress: Egress::new(control_rx) };
             let waiter = Waiter::new(wait);
             let stage = SeqStage { rx: ingress_rx, q, batch_max: e.batch_max, down, waiter };
             (Some(Mutex::new(stage)), None)
         } else {
-            (None, Some((ingress_rx, q, sm, publisher, snapshots, (control_rx, controls.clone()))))
+            (None, Some((ingress_rx, q, sm, publisher, snapshots, control_rx)))
         };
         let shared = Arc::new(Shared {
             ingress: ingress_tx,
@@ -524,7 +520,6 @@ impl Engine {
             failed: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             control: Mutex::new(control_tx),
-            controls,
             next_sink: AtomicU64::new(1),
             subscribers: AtomicUsize::new(0),
             sequencer: OnceLock::new(),
@@ -1328,43 +1323,43 @@ impl std::hash::Hasher for SinkIdHasher {
 /// The egress stage's state: client answer rings and subscriptions. Run by its own thread
 /// (`egress`) or, with `threads.stages = "fused"`, by the one pipeline thread.
 struct Egress {
-    control: std_mpsc::Receiver<Control>,
-    /// [`Shared::controls`].
-    controls: Arc<AtomicUsize>,
+    control: CountedRx<Control>,
     sinks: HashMap<u32, EgressSink, BuildHasherDefault<SinkIdHasher>>,
     subs: Vec<EgressSub>,
     touched: Vec<u32>,
 }
 
 impl Egress {
-    fn new(control: std_mpsc::Receiver<Control>, controls: Arc<AtomicUsize>) -> Egress {
-        let (sinks, subs, touched) = (HashMap::default(), Vec::new(), Vec::new());
-        Egress { control, controls, sinks, subs, touched }
+    fn new(control: CountedRx<Control>) -> Egress {
+        Egress { control, sinks: HashMap::default(), subs: Vec::new(), touched: Vec::new() }
     }
 
-    /// [`apply_control`](Self::apply_control) if a message was counted in: each step's check,
-    /// one atomic load when there is none (the channel's `try_recv` costs ~60 instructions).
+    /// Register the sinks and subscriptions that clients asked for (each step's look: one
+    /// atomic load when there are none).
     fn apply_pending_control(&mut self) {
-        // Acquire: pairs with `push_control`'s increment, made after its send.
-        if self.controls.load(Ordering::Acquire) > 0 {
-            self.apply_control();
+        while let Some(c) = self.control.try_take() {
+            self.register(c);
         }
     }
 
-    /// Register the sinks and subscriptions that clients asked for.
+    /// [`apply_pending_control`](Self::apply_pending_control), also taking a message whose
+    /// count is not in yet (for an answer to a sink not seen: its registration was sent first).
     fn apply_control(&mut self) {
-        while let Ok(c) = self.control.try_recv() {
-            self.controls.fetch_sub(1, Ordering::Relaxed);
-            match c {
-                Control::Sink { id, producer, waker, taking } => {
-                    self.sinks.insert(id, EgressSink { producer, waker, taking, touched: false });
-                }
-                Control::Unsink { id } => {
-                    self.sinks.remove(&id);
-                }
-                Control::Subscribe { filter, producer, state } => {
-                    self.subs.push(EgressSub { filter, producer, state, touched: false })
-                }
+        while let Some(c) = self.control.take_now() {
+            self.register(c);
+        }
+    }
+
+    fn register(&mut self, c: Control) {
+        match c {
+            Control::Sink { id, producer, waker, taking } => {
+                self.sinks.insert(id, EgressSink { producer, waker, taking, touched: false });
+            }
+            Control::Unsink { id } => {
+                self.sinks.remove(&id);
+            }
+            Control::Subscribe { filter, producer, state } => {
+                self.subs.push(EgressSub { filter, producer, state, touched: false })
             }
         }
     }
@@ -1450,14 +1445,10 @@ impl Egress {
     }
 }
 
-fn egress(
-    shared: &Shared,
-    mut rx: spsc::Consumer<Out>,
-    (control, controls): (std_mpsc::Receiver<Control>, Arc<AtomicUsize>),
-) {
+fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: CountedRx<Control>) {
     let _ = shared.egress.set(thread::current());
     let mut waiter = Waiter::new(shared.wait);
-    let mut e = Egress::new(control, controls);
+    let mut e = Egress::new(control);
     let mut stop = false;
     while !stop {
         e.apply_pending_control();

@@ -56,6 +56,8 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+
+use crate::counted::{self, CountedRx, CountedTx};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -251,51 +253,10 @@ enum Local {
     Close,
 }
 
-/// The reader's side of its channel to the writer: messages, and a count of those not yet
-/// taken, so that the writer's every gather need not look into the channel.
-struct LocalTx {
-    tx: mpsc::Sender<Local>,
-    pending: Arc<AtomicUsize>,
-}
-
-struct LocalRx {
-    rx: mpsc::Receiver<Local>,
-    pending: Arc<AtomicUsize>,
-}
-
-fn local_channel() -> (LocalTx, LocalRx) {
-    let (tx, rx) = mpsc::channel();
-    let pending = Arc::new(AtomicUsize::new(0));
-    (LocalTx { tx, pending: pending.clone() }, LocalRx { rx, pending })
-}
-
-impl LocalTx {
-    fn send(&self, l: Local) -> Result<(), mpsc::SendError<Local>> {
-        self.tx.send(l)?;
-        // Release: a writer that sees the count finds the message in the channel.
-        self.pending.fetch_add(1, Ordering::Release);
-        Ok(())
-    }
-}
-
-impl LocalRx {
-    /// The next message, without looking into the channel when none was counted in.
-    fn try_take(&self) -> Option<Local> {
-        // Acquire: pairs with `send`'s increment.
-        if self.pending.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.take_now()
-    }
-
-    /// The next message in the channel (even one whose count is not in yet).
-    fn take_now(&self) -> Option<Local> {
-        let l = self.rx.try_recv().ok()?;
-        // Wrapping: the message may be taken before its sender's increment lands.
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        Some(l)
-    }
-}
+/// The reader's messages to the writer (counted, so the writer's every gather need not look
+/// into the channel).
+type LocalTx = CountedTx<Local>;
+type LocalRx = CountedRx<Local>;
 
 /// Events per batch frame of one subscription.
 pub const EVENTS_PER_BATCH: usize = 4096;
@@ -304,7 +265,7 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
     let _guard = ActiveGuard(ctx.active.clone());
     let Ok(wsock) = sock.try_clone() else { return };
     let _ = wsock.set_write_timeout(Some(ctx.write_timeout));
-    let (ltx, lrx) = local_channel();
+    let (ltx, lrx) = counted::channel();
     let dead = Arc::new(AtomicBool::new(false));
     let (ctx_tx, ctx_rx) = mpsc::channel();
     let dead_w = dead.clone();

@@ -509,8 +509,8 @@ mod fused {
     /// journal whose commit waits (a caller's timeout must not wait out a commit).
     #[test]
     fn waiting_callers_step_the_fused_pipeline_with_the_same_results() {
-        use novate_core::PRICE_SCALE;
-        use novate_engine::{Engine, Journal, MemJournal, MemSnapshots};
+        use novate_core::{Command, Side, PRICE_SCALE};
+        use novate_engine::{CallError, Engine, Journal, MemJournal, MemSnapshots};
         use std::sync::atomic::Ordering::Relaxed;
         let run = |combine: bool, journal: Box<dyn Journal>| {
             let mut c = super::cfg();
@@ -530,8 +530,25 @@ mod fused {
                 answers.push(client.call(super::trade(t + 1, 1, sell, qty, price)).map(|a| a.0));
             }
             let hash = client.state_hash().unwrap();
-            let steps = e.metrics().combined_steps.load(Relaxed);
-            (answers, hash, steps, e.start_report().lines.clone())
+            // Whether a call finds the pipeline free is timing: its thread may hold it (spinning
+            // after a wake-up, or preempted while stepping on a loaded machine). Go on with
+            // orders (they change nothing) until a caller has stepped it, or 20,000 of them.
+            let order = Command::CheckOrder {
+                account: 1,
+                instrument: 7,
+                side: Side::Buy,
+                qty: 1,
+                price: 100 * PRICE_SCALE,
+            };
+            let steps = |e: &Engine| e.metrics().combined_steps.load(Relaxed);
+            for _ in 0..20_000 {
+                if steps(&e) > 0 {
+                    break;
+                }
+                let answered = client.call(order);
+                assert!(matches!(answered, Ok(_) | Err(CallError::Rejected(_))), "{answered:?}");
+            }
+            (answers, hash, steps(&e), e.start_report().lines.clone())
         };
         let (a_on, h_on, steps_on, lines_on) = run(true, Box::new(MemJournal::new()));
         let (a_off, h_off, steps_off, _) = run(false, Box::new(MemJournal::new()));
