@@ -335,6 +335,11 @@ impl Shared {
             match stage.step(self) {
                 Step::Worked => {
                     bump(&self.metrics.combined_steps, 1);
+                    // Nothing more published: drained, without an idle step to find out.
+                    if !stage.rx.has_next() && !stage.q.shutting_down {
+                        r = Combined::Drained;
+                        break;
+                    }
                 }
                 Step::Idle => {
                     r = Combined::Drained;
@@ -836,7 +841,6 @@ impl Placement {
 struct Sequencer {
     journal: Box<dyn Journal>,
     seq: Seq,
-    inbound: Vec<Inbound>,
     batch: Vec<Sequenced>,
     request_ids: Vec<u64>,
     entries: Vec<Entry>,
@@ -848,7 +852,6 @@ impl Sequencer {
         Sequencer {
             journal,
             seq,
-            inbound: Vec::with_capacity(batch_max),
             batch: Vec::with_capacity(batch_max),
             request_ids: Vec::with_capacity(batch_max),
             entries: Vec::with_capacity(batch_max),
@@ -864,28 +867,14 @@ impl Sequencer {
         rx: &mut mpsc::Consumer<Inbound>,
         batch_max: usize,
     ) -> usize {
-        self.inbound.clear();
-        rx.read(|x| self.inbound.push(x), batch_max);
-        if self.inbound.is_empty() {
-            return 0;
-        }
+        let Some(first) = rx.try_pop() else { return 0 };
+        // One timestamp per batch, read once there is one.
         let ts = now_ns();
         self.batch.clear();
         self.request_ids.clear();
         self.entries.clear();
-        for x in &self.inbound {
-            match *x {
-                Inbound::Cmd(r) => {
-                    self.seq += 1;
-                    let s = Sequenced { seq: self.seq, ts, cmd: r.cmd };
-                    self.batch.push(s);
-                    self.request_ids.push(r.request_id);
-                    self.entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
-                }
-                Inbound::Barrier(Barrier::Shutdown) => self.shutting_down = true,
-                Inbound::Barrier(b) => self.entries.push(Entry::Barrier(b)),
-            }
-        }
+        self.take(first, ts);
+        let read = 1 + rx.read(|x| self.take(x, ts), batch_max.saturating_sub(1));
         if !self.batch.is_empty() {
             let durable = self
                 .journal
@@ -904,7 +893,23 @@ impl Sequencer {
                 self.seq -= self.batch.len() as Seq;
             }
         }
-        self.inbound.len()
+        read
+    }
+
+    /// Sequence one inbound item into this step's batch and entries.
+    #[inline]
+    fn take(&mut self, x: Inbound, ts: Nanos) {
+        match x {
+            Inbound::Cmd(r) => {
+                self.seq += 1;
+                let s = Sequenced { seq: self.seq, ts, cmd: r.cmd };
+                self.batch.push(s);
+                self.request_ids.push(r.request_id);
+                self.entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
+            }
+            Inbound::Barrier(Barrier::Shutdown) => self.shutting_down = true,
+            Inbound::Barrier(b) => self.entries.push(Entry::Barrier(b)),
+        }
     }
 
     /// Every command accepted before shutdown is in the journal: flush it.
@@ -1368,20 +1373,12 @@ impl Egress {
     fn route(&mut self, shared: &Shared, o: Out) -> bool {
         match o {
             Out::Answer { sink, answer } => {
-                if !self.sinks.contains_key(&sink) {
+                if !self.deliver(sink, answer) {
                     // Registered before its first command was submitted: it is in the queue.
                     self.apply_control();
+                    // Not there either: the client is gone (dropped with commands in flight).
+                    self.deliver(sink, answer);
                 }
-                if let Some(s) = self.sinks.get_mut(&sink) {
-                    // Cannot be full: the client's window is the ring's capacity.
-                    let pushed = s.producer.try_push(answer).is_ok();
-                    debug_assert!(pushed, "a client's answer ring is sized for its window");
-                    if !s.touched {
-                        s.touched = true;
-                        self.touched.push(sink);
-                    }
-                }
-                // else: the client is gone (dropped with commands in flight).
                 false
             }
             Out::Event { seq, event } => {
@@ -1400,6 +1397,20 @@ impl Egress {
             }
             Out::Shutdown => true,
         }
+    }
+
+    /// Push an answer into its client's ring; false if the sink is not registered (here).
+    #[inline]
+    fn deliver(&mut self, sink: u32, answer: Answer) -> bool {
+        let Some(s) = self.sinks.get_mut(&sink) else { return false };
+        // Cannot be full: the client's window is the ring's capacity.
+        let pushed = s.producer.try_push(answer).is_ok();
+        debug_assert!(pushed, "a client's answer ring is sized for its window");
+        if !s.touched {
+            s.touched = true;
+            self.touched.push(sink);
+        }
+        true
     }
 
     /// Wake the clients and subscribers that got something; drop closed subscriptions.

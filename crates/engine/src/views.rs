@@ -36,8 +36,11 @@ use crate::seqarray::SeqArray;
 /// Probe bound of the view indexes (see crates/ring `index`).
 const PROBES_MAX: usize = 64;
 
-/// Words of each view (i128 values take two words).
-const ACCOUNT_WORDS: usize = 28;
+/// Words of each view (i128 values take two words). An account's cell is its sequence word
+/// and 19 words: three cache lines (equity and excess are derived when read).
+const ACCOUNT_WORDS: usize = 19;
+/// The account word holding `seq << 8 | status`.
+const ACCOUNT_STATUS: usize = ACCOUNT_WORDS - 1;
 const POSITION_WORDS: usize = 8;
 const INSTRUMENT_WORDS: usize = 8;
 
@@ -323,7 +326,7 @@ impl Publisher {
 fn account_words(id: AccountId, v: Result<AccountView, Reject>, seq: Seq) -> [u64; ACCOUNT_WORDS] {
     let mut w = [0u64; ACCOUNT_WORDS];
     w[0] = id;
-    w[27] = seq << 8 | OVERFLOW;
+    w[ACCOUNT_STATUS] = seq << 8 | OVERFLOW;
     let Ok(v) = v else { return w };
     let s = v.spec;
     w[1] = s.max_position as u64;
@@ -331,26 +334,22 @@ fn account_words(id: AccountId, v: Result<AccountView, Reject>, seq: Seq) -> [u6
     w[4..6].copy_from_slice(&split(s.max_loss));
     w[6] = u64::from(s.suspended);
     w[7] = u64::from(v.positions);
-    for (k, x) in [
-        v.collateral,
-        v.totals.notional,
-        v.totals.unrealized,
-        v.totals.realized,
-        v.totals.margin,
-        v.equity,
-        v.excess,
-    ]
-    .into_iter()
-    .enumerate()
+    let t = v.totals;
+    for (k, x) in
+        [v.collateral, t.notional, t.unrealized, t.realized, t.margin].into_iter().enumerate()
     {
         w[8 + 2 * k..10 + 2 * k].copy_from_slice(&split(x));
     }
-    w[27] = seq << 8 | OK;
+    w[ACCOUNT_STATUS] = seq << 8 | OK;
     w
 }
 
+/// The view of a cell published `OK`: its equity and excess fitted when the state machine
+/// computed them (`StateMachine::account_at`), so the same sums in the same order fit here.
 fn account_view(w: &[u64; ACCOUNT_WORDS]) -> AccountView {
     let m = |k: usize| join(&w[8 + 2 * k..10 + 2 * k]);
+    let (collateral, unrealized, realized, margin) = (m(0), m(2), m(3), m(4));
+    let equity = collateral.wrapping_add(realized).wrapping_add(unrealized);
     AccountView {
         spec: AccountSpec {
             id: w[0],
@@ -360,11 +359,11 @@ fn account_view(w: &[u64; ACCOUNT_WORDS]) -> AccountView {
             suspended: w[6] != 0,
         },
         positions: w[7] as u32,
-        collateral: m(0),
-        totals: Totals { notional: m(1), unrealized: m(2), realized: m(3), margin: m(4) },
-        equity: m(5),
-        margin: m(4),
-        excess: m(6),
+        collateral,
+        totals: Totals { notional: m(1), unrealized, realized, margin },
+        equity,
+        margin,
+        excess: equity.wrapping_sub(margin),
     }
 }
 
@@ -401,8 +400,8 @@ impl Views {
     pub fn account(&self, id: AccountId) -> Result<Published<AccountView>, Reject> {
         let slot = self.account_index.get(id).ok_or(Reject::UnknownAccount)?;
         let w = self.accounts.read(slot as usize);
-        match w[27] & 0xff {
-            OK => Ok(Published { value: account_view(&w), seq: w[27] >> 8 }),
+        match w[ACCOUNT_STATUS] & 0xff {
+            OK => Ok(Published { value: account_view(&w), seq: w[ACCOUNT_STATUS] >> 8 }),
             OVERFLOW => Err(Reject::Overflow),
             _ => Err(Reject::UnknownAccount),
         }
@@ -450,7 +449,7 @@ impl Views {
         (0..n)
             .filter_map(|i| {
                 let w = self.accounts.read(i);
-                (w[27] & 0xff == OK).then(|| account_view(&w))
+                (w[ACCOUNT_STATUS] & 0xff == OK).then(|| account_view(&w))
             })
             .collect()
     }
@@ -468,4 +467,4 @@ impl Views {
     }
 }
 
-const _: () = assert!(UNPUBLISHED == 0 && ACCOUNT_WORDS == 28);
+const _: () = assert!(UNPUBLISHED == 0 && ACCOUNT_WORDS == 19);

@@ -179,6 +179,15 @@ impl<T> Consumer<T> {
         Some(value)
     }
 
+    /// Whether [`try_pop`](Self::try_pop) would return a value now (a published one is next).
+    #[inline]
+    pub fn has_next(&self) -> bool {
+        let shared = &*self.shared;
+        // Acquire: as in `try_pop`.
+        shared.slots[self.head & shared.mask].seq.load(Ordering::Acquire)
+            == self.head.wrapping_add(1)
+    }
+
     /// Hands up to `limit` values, oldest first, to `handler`; returns how many.
     #[inline]
     pub fn read<F: FnMut(T)>(&mut self, mut handler: F, limit: usize) -> usize {
@@ -205,6 +214,22 @@ mod tests {
         assert!(channel::<u8>(1).is_err());
         assert!(channel::<u8>(6).is_err());
         assert!(channel::<u8>(2).is_ok());
+    }
+
+    #[test]
+    fn has_next_says_what_try_pop_would_do() {
+        let (p, mut c) = channel::<u64>(4).unwrap();
+        for lap in 0..10u64 {
+            assert!(!c.has_next());
+            p.try_push(lap).unwrap();
+            p.try_push(lap + 100).unwrap();
+            assert!(c.has_next());
+            assert_eq!(c.try_pop(), Some(lap));
+            assert!(c.has_next());
+            assert_eq!(c.try_pop(), Some(lap + 100));
+            assert!(!c.has_next());
+            assert_eq!(c.try_pop(), None);
+        }
     }
 
     #[test]
