@@ -286,6 +286,31 @@ mod tests {
     }
 
     #[test]
+    fn vacancies_found_before_other_inserts_still_insert_right() {
+        // Two new keys looked up first and inserted after (as a trade's two new positions are):
+        // in an 8-slot table their vacancies often coincide; both must land and be found.
+        let mut coincided = 0;
+        for a in 1..40u64 {
+            for b in (a + 1)..40u64 {
+                let mut m: FixedMap<u64> = FixedMap::new(4);
+                m.insert(1000 + a, 1).unwrap();
+                let (Probe::Vacant(va), Probe::Vacant(vb)) = (m.find(&a), m.find(&b)) else {
+                    panic!("new keys are vacant");
+                };
+                coincided += usize::from(va == vb);
+                m.insert_at(va, a, 10).unwrap();
+                m.insert_at(vb, b, 20).unwrap();
+                assert_eq!(
+                    (m.get(&a), m.get(&b), m.get(&(1000 + a))),
+                    (Some(10), Some(20), Some(1))
+                );
+                assert_eq!((m.find(&a), m.find(&b)), (Probe::Found(10), Probe::Found(20)));
+            }
+        }
+        assert!(coincided > 0, "the case of one vacancy for both keys was reached");
+    }
+
+    #[test]
     fn pair_keys_are_distinct() {
         let mut m: FixedMap<PairKey> = FixedMap::new(16);
         m.insert(PairKey::new(1, 2), 10).unwrap();
