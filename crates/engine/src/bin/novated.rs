@@ -77,6 +77,15 @@ fn main() {
     for line in &server.engine().start_report().lines {
         eprintln!("novated: {line}");
     }
+    let n = &cfg.net;
+    let poll = match n.busy_poll_us {
+        0 => "block at once".to_string(),
+        us => format!("poll their socket for {us} us before they block"),
+    };
+    eprintln!(
+        "novated: connections: at most {}, cut off after {} ms without reading, readers {poll}",
+        n.connections_max, n.write_timeout_ms
+    );
     println!("novated listening on {}", server.local_addr());
     use std::io::Write;
     let _ = std::io::stdout().flush();
