@@ -335,8 +335,7 @@ impl Shared {
             match stage.step(self) {
                 Step::Worked => {
                     bump(&self.metrics.combined_steps, 1);
-                    // Nothing more published: drained, without an idle step to find out.
-                    if !stage.rx.has_next() && !stage.q.shutting_down {
+                    if stage.drained() {
                         r = Combined::Drained;
                         break;
                     }
@@ -952,6 +951,12 @@ struct SeqStage<D: Downstream> {
 }
 
 impl<D: Downstream> SeqStage<D> {
+    /// After a `Worked` step: nothing more is published in the ingress ring (and no shutdown is
+    /// pending), so the next step would be `Idle`; the caller need not take it to find out.
+    fn drained(&self) -> bool {
+        !self.rx.has_next() && !self.q.shutting_down
+    }
+
     fn step(&mut self, shared: &Shared) -> Step {
         self.down.tick();
         if self.q.step(shared, &mut self.rx, self.batch_max) == 0 {
