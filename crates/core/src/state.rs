@@ -36,6 +36,8 @@ pub const PREFETCH_DISTANCE: usize = 4;
 /// Events one ClearTrade or BustTrade can emit: cleared, 2 positions, 2 x (3 breaches + call).
 pub const TRADE_EVENTS_MAX: usize = 11;
 const NONE: u32 = u32::MAX;
+/// A date known to be valid, to start the trade-date cache with (it must only ever hold one).
+const EPOCH_DATE: Date = 19700101;
 
 /// Capacities, fixed at start-up. Running out is a typed rejection, never a silent drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +336,10 @@ pub struct StateMachine {
     /// Scratch for re-valuing holders: (account row, or id when ordering, position slot).
     scratch: Vec<(u64, u32)>,
     last_seq: Seq,
+    /// A calendar date: the last trade date found valid, at first [`EPOCH_DATE`]. A day's
+    /// trades share their date, so the calendar check runs once per change of date. A cache
+    /// of a pure function: not state, not hashed, not in snapshots.
+    valid_date: Date,
     /// Order-independent digest of every hashed record (see `state_hash`), kept current by
     /// every change: O(1) per command.
     digest: Digest,
@@ -372,6 +378,10 @@ impl StateMachine {
             changed: Vec::with_capacity(a + 2),
             scratch: Vec::with_capacity(a),
             last_seq: 0,
+            valid_date: {
+                debug_assert!(is_valid_date(EPOCH_DATE));
+                EPOCH_DATE
+            },
             digest: Digest::default(),
         })
     }
@@ -652,8 +662,11 @@ impl StateMachine {
         if t.price <= 0 {
             return Err(Reject::InvalidPrice);
         }
-        if !is_valid_date(t.trade_date) {
-            return Err(Reject::InvalidDate);
+        if t.trade_date != self.valid_date {
+            if !is_valid_date(t.trade_date) {
+                return Err(Reject::InvalidDate);
+            }
+            self.valid_date = t.trade_date;
         }
         if t.buy == t.sell {
             return Err(Reject::SelfTrade);
