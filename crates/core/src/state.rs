@@ -378,10 +378,7 @@ impl StateMachine {
             changed: Vec::with_capacity(a + 2),
             scratch: Vec::with_capacity(a),
             last_seq: 0,
-            valid_date: {
-                debug_assert!(is_valid_date(EPOCH_DATE));
-                EPOCH_DATE
-            },
+            valid_date: EPOCH_DATE,
             digest: Digest::default(),
         })
     }
@@ -1466,4 +1463,15 @@ fn equity(collateral: Money, t: &Totals) -> Result<Money, Reject> {
         .checked_add(t.realized)
         .and_then(|x| x.checked_add(t.unrealized))
         .ok_or(Reject::Overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trade_date_cache_starts_with_a_valid_date() {
+        // Anything else would let trades dated EPOCH_DATE skip the calendar check.
+        assert!(is_valid_date(EPOCH_DATE));
+    }
 }
