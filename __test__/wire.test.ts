@@ -17,6 +17,7 @@ import {
   decodeAck,
   decodeClearTrade,
   decodeMessage,
+  decodeTaggedInto,
   encodeAdjustCollateral,
   encodeClearTrade,
   encodeClearTradeBatch,
@@ -25,6 +26,7 @@ import {
   writeSofh,
   type ClearTrade,
   type Message,
+  type Tagged,
 } from '../ts/src/wire';
 
 const GOLDEN = fileURLToPath(new URL('../crates/wire/tests/golden/', import.meta.url));
@@ -88,6 +90,7 @@ describe('golden fixtures (shared with the Rust codecs)', () => {
       const l = readListing(name);
       const { message, length } = decodeMessage(bytes);
       expect(length).toBe(bytes.length);
+      expect(tagged(bytes)).toEqual({ length, value: { type: message.template, ...message.value } });
       expect(message.template).toBe(l.template);
       expect(TEMPLATE_IDS[message.template]).toBe(l.header.templateId);
       expect(l.header.schemaId).toBe(SCHEMA_ID);
@@ -140,12 +143,32 @@ function kindOf(f: () => unknown): string {
   return 'ok';
 }
 
+/** `decodeTaggedInto` of the message at the start of `b`: the one object it pushed and the length. */
+function tagged(b: Uint8Array): { length: number; value: Tagged } {
+  const out: Tagged[] = [];
+  const length = decodeTaggedInto(new DataView(b.buffer, b.byteOffset, b.byteLength), 0, out);
+  expect(out.length).toBe(1);
+  return { length, value: out[0] };
+}
+
+/** How `decodeMessage` fares on `b`, after checking that `decodeTaggedInto` fares the same:
+ * the same error kind, or the same message as one tagged object. */
+function kindBoth(b: Uint8Array): string {
+  const kind = kindOf(() => decodeMessage(b));
+  expect(kindOf(() => tagged(b)), 'decodeTaggedInto').toBe(kind);
+  if (kind === 'ok') {
+    const { message, length } = decodeMessage(b);
+    expect(tagged(b)).toEqual({ length, value: { type: message.template, ...message.value } });
+  }
+  return kind;
+}
+
 describe('bad input gives typed errors', () => {
   const good = encoded({ template: 'ClearTrade', value: TRADE });
 
   it('short buffers at every cut', () => {
     for (let cut = 0; cut < good.length; cut++) {
-      expect(kindOf(() => decodeMessage(good.subarray(0, cut)))).toBe('ShortBuffer');
+      expect(kindBoth(good.subarray(0, cut))).toBe('ShortBuffer');
     }
     expect(decodeClearTrade(good)).toEqual(TRADE);
   });
@@ -154,29 +177,29 @@ describe('bad input gives typed errors', () => {
     const b = good.slice();
     const v = new DataView(b.buffer);
     v.setUint16(2, 150, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('UnknownTemplate');
+    expect(kindBoth(b)).toBe('UnknownTemplate');
     expect(kindOf(() => decodeAck(good))).toBe('WrongTemplate');
     v.setUint16(2, 5, true);
     v.setUint16(4, SCHEMA_ID + 1, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('UnsupportedSchema');
+    expect(kindBoth(b)).toBe('UnsupportedSchema');
     v.setUint16(4, SCHEMA_ID, true);
     v.setUint16(6, SCHEMA_VERSION + 1, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('UnsupportedVersion');
+    expect(kindBoth(b)).toBe('UnsupportedVersion');
     v.setUint16(6, SCHEMA_VERSION, true);
     v.setUint16(0, 55, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('BadBlockLength');
+    expect(kindBoth(b)).toBe('BadBlockLength');
   });
 
   it('bad enum values', () => {
     const b = encoded({ template: 'Reject', value: { requestId: 1n, code: RejectCode.Margin } });
     new DataView(b.buffer).setUint16(16, 27, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('BadEnumValue');
+    expect(kindBoth(b)).toBe('BadEnumValue');
     const o = encoded({
       template: 'CheckOrder',
       value: { requestId: 1n, accountId: 1n, qty: 1n, price: 1n, instrumentId: 1, side: Side.Buy },
     });
     o[8 + 36] = 3;
-    expect(kindOf(() => decodeMessage(o))).toBe('BadEnumValue');
+    expect(kindBoth(o)).toBe('BadEnumValue');
   });
 
   it('group count over its limit and short groups', () => {
@@ -185,12 +208,12 @@ describe('bad input gives typed errors', () => {
     expect(b.length).toBe(8 + 4 + 256 * 56);
     const v = new DataView(b.buffer);
     v.setUint16(10, 257, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('GroupCountOverLimit');
+    expect(kindBoth(b)).toBe('GroupCountOverLimit');
     v.setUint16(10, 256, true);
     v.setUint16(8, 0, true);
-    expect(kindOf(() => decodeMessage(b))).toBe('BadGroupBlockLength');
+    expect(kindBoth(b)).toBe('BadGroupBlockLength');
     v.setUint16(8, 56, true);
-    expect(kindOf(() => decodeMessage(b.subarray(0, b.length - 1)))).toBe('ShortBuffer');
+    expect(kindBoth(b.subarray(0, b.length - 1))).toBe('ShortBuffer');
     expect(kindOf(() => encodeClearTradeBatch(new Uint8Array(20000), 0, { trades: [...trades, TRADE] }))).toBe(
       'EncodeError',
     );
@@ -207,7 +230,7 @@ describe('bad input gives typed errors', () => {
         new DataView(b.buffer).setUint16(2, Object.values(TEMPLATE_IDS)[i % 22], true);
       }
       expect(['ok', 'ShortBuffer', 'BadBlockLength', 'BadGroupBlockLength', 'GroupCountOverLimit', 'UnknownTemplate', 'UnsupportedSchema', 'UnsupportedVersion', 'BadEnumValue']).toContain(
-        kindOf(() => decodeMessage(b)),
+        kindBoth(b),
       );
     }
   });

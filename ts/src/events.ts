@@ -4,7 +4,7 @@
 // timer, so an idle subscription never keeps the process alive on its own. Breaking out of
 // `for await` (or `return()`) unsubscribes; a consumer that falls too far behind gets an
 // `EventsOverflowError` after the last delivered event instead of unbounded memory growth.
-import { decodeMessageAt } from './wire';
+import { decodeTaggedInto, type Tagged } from './wire';
 import { EventsOverflowError, InputError } from './errors';
 import { EVENT_TYPES, type Event, type EventFilter } from './types';
 
@@ -45,18 +45,13 @@ export function filterAccount(filter: EventFilter | undefined): bigint | undefin
   return a;
 }
 
-/** Decode SBE event messages back to back. */
+/** Decode SBE event messages back to back, each straight into its tagged event object. */
 export function decodeEvents(bytes: Uint8Array, out: Event[]): void {
   let off = 0;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  while (off < bytes.length) {
-    const { message, length } = decodeMessageAt(view, off);
-    // Tag the decoded value in place (no copy): it becomes the event.
-    const ev = message.value as unknown as Record<string, unknown>;
-    ev.type = message.template;
-    out.push(ev as unknown as Event);
-    off += length;
-  }
+  // An Event is the Tagged form of an event template; the engine sends only those.
+  const tagged = out as unknown as Tagged[];
+  while (off < bytes.length) off += decodeTaggedInto(view, off, tagged);
 }
 
 const sleep = (ms: number) =>

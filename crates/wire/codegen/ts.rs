@@ -165,11 +165,15 @@ export function readHeader(view: DataView, offset: number): MessageHeader {
 }
 
 function checkSchema(h: MessageHeader): void {
-  if (h.schemaId !== SCHEMA_ID) {
-    throw new DecodeError('UnsupportedSchema', `schema id ${h.schemaId}, expected ${SCHEMA_ID}`);
+  checkSchemaVersion(h.schemaId, h.version);
+}
+
+function checkSchemaVersion(schemaId: number, version: number): void {
+  if (schemaId !== SCHEMA_ID) {
+    throw new DecodeError('UnsupportedSchema', `schema id ${schemaId}, expected ${SCHEMA_ID}`);
   }
-  if (h.version > SCHEMA_VERSION) {
-    throw new DecodeError('UnsupportedVersion', `version ${h.version} is newer than ${SCHEMA_VERSION}`);
+  if (version > SCHEMA_VERSION) {
+    throw new DecodeError('UnsupportedVersion', `version ${version} is newer than ${SCHEMA_VERSION}`);
   }
 }
 
@@ -304,6 +308,48 @@ fn object_literal(s: &Schema, b: &Block, base: &str) -> Vec<String> {
         .collect()
 }
 
+/// The checks and reads shared by both decoder bodies of `m` (given `view`, `offset`,
+/// `blockLength` and `version`): leaves `pos` after the message and returns the fields of its
+/// object literal.
+fn decode_body(
+    o: &mut String,
+    s: &Schema,
+    m: &Message,
+    groups: &[(String, String)],
+) -> Vec<String> {
+    let _ = writeln!(o, "  const min = {};", min_len_expr(&m.block));
+    let _ = writeln!(o, "  if (blockLength < min) {{\n    throw new DecodeError('BadBlockLength', `template {}: block length ${{blockLength}} below ${{min}}`);\n  }}", m.id);
+    let _ =
+        writeln!(o, "  const base = offset + HEADER_LENGTH;\n  need(view, base + blockLength);");
+    decode_fields(o, s, &m.block, "base", "  ");
+    let _ = writeln!(o, "  let pos = base + blockLength;");
+    for (g, (_, ty)) in m.groups.iter().zip(groups) {
+        let _ = writeln!(
+            o,
+            "  const [{0}Length, {0}Count, {0}Start] = readGroup(view, pos, '{0}', {1});",
+            g.name,
+            min_len_expr(&g.block)
+        );
+        let _ = writeln!(o, "  const {}: {ty}[] = [];", g.name);
+        let _ = writeln!(
+            o,
+            "  for (let i = 0; i < {0}Count; i++) {{\n    const at = {0}Start + i * {0}Length;",
+            g.name
+        );
+        decode_fields(o, s, &g.block, "at", "    ");
+        let _ = writeln!(
+            o,
+            "    {}.push({{ {} }});\n  }}",
+            g.name,
+            object_literal(s, &g.block, "at").join(", ")
+        );
+        let _ = writeln!(o, "  pos = {0}Start + {0}Count * {0}Length;", g.name);
+    }
+    let mut fields = object_literal(s, &m.block, "base");
+    fields.extend(m.groups.iter().map(|g| g.name.clone()));
+    fields
+}
+
 fn message(o: &mut String, s: &Schema, m: &Message) {
     let up = upper(&m.name);
     let groups: Vec<(String, String)> = m
@@ -370,43 +416,27 @@ fn message(o: &mut String, s: &Schema, m: &Message) {
         let _ = writeln!(o, "  }});\n  pos += m.{}.length * {};", g.name, g.block.length);
     }
     let _ = writeln!(o, "  return pos - offset;\n}}\n");
-    // Decoder body.
+    // Decoder bodies: the message as a value, and as one object tagged with its name.
     let _ = writeln!(
         o,
         "function decode{}Body(view: DataView, offset: number, h: MessageHeader): [{}, number] {{",
         m.name, m.name
     );
-    let _ = writeln!(o, "  const version = h.version;\n  const min = {};", min_len_expr(&m.block));
-    let _ = writeln!(o, "  if (h.blockLength < min) {{\n    throw new DecodeError('BadBlockLength', `template {}: block length ${{h.blockLength}} below ${{min}}`);\n  }}", m.id);
-    let _ =
-        writeln!(o, "  const base = offset + HEADER_LENGTH;\n  need(view, base + h.blockLength);");
-    decode_fields(o, s, &m.block, "base", "  ");
-    let _ = writeln!(o, "  let pos = base + h.blockLength;");
-    for (g, (_, ty)) in m.groups.iter().zip(&groups) {
-        let _ = writeln!(
-            o,
-            "  const [{0}Length, {0}Count, {0}Start] = readGroup(view, pos, '{0}', {1});",
-            g.name,
-            min_len_expr(&g.block)
-        );
-        let _ = writeln!(o, "  const {}: {ty}[] = [];", g.name);
-        let _ = writeln!(
-            o,
-            "  for (let i = 0; i < {0}Count; i++) {{\n    const at = {0}Start + i * {0}Length;",
-            g.name
-        );
-        decode_fields(o, s, &g.block, "at", "    ");
-        let _ = writeln!(
-            o,
-            "    {}.push({{ {} }});\n  }}",
-            g.name,
-            object_literal(s, &g.block, "at").join(", ")
-        );
-        let _ = writeln!(o, "  pos = {0}Start + {0}Count * {0}Length;", g.name);
-    }
-    let mut fields = object_literal(s, &m.block, "base");
-    fields.extend(m.groups.iter().map(|g| g.name.clone()));
+    let _ = writeln!(o, "  const version = h.version;\n  const blockLength = h.blockLength;");
+    let fields = decode_body(o, s, m, &groups);
     let _ = writeln!(o, "  return [{{ {} }}, pos - offset];\n}}\n", fields.join(", "));
+    let _ = writeln!(
+        o,
+        "function tag{}(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {{",
+        m.name
+    );
+    let fields = decode_body(o, s, m, &groups);
+    let _ = writeln!(
+        o,
+        "  out.push({{ type: '{}', {} }});\n  return pos - offset;\n}}\n",
+        m.name,
+        fields.join(", ")
+    );
     let _ = writeln!(o, "/** Decode a {} that starts (header included) at `offset`. */", m.name);
     let _ =
         writeln!(o, "export function decode{}(buf: Uint8Array, offset = 0): {} {{", m.name, m.name);
@@ -472,6 +502,16 @@ pub fn generate(s: &Schema) -> String {
     for m in &s.messages {
         let _ = writeln!(o, "DISPATCH[{}] = (v, o, h) => {{\n  const [value, n] = decode{}Body(v, o, h);\n  return [{{ template: '{}', value }}, n];\n}};", m.id, m.name, m.name);
     }
+    let _ = writeln!(o, "\n/** A message as one object: `{{ type: name, ...fields }}` ([`decodeTaggedInto`]). */\nexport type Tagged = {{\n  [K in TemplateName]: {{ type: K }} & Extract<Message, {{ template: K }}>['value'];\n}}[TemplateName];\n");
+    let _ = writeln!(o, "type TagBody = (view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]) => number;\n");
+    let _ = writeln!(o, "/** The tagged decoders: one slot per template id. */\nconst TAGGED: (TagBody | undefined)[] = [];");
+    for m in &s.messages {
+        let _ = writeln!(o, "TAGGED[{}] = tag{};", m.id, m.name);
+    }
+    let _ = writeln!(o, "\n/**\n * Decode the message at `offset` as one tagged object pushed to `out`, with no intermediate\n * objects (the SDK's event path); returns the bytes it took. The same checks and errors, in the\n * same order, as `decodeMessageAt`.\n */");
+    let _ = writeln!(o, "export function decodeTaggedInto(view: DataView, offset: number, out: Tagged[]): number {{");
+    let _ = writeln!(o, "  need(view, offset + HEADER_LENGTH);\n  const blockLength = view.getUint16(offset, true);\n  const templateId = view.getUint16(offset + 2, true);\n  const version = view.getUint16(offset + 6, true);\n  checkSchemaVersion(view.getUint16(offset + 4, true), version);\n  const f = TAGGED[templateId];");
+    let _ = writeln!(o, "  if (f === undefined) {{\n    throw new DecodeError('UnknownTemplate', `unknown template id ${{templateId}}`);\n  }}\n  return f(view, offset, blockLength, version, out);\n}}");
     let _ =
         writeln!(o, "\n/** Decode any message at `offset`; returns it and the bytes it took. */");
     let _ = writeln!(o, "export function decodeMessage(buf: Uint8Array, offset = 0): {{ message: Message; length: number }} {{");

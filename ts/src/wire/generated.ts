@@ -117,11 +117,15 @@ export function readHeader(view: DataView, offset: number): MessageHeader {
 }
 
 function checkSchema(h: MessageHeader): void {
-  if (h.schemaId !== SCHEMA_ID) {
-    throw new DecodeError('UnsupportedSchema', `schema id ${h.schemaId}, expected ${SCHEMA_ID}`);
+  checkSchemaVersion(h.schemaId, h.version);
+}
+
+function checkSchemaVersion(schemaId: number, version: number): void {
+  if (schemaId !== SCHEMA_ID) {
+    throw new DecodeError('UnsupportedSchema', `schema id ${schemaId}, expected ${SCHEMA_ID}`);
   }
-  if (h.version > SCHEMA_VERSION) {
-    throw new DecodeError('UnsupportedVersion', `version ${h.version} is newer than ${SCHEMA_VERSION}`);
+  if (version > SCHEMA_VERSION) {
+    throw new DecodeError('UnsupportedVersion', `version ${version} is newer than ${SCHEMA_VERSION}`);
   }
 }
 
@@ -245,14 +249,27 @@ export function encodeUpsertInstrument(buf: Uint8Array, offset: number, m: Upser
 
 function decodeUpsertInstrumentBody(view: DataView, offset: number, h: MessageHeader): [UpsertInstrument, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 29;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 1: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 1: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), multiplier: view.getBigInt64(base + 8, true), marginBps: view.getBigInt64(base + 16, true), instrumentId: view.getUint32(base + 24, true), settleDays: view.getUint8(base + 28) }, pos - offset];
+}
+
+function tagUpsertInstrument(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 29;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 1: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'UpsertInstrument', requestId: view.getBigUint64(base + 0, true), multiplier: view.getBigInt64(base + 8, true), marginBps: view.getBigInt64(base + 16, true), instrumentId: view.getUint32(base + 24, true), settleDays: view.getUint8(base + 28) });
+  return pos - offset;
 }
 
 /** Decode a UpsertInstrument that starts (header included) at `offset`. */
@@ -311,17 +328,33 @@ export function encodeUpsertAccount(buf: Uint8Array, offset: number, m: UpsertAc
 
 function decodeUpsertAccountBody(view: DataView, offset: number, h: MessageHeader): [UpsertAccount, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 57;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 2: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 2: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 56) as BooleanType)) {
     throw new DecodeError('BadEnumValue', `field suspended: ${view.getUint8(base + 56) as BooleanType} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), maxPosition: view.getBigInt64(base + 16, true), maxNotional: getI128(view, base + 24), maxLoss: getI128(view, base + 40), suspended: view.getUint8(base + 56) as BooleanType }, pos - offset];
+}
+
+function tagUpsertAccount(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 57;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 2: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 56) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field suspended: ${view.getUint8(base + 56) as BooleanType} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'UpsertAccount', requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), maxPosition: view.getBigInt64(base + 16, true), maxNotional: getI128(view, base + 24), maxLoss: getI128(view, base + 40), suspended: view.getUint8(base + 56) as BooleanType });
+  return pos - offset;
 }
 
 /** Decode a UpsertAccount that starts (header included) at `offset`. */
@@ -368,14 +401,27 @@ export function encodeAdjustCollateral(buf: Uint8Array, offset: number, m: Adjus
 
 function decodeAdjustCollateralBody(view: DataView, offset: number, h: MessageHeader): [AdjustCollateral, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 32;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 3: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 3: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), amount: getI128(view, base + 16) }, pos - offset];
+}
+
+function tagAdjustCollateral(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 32;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 3: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'AdjustCollateral', requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), amount: getI128(view, base + 16) });
+  return pos - offset;
 }
 
 /** Decode a AdjustCollateral that starts (header included) at `offset`. */
@@ -434,17 +480,33 @@ export function encodeCheckOrder(buf: Uint8Array, offset: number, m: CheckOrder)
 
 function decodeCheckOrderBody(view: DataView, offset: number, h: MessageHeader): [CheckOrder, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 37;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 4: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 4: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!SIDE_VALUES.has(view.getUint8(base + 36) as Side)) {
     throw new DecodeError('BadEnumValue', `field side: ${view.getUint8(base + 36) as Side} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), qty: view.getBigInt64(base + 16, true), price: view.getBigInt64(base + 24, true), instrumentId: view.getUint32(base + 32, true), side: view.getUint8(base + 36) as Side }, pos - offset];
+}
+
+function tagCheckOrder(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 37;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 4: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!SIDE_VALUES.has(view.getUint8(base + 36) as Side)) {
+    throw new DecodeError('BadEnumValue', `field side: ${view.getUint8(base + 36) as Side} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'CheckOrder', requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), qty: view.getBigInt64(base + 16, true), price: view.getBigInt64(base + 24, true), instrumentId: view.getUint32(base + 32, true), side: view.getUint8(base + 36) as Side });
+  return pos - offset;
 }
 
 /** Decode a CheckOrder that starts (header included) at `offset`. */
@@ -511,14 +573,27 @@ export function encodeClearTrade(buf: Uint8Array, offset: number, m: ClearTrade)
 
 function decodeClearTradeBody(view: DataView, offset: number, h: MessageHeader): [ClearTrade, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 56;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 5: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 5: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true), buyAccountId: view.getBigUint64(base + 16, true), sellAccountId: view.getBigUint64(base + 24, true), qty: view.getBigInt64(base + 32, true), price: view.getBigInt64(base + 40, true), instrumentId: view.getUint32(base + 48, true), tradeDate: view.getUint32(base + 52, true) }, pos - offset];
+}
+
+function tagClearTrade(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 56;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 5: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'ClearTrade', requestId: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true), buyAccountId: view.getBigUint64(base + 16, true), sellAccountId: view.getBigUint64(base + 24, true), qty: view.getBigInt64(base + 32, true), price: view.getBigInt64(base + 40, true), instrumentId: view.getUint32(base + 48, true), tradeDate: view.getUint32(base + 52, true) });
+  return pos - offset;
 }
 
 /** Decode a ClearTrade that starts (header included) at `offset`. */
@@ -561,14 +636,27 @@ export function encodeBustTrade(buf: Uint8Array, offset: number, m: BustTrade): 
 
 function decodeBustTradeBody(view: DataView, offset: number, h: MessageHeader): [BustTrade, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 16;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 6: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 6: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+function tagBustTrade(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 16;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 6: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'BustTrade', requestId: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a BustTrade that starts (header included) at `offset`. */
@@ -615,14 +703,27 @@ export function encodeMarkPrice(buf: Uint8Array, offset: number, m: MarkPrice): 
 
 function decodeMarkPriceBody(view: DataView, offset: number, h: MessageHeader): [MarkPrice, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 20;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 7: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 7: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), price: view.getBigInt64(base + 8, true), instrumentId: view.getUint32(base + 16, true) }, pos - offset];
+}
+
+function tagMarkPrice(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 20;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 7: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'MarkPrice', requestId: view.getBigUint64(base + 0, true), price: view.getBigInt64(base + 8, true), instrumentId: view.getUint32(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a MarkPrice that starts (header included) at `offset`. */
@@ -669,14 +770,27 @@ export function encodeSettlementPrice(buf: Uint8Array, offset: number, m: Settle
 
 function decodeSettlementPriceBody(view: DataView, offset: number, h: MessageHeader): [SettlementPrice, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 20;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 8: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 8: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), price: view.getBigInt64(base + 8, true), instrumentId: view.getUint32(base + 16, true) }, pos - offset];
+}
+
+function tagSettlementPrice(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 20;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 8: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'SettlementPrice', requestId: view.getBigUint64(base + 0, true), price: view.getBigInt64(base + 8, true), instrumentId: view.getUint32(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a SettlementPrice that starts (header included) at `offset`. */
@@ -756,13 +870,14 @@ export function encodeClearTradeBatch(buf: Uint8Array, offset: number, m: ClearT
 
 function decodeClearTradeBatchBody(view: DataView, offset: number, h: MessageHeader): [ClearTradeBatch, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 0;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 9: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 9: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   const [tradesLength, tradesCount, tradesStart] = readGroup(view, pos, 'trades', 56);
   const trades: ClearTradeBatchTrades[] = [];
   for (let i = 0; i < tradesCount; i++) {
@@ -771,6 +886,25 @@ function decodeClearTradeBatchBody(view: DataView, offset: number, h: MessageHea
   }
   pos = tradesStart + tradesCount * tradesLength;
   return [{ trades }, pos - offset];
+}
+
+function tagClearTradeBatch(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 0;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 9: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  const [tradesLength, tradesCount, tradesStart] = readGroup(view, pos, 'trades', 56);
+  const trades: ClearTradeBatchTrades[] = [];
+  for (let i = 0; i < tradesCount; i++) {
+    const at = tradesStart + i * tradesLength;
+    trades.push({ requestId: view.getBigUint64(at + 0, true), tradeId: view.getBigUint64(at + 8, true), buyAccountId: view.getBigUint64(at + 16, true), sellAccountId: view.getBigUint64(at + 24, true), qty: view.getBigInt64(at + 32, true), price: view.getBigInt64(at + 40, true), instrumentId: view.getUint32(at + 48, true), tradeDate: view.getUint32(at + 52, true) });
+  }
+  pos = tradesStart + tradesCount * tradesLength;
+  out.push({ type: 'ClearTradeBatch', trades });
+  return pos - offset;
 }
 
 /** Decode a ClearTradeBatch that starts (header included) at `offset`. */
@@ -813,14 +947,27 @@ export function encodeInstrumentUpdated(buf: Uint8Array, offset: number, m: Inst
 
 function decodeInstrumentUpdatedBody(view: DataView, offset: number, h: MessageHeader): [InstrumentUpdated, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 12;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 101: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 101: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), instrumentId: view.getUint32(base + 8, true) }, pos - offset];
+}
+
+function tagInstrumentUpdated(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 12;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 101: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'InstrumentUpdated', seq: view.getBigUint64(base + 0, true), instrumentId: view.getUint32(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a InstrumentUpdated that starts (header included) at `offset`. */
@@ -863,14 +1010,27 @@ export function encodeAccountUpdated(buf: Uint8Array, offset: number, m: Account
 
 function decodeAccountUpdatedBody(view: DataView, offset: number, h: MessageHeader): [AccountUpdated, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 16;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 102: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 102: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+function tagAccountUpdated(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 16;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 102: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'AccountUpdated', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a AccountUpdated that starts (header included) at `offset`. */
@@ -921,14 +1081,27 @@ export function encodeCollateralChanged(buf: Uint8Array, offset: number, m: Coll
 
 function decodeCollateralChangedBody(view: DataView, offset: number, h: MessageHeader): [CollateralChanged, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 48;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 103: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 103: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), amount: getI128(view, base + 16), balance: getI128(view, base + 32) }, pos - offset];
+}
+
+function tagCollateralChanged(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 48;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 103: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'CollateralChanged', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), amount: getI128(view, base + 16), balance: getI128(view, base + 32) });
+  return pos - offset;
 }
 
 /** Decode a CollateralChanged that starts (header included) at `offset`. */
@@ -975,14 +1148,27 @@ export function encodeOrderAccepted(buf: Uint8Array, offset: number, m: OrderAcc
 
 function decodeOrderAcceptedBody(view: DataView, offset: number, h: MessageHeader): [OrderAccepted, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 20;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 104: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 104: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), instrumentId: view.getUint32(base + 16, true) }, pos - offset];
+}
+
+function tagOrderAccepted(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 20;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 104: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'OrderAccepted', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), instrumentId: view.getUint32(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a OrderAccepted that starts (header included) at `offset`. */
@@ -1025,14 +1211,27 @@ export function encodeTradeCleared(buf: Uint8Array, offset: number, m: TradeClea
 
 function decodeTradeClearedBody(view: DataView, offset: number, h: MessageHeader): [TradeCleared, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 16;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 105: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 105: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+function tagTradeCleared(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 16;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 105: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'TradeCleared', seq: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a TradeCleared that starts (header included) at `offset`. */
@@ -1075,14 +1274,27 @@ export function encodeTradeBusted(buf: Uint8Array, offset: number, m: TradeBuste
 
 function decodeTradeBustedBody(view: DataView, offset: number, h: MessageHeader): [TradeBusted, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 16;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 106: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 106: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+function tagTradeBusted(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 16;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 106: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'TradeBusted', seq: view.getBigUint64(base + 0, true), tradeId: view.getBigUint64(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a TradeBusted that starts (header included) at `offset`. */
@@ -1141,14 +1353,27 @@ export function encodePositionChanged(buf: Uint8Array, offset: number, m: Positi
 
 function decodePositionChangedBody(view: DataView, offset: number, h: MessageHeader): [PositionChanged, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 60;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 107: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 107: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), qty: view.getBigInt64(base + 16, true), cost: getI128(view, base + 24), realized: getI128(view, base + 40), instrumentId: view.getUint32(base + 56, true) }, pos - offset];
+}
+
+function tagPositionChanged(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 60;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 107: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'PositionChanged', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), qty: view.getBigInt64(base + 16, true), cost: getI128(view, base + 24), realized: getI128(view, base + 40), instrumentId: view.getUint32(base + 56, true) });
+  return pos - offset;
 }
 
 /** Decode a PositionChanged that starts (header included) at `offset`. */
@@ -1195,14 +1420,27 @@ export function encodeMarkChanged(buf: Uint8Array, offset: number, m: MarkChange
 
 function decodeMarkChangedBody(view: DataView, offset: number, h: MessageHeader): [MarkChanged, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 20;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 108: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 108: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), price: view.getBigInt64(base + 8, true), instrumentId: view.getUint32(base + 16, true) }, pos - offset];
+}
+
+function tagMarkChanged(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 20;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 108: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'MarkChanged', seq: view.getBigUint64(base + 0, true), price: view.getBigInt64(base + 8, true), instrumentId: view.getUint32(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a MarkChanged that starts (header included) at `offset`. */
@@ -1253,14 +1491,27 @@ export function encodeVariationMargin(buf: Uint8Array, offset: number, m: Variat
 
 function decodeVariationMarginBody(view: DataView, offset: number, h: MessageHeader): [VariationMargin, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 36;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 109: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 109: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), amount: getI128(view, base + 16), instrumentId: view.getUint32(base + 32, true) }, pos - offset];
+}
+
+function tagVariationMargin(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 36;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 109: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'VariationMargin', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), amount: getI128(view, base + 16), instrumentId: view.getUint32(base + 32, true) });
+  return pos - offset;
 }
 
 /** Decode a VariationMargin that starts (header included) at `offset`. */
@@ -1307,17 +1558,33 @@ export function encodeLimitBreach(buf: Uint8Array, offset: number, m: LimitBreac
 
 function decodeLimitBreachBody(view: DataView, offset: number, h: MessageHeader): [LimitBreach, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 18;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 110: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 110: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!REJECT_CODE_VALUES.has(view.getUint16(base + 16, true) as RejectCode)) {
     throw new DecodeError('BadEnumValue', `field reason: ${view.getUint16(base + 16, true) as RejectCode} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), reason: view.getUint16(base + 16, true) as RejectCode }, pos - offset];
+}
+
+function tagLimitBreach(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 18;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 110: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!REJECT_CODE_VALUES.has(view.getUint16(base + 16, true) as RejectCode)) {
+    throw new DecodeError('BadEnumValue', `field reason: ${view.getUint16(base + 16, true) as RejectCode} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'LimitBreach', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), reason: view.getUint16(base + 16, true) as RejectCode });
+  return pos - offset;
 }
 
 /** Decode a LimitBreach that starts (header included) at `offset`. */
@@ -1364,14 +1631,27 @@ export function encodeMarginCall(buf: Uint8Array, offset: number, m: MarginCall)
 
 function decodeMarginCallBody(view: DataView, offset: number, h: MessageHeader): [MarginCall, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 32;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 111: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 111: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), shortfall: getI128(view, base + 16) }, pos - offset];
+}
+
+function tagMarginCall(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 32;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 111: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'MarginCall', seq: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), shortfall: getI128(view, base + 16) });
+  return pos - offset;
 }
 
 /** Decode a MarginCall that starts (header included) at `offset`. */
@@ -1418,14 +1698,27 @@ export function encodeAck(buf: Uint8Array, offset: number, m: Ack): number {
 
 function decodeAckBody(view: DataView, offset: number, h: MessageHeader): [Ack, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = (version >= 1 ? 24 : 16);
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 201: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 201: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), seq: view.getBigUint64(base + 8, true), timestampNs: version >= 1 ? view.getBigUint64(base + 16, true) : undefined }, pos - offset];
+}
+
+function tagAck(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = (version >= 1 ? 24 : 16);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 201: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'Ack', requestId: view.getBigUint64(base + 0, true), seq: view.getBigUint64(base + 8, true), timestampNs: version >= 1 ? view.getBigUint64(base + 16, true) : undefined });
+  return pos - offset;
 }
 
 /** Decode a Ack that starts (header included) at `offset`. */
@@ -1468,17 +1761,33 @@ export function encodeReject(buf: Uint8Array, offset: number, m: Reject): number
 
 function decodeRejectBody(view: DataView, offset: number, h: MessageHeader): [Reject, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 10;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 202: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 202: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!REJECT_CODE_VALUES.has(view.getUint16(base + 8, true) as RejectCode)) {
     throw new DecodeError('BadEnumValue', `field code: ${view.getUint16(base + 8, true) as RejectCode} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), code: view.getUint16(base + 8, true) as RejectCode }, pos - offset];
+}
+
+function tagReject(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 10;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 202: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!REJECT_CODE_VALUES.has(view.getUint16(base + 8, true) as RejectCode)) {
+    throw new DecodeError('BadEnumValue', `field code: ${view.getUint16(base + 8, true) as RejectCode} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'Reject', requestId: view.getBigUint64(base + 0, true), code: view.getUint16(base + 8, true) as RejectCode });
+  return pos - offset;
 }
 
 /** Decode a Reject that starts (header included) at `offset`. */
@@ -1525,14 +1834,27 @@ export function encodeQueryPosition(buf: Uint8Array, offset: number, m: QueryPos
 
 function decodeQueryPositionBody(view: DataView, offset: number, h: MessageHeader): [QueryPosition, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 20;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 301: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 301: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), instrumentId: view.getUint32(base + 16, true) }, pos - offset];
+}
+
+function tagQueryPosition(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 20;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 301: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'QueryPosition', requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), instrumentId: view.getUint32(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a QueryPosition that starts (header included) at `offset`. */
@@ -1575,14 +1897,27 @@ export function encodeQueryAccount(buf: Uint8Array, offset: number, m: QueryAcco
 
 function decodeQueryAccountBody(view: DataView, offset: number, h: MessageHeader): [QueryAccount, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 16;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 302: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 302: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+function tagQueryAccount(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 16;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 302: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'QueryAccount', requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a QueryAccount that starts (header included) at `offset`. */
@@ -1625,14 +1960,27 @@ export function encodeQueryInstrument(buf: Uint8Array, offset: number, m: QueryI
 
 function decodeQueryInstrumentBody(view: DataView, offset: number, h: MessageHeader): [QueryInstrument, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 12;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 303: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 303: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), instrumentId: view.getUint32(base + 8, true) }, pos - offset];
+}
+
+function tagQueryInstrument(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 12;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 303: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'QueryInstrument', requestId: view.getBigUint64(base + 0, true), instrumentId: view.getUint32(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a QueryInstrument that starts (header included) at `offset`. */
@@ -1671,14 +2019,27 @@ export function encodeQueryStateHash(buf: Uint8Array, offset: number, m: QuerySt
 
 function decodeQueryStateHashBody(view: DataView, offset: number, h: MessageHeader): [QueryStateHash, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 8;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 304: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 304: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true) }, pos - offset];
+}
+
+function tagQueryStateHash(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 8;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 304: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'QueryStateHash', requestId: view.getBigUint64(base + 0, true) });
+  return pos - offset;
 }
 
 /** Decode a QueryStateHash that starts (header included) at `offset`. */
@@ -1725,14 +2086,27 @@ export function encodeSubscribe(buf: Uint8Array, offset: number, m: Subscribe): 
 
 function decodeSubscribeBody(view: DataView, offset: number, h: MessageHeader): [Subscribe, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 18;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 305: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 305: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), kinds: view.getUint16(base + 16, true) }, pos - offset];
+}
+
+function tagSubscribe(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 18;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 305: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'Subscribe', requestId: view.getBigUint64(base + 0, true), accountId: view.getBigUint64(base + 8, true), kinds: view.getUint16(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a Subscribe that starts (header included) at `offset`. */
@@ -1775,14 +2149,27 @@ export function encodeUnsubscribe(buf: Uint8Array, offset: number, m: Unsubscrib
 
 function decodeUnsubscribeBody(view: DataView, offset: number, h: MessageHeader): [Unsubscribe, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 16;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 306: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 306: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), subscription: view.getBigUint64(base + 8, true) }, pos - offset];
+}
+
+function tagUnsubscribe(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 16;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 306: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'Unsubscribe', requestId: view.getBigUint64(base + 0, true), subscription: view.getBigUint64(base + 8, true) });
+  return pos - offset;
 }
 
 /** Decode a Unsubscribe that starts (header included) at `offset`. */
@@ -1861,20 +2248,39 @@ export function encodePositionReport(buf: Uint8Array, offset: number, m: Positio
 
 function decodePositionReportBody(view: DataView, offset: number, h: MessageHeader): [PositionReport, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 94;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 311: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 311: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 92) as BooleanType)) {
     throw new DecodeError('BadEnumValue', `field found: ${view.getUint8(base + 92) as BooleanType} is not a valid value`);
   }
   if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 93) as BooleanType)) {
     throw new DecodeError('BadEnumValue', `field hasAvgPrice: ${view.getUint8(base + 93) as BooleanType} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), accountId: view.getBigUint64(base + 16, true), qty: view.getBigInt64(base + 24, true), cost: getI128(view, base + 32), realized: getI128(view, base + 48), unrealized: getI128(view, base + 64), avgPrice: view.getBigInt64(base + 80, true), instrumentId: view.getUint32(base + 88, true), found: view.getUint8(base + 92) as BooleanType, hasAvgPrice: view.getUint8(base + 93) as BooleanType }, pos - offset];
+}
+
+function tagPositionReport(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 94;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 311: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 92) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field found: ${view.getUint8(base + 92) as BooleanType} is not a valid value`);
+  }
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 93) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field hasAvgPrice: ${view.getUint8(base + 93) as BooleanType} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'PositionReport', requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), accountId: view.getBigUint64(base + 16, true), qty: view.getBigInt64(base + 24, true), cost: getI128(view, base + 32), realized: getI128(view, base + 48), unrealized: getI128(view, base + 64), avgPrice: view.getBigInt64(base + 80, true), instrumentId: view.getUint32(base + 88, true), found: view.getUint8(base + 92) as BooleanType, hasAvgPrice: view.getUint8(base + 93) as BooleanType });
+  return pos - offset;
 }
 
 /** Decode a PositionReport that starts (header included) at `offset`. */
@@ -1969,17 +2375,33 @@ export function encodeAccountReport(buf: Uint8Array, offset: number, m: AccountR
 
 function decodeAccountReportBody(view: DataView, offset: number, h: MessageHeader): [AccountReport, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 181;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 312: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 312: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 180) as BooleanType)) {
     throw new DecodeError('BadEnumValue', `field suspended: ${view.getUint8(base + 180) as BooleanType} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), accountId: view.getBigUint64(base + 16, true), maxPosition: view.getBigInt64(base + 24, true), maxNotional: getI128(view, base + 32), maxLoss: getI128(view, base + 48), collateral: getI128(view, base + 64), notional: getI128(view, base + 80), unrealized: getI128(view, base + 96), realized: getI128(view, base + 112), equity: getI128(view, base + 128), margin: getI128(view, base + 144), excess: getI128(view, base + 160), positions: view.getUint32(base + 176, true), suspended: view.getUint8(base + 180) as BooleanType }, pos - offset];
+}
+
+function tagAccountReport(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 181;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 312: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 180) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field suspended: ${view.getUint8(base + 180) as BooleanType} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'AccountReport', requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), accountId: view.getBigUint64(base + 16, true), maxPosition: view.getBigInt64(base + 24, true), maxNotional: getI128(view, base + 32), maxLoss: getI128(view, base + 48), collateral: getI128(view, base + 64), notional: getI128(view, base + 80), unrealized: getI128(view, base + 96), realized: getI128(view, base + 112), equity: getI128(view, base + 128), margin: getI128(view, base + 144), excess: getI128(view, base + 160), positions: view.getUint32(base + 176, true), suspended: view.getUint8(base + 180) as BooleanType });
+  return pos - offset;
 }
 
 /** Decode a AccountReport that starts (header included) at `offset`. */
@@ -2054,17 +2476,33 @@ export function encodeInstrumentReport(buf: Uint8Array, offset: number, m: Instr
 
 function decodeInstrumentReportBody(view: DataView, offset: number, h: MessageHeader): [InstrumentReport, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 58;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 313: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 313: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 57) as BooleanType)) {
     throw new DecodeError('BadEnumValue', `field found: ${view.getUint8(base + 57) as BooleanType} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), multiplier: view.getBigInt64(base + 16, true), marginBps: view.getBigInt64(base + 24, true), mark: view.getBigInt64(base + 32, true), lastPrice: view.getBigInt64(base + 40, true), instrumentId: view.getUint32(base + 48, true), holders: view.getUint32(base + 52, true), settleDays: view.getUint8(base + 56), found: view.getUint8(base + 57) as BooleanType }, pos - offset];
+}
+
+function tagInstrumentReport(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 58;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 313: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!BOOLEAN_TYPE_VALUES.has(view.getUint8(base + 57) as BooleanType)) {
+    throw new DecodeError('BadEnumValue', `field found: ${view.getUint8(base + 57) as BooleanType} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'InstrumentReport', requestId: view.getBigUint64(base + 0, true), viewSeq: view.getBigUint64(base + 8, true), multiplier: view.getBigInt64(base + 16, true), marginBps: view.getBigInt64(base + 24, true), mark: view.getBigInt64(base + 32, true), lastPrice: view.getBigInt64(base + 40, true), instrumentId: view.getUint32(base + 48, true), holders: view.getUint32(base + 52, true), settleDays: view.getUint8(base + 56), found: view.getUint8(base + 57) as BooleanType });
+  return pos - offset;
 }
 
 /** Decode a InstrumentReport that starts (header included) at `offset`. */
@@ -2111,14 +2549,27 @@ export function encodeStateHashReport(buf: Uint8Array, offset: number, m: StateH
 
 function decodeStateHashReportBody(view: DataView, offset: number, h: MessageHeader): [StateHashReport, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 24;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 314: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 314: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
-  let pos = base + h.blockLength;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
   return [{ requestId: view.getBigUint64(base + 0, true), seq: view.getBigUint64(base + 8, true), hash: view.getBigUint64(base + 16, true) }, pos - offset];
+}
+
+function tagStateHashReport(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 24;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 314: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  let pos = base + blockLength;
+  out.push({ type: 'StateHashReport', requestId: view.getBigUint64(base + 0, true), seq: view.getBigUint64(base + 8, true), hash: view.getBigUint64(base + 16, true) });
+  return pos - offset;
 }
 
 /** Decode a StateHashReport that starts (header included) at `offset`. */
@@ -2165,17 +2616,33 @@ export function encodeSubscriptionStatus(buf: Uint8Array, offset: number, m: Sub
 
 function decodeSubscriptionStatusBody(view: DataView, offset: number, h: MessageHeader): [SubscriptionStatus, number] {
   const version = h.version;
+  const blockLength = h.blockLength;
   const min = 13;
-  if (h.blockLength < min) {
-    throw new DecodeError('BadBlockLength', `template 315: block length ${h.blockLength} below ${min}`);
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 315: block length ${blockLength} below ${min}`);
   }
   const base = offset + HEADER_LENGTH;
-  need(view, base + h.blockLength);
+  need(view, base + blockLength);
   if (!SUBSCRIPTION_STATE_VALUES.has(view.getUint8(base + 12) as SubscriptionState)) {
     throw new DecodeError('BadEnumValue', `field state: ${view.getUint8(base + 12) as SubscriptionState} is not a valid value`);
   }
-  let pos = base + h.blockLength;
+  let pos = base + blockLength;
   return [{ subscription: view.getBigUint64(base + 0, true), events: view.getUint32(base + 8, true), state: view.getUint8(base + 12) as SubscriptionState }, pos - offset];
+}
+
+function tagSubscriptionStatus(view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]): number {
+  const min = 13;
+  if (blockLength < min) {
+    throw new DecodeError('BadBlockLength', `template 315: block length ${blockLength} below ${min}`);
+  }
+  const base = offset + HEADER_LENGTH;
+  need(view, base + blockLength);
+  if (!SUBSCRIPTION_STATE_VALUES.has(view.getUint8(base + 12) as SubscriptionState)) {
+    throw new DecodeError('BadEnumValue', `field state: ${view.getUint8(base + 12) as SubscriptionState} is not a valid value`);
+  }
+  let pos = base + blockLength;
+  out.push({ type: 'SubscriptionStatus', subscription: view.getBigUint64(base + 0, true), events: view.getUint32(base + 8, true), state: view.getUint8(base + 12) as SubscriptionState });
+  return pos - offset;
 }
 
 /** Decode a SubscriptionStatus that starts (header included) at `offset`. */
@@ -2365,6 +2832,67 @@ DISPATCH[315] = (v, o, h) => {
   const [value, n] = decodeSubscriptionStatusBody(v, o, h);
   return [{ template: 'SubscriptionStatus', value }, n];
 };
+
+/** A message as one object: `{ type: name, ...fields }` ([`decodeTaggedInto`]). */
+export type Tagged = {
+  [K in TemplateName]: { type: K } & Extract<Message, { template: K }>['value'];
+}[TemplateName];
+
+type TagBody = (view: DataView, offset: number, blockLength: number, version: number, out: Tagged[]) => number;
+
+/** The tagged decoders: one slot per template id. */
+const TAGGED: (TagBody | undefined)[] = [];
+TAGGED[1] = tagUpsertInstrument;
+TAGGED[2] = tagUpsertAccount;
+TAGGED[3] = tagAdjustCollateral;
+TAGGED[4] = tagCheckOrder;
+TAGGED[5] = tagClearTrade;
+TAGGED[6] = tagBustTrade;
+TAGGED[7] = tagMarkPrice;
+TAGGED[8] = tagSettlementPrice;
+TAGGED[9] = tagClearTradeBatch;
+TAGGED[101] = tagInstrumentUpdated;
+TAGGED[102] = tagAccountUpdated;
+TAGGED[103] = tagCollateralChanged;
+TAGGED[104] = tagOrderAccepted;
+TAGGED[105] = tagTradeCleared;
+TAGGED[106] = tagTradeBusted;
+TAGGED[107] = tagPositionChanged;
+TAGGED[108] = tagMarkChanged;
+TAGGED[109] = tagVariationMargin;
+TAGGED[110] = tagLimitBreach;
+TAGGED[111] = tagMarginCall;
+TAGGED[201] = tagAck;
+TAGGED[202] = tagReject;
+TAGGED[301] = tagQueryPosition;
+TAGGED[302] = tagQueryAccount;
+TAGGED[303] = tagQueryInstrument;
+TAGGED[304] = tagQueryStateHash;
+TAGGED[305] = tagSubscribe;
+TAGGED[306] = tagUnsubscribe;
+TAGGED[311] = tagPositionReport;
+TAGGED[312] = tagAccountReport;
+TAGGED[313] = tagInstrumentReport;
+TAGGED[314] = tagStateHashReport;
+TAGGED[315] = tagSubscriptionStatus;
+
+/**
+ * Decode the message at `offset` as one tagged object pushed to `out`, with no intermediate
+ * objects (the SDK's event path); returns the bytes it took. The same checks and errors, in the
+ * same order, as `decodeMessageAt`.
+ */
+export function decodeTaggedInto(view: DataView, offset: number, out: Tagged[]): number {
+  need(view, offset + HEADER_LENGTH);
+  const blockLength = view.getUint16(offset, true);
+  const templateId = view.getUint16(offset + 2, true);
+  const version = view.getUint16(offset + 6, true);
+  checkSchemaVersion(view.getUint16(offset + 4, true), version);
+  const f = TAGGED[templateId];
+  if (f === undefined) {
+    throw new DecodeError('UnknownTemplate', `unknown template id ${templateId}`);
+  }
+  return f(view, offset, blockLength, version, out);
+}
 
 /** Decode any message at `offset`; returns it and the bytes it took. */
 export function decodeMessage(buf: Uint8Array, offset = 0): { message: Message; length: number } {
