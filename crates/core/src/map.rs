@@ -196,6 +196,11 @@ impl<K: MapKey> FixedMap<K> {
         Ok(())
     }
 
+    /// The table's memory (every slot), for [`populate`].
+    pub fn memory(&self) -> (*const u8, usize) {
+        (self.entries.as_ptr().cast(), std::mem::size_of_val(&*self.entries))
+    }
+
     /// Hint the CPU to load the key's home slot (no effect on results).
     #[inline]
     pub fn prefetch(&self, key: &K) {
@@ -244,6 +249,36 @@ pub fn advise_huge_pages(ptr: *const u8, len: usize) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (ptr, len);
+}
+
+/// Commit the pages of `[ptr, ptr + len)` now, writable (`madvise(MADV_POPULATE_WRITE)`, Linux
+/// 5.14+): the kernel allocates every page as a first write would (zeroed, for fresh memory;
+/// in 2 MiB pages where THP was advised), without writing to it, so the contents do not
+/// change and the first real writes take no page fault. The range is widened to whole 4 KiB
+/// pages, which belong to mappings of ours. Returns whether the kernel did it (an older kernel
+/// refuses with `EINVAL`, and nothing else happens; elsewhere than Linux: `false`).
+pub fn populate(ptr: *const u8, len: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        const MADV_POPULATE_WRITE: i32 = 23;
+        extern "C" {
+            fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
+        }
+        if len == 0 {
+            return true;
+        }
+        let start = ptr as usize / PAGE * PAGE;
+        let end = (ptr as usize + len).div_ceil(PAGE) * PAGE;
+        // SAFETY: every page of the range holds bytes of a live allocation of ours, so it is
+        // mapped; MADV_POPULATE_WRITE only faults the pages in and never changes contents.
+        unsafe { madvise(start as *mut u8, end - start, MADV_POPULATE_WRITE) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, len);
+        false
+    }
 }
 
 /// Ask the CPU to pull the cache line holding `r` into L1. Never faults, changes nothing.

@@ -387,6 +387,39 @@ impl StateMachine {
         self.limits
     }
 
+    /// Commit the memory of every table, at its full capacity, now (see
+    /// [`populate`](crate::map::populate)), so that no command later takes a page fault on
+    /// first touch: start-up work, like the allocation in [`new`](Self::new). Nothing visible
+    /// changes (the state hash included). Returns the bytes committed and the bytes asked for
+    /// (less committed: the kernel refused, e.g. one older than 5.14).
+    pub fn prefault(&self) -> (usize, usize) {
+        fn vec<T>(v: &Vec<T>) -> (*const u8, usize) {
+            (v.as_ptr().cast(), v.capacity() * std::mem::size_of::<T>())
+        }
+        fn boxed<T>(b: &[T]) -> (*const u8, usize) {
+            (b.as_ptr().cast(), std::mem::size_of_val(b))
+        }
+        let tables = [
+            self.account_index.memory(),
+            vec(&self.accounts),
+            vec(&self.row_ids),
+            self.instrument_index.memory(),
+            vec(&self.instruments),
+            self.position_index.memory(),
+            boxed(&self.positions),
+            boxed(&self.chunk_next),
+            boxed(&self.holder_chunks),
+            self.trade_index.memory(),
+            vec(&self.trades),
+            vec(&self.events),
+            vec(&self.changed),
+            vec(&self.scratch),
+        ];
+        let asked = tables.iter().map(|t| t.1).sum();
+        let done = tables.iter().filter(|t| crate::map::populate(t.0, t.1)).map(|t| t.1).sum();
+        (done, asked)
+    }
+
     /// Sequence number of the last command applied (accepted or rejected); 0 before any.
     pub fn last_seq(&self) -> Seq {
         self.last_seq

@@ -115,6 +115,9 @@ pub struct ThreadsSection {
     /// SCHED_FIFO priority for the pipeline threads (0 = leave the default scheduler).
     pub fifo_priority: i32,
     pub huge_pages: HugePages,
+    /// Commit the state machine's tables at start-up, at their full capacity
+    /// (`StateMachine::prefault`), so that no command pays a page fault on first touch.
+    pub prefault: bool,
 }
 
 impl Default for ThreadsSection {
@@ -126,6 +129,7 @@ impl Default for ThreadsSection {
             pin: Vec::new(),
             fifo_priority: 0,
             huge_pages: HugePages::Normal,
+            prefault: true,
         }
     }
 }

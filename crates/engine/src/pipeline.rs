@@ -478,6 +478,21 @@ impl Engine {
         report.lines.insert(1, format!("durability policy: {}", cfg.durability.policy.as_str()));
         report.lines.insert(2, format!("wait strategy: {wait}"));
 
+        if cfg.threads.prefault {
+            let t = std::time::Instant::now();
+            let (done, asked) = sm.prefault();
+            report.lines.push(format!(
+                "memory: {} of {} MiB of state tables committed at start-up in {} ms{}",
+                done >> 20,
+                asked >> 20,
+                t.elapsed().as_millis(),
+                if done < asked {
+                    " (the kernel refused the rest: MADV_POPULATE_WRITE)"
+                } else {
+                    ""
+                }
+            ));
+        }
         let (publisher, views) = views::new(limits, sm.position_slots_max());
         let views = Arc::new(views);
         let mut publisher = publisher;
