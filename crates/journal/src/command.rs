@@ -13,24 +13,34 @@ pub const COMMAND_BYTES_MAX: usize = 128;
 
 /// Decode a record payload into its request id and command.
 pub fn decode_command(seq: Seq, payload: &[u8]) -> Result<(RequestId, Command), Error> {
-    let msg = novate_wire::decode_exact(payload).map_err(|e| Error::Decode { seq, what: format!("{e:?}") })?;
+    let msg = novate_wire::decode_exact(payload)
+        .map_err(|e| Error::Decode { seq, what: format!("{e:?}") })?;
     msg.command().ok_or_else(|| Error::Decode { seq, what: "not a single-command message".into() })
 }
 
 impl Journal {
     /// Append `cmd` as its SBE message, encoded in place in the mapped segment.
     #[inline]
-    pub fn append_command(&mut self, ts: Nanos, request_id: RequestId, cmd: &Command) -> Result<Seq, Error> {
+    pub fn append_command(
+        &mut self,
+        ts: Nanos,
+        request_id: RequestId,
+        cmd: &Command,
+    ) -> Result<Seq, Error> {
         let mut failed = None;
-        let r = self.append_with(ts, COMMAND_BYTES_MAX, |buf| match encode_command(buf, request_id, cmd) {
-            Ok(n) => n,
-            Err(e) => {
-                failed = Some(e);
-                0
+        let r = self.append_with(ts, COMMAND_BYTES_MAX, |buf| {
+            match encode_command(buf, request_id, cmd) {
+                Ok(n) => n,
+                Err(e) => {
+                    failed = Some(e);
+                    0
+                }
             }
         });
         match (r, failed) {
-            (_, Some(e)) => Err(Error::Decode { seq: self.next_seq(), what: format!("encode: {e:?}") }),
+            (_, Some(e)) => {
+                Err(Error::Decode { seq: self.next_seq(), what: format!("encode: {e:?}") })
+            }
             (r, None) => r,
         }
     }

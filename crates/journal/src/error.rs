@@ -57,7 +57,13 @@ pub struct Corruption {
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "journal corruption in {} at offset {}: {:?}", self.segment.display(), self.offset, self.kind)
+        write!(
+            f,
+            "journal corruption in {} at offset {}: {:?}",
+            self.segment.display(),
+            self.offset,
+            self.kind
+        )
     }
 }
 

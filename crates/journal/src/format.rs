@@ -27,7 +27,8 @@ pub const SEAL_LEN: u32 = u32::MAX;
 /// Chain value before the first record of a journal (seq 1 or `Options::first_seq`).
 pub const CHAIN_SEED: u64 = 0x6e6f_7661_7465_4a4c; // "novateJL"
 /// Smallest segment: page 0, one largest record and a seal.
-pub const SEGMENT_BYTES_MIN: u64 = (SEGMENT_DATA_OFFSET + RECORD_HEADER_BYTES * 2 + RECORD_PAYLOAD_MAX) as u64;
+pub const SEGMENT_BYTES_MIN: u64 =
+    (SEGMENT_DATA_OFFSET + RECORD_HEADER_BYTES * 2 + RECORD_PAYLOAD_MAX) as u64;
 /// Largest segment: offsets inside a segment are kept in `usize` and mapped whole.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
 
@@ -73,7 +74,12 @@ const _: () = {
 };
 
 impl SegmentHeader {
-    pub fn new(segment_bytes: u64, first_seq: Seq, chain_in: u64, created_ns: Nanos) -> SegmentHeader {
+    pub fn new(
+        segment_bytes: u64,
+        first_seq: Seq,
+        chain_in: u64,
+        created_ns: Nanos,
+    ) -> SegmentHeader {
         let mut h = SegmentHeader {
             magic: SEGMENT_MAGIC,
             version: FORMAT_VERSION,
@@ -209,7 +215,13 @@ const _: () = {
 impl RecordHeader {
     #[inline]
     pub fn read(b: &[u8]) -> RecordHeader {
-        RecordHeader { crc: u32_at(b, 0), len: u32_at(b, 4), seq: u64_at(b, 8), ts: u64_at(b, 16), prev: u64_at(b, 24) }
+        RecordHeader {
+            crc: u32_at(b, 0),
+            len: u32_at(b, 4),
+            seq: u64_at(b, 8),
+            ts: u64_at(b, 16),
+            prev: u64_at(b, 24),
+        }
     }
 
     /// Header bytes 4..32 (everything but the CRC).
@@ -317,7 +329,8 @@ mod tests {
         assert_eq!(parse_segment_file_name("17.nvj"), None);
         assert_eq!(DurableMark::decode(&[0u8; 128]), 0);
         let mut page = [0u8; 128];
-        page[DURABLE_MARK_OFFSET..DURABLE_MARK_OFFSET + 16].copy_from_slice(&DurableMark::encode(9));
+        page[DURABLE_MARK_OFFSET..DURABLE_MARK_OFFSET + 16]
+            .copy_from_slice(&DurableMark::encode(9));
         assert_eq!(DurableMark::decode(&page), 9);
         page[DURABLE_MARK_OFFSET] ^= 1;
         assert_eq!(DurableMark::decode(&page), 0);

@@ -49,7 +49,12 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 
 impl Default for Options {
     fn default() -> Options {
-        Options { segment_bytes: SEGMENT_BYTES_DEFAULT, policy: Policy::Fsync, first_seq: 1, populate: true }
+        Options {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            policy: Policy::Fsync,
+            first_seq: 1,
+            populate: true,
+        }
     }
 }
 
@@ -144,7 +149,9 @@ impl Watermark {
                 return Ok(true);
             }
             if s.failed.load(Ordering::Acquire) {
-                return Err(Error::FlushFailed(s.failure.lock().expect("lock").clone().unwrap_or_default()));
+                return Err(Error::FlushFailed(
+                    s.failure.lock().expect("lock").clone().unwrap_or_default(),
+                ));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -203,7 +210,14 @@ impl Journal {
                 report.created = true;
                 let (file, map) = create_segment(dir, &opts, opts.first_seq, CHAIN_SEED)?;
                 sync_dir(dir)?;
-                (Arc::new(file), map, SEGMENT_DATA_OFFSET, opts.first_seq, CHAIN_SEED, opts.first_seq)
+                (
+                    Arc::new(file),
+                    map,
+                    SEGMENT_DATA_OFFSET,
+                    opts.first_seq,
+                    CHAIN_SEED,
+                    opts.first_seq,
+                )
             }
             Some(scan) => {
                 if let Some(p) = &scan.incomplete_last {
@@ -211,14 +225,21 @@ impl Journal {
                     report.removed_incomplete = Some(p.clone());
                 }
                 let (_, path) = scan.segments.last().expect("scan has segments").clone();
-                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("open", &path, e))?;
                 let mut map = map_segment(&file, &path)?;
                 if scan.dirty_end > scan.end_offset {
                     map[scan.end_offset..scan.dirty_end].fill(0);
                     map.flush_range(scan.end_offset, scan.dirty_end - scan.end_offset)
                         .map_err(|e| Error::io("msync", &path, e))?;
-                    report.truncated =
-                        Some((path.clone(), scan.end_offset as u64, (scan.dirty_end - scan.end_offset) as u64));
+                    report.truncated = Some((
+                        path.clone(),
+                        scan.end_offset as u64,
+                        (scan.dirty_end - scan.end_offset) as u64,
+                    ));
                 }
                 // Whatever the previous process left in the page cache is made durable before
                 // the watermark starts at the last record.
@@ -227,7 +248,14 @@ impl Journal {
                     fdatasync(&f).map_err(|e| Error::io("fdatasync", p, e))?;
                 }
                 report.segments = scan.segments.len();
-                (Arc::new(file), map, scan.end_offset, scan.last_seq + 1, scan.chain, scan.first_seq)
+                (
+                    Arc::new(file),
+                    map,
+                    scan.end_offset,
+                    scan.last_seq + 1,
+                    scan.chain,
+                    scan.first_seq,
+                )
             }
         };
         if report.created {
@@ -242,7 +270,12 @@ impl Journal {
             stop: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
-            files: Mutex::new(FlushFiles { sealed: Vec::new(), current: file.clone(), dir: dir.to_path_buf(), dir_dirty: false }),
+            files: Mutex::new(FlushFiles {
+                sealed: Vec::new(),
+                current: file.clone(),
+                dir: dir.to_path_buf(),
+                dir_dirty: false,
+            }),
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
@@ -326,7 +359,12 @@ impl Journal {
     /// Append one record written in place: `write` gets `len_max` zeroed bytes of the mapped
     /// segment and returns how many it used (1..=len_max). No copy, no allocation.
     #[inline]
-    pub fn append_with(&mut self, ts: Nanos, len_max: usize, write: impl FnOnce(&mut [u8]) -> usize) -> Result<Seq, Error> {
+    pub fn append_with(
+        &mut self,
+        ts: Nanos,
+        len_max: usize,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Seq, Error> {
         if len_max == 0 || len_max > RECORD_PAYLOAD_MAX {
             return Err(Error::PayloadSize(len_max));
         }
@@ -370,7 +408,9 @@ impl Journal {
             }
             Policy::Fsync => {
                 if s.failed.load(Ordering::Relaxed) {
-                    return Err(Error::FlushFailed(s.failure.lock().expect("lock").clone().unwrap_or_default()));
+                    return Err(Error::FlushFailed(
+                        s.failure.lock().expect("lock").clone().unwrap_or_default(),
+                    ));
                 }
                 // SeqCst: pairs with the flusher's SeqCst `sleeping` store/`written` load; either
                 // it sees this batch or we see it going to sleep and unpark it.
@@ -398,10 +438,15 @@ impl Journal {
     fn roll(&mut self) -> Result<(), Error> {
         let prepared = match &mut self.preparer {
             Some(p) => p.take()?,
-            None => allocate_segment(&self.dir.join(format!("{}.tmp", segment_file_name(self.next_seq))), &self.opts)?,
+            None => allocate_segment(
+                &self.dir.join(format!("{}.tmp", segment_file_name(self.next_seq))),
+                &self.opts,
+            )?,
         };
-        let (file, map) = install_segment(&self.dir, prepared, &self.opts, self.next_seq, self.chain)?;
-        let seal = RecordHeader { crc: 0, len: SEAL_LEN, seq: self.next_seq, ts: 0, prev: self.chain };
+        let (file, map) =
+            install_segment(&self.dir, prepared, &self.opts, self.next_seq, self.chain)?;
+        let seal =
+            RecordHeader { crc: 0, len: SEAL_LEN, seq: self.next_seq, ts: 0, prev: self.chain };
         let crc = seal.checksum(&[]);
         let off = self.offset;
         self.map[off + 4..off + RECORD_HEADER_BYTES].copy_from_slice(&seal.tail_bytes());
@@ -424,7 +469,11 @@ impl Journal {
     /// Move (`Some(archive_dir)`) or delete (`None`) every segment whose records are all at or
     /// below `snapshot_seq` and durable. The segment being written is never touched. Returns
     /// the paths removed from the journal directory.
-    pub fn retain(&mut self, snapshot_seq: Seq, archive_dir: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
+    pub fn retain(
+        &mut self,
+        snapshot_seq: Seq,
+        archive_dir: Option<&Path>,
+    ) -> Result<Vec<PathBuf>, Error> {
         let limit = snapshot_seq.min(self.durable());
         let removed = retain_segments(&self.dir, limit, archive_dir)?;
         if let Some(&(first, _)) = list_segments(&self.dir)?.first() {
@@ -468,7 +517,11 @@ impl Drop for Journal {
 }
 
 /// Remove segments whose records are all `<= upto` (never the newest segment).
-pub fn retain_segments(dir: &Path, upto: Seq, archive_dir: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
+pub fn retain_segments(
+    dir: &Path,
+    upto: Seq,
+    archive_dir: Option<&Path>,
+) -> Result<Vec<PathBuf>, Error> {
     let segs = list_segments(dir)?;
     let mut removed = Vec::new();
     if let Some(a) = archive_dir {
@@ -632,7 +685,12 @@ fn map_segment(file: &File, path: &Path) -> Result<MmapMut, Error> {
 }
 
 /// Create a segment: a `.tmp` file, pre-allocated, header written, renamed into place.
-fn create_segment(dir: &Path, opts: &Options, first_seq: Seq, chain_in: u64) -> Result<(File, MmapMut), Error> {
+fn create_segment(
+    dir: &Path,
+    opts: &Options,
+    first_seq: Seq,
+    chain_in: u64,
+) -> Result<(File, MmapMut), Error> {
     let tmp = dir.join(format!("{}.tmp", segment_file_name(first_seq)));
     let p = allocate_segment(&tmp, opts)?;
     install_segment(dir, p, opts, first_seq, chain_in)
@@ -669,10 +727,18 @@ fn allocate_segment(tmp: &Path, opts: &Options) -> Result<Prepared, Error> {
 }
 
 /// Give a prepared segment its header and its name.
-fn install_segment(dir: &Path, p: Prepared, opts: &Options, first_seq: Seq, chain_in: u64) -> Result<(File, MmapMut), Error> {
+fn install_segment(
+    dir: &Path,
+    p: Prepared,
+    opts: &Options,
+    first_seq: Seq,
+    chain_in: u64,
+) -> Result<(File, MmapMut), Error> {
     let Prepared { tmp, file, mut map } = p;
     let path = dir.join(segment_file_name(first_seq));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let header = SegmentHeader::new(opts.segment_bytes, first_seq, chain_in, now);
     map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
     std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;

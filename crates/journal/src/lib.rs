@@ -134,7 +134,9 @@ pub mod synthetic;
 
 pub use command::{decode_command, replay, ReplayStats, COMMAND_BYTES_MAX};
 pub use error::{BadRecord, Corruption, CorruptionKind, Error};
-pub use journal::{retain_segments, Journal, OpenReport, Options, Policy, Watermark, SEGMENT_BYTES_DEFAULT};
+pub use journal::{
+    retain_segments, Journal, OpenReport, Options, Policy, Watermark, SEGMENT_BYTES_DEFAULT,
+};
 pub use reader::{Reader, Record};
 pub use recover::{data_dirs, recover, Recovered, JOURNAL_DIR, SNAPSHOT_DIR};
 pub use repair::{repair, RepairAction, RepairReport};

@@ -39,7 +39,17 @@ impl Reader {
     pub fn open(dir: &std::path::Path, from: Seq) -> Result<Reader, Error> {
         let segments = list_segments(dir)?;
         let index = segments.iter().rposition(|&(first, _)| first <= from).unwrap_or(0);
-        Ok(Reader { segments, index, map: None, offset: 0, seq: 0, chain: 0, from, until: Seq::MAX, entering: false })
+        Ok(Reader {
+            segments,
+            index,
+            map: None,
+            offset: 0,
+            seq: 0,
+            chain: 0,
+            from,
+            until: Seq::MAX,
+            entering: false,
+        })
     }
 
     /// Stop after record `until`.
@@ -60,22 +70,32 @@ impl Reader {
     fn enter(&mut self) -> Result<(), Error> {
         let path = self.path();
         let map = map_read(&path)?;
-        let h = SegmentHeader::decode(&map).map_err(|why| self.corrupt(0, CorruptionKind::SegmentHeader(why)))?;
+        let h = SegmentHeader::decode(&map)
+            .map_err(|why| self.corrupt(0, CorruptionKind::SegmentHeader(why)))?;
         if h.first_seq != self.segments[self.index].0 {
-            return Err(self.corrupt(24, CorruptionKind::SegmentName { header_first_seq: h.first_seq }));
+            return Err(
+                self.corrupt(24, CorruptionKind::SegmentName { header_first_seq: h.first_seq })
+            );
         }
         if self.entering {
             if h.first_seq != self.seq {
                 return Err(self.corrupt(
                     24,
-                    CorruptionKind::MissingRecords { expected_first_seq: self.seq, found_first_seq: h.first_seq },
+                    CorruptionKind::MissingRecords {
+                        expected_first_seq: self.seq,
+                        found_first_seq: h.first_seq,
+                    },
                 ));
             }
             if h.chain_in != self.chain {
                 return Err(self.corrupt(32, CorruptionKind::ChainBreak));
             }
         } else if h.first_seq > self.from {
-            return Err(Error::JournalGap { needed_from: self.from, journal_first: h.first_seq, journal_last: 0 });
+            return Err(Error::JournalGap {
+                needed_from: self.from,
+                journal_first: h.first_seq,
+                journal_last: 0,
+            });
         }
         self.seq = h.first_seq;
         self.chain = h.chain_in;
@@ -113,10 +133,14 @@ impl Reader {
                     break (seq, ts, payload_at, len);
                 }
                 Ok(Step::Seal { .. }) | Ok(Step::End) => {
-                    let sealed = matches!(step(b, self.offset, self.seq, self.chain), Ok(Step::Seal { .. }));
+                    let sealed =
+                        matches!(step(b, self.offset, self.seq, self.chain), Ok(Step::Seal { .. }));
                     if self.index + 1 >= self.segments.len() {
                         if sealed {
-                            return Err(self.corrupt(self.offset, CorruptionKind::MissingSegment { next_first_seq: self.seq }));
+                            return Err(self.corrupt(
+                                self.offset,
+                                CorruptionKind::MissingSegment { next_first_seq: self.seq },
+                            ));
                         }
                         return Ok(None);
                     }
@@ -125,7 +149,10 @@ impl Reader {
                     self.entering = true;
                 }
                 Err(bad) => {
-                    return Err(self.corrupt(self.offset, CorruptionKind::Record { bad, valid_record_after: None }))
+                    return Err(self.corrupt(
+                        self.offset,
+                        CorruptionKind::Record { bad, valid_record_after: None },
+                    ))
                 }
             }
         };

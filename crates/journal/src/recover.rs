@@ -48,7 +48,11 @@ pub fn recover(dir: &Path, limits: Limits, opts: Options) -> Result<Recovered, E
         if let Some(newest) = stored.first() {
             // Retention never removes the newest segment, so snapshots without a journal mean
             // the journal was lost: refuse rather than restart the sequence.
-            return Err(Error::JournalGap { needed_from: newest.seq + 1, journal_first: 0, journal_last: 0 });
+            return Err(Error::JournalGap {
+                needed_from: newest.seq + 1,
+                journal_first: 0,
+                journal_last: 0,
+            });
         }
     }
     let (journal, open) = Journal::open(&jdir, opts)?;
@@ -76,18 +80,39 @@ pub fn recover(dir: &Path, limits: Limits, opts: Options) -> Result<Recovered, E
         Some((info, sm)) => (Some(info), sm, info.seq + 1),
         None => {
             if first > 1 && first != opts.first_seq {
-                return Err(Error::JournalGap { needed_from: 1, journal_first: first, journal_last: last });
+                return Err(Error::JournalGap {
+                    needed_from: 1,
+                    journal_first: first,
+                    journal_last: last,
+                });
             }
-            (None, StateMachine::new(limits).map_err(|e| Error::InvalidOptions(limits_error(e)))?, first)
+            (
+                None,
+                StateMachine::new(limits).map_err(|e| Error::InvalidOptions(limits_error(e)))?,
+                first,
+            )
         }
     };
     let mut reader = Reader::open(&jdir, from)?.until(last);
     let replay = replay(&mut reader, &mut state)?;
     let last_seq = if replay.records > 0 { replay.last_seq } else { from - 1 };
     if last_seq != last {
-        return Err(Error::JournalGap { needed_from: from, journal_first: first, journal_last: last });
+        return Err(Error::JournalGap {
+            needed_from: from,
+            journal_first: first,
+            journal_last: last,
+        });
     }
-    Ok(Recovered { state, journal, snapshots, last_seq, snapshot, skipped_snapshots: skipped, replay, open })
+    Ok(Recovered {
+        state,
+        journal,
+        snapshots,
+        last_seq,
+        snapshot,
+        skipped_snapshots: skipped,
+        replay,
+        open,
+    })
 }
 
 fn limits_error(e: novate_core::LimitsError) -> &'static str {

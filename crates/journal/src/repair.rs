@@ -41,7 +41,9 @@ pub fn repair(dir: &Path) -> Result<RepairReport, Error> {
     let mut report = RepairReport::default();
     let quarantine = dir.join(format!(
         "quarantine-{}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
     ));
     for _ in 0..(list_segments(dir)?.len() + 4) {
         let c = match scan_journal(dir) {
@@ -56,7 +58,9 @@ pub fn repair(dir: &Path) -> Result<RepairReport, Error> {
             CorruptionKind::SegmentHeader(_)
             | CorruptionKind::SegmentName { .. }
             | CorruptionKind::MissingRecords { .. }
-            | CorruptionKind::ChainBreak => quarantine_from(dir, &c.segment, &quarantine, &mut report)?,
+            | CorruptionKind::ChainBreak => {
+                quarantine_from(dir, &c.segment, &quarantine, &mut report)?
+            }
             CorruptionKind::Record { .. } | CorruptionKind::ZeroedRecords { .. } => {
                 zero_from(&c.segment, c.offset as usize, &mut report)?;
                 quarantine_after(dir, &c.segment, &quarantine, &mut report)?;
@@ -64,25 +68,44 @@ pub fn repair(dir: &Path) -> Result<RepairReport, Error> {
             CorruptionKind::SegmentSize { expected, found } => {
                 // Restore the pre-allocated size; the bytes after the cut read as zeros, so the
                 // records before it survive and the cut becomes the end of the journal.
-                let f = OpenOptions::new().write(true).open(&c.segment).map_err(|e| Error::io("open", &c.segment, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&c.segment)
+                    .map_err(|e| Error::io("open", &c.segment, e))?;
                 f.set_len(expected).map_err(|e| Error::io("set_len", &c.segment, e))?;
                 f.sync_all().map_err(|e| Error::io("fsync", &c.segment, e))?;
-                report.actions.push(RepairAction::Resized { segment: c.segment.clone(), from: found, to: expected });
+                report.actions.push(RepairAction::Resized {
+                    segment: c.segment.clone(),
+                    from: found,
+                    to: expected,
+                });
             }
             CorruptionKind::MissingSegment { .. } => {
-                let f = OpenOptions::new().write(true).open(&c.segment).map_err(|e| Error::io("open", &c.segment, e))?;
-                f.write_at(&[0u8; RECORD_HEADER_BYTES], c.offset).map_err(|e| Error::io("write", &c.segment, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&c.segment)
+                    .map_err(|e| Error::io("open", &c.segment, e))?;
+                f.write_at(&[0u8; RECORD_HEADER_BYTES], c.offset)
+                    .map_err(|e| Error::io("write", &c.segment, e))?;
                 f.sync_data().map_err(|e| Error::io("fdatasync", &c.segment, e))?;
-                report.actions.push(RepairAction::Unsealed { segment: c.segment.clone(), offset: c.offset });
+                report
+                    .actions
+                    .push(RepairAction::Unsealed { segment: c.segment.clone(), offset: c.offset });
             }
             CorruptionKind::DurableRecordsLost { durable_seq, last_valid_seq } => {
                 for (_, path) in list_segments(dir)? {
-                    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| Error::io("open", &path, e))?;
                     let mark = DurableMark::encode(last_valid_seq);
-                    f.write_at(&mark, DURABLE_MARK_OFFSET as u64).map_err(|e| Error::io("write", &path, e))?;
+                    f.write_at(&mark, DURABLE_MARK_OFFSET as u64)
+                        .map_err(|e| Error::io("write", &path, e))?;
                     f.sync_data().map_err(|e| Error::io("fdatasync", &path, e))?;
                 }
-                report.actions.push(RepairAction::MarkLowered { from: durable_seq, to: last_valid_seq });
+                report
+                    .actions
+                    .push(RepairAction::MarkLowered { from: durable_seq, to: last_valid_seq });
             }
         }
     }
@@ -95,7 +118,8 @@ fn zero_from(path: &Path, offset: usize, report: &mut RepairReport) -> Result<()
         nonzero_end(&map, offset)
     };
     if end > offset {
-        let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path, e))?;
+        let f =
+            OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path, e))?;
         let zeros = vec![0u8; 1 << 20];
         let mut at = offset;
         while at < end {
@@ -113,15 +137,30 @@ fn zero_from(path: &Path, offset: usize, report: &mut RepairReport) -> Result<()
     Ok(())
 }
 
-fn quarantine_from(dir: &Path, from: &Path, to_dir: &Path, report: &mut RepairReport) -> Result<(), Error> {
+fn quarantine_from(
+    dir: &Path,
+    from: &Path,
+    to_dir: &Path,
+    report: &mut RepairReport,
+) -> Result<(), Error> {
     move_segments(dir, to_dir, report, |p| p >= from)
 }
 
-fn quarantine_after(dir: &Path, after: &Path, to_dir: &Path, report: &mut RepairReport) -> Result<(), Error> {
+fn quarantine_after(
+    dir: &Path,
+    after: &Path,
+    to_dir: &Path,
+    report: &mut RepairReport,
+) -> Result<(), Error> {
     move_segments(dir, to_dir, report, |p| p > after)
 }
 
-fn move_segments(dir: &Path, to_dir: &Path, report: &mut RepairReport, pick: impl Fn(&Path) -> bool) -> Result<(), Error> {
+fn move_segments(
+    dir: &Path,
+    to_dir: &Path,
+    report: &mut RepairReport,
+    pick: impl Fn(&Path) -> bool,
+) -> Result<(), Error> {
     for (_, path) in list_segments(dir)? {
         if !pick(&path) {
             continue;

@@ -169,13 +169,20 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
             Err(why) => return Err(corrupt(path, 0, CorruptionKind::SegmentHeader(why))),
         };
         if header.first_seq != name_seq {
-            return Err(corrupt(path, 24, CorruptionKind::SegmentName { header_first_seq: header.first_seq }));
+            return Err(corrupt(
+                path,
+                24,
+                CorruptionKind::SegmentName { header_first_seq: header.first_seq },
+            ));
         }
         if header.segment_bytes != b.len() as u64 {
             return Err(corrupt(
                 path,
                 b.len().min(header.segment_bytes as usize),
-                CorruptionKind::SegmentSize { expected: header.segment_bytes, found: b.len() as u64 },
+                CorruptionKind::SegmentSize {
+                    expected: header.segment_bytes,
+                    found: b.len() as u64,
+                },
             ));
         }
         durable_mark = durable_mark.max(DurableMark::decode(b));
@@ -186,10 +193,15 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
                 return Err(corrupt(
                     path,
                     24,
-                    CorruptionKind::MissingRecords { expected_first_seq: s, found_first_seq: header.first_seq },
+                    CorruptionKind::MissingRecords {
+                        expected_first_seq: s,
+                        found_first_seq: header.first_seq,
+                    },
                 ))
             }
-            Some((_, c)) if c != header.chain_in => return Err(corrupt(path, 32, CorruptionKind::ChainBreak)),
+            Some((_, c)) if c != header.chain_in => {
+                return Err(corrupt(path, 32, CorruptionKind::ChainBreak))
+            }
             Some(_) => {}
         }
         let mut off = SEGMENT_DATA_OFFSET;
@@ -201,7 +213,11 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
                     off = next;
                 }
                 Ok(Step::Seal { .. }) if last => {
-                    return Err(corrupt(path, off, CorruptionKind::MissingSegment { next_first_seq: seq }))
+                    return Err(corrupt(
+                        path,
+                        off,
+                        CorruptionKind::MissingSegment { next_first_seq: seq },
+                    ))
                 }
                 Ok(Step::Seal { .. }) => break None,
                 Ok(Step::End) => break Some(None),
@@ -214,7 +230,11 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
             let after = valid_record_after(b, off, seq - 1);
             match (bad, after) {
                 (None, Some(a)) => {
-                    return Err(corrupt(path, off, CorruptionKind::ZeroedRecords { valid_record_after: a as u64 }))
+                    return Err(corrupt(
+                        path,
+                        off,
+                        CorruptionKind::ZeroedRecords { valid_record_after: a as u64 },
+                    ))
                 }
                 (Some(bad), Some(a)) => {
                     return Err(corrupt(
@@ -224,7 +244,11 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
                     ))
                 }
                 (Some(bad), None) if !last => {
-                    return Err(corrupt(path, off, CorruptionKind::Record { bad, valid_record_after: None }))
+                    return Err(corrupt(
+                        path,
+                        off,
+                        CorruptionKind::Record { bad, valid_record_after: None },
+                    ))
                 }
                 _ => {}
             }
@@ -233,7 +257,10 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
                     return Err(corrupt(
                         path,
                         off,
-                        CorruptionKind::DurableRecordsLost { durable_seq: durable_mark, last_valid_seq: seq - 1 },
+                        CorruptionKind::DurableRecordsLost {
+                            durable_seq: durable_mark,
+                            last_valid_seq: seq - 1,
+                        },
                     ));
                 }
                 let dirty_end = nonzero_end(b, off);
@@ -259,7 +286,10 @@ pub fn scan_journal(dir: &Path) -> Result<Option<JournalScan>, Error> {
         return Err(corrupt(
             &prev_path,
             0,
-            CorruptionKind::DurableRecordsLost { durable_seq: durable_mark, last_valid_seq: seq - 1 },
+            CorruptionKind::DurableRecordsLost {
+                durable_seq: durable_mark,
+                last_valid_seq: seq - 1,
+            },
         ));
     }
     // The predecessor ended without a seal (checked above); appending resumes in it.

@@ -195,7 +195,15 @@ impl SnapshotStore {
         let positions = env.create_database(&mut wtxn, Some("positions")).map_err(lmdb)?;
         let trades = env.create_database(&mut wtxn, Some("trades")).map_err(lmdb)?;
         wtxn.commit().map_err(lmdb)?;
-        Ok(SnapshotStore { env, path: dir.to_path_buf(), meta, instruments, accounts, positions, trades })
+        Ok(SnapshotStore {
+            env,
+            path: dir.to_path_buf(),
+            meta,
+            instruments,
+            accounts,
+            positions,
+            trades,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -221,8 +229,9 @@ impl SnapshotStore {
     /// [`SNAPSHOTS_RETAINED`] in the same transaction.
     pub fn write(&self, snap: &Snapshot, state_hash: u64) -> Result<SnapshotInfo, Error> {
         let seq = snap.last_seq;
-        let created_ns =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let created_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let info = SnapshotInfo {
             seq,
             state_hash,
@@ -234,7 +243,10 @@ impl SnapshotStore {
         };
         let existing = self.list()?;
         if existing.first().is_some_and(|n| n.seq >= seq) {
-            return Err(Error::SnapshotInvalid { seq, why: "not newer than the newest stored snapshot".into() });
+            return Err(Error::SnapshotInvalid {
+                seq,
+                why: "not newer than the newest stored snapshot".into(),
+            });
         }
         let mut wtxn = self.env.write_txn().map_err(lmdb)?;
         let append = PutFlags::APPEND;
@@ -246,7 +258,9 @@ impl SnapshotStore {
                 .put(&mark.to_le_bytes())
                 .put(&last.to_le_bytes())
                 .done();
-            self.instruments.put_with_flags(&mut wtxn, append, &key12(seq, s.id), &v).map_err(lmdb)?;
+            self.instruments
+                .put_with_flags(&mut wtxn, append, &key12(seq, s.id), &v)
+                .map_err(lmdb)?;
         }
         for &(s, collateral) in &snap.accounts {
             let v = W::<ACCOUNT_BYTES>::new()
@@ -264,7 +278,9 @@ impl SnapshotStore {
                 .put(&b.cost.to_le_bytes())
                 .put(&b.realized.to_le_bytes())
                 .done();
-            self.positions.put_with_flags(&mut wtxn, append, &key20(seq, a, i), &v).map_err(lmdb)?;
+            self.positions
+                .put_with_flags(&mut wtxn, append, &key20(seq, a, i), &v)
+                .map_err(lmdb)?;
         }
         for &(t, busted) in &snap.trades {
             let v = W::<TRADE_BYTES>::new()
@@ -276,9 +292,13 @@ impl SnapshotStore {
                 .put(&t.trade_date.to_le_bytes())
                 .put(&[u8::from(busted)])
                 .done();
-            self.trades.put_with_flags(&mut wtxn, append, &key16(seq, t.trade_id), &v).map_err(lmdb)?;
+            self.trades
+                .put_with_flags(&mut wtxn, append, &key16(seq, t.trade_id), &v)
+                .map_err(lmdb)?;
         }
-        self.meta.put_with_flags(&mut wtxn, append, &seq.to_be_bytes(), &encode_meta(&info)).map_err(lmdb)?;
+        self.meta
+            .put_with_flags(&mut wtxn, append, &seq.to_be_bytes(), &encode_meta(&info))
+            .map_err(lmdb)?;
         for old in existing.iter().skip(SNAPSHOTS_RETAINED - 1) {
             self.delete_in(&mut wtxn, old.seq)?;
         }
@@ -306,7 +326,11 @@ impl SnapshotStore {
     pub fn read(&self, seq: Seq) -> Result<(SnapshotInfo, Snapshot), Error> {
         let bad = |why: String| Error::SnapshotInvalid { seq, why };
         let rtxn = self.env.read_txn().map_err(lmdb)?;
-        let meta = self.meta.get(&rtxn, &seq.to_be_bytes()).map_err(lmdb)?.ok_or_else(|| bad("no such snapshot".into()))?;
+        let meta = self
+            .meta
+            .get(&rtxn, &seq.to_be_bytes())
+            .map_err(lmdb)?
+            .ok_or_else(|| bad("no such snapshot".into()))?;
         let info = decode_meta(meta).map_err(bad)?;
         let (lo, hi) = (seq.to_be_bytes(), (seq + 1).to_be_bytes());
         let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
@@ -320,7 +344,12 @@ impl SnapshotStore {
             let mut kr = R { b: k, at: 8 };
             let id = kr.u32_be();
             let mut r = R { b: v, at: 0 };
-            let spec = InstrumentSpec { id, multiplier: r.i64(), margin_bps: r.i64(), settle_days: r.u8() };
+            let spec = InstrumentSpec {
+                id,
+                multiplier: r.i64(),
+                margin_bps: r.i64(),
+                settle_days: r.u8(),
+            };
             snap.instruments.push((spec, r.i64(), r.i64()));
         }
         snap.accounts.reserve(info.accounts as usize);
@@ -331,8 +360,13 @@ impl SnapshotStore {
             }
             let id = R { b: k, at: 8 }.u64_be();
             let mut r = R { b: v, at: 0 };
-            let spec =
-                AccountSpec { id, max_position: r.i64(), max_notional: r.i128(), max_loss: r.i128(), suspended: r.u8() != 0 };
+            let spec = AccountSpec {
+                id,
+                max_position: r.i64(),
+                max_notional: r.i128(),
+                max_loss: r.i128(),
+                suspended: r.u8() != 0,
+            };
             snap.accounts.push((spec, r.i128()));
         }
         snap.positions.reserve(info.positions as usize);
@@ -365,8 +399,16 @@ impl SnapshotStore {
             };
             snap.trades.push((t, r.u8() != 0));
         }
-        let counts = (snap.instruments.len(), snap.accounts.len(), snap.positions.len(), snap.trades.len());
-        if counts != (info.instruments as usize, info.accounts as usize, info.positions as usize, info.trades as usize) {
+        let counts =
+            (snap.instruments.len(), snap.accounts.len(), snap.positions.len(), snap.trades.len());
+        if counts
+            != (
+                info.instruments as usize,
+                info.accounts as usize,
+                info.positions as usize,
+                info.trades as usize,
+            )
+        {
             return Err(bad(format!("row counts {counts:?} differ from meta {info:?}")));
         }
         Ok((info, snap))
@@ -382,7 +424,10 @@ impl SnapshotStore {
         if hash != info.state_hash {
             return Err(Error::SnapshotInvalid {
                 seq,
-                why: format!("state hash {hash:#018x} differs from the stored {:#018x}", info.state_hash),
+                why: format!(
+                    "state hash {hash:#018x} differs from the stored {:#018x}",
+                    info.state_hash
+                ),
             });
         }
         Ok((info, sm))

@@ -51,7 +51,9 @@ pub fn command(seed: u64, seq: Seq) -> Command {
         return Command::AdjustCollateral { account, amount: 10_000_000 * i128::from(PRICE_SCALE) };
     }
     let r = mix(seed ^ seq.wrapping_mul(0xd6e8_feb8_6659_fd93));
-    let pick = |shift: u32, n: u64| (((r.rotate_right(shift) & 0xffff_ffff) as u128 * u128::from(n)) >> 32) as u64;
+    let pick = |shift: u32, n: u64| {
+        (((r.rotate_right(shift) & 0xffff_ffff) as u128 * u128::from(n)) >> 32) as u64
+    };
     let account = 1 + pick(0, ACCOUNTS);
     let instrument = 1 + pick(8, u64::from(INSTRUMENTS)) as InstrumentId;
     let price = (90 + pick(16, 20) as i64) * PRICE_SCALE + pick(24, 100) as i64 * 1_000_000;
@@ -77,8 +79,13 @@ pub fn command(seed: u64, seq: Seq) -> Command {
             qty: 1 + pick(40, 500) as i64,
             price,
         },
-        93..=95 => Command::BustTrade { trade_id: SETUP_RECORDS + 1 + pick(32, seq - SETUP_RECORDS) },
-        _ => Command::AdjustCollateral { account, amount: (pick(32, 2_000) as i128 - 1_000) * i128::from(PRICE_SCALE) },
+        93..=95 => {
+            Command::BustTrade { trade_id: SETUP_RECORDS + 1 + pick(32, seq - SETUP_RECORDS) }
+        }
+        _ => Command::AdjustCollateral {
+            account,
+            amount: (pick(32, 2_000) as i128 - 1_000) * i128::from(PRICE_SCALE),
+        },
     }
 }
 

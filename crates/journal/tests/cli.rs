@@ -7,8 +7,10 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 
 fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_novate-journal")).args(args).output().expect("run cli");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_novate-journal")).args(args).output().expect("run cli");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -46,7 +48,10 @@ fn verify_refuses_corruption_repair_truncates_and_recover_continues() {
 
     let (ok, text) = cli(&["verify", dir]);
     assert!(!ok, "verify must fail on corruption: {text}");
-    assert!(text.contains(&seg.display().to_string()) && text.contains(&format!("offset {offset}")), "{text}");
+    assert!(
+        text.contains(&seg.display().to_string()) && text.contains(&format!("offset {offset}")),
+        "{text}"
+    );
     let (ok, _) = cli(&["recover", dir]);
     assert!(!ok, "recover must refuse a corrupt journal");
 

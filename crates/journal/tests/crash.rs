@@ -75,7 +75,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         let rec = recover(dir, synthetic::limits(), opts())
             .unwrap_or_else(|e| panic!("iteration {i}: recovery failed after kill -9: {e}"));
         let last = rec.last_seq;
-        assert!(last >= acked_max, "iteration {i}: acknowledged {acked_max} but recovered only {last}");
+        assert!(
+            last >= acked_max,
+            "iteration {i}: acknowledged {acked_max} but recovered only {last}"
+        );
         snapshots_used += usize::from(rec.snapshot.is_some());
         truncations += usize::from(rec.open.truncated.is_some());
 
@@ -86,7 +89,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         let mut expect = first;
         while let Some(r) = reader.next().unwrap() {
             assert_eq!(r.seq, expect);
-            assert_eq!(decode_command(r.seq, r.payload).unwrap(), (r.seq, synthetic::command(SEED, r.seq)));
+            assert_eq!(
+                decode_command(r.seq, r.payload).unwrap(),
+                (r.seq, synthetic::command(SEED, r.seq))
+            );
             expect += 1;
         }
         assert_eq!(expect, last + 1, "iteration {i}: records {first}..={last} not all readable");
@@ -98,7 +104,11 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         for seq in model.last_seq() + 1..=last {
             let _ = model.apply(&synthetic::command(SEED, seq), seq, seq);
         }
-        assert_eq!(rec.state.state_hash(), model.state_hash(), "iteration {i}: recovered state differs at seq {last}");
+        assert_eq!(
+            rec.state.state_hash(),
+            model.state_hash(),
+            "iteration {i}: recovered state differs at seq {last}"
+        );
         drop(rec);
     }
     eprintln!(

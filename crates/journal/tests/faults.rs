@@ -111,7 +111,10 @@ fn bit_flip_in_the_middle_is_corruption_named_by_segment_and_offset() {
     flip(&segs[0].1, at(50) + RECORD_HEADER_BYTES as u64 + 7, 0x04);
     let c = corruption(t.path());
     assert_eq!((c.segment.clone(), c.offset), (segs[0].1.clone(), at(50)));
-    assert_eq!(c.kind, CorruptionKind::Record { bad: BadRecord::Checksum, valid_record_after: Some(at(51)) });
+    assert_eq!(
+        c.kind,
+        CorruptionKind::Record { bad: BadRecord::Checksum, valid_record_after: Some(at(51)) }
+    );
     // The reader checks every record too.
     let mut r = Reader::open(t.path(), 1).unwrap();
     let err = loop {
@@ -132,7 +135,10 @@ fn bit_flip_in_a_header_sequence_number_is_corruption() {
     flip(&segs[0].1, at(30) + 8, 0x01);
     let c = corruption(t.path());
     assert_eq!(c.offset, at(30));
-    assert!(matches!(c.kind, CorruptionKind::Record { bad: BadRecord::Checksum, valid_record_after: Some(_) }));
+    assert!(matches!(
+        c.kind,
+        CorruptionKind::Record { bad: BadRecord::Checksum, valid_record_after: Some(_) }
+    ));
 }
 
 #[test]
@@ -166,7 +172,11 @@ fn zeroed_page_in_the_middle_is_corruption() {
     let first_hit = (page - SEGMENT_DATA_OFFSET as u64) / REC as u64 + 1; // record straddling the page start
     assert_eq!(c.offset, at(first_hit));
     assert!(
-        matches!(c.kind, CorruptionKind::Record { valid_record_after: Some(_), .. } | CorruptionKind::ZeroedRecords { .. }),
+        matches!(
+            c.kind,
+            CorruptionKind::Record { valid_record_after: Some(_), .. }
+                | CorruptionKind::ZeroedRecords { .. }
+        ),
         "{c}"
     );
     assert_repaired_to(t.path(), first_hit - 1);
@@ -193,10 +203,20 @@ fn deleted_middle_segment_is_missing_records() {
     std::fs::remove_file(&segs[1].1).unwrap();
     let c = corruption(t.path());
     assert_eq!(c.segment, segs[2].1);
-    assert_eq!(c.kind, CorruptionKind::MissingRecords { expected_first_seq: segs[1].0, found_first_seq: segs[2].0 });
+    assert_eq!(
+        c.kind,
+        CorruptionKind::MissingRecords {
+            expected_first_seq: segs[1].0,
+            found_first_seq: segs[2].0
+        }
+    );
     // Repair moves the orphaned segments aside; the durable mark they carried goes with them.
     assert_repaired_to(t.path(), segs[1].0 - 1);
-    assert!(std::fs::read_dir(t.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("quarantine-")));
+    assert!(std::fs::read_dir(t.path()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("quarantine-")));
 }
 
 #[test]
@@ -217,7 +237,10 @@ fn flipped_segment_header_is_corruption() {
     let segs = journal(t.path(), 10, Policy::None);
     flip(&segs[0].1, 30, 0x01);
     let c = corruption(t.path());
-    assert_eq!((c.offset, c.kind), (0, CorruptionKind::SegmentHeader("segment header checksum mismatch")));
+    assert_eq!(
+        (c.offset, c.kind),
+        (0, CorruptionKind::SegmentHeader("segment header checksum mismatch"))
+    );
 }
 
 #[test]

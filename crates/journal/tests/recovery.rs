@@ -54,7 +54,10 @@ fn replay_equals_live() {
     let mut r = Reader::open(&jdir, 1).unwrap();
     while let Some(rec) = r.next().unwrap() {
         assert_eq!(rec.ts, rec.seq * 1_000);
-        assert_eq!(decode_command(rec.seq, rec.payload).unwrap(), (rec.seq, synthetic::command(SEED, rec.seq)));
+        assert_eq!(
+            decode_command(rec.seq, rec.payload).unwrap(),
+            (rec.seq, synthetic::command(SEED, rec.seq))
+        );
     }
 }
 
@@ -108,7 +111,10 @@ fn a_snapshot_that_fails_verification_falls_back_to_the_previous_one() {
             let _ = sm.apply(&synthetic::command(SEED, seq), seq, 0);
         }
         store.write(&sm.export(), sm.state_hash() ^ 1).unwrap();
-        assert!(matches!(store.load(8_000, limits()), Err(Error::SnapshotInvalid { seq: 8_000, .. })));
+        assert!(matches!(
+            store.load(8_000, limits()),
+            Err(Error::SnapshotInvalid { seq: 8_000, .. })
+        ));
     }
     let rec = recover(t.path(), limits(), opts()).unwrap();
     assert_eq!(rec.snapshot.map(|s| s.seq), Some(4_000));
@@ -181,7 +187,10 @@ fn snapshotter_writes_on_its_thread_and_retention_follows() {
     assert_eq!((w.info.seq, w.info.state_hash), (20_001, sm.state_hash()));
     snapshotter.shutdown();
     j.close().unwrap();
-    assert_eq!(store.list().unwrap().iter().map(|i| i.seq).collect::<Vec<_>>(), vec![20_001, 20_000]);
+    assert_eq!(
+        store.list().unwrap().iter().map(|i| i.seq).collect::<Vec<_>>(),
+        vec![20_001, 20_000]
+    );
     assert!(scan::list_segments(&jdir).unwrap()[0].0 > 1, "retention removed old segments");
     drop(store);
     let rec = recover(t.path(), limits(), opts()).unwrap();

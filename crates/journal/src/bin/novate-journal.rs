@@ -32,7 +32,10 @@ fn main() -> ExitCode {
             Ok(seed) => crash_writer(Path::new(&args[2]), seed),
             Err(_) => Err("SEED must be a number".to_string()),
         },
-        _ => Err("usage: novate-journal verify|repair|recover DATA_DIR | crash-writer DATA_DIR SEED".to_string()),
+        _ => {
+            Err("usage: novate-journal verify|repair|recover DATA_DIR | crash-writer DATA_DIR SEED"
+                .to_string())
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,12 +93,14 @@ fn recover_cmd(dir: &Path) -> Result<(), String> {
 }
 
 fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
-    let opts = Options { segment_bytes: CRASH_SEGMENT_BYTES, policy: Policy::Fsync, ..Options::default() };
+    let opts =
+        Options { segment_bytes: CRASH_SEGMENT_BYTES, policy: Policy::Fsync, ..Options::default() };
     let rec = recover(dir, synthetic::limits(), opts).map_err(|e| e.to_string())?;
     let (mut sm, mut journal) = (rec.state, rec.journal);
     let out = std::io::stdout();
     let mut out = out.lock();
-    writeln!(out, "recovered {} {:#018x}", rec.last_seq, sm.state_hash()).map_err(|e| e.to_string())?;
+    writeln!(out, "recovered {} {:#018x}", rec.last_seq, sm.state_hash())
+        .map_err(|e| e.to_string())?;
     let snapshotter = Snapshotter::spawn(rec.snapshots.clone());
     let watermark = journal.watermark();
     let mut acked = journal.durable();
