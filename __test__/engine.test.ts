@@ -71,6 +71,28 @@ describe('Engine.open with threads.stages = "fused" (one pipeline thread)', () =
 describe('Engine.open', () => {
   clearingSuite(async () => Engine.open(small));
 
+  it('threads.prefault commits the state tables at open and says so', async () => {
+    const e = Engine.open({ ...small, threads: { prefault: true } });
+    try {
+      const line = e.startReport().find((l) => l.includes('committed at start-up'));
+      // "memory: D of A MiB ...": a 100k-trade index and records are several MiB, all committed.
+      const [done, asked] = (line ?? '').split(' ').map(Number).filter((n) => !Number.isNaN(n));
+      expect(done).toBeGreaterThanOrEqual(4);
+      expect(done).toBe(asked);
+      await setup(e);
+      await e.clearTrade({ tradeId: 1n, buy: 1n, sell: 2n, instrument: 7n, qty: 3n, price: price('100'), tradeDate: 20261125 });
+      expect((await e.position(1n, 7n))?.qty).toBe(3n);
+    } finally {
+      await e.close();
+    }
+    const lazy = Engine.open(small);
+    try {
+      expect(lazy.startReport().some((l) => l.includes('committed at start-up'))).toBe(false);
+    } finally {
+      await lazy.close();
+    }
+  });
+
   it('a malformed configuration is a ConfigError naming the key and the reason', () => {
     const e1 = (() => {
       try {

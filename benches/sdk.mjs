@@ -32,7 +32,8 @@ const fmt = (xs, unit, scale = 1) => `median ${(pct(xs, 0.5) * scale).toFixed(2)
 function open(extra = {}) {
   const e = Engine.open({
     engine: { accounts_max: 1001, instruments_max: 8, positions_max: 4096, trades_max: 4_000_000, ...extra },
-    threads: { stages: STAGES, combine: COMBINE },
+    // prefault: commit the state tables at open (threads.prefault), as in production.
+    threads: { stages: STAGES, combine: COMBINE, prefault: true },
   });
   const setup = [
     { type: 'upsertInstrument', instrument: { id: 1n, multiplier: 1n, marginBps: 500n, settleDays: 2 } },

@@ -40,6 +40,7 @@ fn config(data_dir: &str, policy: DurabilityPolicy) -> Config {
     c.engine.instruments_max = 16;
     c.engine.positions_max = 20_000;
     c.engine.trades_max = 4_000_000;
+    c.threads.prefault = true;
     c
 }
 
@@ -126,7 +127,7 @@ fn pipeline(cfg: &Config, n: u64, samples: u64) -> (f64, Histogram<u64>) {
 /// The peer: the bare state machine on this thread, same commands.
 fn bare(n: u64) -> f64 {
     let mut sm = StateMachine::new(config("", DurabilityPolicy::None).limits()).expect("limits");
-    // The pipeline commits its tables at start-up (threads.prefault, on by default): so does
+    // The pipeline commits its tables at start-up (threads.prefault, set above): so does
     // its peer, so that neither pays first-touch page faults in the timed part.
     sm.prefault();
     let mut seq = 0;

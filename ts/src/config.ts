@@ -24,7 +24,7 @@ export interface EngineConfig {
     pin: number[];
     fifo_priority: number;
     huge_pages: 'normal' | 'thp' | 'locked';
-    /** Commit the state tables at start-up so no command takes a page fault (default true). */
+    /** Commit the state tables at start-up so no command takes a page fault (default false; for production and benchmarks). */
     prefault: boolean;
   }>;
   net?: Partial<{ listen: string; connections_max: number; write_timeout_ms: number; busy_poll_us: number }>;
