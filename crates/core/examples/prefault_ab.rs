@@ -8,8 +8,12 @@ use std::time::Instant;
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let limits =
-        Limits { accounts_max: 1_001, instruments_max: 16, positions_max: 20_000, trades_max: 4_000_000 };
+    let limits = Limits {
+        accounts_max: 1_001,
+        instruments_max: 16,
+        positions_max: 20_000,
+        trades_max: 4_000_000,
+    };
     let n = 1_000_000u64;
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for r in 0..rounds {
@@ -43,7 +47,11 @@ fn main() {
         let rate = n as f64 / t.elapsed().as_secs_f64() / 1e6;
         assert_eq!(ok, n);
         println!("round {r} prefault={prefault}: {rate:.2} M trades/s");
-        if prefault { on.push(rate) } else { off.push(rate) }
+        if prefault {
+            on.push(rate)
+        } else {
+            off.push(rate)
+        }
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
