@@ -232,23 +232,11 @@ pub unsafe fn zeroed_slice<T>(n: usize) -> Box<[T]> {
 /// elsewhere). Only whole 4 KiB pages inside the range are advised; failure is ignored because
 /// the advice never changes results.
 pub fn advise_huge_pages(ptr: *const u8, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        const MADV_HUGEPAGE: i32 = 14;
-        extern "C" {
-            fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
-        }
-        let start = (ptr as usize).div_ceil(PAGE) * PAGE;
-        let end = (ptr as usize + len) / PAGE * PAGE;
-        if end > start {
-            // SAFETY: the range lies inside one live allocation of ours; MADV_HUGEPAGE does not
-            // change its contents or validity.
-            let _ = unsafe { madvise(start as *mut u8, end - start, MADV_HUGEPAGE) };
-        }
+    const MADV_HUGEPAGE: i32 = 14;
+    let (start, end) = ((ptr as usize).div_ceil(PAGE) * PAGE, (ptr as usize + len) / PAGE * PAGE);
+    if end > start {
+        let _ = madvise_pages(start, end, MADV_HUGEPAGE);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, len);
 }
 
 /// Commit the pages of `[ptr, ptr + len)` now, writable (`madvise(MADV_POPULATE_WRITE)`, Linux
@@ -258,25 +246,29 @@ pub fn advise_huge_pages(ptr: *const u8, len: usize) {
 /// pages, which belong to mappings of ours. Returns whether the kernel did it (an older kernel
 /// refuses with `EINVAL`, and nothing else happens; elsewhere than Linux: `false`).
 pub fn populate(ptr: *const u8, len: usize) -> bool {
+    const MADV_POPULATE_WRITE: i32 = 23;
+    let (start, end) = (ptr as usize / PAGE * PAGE, (ptr as usize + len).div_ceil(PAGE) * PAGE);
+    len == 0 || madvise_pages(start, end, MADV_POPULATE_WRITE)
+}
+
+const PAGE: usize = 4096;
+
+/// `madvise(start, end - start, advice)` on page-aligned bounds of memory of ours; whether the
+/// kernel accepted it (`false` elsewhere than Linux). Callers pass only advice that changes no
+/// contents (`MADV_HUGEPAGE`, `MADV_POPULATE_WRITE`).
+fn madvise_pages(start: usize, end: usize, advice: i32) -> bool {
     #[cfg(target_os = "linux")]
     {
-        const PAGE: usize = 4096;
-        const MADV_POPULATE_WRITE: i32 = 23;
         extern "C" {
             fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
         }
-        if len == 0 {
-            return true;
-        }
-        let start = ptr as usize / PAGE * PAGE;
-        let end = (ptr as usize + len).div_ceil(PAGE) * PAGE;
         // SAFETY: every page of the range holds bytes of a live allocation of ours, so it is
-        // mapped; MADV_POPULATE_WRITE only faults the pages in and never changes contents.
-        unsafe { madvise(start as *mut u8, end - start, MADV_POPULATE_WRITE) == 0 }
+        // mapped; the callers' advice never changes its contents or validity.
+        unsafe { madvise(start as *mut u8, end - start, advice) == 0 }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (ptr, len);
+        let _ = (start, end, advice);
         false
     }
 }

@@ -492,7 +492,7 @@ fn a_data_dir_survives_restarts_under_both_policies() {
     }
 }
 
-/// `threads.prefault` (on by default) commits the state tables at start-up and says so; off,
+/// `threads.prefault` (off by default) commits the state tables at start-up and says so; off,
 /// nothing is said and the same commands give the same answers and state.
 #[test]
 fn start_up_commits_the_state_tables_unless_told_not_to() {
