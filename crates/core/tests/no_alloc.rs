@@ -5,15 +5,31 @@ mod common;
 use common::*;
 use novate_core::*;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Allocations made by this thread. Per thread, not global: libtest's main thread does its
+    /// own bookkeeping (allocating) while the test thread runs, and on a loaded machine that
+    /// overlaps the measured section. Const-initialised and without a destructor, so reading
+    /// it from inside the allocator never allocates.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: a thread being torn down may still free/allocate after its TLS is gone.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
 
 // SAFETY: delegates to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -22,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -72,14 +88,19 @@ fn apply_and_apply_batch_never_allocate() {
         .map(|(i, c)| Sequenced { seq: 1_000_000 + i as u64, ts: 0, cmd: *c })
         .collect();
 
+    // The counter sees this thread's allocations (else the zero below would prove nothing).
+    let probe = allocations();
+    drop(std::hint::black_box(Box::new(probe)));
+    assert_eq!(allocations() - probe, 1, "the counting allocator counts");
+
     let mut sm = StateMachine::new(limits).unwrap();
     let mut accepted = 0u64;
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for (i, c) in first.iter().enumerate() {
         accepted += u64::from(sm.apply(c, i as u64 + 1, 0).is_ok());
     }
     sm.apply_batch(&batch, |_, r| accepted += u64::from(r.is_ok()));
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = allocations();
     assert_eq!(after - before, 0, "apply allocated {} times", after - before);
     assert!(accepted > cmds.len() as u64 / 2, "the workload must mostly succeed: {accepted}");
     assert!(sm.positions_len() > 1_000, "{}", sm.positions_len());
