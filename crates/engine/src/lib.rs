@@ -30,7 +30,7 @@ pub use durability::{Journal, MemJournal, MemSnapshots, SnapshotStore};
 pub use pipeline::{
     event_account, event_kind, Answer, AnswerKind, Answers, CallError, Client, ClientMaker,
     Combined, Engine, EngineError, EventFilter, Metrics, ShutdownReport, StartReport, SubStatus,
-    SubmitError, Submitter, Subscription,
+    SubStop, SubmitError, Submitter, Subscription,
 };
 pub use server::{Server, ServerHandle};
 pub use views::{Published, Views};

@@ -227,6 +227,9 @@ enum Control {
 struct SubState {
     /// Set by the reader: stop delivering.
     closed: AtomicBool,
+    /// Set through a [`SubStop`]: deliver no event of a command submitted after it was set
+    /// (what is buffered stays to be read; the reader still sees the subscription open).
+    stopped: AtomicBool,
     /// Set by egress: the buffer was full and events were not delivered from then on.
     overflowed: AtomicBool,
     waker: Mutex<Option<Thread>>,
@@ -690,6 +693,7 @@ fn subscribe(shared: &Arc<Shared>, filter: EventFilter) -> Subscription {
         spsc::channel(shared.subscriber_buffer).expect("validated power of two");
     let state = Arc::new(SubState {
         closed: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
         overflowed: AtomicBool::new(false),
         waker: Mutex::new(None),
     });
@@ -1402,8 +1406,23 @@ impl Egress {
                 false
             }
             Out::Event { seq, event } => {
+                // A subscription made before this event's command was submitted has its
+                // registration in the control queue by now (and is counted in `subscribers`),
+                // but this stage may have looked at the queue before it got there: take it now,
+                // so that it misses none of the events it was promised. Relaxed: the command's
+                // hand-off (Release/Acquire through the rings) orders the count's increment
+                // before this load.
+                if shared.subscribers.load(Ordering::Relaxed) != self.subs.len() {
+                    self.apply_control();
+                }
                 for sub in self.subs.iter_mut() {
-                    if sub.state.overflowed.load(Ordering::Relaxed) || !sub.filter.matches(&event) {
+                    let st = &sub.state;
+                    // Relaxed (`stopped`): set before the commands it must cut off were
+                    // submitted, so ordered before this load by their hand-off, as above.
+                    if st.overflowed.load(Ordering::Relaxed)
+                        || st.stopped.load(Ordering::Relaxed)
+                        || !sub.filter.matches(&event)
+                    {
                         continue;
                     }
                     if sub.producer.try_push((seq, event)).is_err() {
@@ -1878,6 +1897,12 @@ impl Subscription {
         })
     }
 
+    /// A handle that stops this subscription's delivery from another place (a connection's
+    /// reader, on `Unsubscribe`, while its writer still owns the subscription).
+    pub fn stopper(&self) -> SubStop {
+        SubStop(self.state.clone())
+    }
+
     pub fn close(&mut self) {
         self.done = true;
         self.state.closed.store(true, Ordering::Release);
@@ -1885,8 +1910,94 @@ impl Subscription {
     }
 }
 
+/// Stops a subscription's delivery ([`Subscription::stopper`]).
+#[derive(Clone)]
+pub struct SubStop(Arc<SubState>);
+
+impl SubStop {
+    /// From now on, no event of a command submitted after this call reaches the subscription;
+    /// the events already buffered stay to be read.
+    pub fn stop(&self) {
+        // Relaxed: every command this must cut off is submitted after it on this thread, and
+        // that submission's Release (then egress's Acquire) orders this store before egress
+        // looks at the flag.
+        self.0.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// The subscription was dropped (or the engine shut down): nothing left to stop.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Relaxed)
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durability::{MemJournal, MemSnapshots};
+
+    /// A subscription registered with `egress` (through its control queue, counted as
+    /// `subscribe` counts it) and its reading end.
+    fn subscribe_into(
+        shared: &Shared,
+        control: &CountedTx<Control>,
+    ) -> (spsc::Consumer<(Seq, Event)>, SubStop) {
+        let (producer, consumer) = spsc::channel(8).unwrap();
+        let state = Arc::new(SubState {
+            closed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        });
+        shared.subscribers.fetch_add(1, Ordering::SeqCst);
+        let stop = SubStop(state.clone());
+        control
+            .send(Control::Subscribe { filter: EventFilter::default(), producer, state })
+            .unwrap();
+        (consumer, stop)
+    }
+
+    fn event(seq: Seq) -> Out {
+        Out::Event { seq, event: Event::TradeCleared { trade_id: seq } }
+    }
+
+    fn read(c: &mut spsc::Consumer<(Seq, Event)>) -> Vec<Seq> {
+        let mut seqs = Vec::new();
+        c.read(|(s, _)| seqs.push(s), 8);
+        seqs
+    }
+
+    /// Egress looks at its control queue once per step; a subscription registered just after
+    /// that look, and a command submitted after it, must not lose the command's events to the
+    /// step already under way. Then a stopped subscription gets no later event but keeps what
+    /// it had.
+    #[test]
+    fn egress_takes_a_late_registration_before_an_event_and_honours_a_stop() {
+        let mut c = Config::default();
+        c.engine.accounts_max = 8;
+        c.engine.instruments_max = 4;
+        c.engine.positions_max = 16;
+        c.engine.trades_max = 64;
+        let engine =
+            Engine::start(&c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+        let shared = engine.shared.clone();
+        let (tx, rx) = counted::channel();
+        let mut e = Egress::new(rx);
+        e.apply_pending_control(); // the step's look: nothing registered yet
+        let (mut sub, stop) = subscribe_into(&shared, &tx);
+        assert!(!e.route(&shared, event(1)));
+        assert_eq!(read(&mut sub), vec![1], "the event of a command after the subscription");
+        assert!(!e.route(&shared, event(2)));
+        stop.stop();
+        assert!(!e.route(&shared, event(3)));
+        assert_eq!(read(&mut sub), vec![2], "delivered before the stop, none after");
+        assert!(!stop.is_closed());
+        shared.subscribers.fetch_sub(1, Ordering::SeqCst);
+        engine.shutdown();
     }
 }

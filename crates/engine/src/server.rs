@@ -51,6 +51,7 @@
 //!   the engine or other connections.
 //! - At most `net.connections_max` connections; more are closed at once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -72,8 +73,8 @@ use novate_wire::{Message, RejectCode, SubscriptionState};
 
 use crate::config::Config;
 use crate::pipeline::{
-    AnswerKind, Answers, ClientMaker, Engine, EngineError, EventFilter, SubStatus, Submitter,
-    Subscription,
+    AnswerKind, Answers, ClientMaker, Engine, EngineError, EventFilter, SubStatus, SubStop,
+    Submitter, Subscription,
 };
 use crate::views::Views;
 
@@ -85,6 +86,8 @@ pub struct Server {
     conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
     listener: Option<JoinHandle<()>>,
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Connections being served.
+    active: Arc<AtomicUsize>,
 }
 
 /// What a handle to a running server can do from another thread (signal handling).
@@ -120,7 +123,7 @@ impl Server {
             active: active.clone(),
         };
         let max = cfg.net.connections_max;
-        let (st, cs, ws) = (stop.clone(), conns.clone(), workers.clone());
+        let (st, cs, ws, served) = (stop.clone(), conns.clone(), workers.clone(), active.clone());
         let listener_thread = thread::Builder::new()
             .name("novate-listener".into())
             .spawn(move || {
@@ -181,7 +184,13 @@ impl Server {
             conns,
             listener: Some(listener_thread),
             workers,
+            active: served,
         })
+    }
+
+    /// Connections being served now (accepted and not yet ended).
+    pub fn connections(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -285,7 +294,7 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
         let _ = writer.join();
         return;
     };
-    let out = Deliver { writer: w, thread: writer.thread().clone() };
+    let out = Deliver { writer: w, thread: writer.thread().clone(), stops: RefCell::default() };
     read_loop(sock.try_clone().ok(), &sub, &ctx, &ltx, &dead, &out);
     let _ = ltx.send(Local::Close);
     out.thread.unpark();
@@ -298,6 +307,10 @@ fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
 struct Deliver {
     writer: Arc<Mutex<Writer>>,
     thread: thread::Thread,
+    /// The reader's handles on the subscriptions it handed the writer, by request id: an
+    /// `Unsubscribe` stops delivery at once, so that no event of a command read after it goes
+    /// out, however late the writer takes the `Local::Unsubscribe`.
+    stops: RefCell<Vec<(u64, SubStop)>>,
 }
 
 impl Deliver {
@@ -516,11 +529,22 @@ fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &LocalTx, out: &De
             } else {
                 let account = (account != 0).then_some(account);
                 let s = ctx.maker.subscribe(EventFilter { kinds, account });
+                let mut stops = out.stops.borrow_mut();
+                stops.retain(|(_, st)| !st.is_closed());
+                stops.push((request_id, s.stopper()));
                 let _ = local.send(Local::Subscribe { id: request_id, sub: Box::new(s) });
             }
             return true;
         }
         Request::Unsubscribe { subscription, .. } => {
+            // (A Subscribe refused for a taken id left its handle here too: stopping it as
+            // well is harmless, it was dropped.)
+            out.stops.borrow_mut().retain(|(id, st)| {
+                if *id == subscription {
+                    st.stop();
+                }
+                *id != subscription
+            });
             let _ = local.send(Local::Unsubscribe { id: subscription });
             return true;
         }
@@ -940,13 +964,19 @@ mod tests {
     fn a_polling_read_takes_bytes_that_arrive_while_it_polls() {
         for poll_ms in [0u64, 2_000] {
             let (mut client, mut server) = pair();
+            let (read_done, wait_read) = mpsc::channel::<()>();
             let sender = thread::spawn(move || {
-                thread::sleep(Duration::from_millis(200));
+                if poll_ms == 0 {
+                    let _ = wait_read.recv(); // only after the read gave up
+                } else {
+                    thread::sleep(Duration::from_millis(200));
+                }
                 client.write_all(b"frame").unwrap();
                 client // keep the connection open until joined
             });
             let mut buf = [0u8; 16];
             let got = read_polling(&mut server, &mut buf, Duration::from_millis(poll_ms));
+            let _ = read_done.send(());
             if poll_ms == 0 {
                 // Blocking at once: the 20 ms read timeout fires before the bytes come.
                 let e = got.unwrap_err();
