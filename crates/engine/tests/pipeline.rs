@@ -2,8 +2,7 @@
 //! drop), events in order with an overflow signal for slow readers, views that agree with the
 //! state machine, and restart recovery to the same state hash.
 
-use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use novate_core::*;
@@ -43,51 +42,7 @@ fn setup_cmds() -> Vec<Command> {
 
 use common::trade_in_7 as trade;
 
-/// A journal whose commit waits until the test opens the gate.
-#[derive(Clone)]
-struct GatedJournal {
-    inner: MemJournal,
-    gate: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl GatedJournal {
-    fn new() -> GatedJournal {
-        GatedJournal {
-            inner: MemJournal::new(),
-            gate: Arc::new((Mutex::new(false), Condvar::new())),
-        }
-    }
-    fn open(&self) {
-        *self.gate.0.lock().unwrap() = true;
-        self.gate.1.notify_all();
-    }
-}
-
-impl Journal for GatedJournal {
-    fn append(&mut self, batch: &[Sequenced]) -> io::Result<()> {
-        self.inner.append(batch)
-    }
-    fn commit(&mut self) -> io::Result<()> {
-        let mut open = self.gate.0.lock().unwrap();
-        while !*open {
-            open = self.gate.1.wait(open).unwrap();
-        }
-        drop(open);
-        self.inner.commit()
-    }
-    fn replay(&mut self, from: Seq, f: &mut dyn FnMut(&Sequenced)) -> io::Result<u64> {
-        self.inner.replay(from, f)
-    }
-    fn last_seq(&self) -> Seq {
-        self.inner.last_seq()
-    }
-    fn describe(&self) -> String {
-        "gated".into()
-    }
-    fn commit_waits(&self) -> bool {
-        true // on the test's gate
-    }
-}
+use common::GatedJournal;
 
 #[test]
 fn acks_come_only_after_the_journal_commit() {

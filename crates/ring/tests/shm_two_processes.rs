@@ -16,11 +16,10 @@ impl TempDir {
         } else {
             std::env::temp_dir()
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = base.join(format!("novate-ring-test-{}-{nanos}", std::process::id()));
+        // Unique per process and per call: the tests of this binary run at the same moment.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("novate-ring-test-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
         TempDir(dir)
     }

@@ -49,3 +49,53 @@ pub fn trade_in_7(id: u64, buy: u64, sell: u64, qty: i64, price: i64) -> novate_
         trade_date: 20261125,
     })
 }
+
+/// A journal whose commit waits until the test opens the gate.
+#[derive(Clone)]
+pub struct GatedJournal {
+    pub inner: novate_engine::MemJournal,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl GatedJournal {
+    pub fn new() -> GatedJournal {
+        GatedJournal {
+            inner: novate_engine::MemJournal::new(),
+            gate: std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+        }
+    }
+    pub fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl novate_engine::Journal for GatedJournal {
+    fn append(&mut self, batch: &[novate_core::Sequenced]) -> std::io::Result<()> {
+        self.inner.append(batch)
+    }
+    fn commit(&mut self) -> std::io::Result<()> {
+        let mut open = self.gate.0.lock().unwrap();
+        while !*open {
+            open = self.gate.1.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.commit()
+    }
+    fn replay(
+        &mut self,
+        from: novate_core::Seq,
+        f: &mut dyn FnMut(&novate_core::Sequenced),
+    ) -> std::io::Result<u64> {
+        self.inner.replay(from, f)
+    }
+    fn last_seq(&self) -> novate_core::Seq {
+        self.inner.last_seq()
+    }
+    fn describe(&self) -> String {
+        "gated".into()
+    }
+    fn commit_waits(&self) -> bool {
+        true // on the test's gate
+    }
+}
