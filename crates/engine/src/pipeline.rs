@@ -523,6 +523,7 @@ impl Engine {
             final_report: fr,
             cmds: Vec::with_capacity(e.batch_max),
             meta: Vec::with_capacity(e.batch_max),
+            outs: Vec::with_capacity(e.batch_max * OUTS_PER_COMMAND),
         };
         let q = Sequencer::new(journal, last_seq, e.batch_max);
         // Fused: the whole pipeline is built here and put where submitters can step it; split:
@@ -1097,6 +1098,10 @@ fn push_all<T: Copy>(
 
 // ---- state machine -------------------------------------------------------------------------
 
+/// Room reserved per command of a batch for its answer and events (a trade's answer and three
+/// to seven events); a run with more (a mark moving many holders) grows the buffer once.
+const OUTS_PER_COMMAND: usize = 8;
+
 struct SmThread {
     sm: StateMachine,
     publisher: Publisher,
@@ -1109,6 +1114,8 @@ struct SmThread {
     /// Scratch for one run of commands and their (sink, request id).
     cmds: Vec<Sequenced>,
     meta: Vec<(u32, u64)>,
+    /// The run's answers and events, held until its views are published.
+    outs: Vec<Out>,
 }
 
 /// Where the state machine's answers and events go: the egress thread's ring (waiting for
@@ -1219,6 +1226,7 @@ impl SmThread {
         let with_events = shared.subscribers.load(Ordering::Relaxed) > 0;
         let publisher = &mut self.publisher;
         let views = &*self.views;
+        let outs = &mut self.outs;
         let mut rejects = 0u64;
         let mut events = 0u64;
         self.sm.apply_batch_with(cmds, |i, r, sm| {
@@ -1228,9 +1236,7 @@ impl SmThread {
                 Ok(evs) => {
                     publisher.note(views, sm, s.seq, evs);
                     if with_events {
-                        for e in evs {
-                            out.push(Out::Event { seq: s.seq, event: *e });
-                        }
+                        outs.extend(evs.iter().map(|e| Out::Event { seq: s.seq, event: *e }));
                     }
                     events += evs.len() as u64;
                     AnswerKind::Ack { seq: s.seq, ts: s.ts }
@@ -1240,10 +1246,15 @@ impl SmThread {
                     AnswerKind::Reject { seq: s.seq, reason }
                 }
             };
-            out.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+            outs.push(Out::Answer { sink, answer: Answer { request_id, kind } });
         });
         let last = cmds.last().map_or(0, |s| s.seq);
         self.publisher.publish(&self.sm, &self.views, last);
+        // Only now do the answers and events go out: whoever sees one (a client spinning on
+        // its ring sees it the moment egress routes it) finds the views of its batch published.
+        for o in self.outs.drain(..) {
+            out.push(o);
+        }
         let m = &shared.metrics;
         bump(&m.commands, cmds.len() as u64);
         bump(&m.rejects, rejects);

@@ -399,6 +399,38 @@ fn many_clients_on_many_threads_all_get_their_own_answers() {
     assert_eq!(v.qty, 2000);
 }
 
+/// Whoever gets an answer finds the views published at least up to its seq: with two clients
+/// the state machine's runs hold several commands, and an answer routed the moment its command
+/// was applied (before the run's views were published) would be seen, by a client spinning on
+/// its ring, with the views one batch behind.
+#[test]
+fn an_answer_is_never_seen_before_the_views_of_its_batch() {
+    let mut c = cfg();
+    c.threads.wait = "spin-yield".into();
+    let engine = Arc::new(start(&c));
+    let mut setup = engine.client();
+    for cmd in setup_cmds() {
+        setup.call(cmd).unwrap();
+    }
+    let threads: Vec<_> = (0..2u64)
+        .map(|t| {
+            let e = engine.clone();
+            std::thread::spawn(move || {
+                let mut c = e.client();
+                for i in 0..3_000u64 {
+                    let id = 1 + t * 10_000 + i;
+                    let (seq, _) = c.call(trade(id, 1 + t, 2 - t, 1, 100 * PRICE_SCALE)).unwrap();
+                    let seen = e.views().seq();
+                    assert!(seen >= seq, "answer of seq {seq} seen with views at {seen}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn a_data_dir_survives_restarts_under_both_policies() {
     for policy in [DurabilityPolicy::None, DurabilityPolicy::Fsync] {
@@ -564,6 +596,7 @@ mod fused {
         restart_recovers_the_same_state_from_snapshot_and_journal,
         shutdown_answers_everything_accepted_and_then_refuses,
         many_clients_on_many_threads_all_get_their_own_answers,
+        an_answer_is_never_seen_before_the_views_of_its_batch,
         a_data_dir_survives_restarts_under_both_policies,
     );
 }
