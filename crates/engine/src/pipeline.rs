@@ -235,6 +235,17 @@ struct SubState {
     waker: Mutex<Option<Thread>>,
 }
 
+impl SubState {
+    fn new() -> Arc<SubState> {
+        Arc::new(SubState {
+            closed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        })
+    }
+}
+
 /// Counters for metrics and the demo (Relaxed: statistics).
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -692,12 +703,7 @@ pub struct ClientMaker {
 fn subscribe(shared: &Arc<Shared>, filter: EventFilter) -> Subscription {
     let (producer, consumer) =
         spsc::channel(shared.subscriber_buffer).expect("validated power of two");
-    let state = Arc::new(SubState {
-        closed: AtomicBool::new(false),
-        stopped: AtomicBool::new(false),
-        overflowed: AtomicBool::new(false),
-        waker: Mutex::new(None),
-    });
+    let state = SubState::new();
     shared.subscribers.fetch_add(1, Ordering::SeqCst);
     shared.push_control(Control::Subscribe { filter, producer, state: state.clone() });
     Subscription { consumer, state, shared: shared.clone(), done: false }
@@ -1959,12 +1965,7 @@ mod tests {
         control: &CountedTx<Control>,
     ) -> (spsc::Consumer<(Seq, Event)>, SubStop) {
         let (producer, consumer) = spsc::channel(8).unwrap();
-        let state = Arc::new(SubState {
-            closed: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            waker: Mutex::new(None),
-        });
+        let state = SubState::new();
         shared.subscribers.fetch_add(1, Ordering::SeqCst);
         let stop = SubStop(state.clone());
         control
