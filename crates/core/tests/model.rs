@@ -593,8 +593,14 @@ fn run(seed: u64, len: usize) {
     assert_eq!(r.state_hash(), hash, "seed {seed}: replay differs");
 }
 
+/// `PROPTEST_CASES` if set (a soak run), else `default`.
+fn soak_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    // PROPTEST_CASES=N runs N cases for a soak (default 24 keeps the suite short).
+    #![proptest_config(ProptestConfig { cases: soak_cases(24), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn engine_matches_the_naive_model(seed in any::<u64>(), len in 2_000usize..4_000) {
         run(seed, len);
