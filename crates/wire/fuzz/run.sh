@@ -9,7 +9,7 @@ secs="${1:-30}"
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O 2>&1 | tail -n 1
 total=0
-for target in decode stream packet fix; do
+for target in decode stream packet fix apply; do
   corpus="$(mktemp -d)"
   log="$(mktemp)"
   if ! cargo fuzz run -O "$target" "$corpus" "fuzz/seeds/$target" -- \
