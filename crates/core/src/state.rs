@@ -628,15 +628,13 @@ impl StateMachine {
         let row = self.account_row(account)?;
         let acct = self.accounts[row as usize];
         let balance = acct.collateral.checked_add(amount).ok_or(Reject::Overflow)?;
-        if amount < 0 {
-            if balance < 0 {
-                return Err(Reject::InsufficientCollateral);
-            }
-            let t = self.totals(row)?;
-            let equity = equity(balance, &t)?;
-            if equity < t.margin {
-                return Err(Reject::Margin);
-            }
+        if amount < 0 && balance < 0 {
+            return Err(Reject::InsufficientCollateral);
+        }
+        // A deposit too can overflow the account's equity (the account invariant).
+        let (_, v) = valuation(balance, &acct.sums)?;
+        if amount < 0 && v.excess < 0 {
+            return Err(Reject::Margin);
         }
         self.accounts[row as usize].collateral = balance;
         self.digest.replace(
@@ -774,7 +772,8 @@ impl StateMachine {
         let col = self.instrument_col(instrument)?;
         let ins = self.instruments[col as usize];
         let at_s = |book: Book| valued(book, price, &ins);
-        // Pass 1: every open position can be settled and valued at S; order by account id.
+        // Pass 1: every open position can be settled and valued at S, and its account valued
+        // after; order by account id.
         self.collect_holders(col, [NONE; 2]);
         let mut open = 0;
         for i in 0..self.scratch.len() {
@@ -783,8 +782,11 @@ impl StateMachine {
             if book.qty != 0 {
                 let (settled, _) =
                     book.settle(price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
-                at_s(settled).terms().ok_or(Reject::Overflow)?;
-                self.scratch[open] = (self.accounts[row as usize].spec.id, slot);
+                let new = at_s(settled).terms().ok_or(Reject::Overflow)?;
+                let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
+                let acct = &self.accounts[row as usize];
+                valuation(acct.collateral, &acct.sums.moved(&old, &new))?;
+                self.scratch[open] = (acct.spec.id, slot);
                 open += 1;
             }
         }
@@ -839,8 +841,9 @@ impl StateMachine {
     }
 
     /// Re-value every holder of `col` (but `skip`) at a new `mark` and margin rate `bps`.
-    /// Pass 1 checks that every new value fits; pass 2 moves each account's sums by the
-    /// difference. On `Err(Overflow)` nothing changed.
+    /// Pass 1 checks that every new value fits and that every holder's account can still be
+    /// valued; pass 2 moves each account's sums by the difference. On `Err(Overflow)` nothing
+    /// changed.
     fn revalue_holders(
         &mut self,
         col: u32,
@@ -851,25 +854,24 @@ impl StateMachine {
         let ins = self.instruments[col as usize];
         let new_ins = Instrument { spec: InstrumentSpec { margin_bps: bps, ..ins.spec }, ..ins };
         self.collect_holders(col, skip);
-        for &(_, slot) in &self.scratch {
-            valued(self.positions[slot as usize].book, mark, &new_ins)
-                .terms()
-                .ok_or(Reject::Overflow)?;
+        let revalued = |sm: &StateMachine, row: u64, slot: u32| {
+            let book = sm.positions[slot as usize].book;
+            let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
+            let new = valued(book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
+            let acct = &sm.accounts[row as usize];
+            let sums = acct.sums.moved(&old, &new);
+            valuation(acct.collateral, &sums).map(|_| sums)
+        };
+        for &(row, slot) in &self.scratch {
+            revalued(self, row, slot)?;
         }
         for i in 0..self.scratch.len() {
             let (row, slot) = self.scratch[i];
             if let Some(&(_, ahead)) = self.scratch.get(i + PREFETCH_DISTANCE) {
                 prefetch(&self.positions[ahead as usize]);
             }
-            let book = self.positions[slot as usize].book;
-            let (Some(old), Some(new)) =
-                (valued(book, ins.mark(), &ins).terms(), valued(book, mark, &new_ins).terms())
-            else {
-                unreachable!("checked in pass 1 and by the terms invariant")
-            };
-            let sums = &mut self.accounts[row as usize].sums;
-            sums.sub(&old);
-            sums.add(&new);
+            let Ok(sums) = revalued(self, row, slot) else { unreachable!("checked in pass 1") };
+            self.accounts[row as usize].sums = sums;
         }
         Ok(())
     }
@@ -1019,11 +1021,6 @@ impl StateMachine {
 
     // ---- valuation and risk ---------------------------------------------------------------
 
-    /// The account's totals at current marks; `Err(Overflow)` if a sum does not fit.
-    fn totals(&self, row: u32) -> Result<Totals, Reject> {
-        self.accounts[row as usize].sums.totals().ok_or(Reject::Overflow)
-    }
-
     /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
     /// at once (no early exit), as bits in SPEC.md's order. The what-if replaces one
     /// position's terms in the account's sums (exact: see `WideSum`); those what-if sums are
@@ -1040,17 +1037,15 @@ impl StateMachine {
             }
         };
         let t = sums.totals().ok_or(Reject::Overflow)?;
+        let Valuation { pnl, excess, .. } = valuation_of(acct.collateral, &t)?;
         let spec = acct.spec;
-        let eq = equity(acct.collateral, &t)?;
-        let pnl = t.realized.checked_add(t.unrealized).ok_or(Reject::Overflow)?;
         let pos = spec.max_position != 0 && w.book.qty.unsigned_abs() > spec.max_position as u64;
         let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
         let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
-        let margin = eq < t.margin;
+        let margin = excess < 0;
         let failed =
             u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
-        // eq < margin, both i128: the difference fits only if it does; check it.
-        let shortfall = if margin { t.margin.checked_sub(eq).ok_or(Reject::Overflow)? } else { 0 };
+        let shortfall = if margin { -excess } else { 0 }; // fits: see `Valuation::excess`
         Ok(Breaches { failed, shortfall })
     }
 
@@ -1087,7 +1082,8 @@ impl StateMachine {
         })
     }
 
-    /// The account's valuation; `Err(Overflow)` if its sums do not fit (see SEMANTICS.md).
+    /// The account's valuation (`Err(Overflow)` cannot happen: SEMANTICS.md, the account
+    /// invariant).
     pub fn account(&self, id: AccountId) -> Result<AccountView, Reject> {
         self.account_at(self.account_row(id)?)
     }
@@ -1096,15 +1092,15 @@ impl StateMachine {
     /// the last row.
     pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
         let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
-        let totals = self.totals(row)?;
-        let equity = equity(a.collateral, &totals)?;
+        // `Err(Overflow)` only for a state that breaks the account invariant (none does).
+        let (totals, Valuation { equity, excess, .. }) = valuation(a.collateral, &a.sums)?;
         Ok(AccountView {
             spec: a.spec,
             collateral: a.collateral,
             totals,
             equity,
             margin: totals.margin,
-            excess: equity.checked_sub(totals.margin).ok_or(Reject::Overflow)?,
+            excess,
             positions: a.positions,
         })
     }
@@ -1337,6 +1333,13 @@ impl StateMachine {
                 .sums
                 .add(&terms.ok_or(Invalid("a position's value overflows"))?);
         }
+        for a in &sm.accounts {
+            if a.collateral < 0 {
+                return Err(Invalid("negative collateral"));
+            }
+            valuation(a.collateral, &a.sums)
+                .map_err(|_| Invalid("an account's value overflows"))?;
+        }
         if snap.trades.len() > limits.trades_max as usize {
             return Err(Invalid("more trades than trades_max"));
         }
@@ -1500,6 +1503,33 @@ fn with_capacity_huge<T>(n: usize) -> Vec<T> {
 #[inline]
 fn valued(book: Book, mark: Price, ins: &Instrument) -> Valued {
     Valued { book, mark, multiplier: ins.spec.multiplier, margin_bps: ins.spec.margin_bps }
+}
+
+/// An account valued from its totals: what its risk checks and its view read.
+struct Valuation {
+    equity: Money,
+    /// realized + unrealized (MaxLoss).
+    pnl: Money,
+    /// equity - margin; never `i128::MIN`, so `-excess` (the shortfall) fits too.
+    excess: Money,
+}
+
+/// The account invariant (docs/SEMANTICS.md, "Overflow"): an account can be valued when its
+/// totals, equity, P&L, `equity - margin` and `margin - equity` all fit in i128. Every command
+/// that would leave an account unvaluable is rejected with `Overflow`.
+#[inline]
+fn valuation(collateral: Money, sums: &Sums) -> Result<(Totals, Valuation), Reject> {
+    let totals = sums.totals().ok_or(Reject::Overflow)?;
+    Ok((totals, valuation_of(collateral, &totals)?))
+}
+
+/// [`valuation`] of totals already summed.
+#[inline]
+fn valuation_of(collateral: Money, t: &Totals) -> Result<Valuation, Reject> {
+    let equity = equity(collateral, t)?;
+    let pnl = t.realized.checked_add(t.unrealized).ok_or(Reject::Overflow)?;
+    let excess = equity.checked_sub(t.margin).filter(|&x| x != i128::MIN);
+    Ok(Valuation { equity, pnl, excess: excess.ok_or(Reject::Overflow)? })
 }
 
 #[inline]

@@ -216,6 +216,32 @@ fn duplicate_trade_ids_are_rejected_every_time() {
     s.rejects(trade(5, 12, 11, 2, 9, 3 * P), Reject::Duplicate);
     s.ok(Command::BustTrade { trade_id: 5 });
     s.rejects(trade(5, 10, 11, 1, 1, P), Reject::Duplicate);
+    // Only a booked trade takes its id: one rejected for another reason leaves no trace, so
+    // its corrected retry books.
+    s.rejects(trade(6, 10, 99, 1, 1, P), Reject::UnknownAccount);
+    s.ok(trade(6, 10, 11, 1, 1, P));
+    s.rejects(trade(6, 10, 11, 1, 1, P), Reject::Duplicate);
+}
+
+#[test]
+fn a_trade_reports_risk_for_its_own_two_accounts_only() {
+    // SEMANTICS.md, "Risk": other holders re-valued because a trade moved the mark get no
+    // events (as with MarkPrice); their account view shows the shortfall.
+    let mut s = setup();
+    s.ok(account(20));
+    s.ok(deposit(20, 200 * P as i128));
+    s.ok(trade(1, 20, 10, 1, 10, 100 * P)); // 20: notional 1,000, margin 100, equity 200
+    assert!(s.sm.account(20).unwrap().excess > 0);
+    let ev = s.ok(trade(2, 11, 12, 1, 1, 80 * P)); // the mark becomes 80
+    assert_eq!(
+        ev.iter().map(std::mem::discriminant).collect::<Vec<_>>(),
+        [ev[0], ev[1], ev[1]].iter().map(std::mem::discriminant).collect::<Vec<_>>()
+    );
+    assert_eq!(ev[0], Event::TradeCleared { trade_id: 2 });
+    assert!(ev[1..].iter().all(|e| matches!(e, Event::PositionChanged { account: 11 | 12, .. })));
+    // 20: unrealized 10 * 80 - 1,000 = -200, equity 0, margin 10% of 800 = 80.
+    let v = s.sm.account(20).unwrap();
+    assert_eq!((v.equity, v.margin, v.excess), (0, 80 * P as i128, -80 * P as i128));
 }
 
 #[test]
@@ -315,6 +341,47 @@ fn overflow_in_a_later_leg_or_in_settlement_changes_nothing() {
     // Settling at a huge price: 3*2^20 * 2^62 * 2^61 overflows i128 for every holder.
     s.rejects(Command::SettlementPrice { instrument: 3, price: i64::MAX }, Reject::Overflow);
     assert_eq!(s.sm.instrument(3).unwrap().mark, 1 << 40, "mark unchanged");
+}
+
+#[test]
+fn no_command_may_leave_an_account_that_cannot_be_valued() {
+    // SEMANTICS.md, "Overflow": every position's terms fit, yet an account's totals or equity
+    // could overflow i128 after a mark move, another pair's trade, a deposit or a settlement.
+    // Each is rejected with Overflow and nothing changes.
+    let mut s = setup();
+    s.ok(account(13));
+    s.ok(deposit(13, 1_000_000 * P as i128));
+    let m = 1i64 << 40;
+    s.ok(instrument(3, m, 0));
+    s.ok(instrument(4, m, 0));
+    s.ok(trade(1, 10, 11, 3, 1 << 43, 1 << 43)); // notional 2^43 * 2^43 * 2^40 = 2^126
+    s.ok(trade(2, 10, 11, 4, 1 << 43, 1 << 42)); // 2^125 more: 3 * 2^125 in all, fits
+    let account = |s: &Sm, a| s.sm.account(a).unwrap();
+    assert_eq!(account(&s, 10).totals.notional, 3 << 125);
+    assert_eq!(account(&s, 11).totals.notional, 3 << 125);
+    // Marking 4 at 2^43: each position is worth 2^126 (fits), each account 2^127 (does not).
+    s.rejects(Command::MarkPrice { instrument: 4, price: 1 << 43 }, Reject::Overflow);
+    // The same move made by a trade of two other accounts (4 has no explicit mark, so the
+    // trade's price becomes its mark): 12 and 13 are fine, holders 10 and 11 would not be.
+    s.rejects(trade(3, 12, 13, 4, 1, 1 << 43), Reject::Overflow);
+    // Marking 4 at 3 * 2^41 fits: notional 3 * 2^124 each, 7 * 2^124 in all; 10 is long and
+    // gains 2^43 * 2^41 * 2^40 = 2^124 unrealized, 11 is short and loses as much.
+    s.ok(Command::MarkPrice { instrument: 4, price: 3 << 41 });
+    let v = account(&s, 10);
+    assert_eq!((v.totals.notional, v.totals.unrealized), (7 << 124, 1 << 124));
+    // A deposit whose balance fits but whose equity (balance + 2^124) does not.
+    s.rejects(deposit(10, i128::MAX - (1 << 100)), Reject::Overflow);
+    // On 11 (equity = balance - 2^124) the same deposit fits.
+    s.ok(deposit(11, i128::MAX - (1 << 100)));
+    // Settling 4 at its mark pays 10 a variation of 2^124 and charges 11 as much.
+    s.ok(Command::SettlementPrice { instrument: 4, price: 3 << 41 });
+    assert_eq!(account(&s, 10).totals.realized, 1 << 124);
+    assert_eq!(account(&s, 11).totals.realized, -(1 << 124));
+    // Settling 4 at 2^43 fits every position (2^126 each) but no holder's total: refused.
+    s.rejects(Command::SettlementPrice { instrument: 4, price: 1 << 43 }, Reject::Overflow);
+    for a in [10, 11, 12, 13] {
+        assert!(s.sm.account(a).is_ok(), "account {a} can be valued");
+    }
 }
 
 #[test]

@@ -395,8 +395,8 @@ impl Views {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// The account's valuation: `UnknownAccount` if it does not exist, `Overflow` if its totals
-    /// do not fit (SEMANTICS.md).
+    /// The account's valuation: `UnknownAccount` if it does not exist; `Overflow` only for a
+    /// state that breaks the account invariant (SEMANTICS.md: no accepted command does).
     pub fn account(&self, id: AccountId) -> Result<Published<AccountView>, Reject> {
         let slot = self.account_index.get(id).ok_or(Reject::UnknownAccount)?;
         let w = self.accounts.read(slot as usize);

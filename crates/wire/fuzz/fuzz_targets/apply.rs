@@ -4,6 +4,7 @@
 //! rates). Must hold for every input:
 //! - no panic (every `assert!` and `unreachable!` of the core stays unreachable from input);
 //! - a rejected command, and any CheckOrder, leaves `state_hash()` unchanged;
+//! - every account can be valued (SEMANTICS.md, the account invariant);
 //! - the O(1) digest equals the hash of the exported records;
 //! - `apply_batch` in batches of a fuzzer-chosen size gives the same results and hash;
 //! - export and restore give a machine with the same hash.
@@ -143,6 +144,10 @@ fuzz_target!(|data: &[u8]| {
             eprintln!("{cmd:?} -> {got:?}");
         }
         results.push(got);
+    }
+    // The account invariant: every account can be valued after any accepted command.
+    for id in 1..=6 {
+        assert_ne!(sm.account(id).err(), Some(Reject::Overflow), "account {id} unvaluable");
     }
     let hash = sm.state_hash();
     let snap = sm.export();
