@@ -167,6 +167,59 @@ pub struct Totals {
     pub margin: Money,
 }
 
+impl Totals {
+    #[inline]
+    fn parts(&self) -> [i128; 4] {
+        [self.notional, self.unrealized, self.realized, self.margin]
+    }
+
+    #[inline]
+    fn from_parts(p: [i128; 4]) -> Totals {
+        Totals { notional: p[0], unrealized: p[1], realized: p[2], margin: p[3] }
+    }
+
+    /// These totals with one position's 64-bit terms `old` replaced by `new`, or `None` if a
+    /// total would not fit in i128. Exact: each difference fits in 65 bits, so one checked
+    /// add per part overflows exactly when the true total does not fit.
+    #[inline]
+    pub fn replaced64(&self, old: &Terms64, new: &Terms64) -> Option<Totals> {
+        let t = self.parts();
+        let mut out = [0i128; 4];
+        let mut overflow = false;
+        for i in 0..4 {
+            let (x, o) = t[i].overflowing_add(i128::from(new[i]) - i128::from(old[i]));
+            out[i] = x;
+            overflow |= o;
+        }
+        if overflow {
+            return None;
+        }
+        Some(Totals::from_parts(out))
+    }
+
+    /// These totals with one position's terms `old` replaced by `new`, or `None` if a total
+    /// would not fit in i128. Exact whatever the magnitudes (the difference of two i128 terms
+    /// may not fit in i128 itself: then it goes through a [`Sums`]); equal to
+    /// [`replaced64`](Self::replaced64) where that answers.
+    #[inline]
+    pub fn replaced(&self, old: &Terms, new: &Terms) -> Option<Totals> {
+        let (t, o, n) = (self.parts(), old.parts(), new.parts());
+        let mut out = [0i128; 4];
+        for i in 0..4 {
+            out[i] = match n[i].checked_sub(o[i]) {
+                Some(d) => t[i].checked_add(d)?,
+                None => {
+                    let mut w = WideSum::of(t[i]);
+                    w.sub(o[i]);
+                    w.add(n[i]);
+                    w.get()?
+                }
+            };
+        }
+        Some(Totals::from_parts(out))
+    }
+}
+
 /// One position with what valuing it needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Valued {
@@ -320,58 +373,6 @@ impl Sums {
             w.sub(x);
             (self.lo[i], self.hi[i]) = (w.lo, w.hi);
         }
-    }
-
-    /// These sums with one position's terms `old` replaced by `new`. When every difference
-    /// `new - old` fits in i128 (nearly always) each part takes one wide add instead of a
-    /// subtract and an add; the result is the same either way.
-    #[inline]
-    pub fn replaced(&self, old: &Terms, new: &Terms) -> Sums {
-        let (o, n) = (Self::parts(old), Self::parts(new));
-        let mut d = [0i128; 4];
-        let mut overflow = false;
-        for i in 0..4 {
-            let (x, v) = n[i].overflowing_sub(o[i]);
-            d[i] = x;
-            overflow |= v;
-        }
-        let mut s = *self;
-        if overflow {
-            s.sub(old);
-            s.add(new);
-        } else {
-            for (i, x) in d.into_iter().enumerate() {
-                let (lo, carry) = s.lo[i].overflowing_add(x as u128);
-                s.lo[i] = lo;
-                s.hi[i] += i64::from(carry) - i64::from(x < 0);
-            }
-        }
-        s
-    }
-
-    /// These sums with `old` subtracted and `new` added; equal to
-    /// [`replaced`](Self::replaced). For the paths that re-value holders: when they called
-    /// `replaced` too, the trade path's inlined copy of it compiled ~80 instructions per trade
-    /// worse (callgrind `trade_loop`).
-    pub fn moved(&self, old: &Terms, new: &Terms) -> Sums {
-        let mut s = *self;
-        s.sub(old);
-        s.add(new);
-        s
-    }
-
-    /// These sums with one position's 64-bit terms `old` replaced by `new`: each difference
-    /// fits in i128, so each part is one wide add. Equal to [`replaced`](Self::replaced).
-    #[inline]
-    pub fn replaced64(&self, old: &Terms64, new: &Terms64) -> Sums {
-        let mut s = *self;
-        for i in 0..4 {
-            let x = i128::from(new[i]) - i128::from(old[i]);
-            let (lo, carry) = s.lo[i].overflowing_add(x as u128);
-            s.lo[i] = lo;
-            s.hi[i] += i64::from(carry) - i64::from(x < 0);
-        }
-        s
     }
 
     pub fn totals(&self) -> Option<Totals> {
@@ -544,10 +545,18 @@ mod tests {
         }
     }
 
+    /// The reference for replacing terms in totals: subtract and add in a wide sum, then see
+    /// whether the totals fit.
+    fn replaced_wide(t: &Totals, old: &Terms, new: &Terms) -> Option<Totals> {
+        let mut s = Sums::of(t);
+        s.sub(old);
+        s.add(new);
+        s.totals()
+    }
+
     #[test]
     fn replacing_64_bit_terms_takes_differences_beyond_64_bits() {
-        let mut s = Sums::default();
-        s.add(&Terms { notional: 5, unrealized: -5, realized: 1 << 100, margin: -(1 << 100) });
+        let s = Totals { notional: 5, unrealized: -5, realized: 1 << 100, margin: -(1 << 100) };
         let (lo, hi) =
             ([i64::MIN, i64::MAX, i64::MIN, i64::MAX], [i64::MAX, i64::MIN, i64::MAX, 0]);
         let wide = |t: Terms64| Terms {
@@ -556,8 +565,34 @@ mod tests {
             realized: t[2].into(),
             margin: t[3].into(),
         };
-        assert_eq!(s.replaced64(&lo, &hi), s.replaced(&wide(lo), &wide(hi)));
-        assert_eq!(s.replaced64(&hi, &lo), s.replaced(&wide(hi), &wide(lo)));
+        for (o, n) in [(lo, hi), (hi, lo)] {
+            let want = replaced_wide(&s, &wide(o), &wide(n));
+            assert!(want.is_some());
+            assert_eq!(s.replaced64(&o, &n), want);
+            assert_eq!(s.replaced(&wide(o), &wide(n)), want);
+        }
+    }
+
+    #[test]
+    fn replacing_terms_overflows_exactly_when_a_total_does_not_fit() {
+        let t = |x: i128| Totals { notional: x, unrealized: x, realized: x, margin: x };
+        // A total one past i128 either way: refused, by both paths.
+        assert_eq!(t(i128::MAX).replaced64(&[0; 4], &[1; 4]), None);
+        assert_eq!(t(i128::MIN).replaced64(&[1; 4], &[0; 4]), None);
+        assert_eq!(t(i128::MAX).replaced(&t(0), &t(1)), None);
+        // A difference beyond i128 whose total fits: MAX - MIN is 2^128 - 1, yet the total is
+        // MIN + (MAX - MIN) = MAX.
+        assert_eq!(t(i128::MIN).replaced(&t(i128::MIN), &t(i128::MAX)), Some(t(i128::MAX)));
+        assert_eq!(t(i128::MAX).replaced(&t(i128::MAX), &t(i128::MIN)), Some(t(i128::MIN)));
+        // ... and one whose total does not.
+        assert_eq!(t(0).replaced(&t(i128::MIN), &t(i128::MAX)), None);
+        // At the edge, by one unit in one part only.
+        let edge = Totals { margin: i128::MAX - 1, ..t(0) };
+        assert_eq!(
+            edge.replaced64(&[0; 4], &[0, 0, 0, 1]),
+            Some(Totals { margin: i128::MAX, ..t(0) })
+        );
+        assert_eq!(edge.replaced64(&[0; 4], &[0, 0, 0, 2]), None);
     }
 
     #[test]
@@ -639,14 +674,11 @@ mod tests {
 
         #[test]
         fn replacing_terms_equals_subtracting_then_adding(
-            base in proptest::collection::vec(any::<i128>(), 0..6),
+            b in prop_oneof![any::<[i128; 4]>(), (-1000i128..1000).prop_map(|d| [d; 4])],
             o in any::<[i128; 4]>(),
             n in prop_oneof![any::<[i128; 4]>(), (-1000i128..1000).prop_map(|d| [d; 4])],
         ) {
-            let mut s = Sums::default();
-            for x in base {
-                s.add(&Terms { notional: x, unrealized: -x, realized: x / 3, margin: x >> 2 });
-            }
+            let s = Totals { notional: b[0], unrealized: b[1], realized: b[2], margin: b[3] };
             let old = Terms { notional: o[0], unrealized: o[1], realized: o[2], margin: o[3] };
             // Small differences from old (the common path) or unrelated values (overflow).
             let new = Terms {
@@ -655,17 +687,13 @@ mod tests {
                 realized: o[2].wrapping_add(n[2]),
                 margin: o[3].wrapping_add(n[3]),
             };
-            let mut want = s;
-            want.sub(&old);
-            want.add(&new);
-            prop_assert_eq!(s.replaced(&old, &new), want);
-            prop_assert_eq!(s.moved(&old, &new), want);
+            prop_assert_eq!(s.replaced(&old, &new), replaced_wide(&s, &old, &new));
         }
 
         #[test]
         fn terms64_equals_terms_where_it_answers(
             v in prop_oneof![valued(), small_valued()],
-            base in proptest::collection::vec(any::<i128>(), 0..4),
+            b in prop_oneof![any::<[i128; 4]>(), (-1i128 << 70..1 << 70).prop_map(|d| [d; 4])],
             w in small_valued(),
         ) {
             let t64 = v.terms64();
@@ -674,13 +702,12 @@ mod tests {
                 prop_assert_eq!(t.map(i128::from), Sums::parts(&exact));
             }
             // Replacing through the 64-bit path equals the exact replace.
-            let mut s = Sums::default();
-            for x in base {
-                s.add(&Terms { notional: x, unrealized: x >> 1, realized: -x, margin: x / 7 });
-            }
+            let s = Totals { notional: b[0], unrealized: b[1], realized: b[2], margin: b[3] };
             if let (Some(o), Some(n)) = (t64, w.terms64()) {
-                let exact = s.replaced(&v.terms().unwrap(), &w.terms().unwrap());
+                let (old, new) = (v.terms().unwrap(), w.terms().unwrap());
+                let exact = replaced_wide(&s, &old, &new);
                 prop_assert_eq!(s.replaced64(&o, &n), exact);
+                prop_assert_eq!(s.replaced(&old, &new), exact);
             }
         }
         #[test]

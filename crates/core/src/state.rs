@@ -9,8 +9,10 @@
 //! (tests/no_alloc.rs proves it).
 //!
 //! # Valuation
-//! Each account keeps the exact sums ([`Sums`]) of its positions' value terms at current marks.
-//! A trade updates them by the difference in its own position only; a change of mark, margin
+//! Each account keeps the exact totals ([`Totals`]) of its positions' value terms at current
+//! marks; they always fit in i128 (the account invariant below), so a change is one checked add
+//! per part, and only a difference that itself does not fit goes through a wide sum
+//! ([`Sums`]). A trade updates them by the difference in its own position only; a change of mark, margin
 //! rate or settlement re-values that instrument's holders (check pass, then apply pass). So a
 //! trade costs O(1) whatever the account holds, and risk always sees current marks. Invariant:
 //! every position's terms at its instrument's current mark fit their types; a command that
@@ -118,8 +120,8 @@ impl Limits {
 struct Account {
     spec: AccountSpec,
     collateral: Money,
-    /// Exact sums of its positions' value terms at current marks (derived, not hashed).
-    sums: Sums,
+    /// Exact totals of its positions' value terms at current marks (derived, not hashed).
+    totals: Totals,
     /// Its position chunks: the first and the one it fills next (NONE before its first
     /// position); `chunk_next` links them.
     first_chunk: u32,
@@ -164,7 +166,7 @@ struct Position {
 }
 
 const _: () = assert!(std::mem::size_of::<Position>() == 64);
-// Spec (64 B), collateral, sums and chunk links: three lines a trade reads together.
+// Spec (64 B), collateral, totals and chunk links: three lines a trade reads together.
 const _: () = assert!(std::mem::size_of::<Account>() == 192);
 
 /// One cache line of an instrument's holder list.
@@ -300,9 +302,10 @@ impl Legs {
     const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
 }
 
-/// Outcome of the post-trade checks of one account (its what-if sums go to an out-parameter).
+/// Outcome of the post-trade checks of one account: what failed, and its what-if totals.
 #[derive(Clone, Copy, Default)]
 struct Breaches {
+    totals: Totals,
     /// Bit i set: `RISK_ORDER[i]` fails.
     failed: u8,
     shortfall: Money,
@@ -613,7 +616,7 @@ impl StateMachine {
                 self.accounts.push(Account {
                     spec,
                     collateral: 0,
-                    sums: Sums::default(),
+                    totals: Totals::default(),
                     first_chunk: NONE,
                     last_chunk: NONE,
                     positions: 0,
@@ -632,7 +635,7 @@ impl StateMachine {
             return Err(Reject::InsufficientCollateral);
         }
         // A deposit too can overflow the account's equity (the account invariant).
-        let (_, v) = valuation(balance, &acct.sums)?;
+        let v = valuation_of(balance, &acct.totals)?;
         if amount < 0 && v.excess < 0 {
             return Err(Reject::Margin);
         }
@@ -668,7 +671,7 @@ impl StateMachine {
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = self.book(account, instrument);
         let book = old.fill(d, price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
-        let b = self.breaches(row, &WhatIf { col, old, book, mark }, &mut Sums::default())?;
+        let b = self.breaches(row, &WhatIf { col, old, book, mark })?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -785,7 +788,7 @@ impl StateMachine {
                 let new = at_s(settled).terms().ok_or(Reject::Overflow)?;
                 let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
                 let acct = &self.accounts[row as usize];
-                valuation(acct.collateral, &acct.sums.moved(&old, &new))?;
+                valuation(acct.collateral, acct.totals.replaced(&old, &new))?;
                 self.scratch[open] = (acct.spec.id, slot);
                 open += 1;
             }
@@ -810,9 +813,11 @@ impl StateMachine {
             self.positions[slot as usize].record = record;
             self.changed.push(slot);
             self.digest.replace(p.record, record);
-            let sums = &mut self.accounts[p.account as usize].sums;
-            sums.sub(&old);
-            sums.add(&new);
+            let acct = &mut self.accounts[p.account as usize];
+            let Some(totals) = acct.totals.replaced(&old, &new) else {
+                unreachable!("checked in pass 1")
+            };
+            acct.totals = totals;
             self.events.push(Event::VariationMargin { account, instrument, amount });
         }
         Ok(())
@@ -842,7 +847,7 @@ impl StateMachine {
 
     /// Re-value every holder of `col` (but `skip`) at a new `mark` and margin rate `bps`.
     /// Pass 1 checks that every new value fits and that every holder's account can still be
-    /// valued; pass 2 moves each account's sums by the difference. On `Err(Overflow)` nothing
+    /// valued; pass 2 moves each account's totals by the difference. On `Err(Overflow)` nothing
     /// changed.
     fn revalue_holders(
         &mut self,
@@ -859,8 +864,7 @@ impl StateMachine {
             let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
             let new = valued(book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
             let acct = &sm.accounts[row as usize];
-            let sums = acct.sums.moved(&old, &new);
-            valuation(acct.collateral, &sums).map(|_| sums)
+            valuation(acct.collateral, acct.totals.replaced(&old, &new)).map(|(t, _)| t)
         };
         for &(row, slot) in &self.scratch {
             revalued(self, row, slot)?;
@@ -870,8 +874,8 @@ impl StateMachine {
             if let Some(&(_, ahead)) = self.scratch.get(i + PREFETCH_DISTANCE) {
                 prefetch(&self.positions[ahead as usize]);
             }
-            let Ok(sums) = revalued(self, row, slot) else { unreachable!("checked in pass 1") };
-            self.accounts[row as usize].sums = sums;
+            let Ok(totals) = revalued(self, row, slot) else { unreachable!("checked in pass 1") };
+            self.accounts[row as usize].totals = totals;
         }
         Ok(())
     }
@@ -908,13 +912,12 @@ impl StateMachine {
         }
         let mut books = [Book::default(); 2];
         let mut checks = [Breaches::default(); 2];
-        let mut sums = [Sums::default(); 2];
         for leg in 0..2 {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
             let w = WhatIf { col, old, book: books[leg], mark };
-            checks[leg] = self.breaches(rows[leg], &w, &mut sums[leg])?;
+            checks[leg] = self.breaches(rows[leg], &w)?;
         }
         if moves_mark {
             // Every other holder is re-valued at the new mark (checked, then applied).
@@ -922,7 +925,7 @@ impl StateMachine {
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
         for leg in 0..2 {
-            self.accounts[rows[leg] as usize].sums = sums[leg];
+            self.accounts[rows[leg] as usize].totals = checks[leg].totals;
         }
         for leg in 0..2 {
             let slot = match probes[leg] {
@@ -947,7 +950,7 @@ impl StateMachine {
             });
         }
         for leg in 0..2 {
-            let Breaches { failed, shortfall } = checks[leg];
+            let Breaches { failed, shortfall, .. } = checks[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
@@ -1023,20 +1026,20 @@ impl StateMachine {
 
     /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
     /// at once (no early exit), as bits in SPEC.md's order. The what-if replaces one
-    /// position's terms in the account's sums (exact: see `WideSum`); those what-if sums are
-    /// written to `sums`.
-    fn breaches(&self, row: u32, w: &WhatIf, sums: &mut Sums) -> Result<Breaches, Reject> {
+    /// position's terms in the account's totals (exact: see `Totals::replaced`); the what-if
+    /// totals come back with the bits.
+    fn breaches(&self, row: u32, w: &WhatIf) -> Result<Breaches, Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[w.col as usize];
         let (old, new) = (valued(w.old, ins.mark(), ins), valued(w.book, w.mark, ins));
-        *sums = match (old.terms64(), new.terms64()) {
-            (Some(o), Some(n)) => acct.sums.replaced64(&o, &n),
+        let t = match (old.terms64(), new.terms64()) {
+            (Some(o), Some(n)) => acct.totals.replaced64(&o, &n),
             _ => {
                 let old = old.terms().ok_or(Reject::Overflow)?;
-                acct.sums.replaced(&old, &new.terms().ok_or(Reject::Overflow)?)
+                acct.totals.replaced(&old, &new.terms().ok_or(Reject::Overflow)?)
             }
         };
-        let t = sums.totals().ok_or(Reject::Overflow)?;
+        let t = t.ok_or(Reject::Overflow)?;
         let Valuation { pnl, excess, .. } = valuation_of(acct.collateral, &t)?;
         let spec = acct.spec;
         let pos = spec.max_position != 0 && w.book.qty.unsigned_abs() > spec.max_position as u64;
@@ -1046,7 +1049,7 @@ impl StateMachine {
         let failed =
             u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
         let shortfall = if margin { -excess } else { 0 }; // fits: see `Valuation::excess`
-        Ok(Breaches { failed, shortfall })
+        Ok(Breaches { totals: t, failed, shortfall })
     }
 
     // ---- lookups and queries --------------------------------------------------------------
@@ -1093,7 +1096,7 @@ impl StateMachine {
     pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
         let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
         // `Err(Overflow)` only for a state that breaks the account invariant (none does).
-        let (totals, Valuation { equity, excess, .. }) = valuation(a.collateral, &a.sums)?;
+        let (totals, Valuation { equity, excess, .. }) = valuation(a.collateral, Some(a.totals))?;
         Ok(AccountView {
             spec: a.spec,
             collateral: a.collateral,
@@ -1313,6 +1316,7 @@ impl StateMachine {
         if snap.positions.len() > limits.positions_max as usize {
             return Err(Invalid("more positions than positions_max"));
         }
+        let mut sums = vec![Sums::default(); sm.accounts.len()];
         for &(account, instrument, book) in &snap.positions {
             let row =
                 sm.account_row(account).map_err(|_| Invalid("position of an unknown account"))?;
@@ -1329,15 +1333,14 @@ impl StateMachine {
             let terms =
                 valued(book, sm.instruments[col as usize].mark(), &sm.instruments[col as usize])
                     .terms();
-            sm.accounts[row as usize]
-                .sums
-                .add(&terms.ok_or(Invalid("a position's value overflows"))?);
+            // Summed exactly, in any order: only each account's total must fit.
+            sums[row as usize].add(&terms.ok_or(Invalid("a position's value overflows"))?);
         }
-        for a in &sm.accounts {
+        for (a, s) in sm.accounts.iter_mut().zip(&sums) {
             if a.collateral < 0 {
                 return Err(Invalid("negative collateral"));
             }
-            valuation(a.collateral, &a.sums)
+            (a.totals, _) = valuation(a.collateral, s.totals())
                 .map_err(|_| Invalid("an account's value overflows"))?;
         }
         if snap.trades.len() > limits.trades_max as usize {
@@ -1518,8 +1521,8 @@ struct Valuation {
 /// totals, equity, P&L, `equity - margin` and `margin - equity` all fit in i128. Every command
 /// that would leave an account unvaluable is rejected with `Overflow`.
 #[inline]
-fn valuation(collateral: Money, sums: &Sums) -> Result<(Totals, Valuation), Reject> {
-    let totals = sums.totals().ok_or(Reject::Overflow)?;
+fn valuation(collateral: Money, totals: Option<Totals>) -> Result<(Totals, Valuation), Reject> {
+    let totals = totals.ok_or(Reject::Overflow)?;
     Ok((totals, valuation_of(collateral, &totals)?))
 }
 
