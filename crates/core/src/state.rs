@@ -277,17 +277,6 @@ pub struct InstrumentView {
     pub holders: u32,
 }
 
-/// A position override for valuation: "as if" this instrument's position were `book`, valued
-/// at `mark` (instead of `old` at the instrument's current mark).
-#[derive(Clone, Copy)]
-struct WhatIf {
-    col: u32,
-    /// The account's position in `col` now (at the instrument's current mark).
-    old: Book,
-    book: Book,
-    mark: Price,
-}
-
 /// Where a trade's two legs are: the buyer's and seller's account rows, the instrument's
 /// column, and the buyer's and seller's position slots; `NONE` where not known (look it up).
 /// The batch path fills them ahead of applying a trade (its prefetch lookups, kept as hints).
@@ -671,7 +660,7 @@ impl StateMachine {
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = self.book(account, instrument);
         let book = old.fill(d, price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
-        let b = self.breaches(row, &WhatIf { col, old, book, mark })?;
+        let b = self.breaches(row, col, &old, &book, mark)?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -916,8 +905,7 @@ impl StateMachine {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
             let d = if leg == 0 { qty } else { -qty };
             books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
-            let w = WhatIf { col, old, book: books[leg], mark };
-            checks[leg] = self.breaches(rows[leg], &w)?;
+            checks[leg] = self.breaches(rows[leg], col, &old, &books[leg], mark)?;
         }
         if moves_mark {
             // Every other holder is re-valued at the new mark (checked, then applied).
@@ -1025,13 +1013,21 @@ impl StateMachine {
     // ---- valuation and risk ---------------------------------------------------------------
 
     /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
-    /// at once (no early exit), as bits in SPEC.md's order. The what-if replaces one
-    /// position's terms in the account's totals (exact: see `Totals::replaced`); the what-if
-    /// totals come back with the bits.
-    fn breaches(&self, row: u32, w: &WhatIf) -> Result<Breaches, Reject> {
+    /// at once (no early exit), as bits in SPEC.md's order, "as if" the account's position in
+    /// `col` were `book` valued at `mark` instead of `old` at the instrument's current mark.
+    /// The what-if replaces that position's terms in the account's totals (exact: see
+    /// `Totals::replaced`); the what-if totals come back with the bits.
+    fn breaches(
+        &self,
+        row: u32,
+        col: u32,
+        old: &Book,
+        book: &Book,
+        mark: Price,
+    ) -> Result<Breaches, Reject> {
         let acct = &self.accounts[row as usize];
-        let ins = &self.instruments[w.col as usize];
-        let (old, new) = (valued(w.old, ins.mark(), ins), valued(w.book, w.mark, ins));
+        let ins = &self.instruments[col as usize];
+        let (old, new) = (valued(*old, ins.mark(), ins), valued(*book, mark, ins));
         let t = match (old.terms64(), new.terms64()) {
             (Some(o), Some(n)) => acct.totals.replaced64(&o, &n),
             _ => {
@@ -1041,8 +1037,8 @@ impl StateMachine {
         };
         let t = t.ok_or(Reject::Overflow)?;
         let Valuation { pnl, excess, .. } = valuation_of(acct.collateral, &t)?;
-        let spec = acct.spec;
-        let pos = spec.max_position != 0 && w.book.qty.unsigned_abs() > spec.max_position as u64;
+        let spec = &acct.spec;
+        let pos = spec.max_position != 0 && book.qty.unsigned_abs() > spec.max_position as u64;
         let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
         let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
         let margin = excess < 0;
