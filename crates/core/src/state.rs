@@ -12,11 +12,11 @@
 //! Each account keeps the exact totals ([`Totals`]) of its positions' value terms at current
 //! marks; they always fit in i128 (the account invariant below), so a change is one checked add
 //! per part, and only a difference that itself does not fit goes through a wide sum
-//! ([`Sums`]). A trade updates them by the difference in its own position only; a change of mark, margin
-//! rate or settlement re-values that instrument's holders (check pass, then apply pass). So a
-//! trade costs O(1) whatever the account holds, and risk always sees current marks. Invariant:
-//! every position's terms at its instrument's current mark fit their types; a command that
-//! would break it is rejected with `Overflow`.
+//! ([`Sums`]). A trade updates them by the difference in its own position only; a change of
+//! mark, margin rate or settlement re-values that instrument's holders (check pass, then apply
+//! pass). So a trade costs O(1) whatever the account holds, and risk always sees current marks.
+//! Invariant: every position's terms at its instrument's current mark fit their types; a
+//! command that would break it is rejected with `Overflow`.
 //!
 //! # Determinism
 //! No clocks, no randomness; maps are only probed, never iterated for output. Mark-to-market
