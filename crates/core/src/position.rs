@@ -199,7 +199,7 @@ impl Totals {
 
     /// These totals with one position's terms `old` replaced by `new`, or `None` if a total
     /// would not fit in i128. Exact whatever the magnitudes (the difference of two i128 terms
-    /// may not fit in i128 itself: then it goes through a [`Sums`]); equal to
+    /// may not fit in i128 itself: then it goes through a [`WideSum`]); equal to
     /// [`replaced64`](Self::replaced64) where that answers.
     #[inline]
     pub fn replaced(&self, old: &Terms, new: &Terms) -> Option<Totals> {
@@ -353,13 +353,8 @@ impl Sums {
     }
 
     #[inline]
-    fn parts(t: &Terms) -> [i128; 4] {
-        [t.notional, t.unrealized, t.realized, t.margin]
-    }
-
-    #[inline]
     pub fn add(&mut self, t: &Terms) {
-        for (i, x) in Self::parts(t).into_iter().enumerate() {
+        for (i, x) in t.parts().into_iter().enumerate() {
             let mut w = WideSum { lo: self.lo[i], hi: self.hi[i] };
             w.add(x);
             (self.lo[i], self.hi[i]) = (w.lo, w.hi);
@@ -368,7 +363,7 @@ impl Sums {
 
     #[inline]
     pub fn sub(&mut self, t: &Terms) {
-        for (i, x) in Self::parts(t).into_iter().enumerate() {
+        for (i, x) in t.parts().into_iter().enumerate() {
             let mut w = WideSum { lo: self.lo[i], hi: self.hi[i] };
             w.sub(x);
             (self.lo[i], self.hi[i]) = (w.lo, w.hi);
@@ -699,7 +694,7 @@ mod tests {
             let t64 = v.terms64();
             if let Some(t) = t64 {
                 let exact = v.terms().expect("fits in 64 bits, so in i128");
-                prop_assert_eq!(t.map(i128::from), Sums::parts(&exact));
+                prop_assert_eq!(t.map(i128::from), exact.parts());
             }
             // Replacing through the 64-bit path equals the exact replace.
             let s = Totals { notional: b[0], unrealized: b[1], realized: b[2], margin: b[3] };
