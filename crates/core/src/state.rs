@@ -1092,13 +1092,13 @@ impl StateMachine {
     pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
         let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
         // `Err(Overflow)` only for a state that breaks the account invariant (none does).
-        let (totals, Valuation { equity, excess, .. }) = valuation(a.collateral, Some(a.totals))?;
+        let Valuation { equity, excess, .. } = valuation_of(a.collateral, &a.totals)?;
         Ok(AccountView {
             spec: a.spec,
             collateral: a.collateral,
-            totals,
+            totals: a.totals,
             equity,
-            margin: totals.margin,
+            margin: a.totals.margin,
             excess,
             positions: a.positions,
         })
