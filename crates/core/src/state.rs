@@ -624,7 +624,7 @@ impl StateMachine {
             return Err(Reject::InsufficientCollateral);
         }
         // A deposit too can overflow the account's equity (the account invariant).
-        let v = valuation_of(balance, &acct.totals)?;
+        let v = valuation(balance, &acct.totals)?;
         if amount < 0 && v.excess < 0 {
             return Err(Reject::Margin);
         }
@@ -777,7 +777,8 @@ impl StateMachine {
                 let new = at_s(settled).terms().ok_or(Reject::Overflow)?;
                 let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
                 let acct = &self.accounts[row as usize];
-                valuation(acct.collateral, acct.totals.replaced(&old, &new))?;
+                let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
+                valuation(acct.collateral, &totals)?;
                 self.scratch[open] = (acct.spec.id, slot);
                 open += 1;
             }
@@ -853,7 +854,8 @@ impl StateMachine {
             let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
             let new = valued(book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
             let acct = &sm.accounts[row as usize];
-            valuation(acct.collateral, acct.totals.replaced(&old, &new)).map(|(t, _)| t)
+            let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
+            valuation(acct.collateral, &totals).map(|_| totals)
         };
         for &(row, slot) in &self.scratch {
             revalued(self, row, slot)?;
@@ -1036,7 +1038,7 @@ impl StateMachine {
             }
         };
         let t = t.ok_or(Reject::Overflow)?;
-        let Valuation { pnl, excess, .. } = valuation_of(acct.collateral, &t)?;
+        let Valuation { pnl, excess, .. } = valuation(acct.collateral, &t)?;
         let spec = &acct.spec;
         let pos = spec.max_position != 0 && book.qty.unsigned_abs() > spec.max_position as u64;
         let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
@@ -1092,7 +1094,7 @@ impl StateMachine {
     pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
         let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
         // `Err(Overflow)` only for a state that breaks the account invariant (none does).
-        let Valuation { equity, excess, .. } = valuation_of(a.collateral, &a.totals)?;
+        let Valuation { equity, excess, .. } = valuation(a.collateral, &a.totals)?;
         Ok(AccountView {
             spec: a.spec,
             collateral: a.collateral,
@@ -1336,8 +1338,9 @@ impl StateMachine {
             if a.collateral < 0 {
                 return Err(Invalid("negative collateral"));
             }
-            (a.totals, _) = valuation(a.collateral, s.totals())
-                .map_err(|_| Invalid("an account's value overflows"))?;
+            let overflows = Invalid("an account's value overflows");
+            a.totals = s.totals().ok_or(overflows)?;
+            valuation(a.collateral, &a.totals).map_err(|_| overflows)?;
         }
         if snap.trades.len() > limits.trades_max as usize {
             return Err(Invalid("more trades than trades_max"));
@@ -1515,16 +1518,10 @@ struct Valuation {
 
 /// The account invariant (docs/SEMANTICS.md, "Overflow"): an account can be valued when its
 /// totals, equity, P&L, `equity - margin` and `margin - equity` all fit in i128. Every command
-/// that would leave an account unvaluable is rejected with `Overflow`.
+/// that would leave an account unvaluable is rejected with `Overflow` (totals that do not fit
+/// arrive here as `None` from `Totals::replaced` or `Sums::totals`, and are refused before).
 #[inline]
-fn valuation(collateral: Money, totals: Option<Totals>) -> Result<(Totals, Valuation), Reject> {
-    let totals = totals.ok_or(Reject::Overflow)?;
-    Ok((totals, valuation_of(collateral, &totals)?))
-}
-
-/// [`valuation`] of totals already summed.
-#[inline]
-fn valuation_of(collateral: Money, t: &Totals) -> Result<Valuation, Reject> {
+fn valuation(collateral: Money, t: &Totals) -> Result<Valuation, Reject> {
     let equity = equity(collateral, t)?;
     let pnl = t.realized.checked_add(t.unrealized).ok_or(Reject::Overflow)?;
     let excess = equity.checked_sub(t.margin).filter(|&x| x != i128::MIN);
