@@ -84,7 +84,7 @@ enum Entry {
 
 #[derive(Clone, Copy, Debug)]
 enum Out {
-    Answer { sink: u32, answer: Answer },
+    Answer { sink: u32, answer: AnswerRun },
     Event { seq: Seq, event: Event },
     Shutdown,
 }
@@ -108,6 +108,78 @@ pub enum AnswerKind {
     Snapshot { seq: Seq },
     /// The journal failed; the command was not applied. The engine refuses further commands.
     Unavailable,
+}
+
+/// Answers on their way to a client: `answer`, then `more` acks that follow it, each with the
+/// next request id and the next seq and the same `ts`. The state machine joins the acks of
+/// consecutive commands of one client (a batch's, typically) into one run, so they cost the
+/// egress ring, egress and the client's answer ring one item instead of one each; the client
+/// hands them out one by one ([`AnswerRx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AnswerRun {
+    answer: Answer,
+    more: u32,
+}
+
+impl AnswerRun {
+    fn one(request_id: u64, kind: AnswerKind) -> AnswerRun {
+        AnswerRun { answer: Answer { request_id, kind }, more: 0 }
+    }
+
+    /// Extend this run by the ack of `request_id` at `seq`, stamped `ts`, if it is the next
+    /// one; false otherwise.
+    #[inline]
+    fn join(&mut self, request_id: u64, seq: Seq, ts: Nanos) -> bool {
+        let AnswerKind::Ack { seq: first, ts: t } = self.answer.kind else { return false };
+        let next = u64::from(self.more) + 1;
+        let joins = t == ts
+            && first.checked_add(next) == Some(seq)
+            && self.answer.request_id.checked_add(next) == Some(request_id)
+            && self.more < u32::MAX;
+        if joins {
+            self.more += 1;
+        }
+        joins
+    }
+
+    /// The first answer; the rest of the run, if any.
+    #[inline]
+    fn split_first(self) -> (Answer, Option<AnswerRun>) {
+        let rest = (self.more > 0).then(|| {
+            let mut r = self;
+            r.more -= 1;
+            r.answer.request_id += 1;
+            if let AnswerKind::Ack { seq, .. } = &mut r.answer.kind {
+                *seq += 1;
+            }
+            r
+        });
+        (self.answer, rest)
+    }
+}
+
+/// A client's receiving end of its answer ring, one answer at a time.
+struct AnswerRx {
+    ring: spsc::Consumer<AnswerRun>,
+    /// What is left of the run last taken from the ring.
+    run: Option<AnswerRun>,
+}
+
+impl AnswerRx {
+    #[inline]
+    fn poll(&mut self) -> Option<Answer> {
+        let run = match self.run.take() {
+            Some(r) => r,
+            None => self.ring.try_pop()?,
+        };
+        let (a, rest) = run.split_first();
+        self.run = rest;
+        Some(a)
+    }
+
+    fn ready(&mut self) -> bool {
+        self.run.is_some() || self.ring.available() > 0
+    }
 }
 
 /// Why a command was not accepted into the pipeline.
@@ -209,7 +281,7 @@ impl EventFilter {
 enum Control {
     Sink {
         id: u32,
-        producer: spsc::Producer<Answer>,
+        producer: spsc::Producer<AnswerRun>,
         waker: Thread,
         taking: Option<Arc<AtomicBool>>,
     },
@@ -730,7 +802,8 @@ impl ClientMaker {
         });
         let inflight = Arc::new(AtomicUsize::new(0));
         let sub = Submitter { shared: shared.clone(), sink, inflight: inflight.clone(), taking };
-        (sub, Answers { shared, sink, consumer, inflight })
+        let answers = AnswerRx { ring: consumer, run: None };
+        (sub, Answers { shared, sink, answers, inflight })
     }
 }
 
@@ -1212,7 +1285,7 @@ impl SmThread {
                 Some(Entry::Failed { sink, request_id }) => {
                     out.push(Out::Answer {
                         sink: *sink,
-                        answer: Answer { request_id: *request_id, kind: AnswerKind::Unavailable },
+                        answer: AnswerRun::one(*request_id, AnswerKind::Unavailable),
                     });
                     i += 1;
                 }
@@ -1231,7 +1304,6 @@ impl SmThread {
     ) {
         let with_events = shared.subscribers.load(Ordering::Relaxed) > 0;
         let publisher = &mut self.publisher;
-        let views = &*self.views;
         let outs = &mut self.outs;
         let mut rejects = 0u64;
         let mut events = 0u64;
@@ -1240,11 +1312,17 @@ impl SmThread {
             let (sink, request_id) = meta[i];
             let kind = match r {
                 Ok(evs) => {
-                    publisher.note(views, sm, s.seq, evs);
+                    publisher.note(sm, &s.cmd, evs);
                     if with_events {
                         outs.extend(evs.iter().map(|e| Out::Event { seq: s.seq, event: *e }));
                     }
                     events += evs.len() as u64;
+                    // Right after the ack of the client's previous command: one run.
+                    if let Some(Out::Answer { sink: to, answer: run }) = outs.last_mut() {
+                        if *to == sink && run.join(request_id, s.seq, s.ts) {
+                            return;
+                        }
+                    }
                     AnswerKind::Ack { seq: s.seq, ts: s.ts }
                 }
                 Err(reason) => {
@@ -1252,7 +1330,7 @@ impl SmThread {
                     AnswerKind::Reject { seq: s.seq, reason }
                 }
             };
-            outs.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+            outs.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
         });
         let last = cmds.last().map_or(0, |s| s.seq);
         self.publisher.publish(&self.sm, &self.views, last);
@@ -1295,7 +1373,7 @@ impl SmThread {
         match b {
             Barrier::Hash { sink, request_id } => {
                 let kind = AnswerKind::Hash { seq: self.sm.last_seq(), hash: self.sm.state_hash() };
-                out.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+                out.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
                 false
             }
             Barrier::Snapshot { sink, request_id } => {
@@ -1304,7 +1382,7 @@ impl SmThread {
                 } else {
                     AnswerKind::Unavailable
                 };
-                out.push(Out::Answer { sink, answer: Answer { request_id, kind } });
+                out.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
                 false
             }
             Barrier::Shutdown => {
@@ -1329,7 +1407,7 @@ impl SmThread {
 // ---- egress --------------------------------------------------------------------------------
 
 struct EgressSink {
-    producer: spsc::Producer<Answer>,
+    producer: spsc::Producer<AnswerRun>,
     waker: Thread,
     /// Set while the sink's submitter steps the pipeline (see [`Shared::combine_steps`]): it
     /// takes the answers itself, so the waker is not woken for them.
@@ -1455,9 +1533,9 @@ impl Egress {
         }
     }
 
-    /// Push an answer into its client's ring; false if the sink is not registered (here).
+    /// Push answers into their client's ring; false if the sink is not registered (here).
     #[inline]
-    fn deliver(&mut self, sink: u32, answer: Answer) -> bool {
+    fn deliver(&mut self, sink: u32, answer: AnswerRun) -> bool {
         let Some(s) = self.sinks.get_mut(&sink) else { return false };
         // Cannot be full: the client's window is the ring's capacity.
         let pushed = s.producer.try_push(answer).is_ok();
@@ -1537,7 +1615,7 @@ fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: CountedRx<Contr
 pub struct Client {
     shared: Arc<Shared>,
     sink: u32,
-    answers: spsc::Consumer<Answer>,
+    answers: AnswerRx,
     inflight: usize,
     next_request: u64,
     waiter: Waiter,
@@ -1556,7 +1634,7 @@ impl Client {
         Client {
             shared,
             sink,
-            answers,
+            answers: AnswerRx { ring: answers, run: None },
             inflight: 0,
             next_request: 1,
             waiter,
@@ -1624,7 +1702,7 @@ impl Client {
 
     /// The next answer, if one is ready.
     pub fn poll_answer(&mut self) -> Option<Answer> {
-        let a = self.answers.try_pop()?;
+        let a = self.answers.poll()?;
         self.inflight -= 1;
         Some(a)
     }
@@ -1651,7 +1729,7 @@ impl Client {
     fn combine_or_wait(&mut self) {
         if self.shared.combines() {
             if self.shared.combine() {
-                if self.answers.available() > 0 {
+                if self.answers.ready() {
                     return;
                 }
             } else {
@@ -1830,13 +1908,13 @@ impl Submitter {
 pub struct Answers {
     shared: Arc<Shared>,
     sink: u32,
-    consumer: spsc::Consumer<Answer>,
+    answers: AnswerRx,
     inflight: Arc<AtomicUsize>,
 }
 
 impl Answers {
     pub fn poll(&mut self) -> Option<Answer> {
-        let a = self.consumer.try_pop()?;
+        let a = self.answers.poll()?;
         // Release: the slot is free before the submitter may reuse the window.
         self.inflight.fetch_sub(1, Ordering::Release);
         Some(a)
@@ -1982,6 +2060,90 @@ mod tests {
         let mut seqs = Vec::new();
         c.read(|(s, _)| seqs.push(s), 8);
         seqs
+    }
+
+    #[test]
+    fn acks_join_into_runs_only_when_next_in_request_id_seq_and_ts() {
+        let ack = |seq| AnswerKind::Ack { seq, ts: 7 };
+        let mut run = AnswerRun::one(10, ack(100));
+        assert!(run.join(11, 101, 7));
+        assert!(run.join(12, 102, 7));
+        assert!(!run.join(14, 103, 7), "a request id skipped");
+        assert!(!run.join(13, 104, 7), "a seq skipped (another client's command between)");
+        assert!(!run.join(13, 103, 8), "another sequencer batch");
+        assert_eq!(run.more, 2);
+        let mut reject = AnswerRun::one(1, AnswerKind::Reject { seq: 5, reason: Reject::Overflow });
+        assert!(!reject.join(2, 6, 7), "only acks join");
+        let mut edge = AnswerRun::one(u64::MAX, ack(3));
+        assert!(!edge.join(0, 4, 7), "request ids do not wrap");
+        // Handed out one by one: every request id with its own seq, then nothing.
+        let (mut producer, ring) = spsc::channel(4).unwrap();
+        let mut rx = AnswerRx { ring, run: None };
+        producer.try_push(run).unwrap();
+        producer.try_push(reject).unwrap();
+        let got: Vec<Answer> = std::iter::from_fn(|| rx.poll()).collect();
+        let want = [
+            Answer { request_id: 10, kind: ack(100) },
+            Answer { request_id: 11, kind: ack(101) },
+            Answer { request_id: 12, kind: ack(102) },
+            reject.answer,
+        ];
+        assert_eq!(got, want);
+        assert!(!rx.ready());
+    }
+
+    /// A client's window of commands, answered in order with consecutive seqs: every answer
+    /// arrives once, matched to its request id, whether the state machine joined them or not.
+    #[test]
+    fn a_full_window_is_answered_one_by_one_in_order() {
+        let mut c = Config::default();
+        c.engine.accounts_max = 8;
+        c.engine.instruments_max = 4;
+        c.engine.positions_max = 16;
+        c.engine.trades_max = 64;
+        c.engine.client_inflight_max = 64;
+        let engine =
+            Engine::start(&c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+        let mut cl = engine.client();
+        let spec = novate_core::AccountSpec {
+            id: 1,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        };
+        // Accepted commands (acks, which join) with rejected ones (which do not) among them.
+        for rid in 0..64u64 {
+            let cmd = if rid % 9 == 4 {
+                Command::AdjustCollateral { account: 99, amount: 1 }
+            } else {
+                Command::UpsertAccount(spec)
+            };
+            cl.try_submit(1_000 + rid, cmd).unwrap();
+        }
+        cl.flush();
+        let mut last_seq = 0;
+        for rid in 0..64u64 {
+            let a = cl.wait_answer(Duration::from_secs(10)).expect("an answer per command");
+            assert_eq!(a.request_id, 1_000 + rid);
+            let seq = match a.kind {
+                AnswerKind::Ack { seq, .. } => {
+                    assert!(rid % 9 != 4, "{a:?}");
+                    seq
+                }
+                AnswerKind::Reject { seq, reason } => {
+                    assert_eq!((rid % 9, reason), (4, Reject::UnknownAccount));
+                    seq
+                }
+                k => panic!("{k:?}"),
+            };
+            assert_eq!(seq, last_seq + 1);
+            last_seq = seq;
+        }
+        assert_eq!(cl.inflight(), 0);
+        assert!(cl.poll_answer().is_none());
+        drop(cl);
+        engine.shutdown();
     }
 
     /// Egress looks at its control queue once per step; a subscription registered just after

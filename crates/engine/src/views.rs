@@ -6,10 +6,11 @@
 //! lock-free id indexes (crates/ring `index`, one writer, any readers).
 //!
 //! What the state-machine thread publishes, and when:
-//! - **positions** (qty, cost, realized): right after each command, for every position whose
-//!   book it changed (`StateMachine::changed_positions`: a trade's two, a settlement's holders),
-//!   read by slot (cells are indexed by the state machine's own row, column and slot, so
-//!   publishing costs no lookup by id);
+//! - **positions** (qty, cost, realized): after each `apply_batch`, every position whose book
+//!   the batch changed (`StateMachine::changed_positions` after each command: a trade's two, a
+//!   settlement's holders), once per batch however often the batch moved it, read by slot
+//!   (cells are indexed by the state machine's own row, column and slot, so publishing costs no
+//!   lookup by id);
 //!   readers value them (unrealized, average price) at the instrument's published mark with
 //!   core's own `Book` functions, so a new mark does not re-publish positions;
 //! - **accounts** (collateral, totals at current marks, equity, margin, excess): after each
@@ -18,16 +19,15 @@
 //!   (O(holders), as in the state machine itself);
 //! - **instruments** (spec, mark, last price): after each batch that touched them.
 //!
-//! A reader sees each view as of some batch boundary (a position may be up to one batch newer
-//! than its account), never half a value. The state hash is not a view: it is answered in order
+//! A reader sees each view as of some batch boundary, never half a value. The state hash is not a view: it is answered in order
 //! with the commands (`Client::state_hash`), which costs the state machine O(1) since the core
 //! keeps it current as it applies each command.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use novate_core::{
-    AccountId, AccountSpec, AccountView, Book, Event, InstrumentId, InstrumentSpec, InstrumentView,
-    Limits, PositionView, Reject, Seq, StateMachine, Totals,
+    AccountId, AccountSpec, AccountView, Book, Command, Event, InstrumentId, InstrumentSpec,
+    InstrumentView, Limits, PositionView, Reject, Seq, StateMachine, Totals,
 };
 use novate_ring::index::{self, IndexReader, IndexWriter};
 
@@ -99,9 +99,12 @@ pub struct Publisher {
     /// By column; `None` before the column is seen.
     instruments: Vec<Option<InstrumentState>>,
     cols: u32,
+    /// State-machine position slots the batch changed, each once.
+    dirty_positions: Vec<u32>,
     dirty_accounts: Vec<u32>,
     dirty_instruments: Vec<u32>,
-    /// Batch stamp per row / column, to mark each dirty once per batch.
+    /// Batch stamp per slot / row / column, to mark each dirty once per batch.
+    stamp_positions: Vec<u32>,
     stamp_accounts: Vec<u32>,
     stamp_instruments: Vec<u32>,
     holders_stamp: Vec<u32>,
@@ -140,8 +143,11 @@ pub fn new(limits: Limits, slots: usize) -> (Publisher, Views) {
         instrument_index: iiw,
         instruments: (0..i).map(|_| None).collect(),
         cols: 0,
+        // At most one entry per position a batch can change.
+        dirty_positions: Vec::with_capacity(p.min(slots)),
         dirty_accounts: Vec::with_capacity(a),
         dirty_instruments: Vec::with_capacity(i),
+        stamp_positions: vec![0; slots],
         stamp_accounts: vec![0; a],
         stamp_instruments: vec![0; i],
         holders_stamp: vec![0; i],
@@ -202,7 +208,7 @@ impl Publisher {
     }
 
     /// Publish the position in state-machine slot `slot` now, and mark its account and
-    /// instrument for the end of the batch.
+    /// instrument for publication (`publish` writes them after the positions).
     fn write_position(&mut self, views: &Views, sm: &StateMachine, slot: u32, seq: Seq) {
         let Some(p) = sm.position_at(slot) else { return };
         self.mark_account(p.row, p.account);
@@ -228,9 +234,26 @@ impl Publisher {
         );
     }
 
-    /// Note what the command with `seq` changed, as the state machine is right after it:
-    /// positions are written at once, accounts and instruments marked for [`Publisher::publish`].
-    pub fn note(&mut self, views: &Views, sm: &StateMachine, seq: Seq, events: &[Event]) {
+    /// Note what the command `cmd` just applied changed (its `events`, the state machine's
+    /// `changed_positions`): positions, accounts and instruments are marked, each once per
+    /// batch, for [`Publisher::publish`].
+    #[inline]
+    pub fn note(&mut self, sm: &StateMachine, cmd: &Command, events: &[Event]) {
+        // A trade's events name only its positions, which mark their accounts and instrument
+        // (a mark the trade moved is seen in `publish`).
+        if !matches!(cmd, Command::ClearTrade(_)) {
+            self.note_events(sm, events);
+        }
+        for &slot in sm.changed_positions() {
+            let Some(stamp) = self.stamp_positions.get_mut(slot as usize) else { continue };
+            if *stamp != self.batch {
+                *stamp = self.batch;
+                self.dirty_positions.push(slot);
+            }
+        }
+    }
+
+    fn note_events(&mut self, sm: &StateMachine, events: &[Event]) {
         for e in events {
             match e {
                 Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => {
@@ -246,9 +269,6 @@ impl Publisher {
                 }
                 _ => {}
             }
-        }
-        for &slot in sm.changed_positions() {
-            self.write_position(views, sm, slot, seq);
         }
     }
 
@@ -275,6 +295,11 @@ impl Publisher {
 
     /// Publish what the batch changed; `seq` is the batch's last seq.
     pub fn publish(&mut self, sm: &StateMachine, views: &Views, seq: Seq) {
+        // Positions first: each marks its account and instrument.
+        for k in 0..self.dirty_positions.len() {
+            self.write_position(views, sm, self.dirty_positions[k], seq);
+        }
+        self.dirty_positions.clear();
         // Instruments: a changed mark or margin rate re-values every holder's account.
         for k in 0..self.dirty_instruments.len() {
             let col = self.dirty_instruments[k];
