@@ -1384,6 +1384,36 @@ impl StateMachine {
 }
 
 impl Snapshot {
+    /// An empty snapshot with room for all a state machine with `limits` can hold, advised for
+    /// huge pages: [`StateMachine::export_into`] fills it without growing it.
+    pub fn with_room(limits: &Limits) -> Snapshot {
+        Snapshot {
+            instruments: with_capacity_huge(limits.instruments_max as usize),
+            accounts: with_capacity_huge(limits.accounts_max as usize),
+            positions: with_capacity_huge(limits.positions_max as usize),
+            trades: with_capacity_huge(limits.trades_max as usize),
+            last_seq: 0,
+        }
+    }
+
+    /// Commit the pages of this snapshot's room now, as [`StateMachine::prefault`] does for
+    /// the state machine's tables, so that an export into it takes no page fault. Nothing
+    /// visible changes. Returns the bytes committed and the bytes asked for.
+    pub fn prefault(&self) -> (usize, usize) {
+        fn room<T>(v: &Vec<T>) -> (*const u8, usize) {
+            (v.as_ptr().cast(), v.capacity() * std::mem::size_of::<T>())
+        }
+        let tables = [
+            room(&self.instruments),
+            room(&self.accounts),
+            room(&self.positions),
+            room(&self.trades),
+        ];
+        let asked = tables.iter().map(|t| t.1).sum();
+        let done = tables.iter().filter(|t| crate::map::populate(t.0, t.1)).map(|t| t.1).sum();
+        (done, asked)
+    }
+
     /// Put every table in ascending id order (positions by account, then instrument): the
     /// canonical order `export()` returns and stores that append by key need.
     pub fn sort(&mut self) {

@@ -84,3 +84,36 @@ fn a_prefaulted_state_machine_takes_no_page_faults_and_changes_nothing() {
     assert_eq!(warm.state_hash(), lazy.state_hash(), "same commands, same state");
     assert_eq!(warm.position(1, 1), lazy.position(1, 1));
 }
+
+/// A snapshot made with room for the limits and prefaulted takes the whole state without
+/// growing any table or taking page faults, and holds what `export` gives.
+#[test]
+fn a_snapshot_with_room_takes_the_state_without_growing_or_faulting() {
+    let (mut sm, seq) = book();
+    run(&mut sm, seq);
+    let mut snap = Snapshot::with_room(&limits());
+    let caps = |s: &Snapshot| {
+        [
+            s.instruments.capacity(),
+            s.accounts.capacity(),
+            s.positions.capacity(),
+            s.trades.capacity(),
+        ]
+    };
+    let room = caps(&snap);
+    assert_eq!(room, [4, 128, 1024, 2_000_000]);
+    let (done, asked) = snap.prefault();
+    assert!(asked >= 2_000_000 * std::mem::size_of::<(Trade, bool)>(), "asked {asked}");
+    assert_eq!(done, asked, "MADV_POPULATE_WRITE refused (kernel older than 5.14?)");
+    let before = minor_faults();
+    sm.export_into(&mut snap);
+    let faults = minor_faults() - before;
+    assert!(faults <= 8, "an export into a prefaulted snapshot faulted {faults} times");
+    assert_eq!(caps(&snap), room, "no table grew");
+    let mut want = sm.export();
+    want.sort();
+    snap.sort();
+    assert_eq!(snap, want);
+    assert_eq!(snap.trades.len(), TRADES as usize);
+    assert_eq!(snap.state_hash(), sm.state_hash());
+}

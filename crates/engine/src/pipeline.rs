@@ -38,7 +38,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, StateMachine};
+use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, Snapshot, StateMachine};
 use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
 
 use crate::config::Config;
@@ -142,43 +142,48 @@ impl AnswerRun {
         joins
     }
 
-    /// The first answer; the rest of the run, if any.
+    /// The answer after this run's first: the next request id and (an ack) the next seq.
     #[inline]
-    fn split_first(self) -> (Answer, Option<AnswerRun>) {
-        let rest = (self.more > 0).then(|| {
-            let mut r = self;
-            r.more -= 1;
-            r.answer.request_id += 1;
-            if let AnswerKind::Ack { seq, .. } = &mut r.answer.kind {
-                *seq += 1;
-            }
-            r
-        });
-        (self.answer, rest)
+    fn next_answer(a: &Answer) -> Answer {
+        let kind = match a.kind {
+            AnswerKind::Ack { seq, ts } => AnswerKind::Ack { seq: seq + 1, ts },
+            k => k,
+        };
+        Answer { request_id: a.request_id + 1, kind }
     }
 }
 
 /// A client's receiving end of its answer ring, one answer at a time.
 struct AnswerRx {
     ring: spsc::Consumer<AnswerRun>,
-    /// What is left of the run last taken from the ring.
-    run: Option<AnswerRun>,
+    /// The next answer of the run being handed out, and how many of it are left (0: take the
+    /// next run from the ring).
+    next: Answer,
+    left: u64,
 }
 
 impl AnswerRx {
+    fn new(ring: spsc::Consumer<AnswerRun>) -> AnswerRx {
+        AnswerRx { ring, next: Answer { request_id: 0, kind: AnswerKind::Unavailable }, left: 0 }
+    }
+
     #[inline]
     fn poll(&mut self) -> Option<Answer> {
-        let run = match self.run.take() {
-            Some(r) => r,
-            None => self.ring.try_pop()?,
-        };
-        let (a, rest) = run.split_first();
-        self.run = rest;
+        if self.left == 0 {
+            let run = self.ring.try_pop()?;
+            if run.more == 0 {
+                return Some(run.answer);
+            }
+            (self.next, self.left) = (run.answer, u64::from(run.more) + 1);
+        }
+        let a = self.next;
+        self.left -= 1;
+        self.next = AnswerRun::next_answer(&a);
         Some(a)
     }
 
     fn ready(&mut self) -> bool {
-        self.run.is_some() || self.ring.available() > 0
+        self.left > 0 || self.ring.available() > 0
     }
 }
 
@@ -564,13 +569,22 @@ impl Engine {
         report.lines.insert(1, format!("durability policy: {}", cfg.durability.policy.as_str()));
         report.lines.insert(2, format!("wait strategy: {wait}"));
 
+        // The periodic snapshots' first two buffers (the stores recycle them from the third).
+        let mut spares = Vec::new();
         if cfg.threads.prefault {
             let t = std::time::Instant::now();
-            let (done, asked) = sm.prefault();
+            let (mut done, mut asked) = sm.prefault();
+            if cfg.durability.snapshot_every > 0 {
+                spares = (0..SNAPSHOT_SPARES).map(|_| Snapshot::with_room(&limits)).collect();
+                for (d, a) in spares.iter().map(Snapshot::prefault) {
+                    (done, asked) = (done + d, asked + a);
+                }
+            }
             report.lines.push(format!(
-                "memory: {} of {} MiB of state tables committed at start-up in {} ms{}",
+                "memory: {} of {} MiB of state tables{} committed at start-up in {} ms{}",
                 done >> 20,
                 asked >> 20,
+                if spares.is_empty() { "" } else { " and snapshot buffers" },
                 t.elapsed().as_millis(),
                 if done < asked {
                     " (the kernel refused the rest: MADV_POPULATE_WRITE)"
@@ -595,11 +609,12 @@ impl Engine {
         let fused_stages = cfg.fused().map_err(|e| EngineError::Config(e.to_string()))?;
         let combine = fused_stages && cfg.threads.combine && !journal.commit_waits();
         let final_report = Arc::new(Mutex::new(None));
-        let sm_thread = |sm, publisher, snapshots, fr| SmThread {
+        let sm_thread = |sm, publisher, snapshots, fr, spares| SmThread {
             sm,
             publisher,
             views: views.clone(),
             snapshots,
+            spares,
             snapshot_every: cfg.durability.snapshot_every,
             since_snapshot: 0,
             batch_max: e.batch_max,
@@ -612,13 +627,13 @@ impl Engine {
         // Fused: the whole pipeline is built here and put where submitters can step it; split:
         // its parts go to the three threads below.
         let (fused_stage, parts) = if fused_stages {
-            let st = sm_thread(sm, publisher, snapshots, final_report.clone());
+            let st = sm_thread(sm, publisher, snapshots, final_report.clone(), spares);
             let down = Inline { st, egress: Egress::new(control_rx) };
             let waiter = Waiter::new(wait);
             let stage = SeqStage { rx: ingress_rx, q, batch_max: e.batch_max, down, waiter };
             (Some(Mutex::new(stage)), None)
         } else {
-            (None, Some((ingress_rx, q, sm, publisher, snapshots, control_rx)))
+            (None, Some((ingress_rx, q, sm, publisher, snapshots, control_rx, spares)))
         };
         let shared = Arc::new(Shared {
             ingress: ingress_tx,
@@ -660,7 +675,7 @@ impl Engine {
                 _ => "stages: split (sequencer, state machine and egress threads)".into(),
             },
         );
-        if let Some((ingress_rx, q, sm, publisher, snapshots, control_rx)) = parts {
+        if let Some((ingress_rx, q, sm, publisher, snapshots, control_rx, spares)) = parts {
             {
                 let shared = shared.clone();
                 let sm_wake = sm_thread_slot.clone();
@@ -675,7 +690,7 @@ impl Engine {
             }
             {
                 let shared = shared.clone();
-                let mut st = sm_thread(sm, publisher, snapshots, final_report.clone());
+                let mut st = sm_thread(sm, publisher, snapshots, final_report.clone(), spares);
                 let slot = sm_thread_slot.clone();
                 let place = placement.clone();
                 let txr = tx_report.clone();
@@ -802,7 +817,7 @@ impl ClientMaker {
         });
         let inflight = Arc::new(AtomicUsize::new(0));
         let sub = Submitter { shared: shared.clone(), sink, inflight: inflight.clone(), taking };
-        let answers = AnswerRx { ring: consumer, run: None };
+        let answers = AnswerRx::new(consumer);
         (sub, Answers { shared, sink, answers, inflight })
     }
 }
@@ -1181,11 +1196,18 @@ fn push_all<T: Copy>(
 /// to seven events); a run with more (a mark moving many holders) grows the buffer once.
 const OUTS_PER_COMMAND: usize = 8;
 
+/// Snapshot buffers committed at start-up with `threads.prefault`: a store recycles the buffer
+/// of the snapshot before the latest, so from the third snapshot on the buffers are reused.
+const SNAPSHOT_SPARES: usize = 2;
+
 struct SmThread {
     sm: StateMachine,
     publisher: Publisher,
     views: Arc<Views>,
     snapshots: Box<dyn SnapshotStore>,
+    /// Buffers for the next snapshots, committed at start-up (`threads.prefault`), used
+    /// before any the store hands back.
+    spares: Vec<Snapshot>,
     snapshot_every: u64,
     since_snapshot: u64,
     batch_max: usize,
@@ -1353,7 +1375,7 @@ impl SmThread {
     fn take_snapshot(&mut self, shared: &Shared, wait: bool) -> bool {
         self.since_snapshot = 0;
         // The pause: a sequential copy into reused buffers; the hash is kept current (O(1)).
-        let mut snap = self.snapshots.spare();
+        let mut snap = self.spares.pop().unwrap_or_else(|| self.snapshots.spare());
         self.sm.export_into(&mut snap);
         let seq = snap.last_seq;
         match self.snapshots.save(snap, self.sm.state_hash(), wait) {
@@ -1634,7 +1656,7 @@ impl Client {
         Client {
             shared,
             sink,
-            answers: AnswerRx { ring: answers, run: None },
+            answers: AnswerRx::new(answers),
             inflight: 0,
             next_request: 1,
             waiter,
@@ -1913,6 +1935,7 @@ pub struct Answers {
 }
 
 impl Answers {
+    #[inline]
     pub fn poll(&mut self) -> Option<Answer> {
         let a = self.answers.poll()?;
         // Release: the slot is free before the submitter may reuse the window.
@@ -2078,7 +2101,7 @@ mod tests {
         assert!(!edge.join(0, 4, 7), "request ids do not wrap");
         // Handed out one by one: every request id with its own seq, then nothing.
         let (mut producer, ring) = spsc::channel(4).unwrap();
-        let mut rx = AnswerRx { ring, run: None };
+        let mut rx = AnswerRx::new(ring);
         producer.try_push(run).unwrap();
         producer.try_push(reject).unwrap();
         let got: Vec<Answer> = std::iter::from_fn(|| rx.poll()).collect();

@@ -479,14 +479,17 @@ fn a_data_dir_survives_restarts_under_both_policies() {
     }
 }
 
-/// `threads.prefault` (off by default) commits the state tables at start-up and says so; off,
-/// nothing is said and the same commands give the same answers and state.
+/// `threads.prefault` (off by default) commits the state tables and the first two snapshot
+/// buffers at start-up and says so; off, nothing is said and the same commands give the same
+/// answers, snapshots and state.
 #[test]
 fn start_up_commits_the_state_tables_unless_told_not_to() {
     let run = |prefault: bool| {
         let mut c = cfg();
         c.threads.prefault = prefault;
         c.engine.trades_max = 200_000; // a trade index of 512k slots x 16 bytes: 8 MiB
+                                       // A snapshot every 4 commands: the two committed buffers, then the store's recycled ones.
+        c.durability.snapshot_every = 4;
         let e = start(&c);
         let lines = e.start_report().lines.clone();
         let mut cl = e.client();
@@ -497,12 +500,15 @@ fn start_up_commits_the_state_tables_unless_told_not_to() {
             .map(|t| cl.call(trade(t + 1, 1, 2, 1 + t as i64, 100 * PRICE_SCALE)).unwrap().0)
             .collect();
         let hash = cl.state_hash().unwrap();
+        let snapshots = e.metrics().snapshots.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(snapshots >= 4, "{snapshots} periodic snapshots");
         drop(cl);
         e.shutdown();
         (lines, acks, hash)
     };
     let (on, acks_on, hash_on) = run(true);
     let line = on.iter().find(|l| l.contains("committed at start-up")).expect("a prefault line");
+    assert!(line.contains("state tables and snapshot buffers"), "{line}");
     // "memory: D of A MiB ...": on this Linux (5.14+) everything asked for is committed.
     let mib: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).take(2).collect();
     assert!(
