@@ -132,10 +132,19 @@ impl State {
     /// Route every answer that has arrived to its flight; finished flights go to `done`.
     fn take_answers(&mut self) {
         let Some(mut answers) = self.answers.take() else { return };
-        while let Some(a) = answers.poll() {
-            route(self, a);
-            // Pop what is finished at once, so the next answer's flight is at the front.
-            complete_front(self);
+        while let Some((mut a, mut n)) = answers.poll_run() {
+            // A run of acks may span flights (a batch and the command after it): each takes
+            // its part.
+            while n > 0 {
+                let taken = route(self, a, n);
+                // Pop what is finished at once, so the next answer's flight is at the front.
+                complete_front(self);
+                if taken == 0 {
+                    break; // not ours (cannot happen)
+                }
+                n -= taken;
+                a = nth_of_run(a, taken);
+            }
         }
         self.answers = Some(answers);
     }
@@ -291,24 +300,29 @@ fn pump(sub: &Submitter, st: &mut State, flush: bool) -> bool {
     let mut pushed = false;
     while let Some(job) = st.queue.front_mut() {
         let rid = st.next_request;
+        // How many items went in (a batch's commands go in as many as fit at once).
         let r = match &job.work {
-            Work::Command(c) => sub.try_submit(rid, *c),
-            Work::Batch(cmds) if job.next < cmds.len() => sub.try_submit(rid, cmds[job.next]),
-            Work::Batch(_) => Ok(()), // empty, or fully submitted: seal below
-            Work::Hash => sub.try_state_hash(rid),
-            Work::Snapshot => sub.try_snapshot(rid),
+            Work::Command(c) => sub.try_submit(rid, *c).map(|()| 1),
+            Work::Batch(cmds) if job.next < cmds.len() => {
+                match sub.try_submit_many(rid, &cmds[job.next..]) {
+                    Ok(0) => Err(SubmitError::Busy),
+                    r => r,
+                }
+            }
+            Work::Batch(_) => Ok(0), // empty, or fully submitted: seal below
+            Work::Hash => sub.try_state_hash(rid).map(|()| 1),
+            Work::Snapshot => sub.try_snapshot(rid).map(|()| 1),
         };
         let total = match &job.work {
             Work::Batch(c) => c.len(),
             _ => 1,
         };
         match r {
-            Ok(()) => {
-                let item = job.next < total;
-                if item {
+            Ok(items) => {
+                if items > 0 {
                     pushed = true;
-                    st.next_request += 1;
-                    job.next += 1;
+                    st.next_request += items as u64;
+                    job.next += items;
                 }
                 let ticket = job.ticket;
                 let batch = matches!(job.work, Work::Batch(_));
@@ -326,7 +340,7 @@ fn pump(sub: &Submitter, st: &mut State, flush: bool) -> bool {
                     });
                 }
                 if let Some(f) = st.flights.back_mut() {
-                    f.submitted += usize::from(item);
+                    f.submitted += items;
                     f.sealed = sealed;
                 }
                 if sealed {
@@ -363,8 +377,18 @@ fn complete_front(st: &mut State) {
     }
 }
 
-/// Account one answer to its flight.
-fn route(st: &mut State, a: Answer) {
+/// The answer `k` places after `a` in its run (see `Answers::poll_run`).
+fn nth_of_run(a: Answer, k: u64) -> Answer {
+    let kind = match a.kind {
+        AnswerKind::Ack { seq, ts } => AnswerKind::Ack { seq: seq + k, ts },
+        other => other,
+    };
+    Answer { request_id: a.request_id + k, kind }
+}
+
+/// Account answer `a` and, if it is an ack, up to `n - 1` acks of its run after it, to `a`'s
+/// flight; returns how many were accounted (0: no flight of ours).
+fn route(st: &mut State, a: Answer, n: u64) -> u64 {
     // Answers come in submission order and finished flights are popped after each answer, so
     // this is the front flight; the search only guards against a bug elsewhere.
     let Some(f) = st
@@ -373,15 +397,20 @@ fn route(st: &mut State, a: Answer) {
         .take_while(|f| f.first <= a.request_id)
         .find(|f| a.request_id < f.first + f.submitted as u64)
     else {
-        return; // not ours (cannot happen: this sink only carries our requests)
+        return 0; // not ours (cannot happen: this sink only carries our requests)
     };
-    f.answered += 1;
     let index = (a.request_id - f.first) as u32;
+    // Only a batch's acks are taken together; anything else is one answer.
+    let k = match (&f.batch, a.kind) {
+        (Some(_), AnswerKind::Ack { .. }) => n.min(f.first + f.submitted as u64 - a.request_id),
+        _ => 1,
+    };
+    f.answered += k as usize;
     match f.batch.as_mut() {
         Some(b) => match a.kind {
             AnswerKind::Ack { seq, .. } => {
-                b.accepted += 1;
-                b.last_seq = b.last_seq.max(seq);
+                b.accepted += k as u32;
+                b.last_seq = b.last_seq.max(seq + k - 1);
             }
             AnswerKind::Reject { seq, reason } => {
                 b.rejected += 1;
@@ -403,6 +432,7 @@ fn route(st: &mut State, a: Answer) {
             })
         }
     }
+    k
 }
 
 fn run(inner: &Inner, mut deliver: Deliver) {

@@ -182,6 +182,19 @@ impl AnswerRx {
         Some(a)
     }
 
+    /// The next answer and how many answers its run has from it on (see
+    /// [`Answers::poll_run`]), all taken.
+    #[inline]
+    fn poll_run(&mut self) -> Option<(Answer, u64)> {
+        if self.left > 0 {
+            let run = (self.next, self.left);
+            self.left = 0;
+            return Some(run);
+        }
+        let run = self.ring.try_pop()?;
+        Some((run.answer, u64::from(run.more) + 1))
+    }
+
     fn ready(&mut self) -> bool {
         self.left > 0 || self.ring.available() > 0
     }
@@ -453,6 +466,23 @@ impl Shared {
 
     /// Push into the ingress ring unless closed; the bracket lets `shutdown` wait for pushes
     /// that passed the check before it set `closed`.
+    /// [`Shared::try_ingress`] for `n` items made by `make`, in order: how many went in.
+    fn try_ingress_many(
+        &self,
+        n: usize,
+        make: impl FnMut(usize) -> Inbound,
+    ) -> Result<usize, SubmitError> {
+        // SeqCst: as in `try_ingress`.
+        self.submitting.fetch_add(1, Ordering::SeqCst);
+        let r = if self.closed.load(Ordering::SeqCst) || self.failed.load(Ordering::Relaxed) {
+            Err(SubmitError::Closed)
+        } else {
+            Ok(self.ingress.try_push_many(n, make))
+        };
+        self.submitting.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
     fn try_ingress(&self, item: Inbound) -> Result<(), SubmitError> {
         // SeqCst (with the SeqCst store of `closed` and load of `submitting` in shutdown): either
         // shutdown sees our increment and waits, or we see `closed`.
@@ -1877,6 +1907,32 @@ impl Submitter {
         self.push(Inbound::Cmd(Request { cmd, sink: self.sink, request_id }))
     }
 
+    /// Submit the first of `cmds` that fit in the window and the ingress ring, in order, with
+    /// request ids `first_request_id`, `first_request_id + 1`, ...; returns how many (`Ok(0)`:
+    /// no room now, as `Busy` from [`Submitter::try_submit`]). One reservation of the window
+    /// and one claim of the ring for all of them, where `try_submit` pays both per command.
+    pub fn try_submit_many(
+        &self,
+        first_request_id: u64,
+        cmds: &[Command],
+    ) -> Result<usize, SubmitError> {
+        let max = self.shared.inflight_max;
+        // Relaxed, as in `reserve`: the window check needs no ordering with the data path.
+        let before = self.inflight.fetch_add(cmds.len(), Ordering::Relaxed);
+        let room = max.saturating_sub(before).min(cmds.len());
+        self.inflight.fetch_sub(cmds.len() - room, Ordering::Relaxed);
+        if room == 0 {
+            return Ok(0);
+        }
+        let sink = self.sink;
+        let pushed = self.shared.try_ingress_many(room, |i| {
+            Inbound::Cmd(Request { cmd: cmds[i], sink, request_id: first_request_id + i as u64 })
+        });
+        let n = *pushed.as_ref().unwrap_or(&0);
+        self.inflight.fetch_sub(room - n, Ordering::Relaxed);
+        pushed
+    }
+
     /// Ask for the state hash (answered as `AnswerKind::Hash` in order with the commands).
     pub fn try_state_hash(&self, request_id: u64) -> Result<(), SubmitError> {
         self.push(Inbound::Barrier(Barrier::Hash { sink: self.sink, request_id }))
@@ -1941,6 +1997,17 @@ impl Answers {
         // Release: the slot is free before the submitter may reuse the window.
         self.inflight.fetch_sub(1, Ordering::Release);
         Some(a)
+    }
+
+    /// The next answers at once: `(a, n)` is `a` and, for `n > 1`, the acks of the `n - 1`
+    /// commands after it (request ids and seqs one higher each, the same ts), in order. What
+    /// `n` calls of [`Answers::poll`] would return, without the `n` steps.
+    #[inline]
+    pub fn poll_run(&mut self) -> Option<(Answer, u64)> {
+        let (a, n) = self.answers.poll_run()?;
+        // Release: as in `poll`.
+        self.inflight.fetch_sub(n as usize, Ordering::Release);
+        Some((a, n))
     }
 
     pub fn inflight(&self) -> usize {

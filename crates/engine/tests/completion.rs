@@ -150,6 +150,52 @@ fn a_batch_completes_once_with_every_answer_counted_and_rejects_by_index() {
     e.shutdown();
 }
 
+/// The engine joins the acks of consecutive commands into runs, which may span pieces of work
+/// (a batch's last acks and the command after it): with a small window and a wide one, each
+/// batch still counts exactly its own answers, with a reject in the middle of a run, and each
+/// command gets its own ack.
+#[test]
+fn runs_of_acks_across_batches_and_commands_complete_each_piece_of_work_once() {
+    for (window, batch_max) in [(8, 8), (512, 256)] {
+        let mut c = cfg();
+        c.engine.ingress_ring = 512;
+        c.engine.apply_ring = 512;
+        c.engine.egress_ring = 512;
+        c.engine.batch_max = batch_max;
+        c.engine.client_inflight_max = window;
+        let (e, client, rx) = start_with(&c, Box::new(MemJournal::new()));
+        let setup = setup();
+        let s = setup.len() as u64;
+        client.submit(1, Work::Batch(setup));
+        let mut a: Vec<Command> = (1..=300).map(trade).collect();
+        a[150] = trade(5); // a duplicate in the middle
+        client.submit(2, Work::Batch(a));
+        client.submit(3, Work::Command(trade(1_000)));
+        client.submit(4, Work::Batch((1_001..=1_100).map(trade).collect()));
+        client.submit(5, Work::Command(trade(2_000)));
+        client.submit(6, Work::Command(trade(2_000))); // a duplicate of the one before
+        let done = collect(&rx, 6);
+        let tickets: Vec<Ticket> = done.iter().map(|d| d.0).collect();
+        assert_eq!(tickets, [1, 2, 3, 4, 5, 6], "window {window}");
+        let batch = |i: usize| match &done[i].1 {
+            Outcome::Batch(b) => b.clone(),
+            o => panic!("window {window}: {o:?}"),
+        };
+        assert_eq!((batch(0).accepted, batch(0).rejected, batch(0).last_seq), (s as u32, 0, s));
+        let b = batch(1);
+        assert_eq!((b.accepted, b.rejected, b.last_seq), (299, 1, s + 300), "window {window}");
+        assert_eq!(b.rejects, vec![(150, Reject::Duplicate)]);
+        assert_eq!(done[2].1, Outcome::Ack { seq: s + 301 }, "window {window}");
+        let b = batch(3);
+        assert_eq!((b.accepted, b.rejected, b.last_seq), (100, 0, s + 401), "window {window}");
+        assert_eq!(done[4].1, Outcome::Ack { seq: s + 402 });
+        assert_eq!(done[5].1, Outcome::Rejected { seq: s + 403, reason: Reject::Duplicate });
+        assert_eq!(client.pending(), 0);
+        client.finish();
+        e.shutdown();
+    }
+}
+
 #[test]
 fn after_shutdown_everything_completes_accepted_work_answered_the_rest_closed() {
     let (e, c, rx) = start();

@@ -81,6 +81,34 @@ fn loom_mpsc_two_producers_exactly_once() {
 }
 
 #[test]
+fn loom_mpsc_push_many_races_a_push_exactly_once_in_order() {
+    loom::model(|| {
+        let (p, mut c) = mpsc::channel::<u32>(4).unwrap();
+        p.try_push(0).unwrap();
+        let p2 = p.clone();
+        let a = thread::spawn(move || p.try_push_many(2, |i| 10 + i as u32));
+        let b = thread::spawn(move || p2.try_push(20).is_ok());
+        let mut got = Vec::new();
+        if let Some(v) = c.try_pop() {
+            got.push(v);
+        }
+        let many = a.join().unwrap();
+        let one = b.join().unwrap();
+        while let Some(v) = c.try_pop() {
+            got.push(v);
+        }
+        // Room for 3 after the first value: both succeed whatever the interleaving.
+        assert!(many == 2 && one);
+        assert_eq!(got[0], 0);
+        let tens: Vec<u32> = got.iter().copied().filter(|v| (10..20).contains(v)).collect();
+        assert_eq!(tens, [10, 11], "a producer's values arrive in its order");
+        let mut all = got.clone();
+        all.sort_unstable();
+        assert_eq!(all, [0, 10, 11, 20]);
+    });
+}
+
+#[test]
 fn loom_mpsc_full_then_reuse_slot() {
     loom::model(|| {
         let (p, mut c) = mpsc::channel::<u32>(2).unwrap();

@@ -141,6 +141,61 @@ impl<T> Producer<T> {
     }
 }
 
+impl<T> Producer<T> {
+    /// Appends up to `n` values, `make(0)`, `make(1)`, ... in order, with one CAS on the tail
+    /// for all of them; returns how many (fewer than `n` only when the queue has less room; 0
+    /// when it is full). `make` is called exactly once for each value appended, in order.
+    ///
+    /// Claiming `k` positions at once is sound because the consumer frees slots in position
+    /// order: if the slot of the last position `pos + k - 1` is free for this lap, so is every
+    /// slot before it, and none of them can be claimed by anyone but the winner of the CAS
+    /// from `pos` (the tail never moves back).
+    pub fn try_push_many(&self, n: usize, mut make: impl FnMut(usize) -> T) -> usize {
+        let shared = &*self.shared;
+        let mut want = n.min(shared.mask + 1);
+        let mut pos = shared.tail.load(Ordering::Relaxed);
+        while want > 0 {
+            let last = pos.wrapping_add(want - 1);
+            // Acquire: pairs with the consumer's Release store that freed the last slot, and
+            // so (in position order) every slot before it.
+            let seq = shared.slots[last & shared.mask].seq.load(Ordering::Acquire);
+            let diff = seq.wrapping_sub(last) as isize;
+            if diff == 0 {
+                // Relaxed: as in `try_push`, the CAS only arbitrates ownership of the positions.
+                match shared.tail.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(want),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        for i in 0..want {
+                            let at = pos.wrapping_add(i);
+                            let slot = &shared.slots[at & shared.mask];
+                            let value = make(i);
+                            // SAFETY: we won positions `pos..pos + want`, and their slots are
+                            // free for this lap (see above), so no other thread touches this
+                            // one until we publish it.
+                            slot.value.with_mut(|p| unsafe { (*p).write(value) });
+                            // Release: publishes the value write to the consumer's Acquire load.
+                            slot.seq.store(at.wrapping_add(1), Ordering::Release);
+                        }
+                        return want;
+                    }
+                    Err(current) => pos = current,
+                }
+            } else if diff < 0 {
+                // The last slot still holds a value from one lap ago: ask for fewer.
+                want /= 2;
+            } else {
+                // Another producer claimed positions from `pos` already; catch up.
+                pos = shared.tail.load(Ordering::Relaxed);
+            }
+        }
+        0
+    }
+}
+
 /// The reading end. `Send`, not `Clone`: there is exactly one.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
@@ -230,6 +285,46 @@ mod tests {
             assert!(!c.has_next());
             assert_eq!(c.try_pop(), None);
         }
+    }
+
+    #[test]
+    fn push_many_appends_in_order_up_to_the_room_there_is() {
+        let (p, mut c) = channel::<u64>(8).unwrap();
+        let mut next = 0u64;
+        let mut expect = 0u64;
+        for lap in 0..200usize {
+            // Between 1 and 11 at a time, with single pushes among them, across many laps.
+            let n = 1 + lap % 11;
+            let mut made = Vec::new();
+            let k = p.try_push_many(n, |i| {
+                made.push(i);
+                next + i as u64
+            });
+            assert_eq!(made, (0..k).collect::<Vec<_>>(), "make is called once per value, in order");
+            next += k as u64;
+            if lap % 3 == 0 && p.try_push(next).is_ok() {
+                next += 1;
+            }
+            let mut got = Vec::new();
+            c.read(|v| got.push(v), lap % 5);
+            for v in got {
+                assert_eq!(v, expect);
+                expect += 1;
+            }
+        }
+        while let Some(v) = c.try_pop() {
+            assert_eq!(v, expect);
+            expect += 1;
+        }
+        assert_eq!(expect, next);
+        // Full: nothing is made. With room for 3, a request for 5 halves until it fits (2),
+        // and the next takes the last one.
+        while p.try_push(0).is_ok() {}
+        assert_eq!(p.try_push_many(4, |_| panic!("made while full")), 0);
+        c.read(|_| {}, 3);
+        assert_eq!(p.try_push_many(5, |i| 100 + i as u64), 2, "asks for half until it fits");
+        assert_eq!(p.try_push_many(5, |i| 200 + i as u64), 1);
+        assert_eq!(p.try_push_many(0, |_| panic!()), 0);
     }
 
     #[test]
