@@ -131,12 +131,26 @@ impl<K: MapKey> FixedMap<K> {
         key.hash64() as usize & self.mask
     }
 
+    /// `key`'s hash, for a [`prefetch_hashed`](Self::prefetch_hashed) and the lookups after
+    /// it (`*_hashed`), so the key is hashed once for all of them.
+    #[inline]
+    pub fn hash(key: &K) -> u64 {
+        key.hash64()
+    }
+
     #[inline]
     pub fn get(&self, key: &K) -> Option<u32> {
+        self.get_hashed(key, key.hash64())
+    }
+
+    /// [`get`](Self::get) with `hash == FixedMap::hash(key)` computed before.
+    #[inline]
+    pub fn get_hashed(&self, key: &K, hash: u64) -> Option<u32> {
+        debug_assert_eq!(hash, key.hash64());
         if *key == K::EMPTY {
             return None;
         }
-        let mut i = self.home(key);
+        let mut i = hash as usize & self.mask;
         // Bounded: the load factor is <= 0.5, so an empty slot exists.
         for _ in 0..=self.mask {
             let e = &self.entries[i];
@@ -155,8 +169,15 @@ impl<K: MapKey> FixedMap<K> {
     /// put it without probing again. `key` must not be the empty key.
     #[inline]
     pub fn find(&self, key: &K) -> Probe {
+        self.find_hashed(key, key.hash64())
+    }
+
+    /// [`find`](Self::find) with `hash == FixedMap::hash(key)` computed before.
+    #[inline]
+    pub fn find_hashed(&self, key: &K, hash: u64) -> Probe {
         debug_assert!(*key != K::EMPTY);
-        let mut i = self.home(key);
+        debug_assert_eq!(hash, key.hash64());
+        let mut i = hash as usize & self.mask;
         // Bounded: the load factor is <= 0.5, so an empty slot exists.
         for _ in 0..=self.mask {
             let e = &self.entries[i];
@@ -205,6 +226,12 @@ impl<K: MapKey> FixedMap<K> {
     #[inline]
     pub fn prefetch(&self, key: &K) {
         prefetch(&self.entries[self.home(key)]);
+    }
+
+    /// [`prefetch`](Self::prefetch) the home slot of the key whose hash is `hash`.
+    #[inline]
+    pub fn prefetch_hashed(&self, hash: u64) {
+        prefetch(&self.entries[hash as usize & self.mask]);
     }
 }
 
@@ -335,6 +362,25 @@ mod tests {
             }
         }
         assert!(coincided > 0, "the case of one vacancy for both keys was reached");
+    }
+
+    #[test]
+    fn hashed_lookups_equal_the_plain_ones() {
+        fn check<K: MapKey + std::fmt::Debug>(keys: &[K], absent: &[K]) {
+            let mut m: FixedMap<K> = FixedMap::new(keys.len());
+            for (v, k) in keys.iter().enumerate() {
+                m.insert(*k, v as u32).unwrap();
+            }
+            for k in keys.iter().chain(absent) {
+                let h = FixedMap::<K>::hash(k);
+                m.prefetch_hashed(h);
+                assert_eq!(m.get_hashed(k, h), m.get(k), "{k:?}");
+                assert_eq!(m.find_hashed(k, h), m.find(k), "{k:?}");
+            }
+        }
+        check(&[3u64, 77, 1 << 40], &[4, 78]);
+        check(&[SeqKey(1), SeqKey(2), SeqKey(3), SeqKey(4), SeqKey(9)], &[SeqKey(5), SeqKey(8)]);
+        check(&[PairKey::new(1, 2), PairKey::new(2, 1)], &[PairKey::new(1, 1)]);
     }
 
     #[test]

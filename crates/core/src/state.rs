@@ -285,10 +285,24 @@ struct Legs {
     rows: [u32; 2],
     col: u32,
     slots: [u32; 2],
+    /// The trade id's hash in the trade index; 0: not computed (a hash that is 0 is just
+    /// computed again).
+    trade_hash: u64,
 }
 
 impl Legs {
-    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
+    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0 };
+}
+
+/// The index hashes of a trade ahead in a batch, computed once by `prefetch_index` for its
+/// prefetches and kept for `resolve`'s lookups and the trade's duplicate check.
+#[derive(Clone, Copy, Default)]
+struct Hashes {
+    /// Buyer and seller in the account index.
+    accounts: [u64; 2],
+    /// Buyer's and seller's positions in the position index.
+    positions: [u64; 2],
+    trade: u64,
 }
 
 /// Outcome of the post-trade checks of one account: what failed, and its what-if totals.
@@ -476,54 +490,64 @@ impl StateMachine {
         batch: &[Sequenced],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
-        let mut hints = [Legs::NONE; PREFETCH_DISTANCE + 1];
-        // A batch of one has nothing to overlap its index loads with: look it up directly.
-        if batch.len() > 1 {
-            for near in batch.iter().take(PREFETCH_DISTANCE) {
-                self.prefetch_index(&near.cmd);
-            }
+        // Per command ahead: its index hashes (from the first prefetch stage), then its hints
+        // (from the second). A ring over the commands i .. i + 2 * PREFETCH_DISTANCE.
+        const AHEAD: usize = 2 * PREFETCH_DISTANCE + 1;
+        let mut hashes = [Hashes::default(); AHEAD];
+        let mut hints = [Legs::NONE; AHEAD];
+        for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
+            hashes[k] = self.prefetch_index(&far.cmd);
         }
         for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-            hints[k] = self.resolve(&near.cmd);
+            hints[k] = self.resolve(&near.cmd, &hashes[k]);
         }
         for (i, s) in batch.iter().enumerate() {
             if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
-                self.prefetch_index(&far.cmd);
+                hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(&far.cmd);
             }
             if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
-                hints[(i + PREFETCH_DISTANCE) % hints.len()] = self.resolve(&near.cmd);
+                let k = (i + PREFETCH_DISTANCE) % AHEAD;
+                hints[k] = self.resolve(&near.cmd, &hashes[k]);
             }
-            let h = hints[i % hints.len()];
+            let h = hints[i % AHEAD];
             let ok = self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &h).map(|_| ());
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
         }
     }
 
-    fn prefetch_index(&self, cmd: &Command) {
-        if let Command::ClearTrade(t) = cmd {
-            self.account_index.prefetch(&t.buy);
-            self.account_index.prefetch(&t.sell);
-            self.position_index.prefetch(&PairKey::new(t.buy, t.instrument));
-            self.position_index.prefetch(&PairKey::new(t.sell, t.instrument));
-            self.trade_index.prefetch(&SeqKey(t.trade_id));
+    /// Prefetch the index slots of a trade's accounts, positions and trade id; their hashes.
+    fn prefetch_index(&self, cmd: &Command) -> Hashes {
+        let Command::ClearTrade(t) = cmd else { return Hashes::default() };
+        let accounts = [t.buy, t.sell].map(|a| FixedMap::hash(&a));
+        let positions = [t.buy, t.sell].map(|a| FixedMap::hash(&PairKey::new(a, t.instrument)));
+        let trade = FixedMap::hash(&SeqKey(t.trade_id));
+        for h in accounts {
+            self.account_index.prefetch_hashed(h);
         }
+        for h in positions {
+            self.position_index.prefetch_hashed(h);
+        }
+        self.trade_index.prefetch_hashed(trade);
+        Hashes { accounts, positions, trade }
     }
 
     /// Look up (and prefetch) the accounts, instrument and positions of a trade ahead of
     /// applying it. Only hits are kept: rows, columns and slots never move or disappear, so a
     /// hit is still true when the trade is applied; a miss (an account or position that a
     /// command in between may create) is looked up again then.
-    fn resolve(&self, cmd: &Command) -> Legs {
+    /// `hashes` are the trade's, from `prefetch_index`.
+    fn resolve(&self, cmd: &Command, hashes: &Hashes) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
-        let mut h = Legs::NONE;
+        let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
         h.col = self.instrument_index.get(&u64::from(t.instrument)).unwrap_or(NONE);
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
-            if let Some(row) = self.account_index.get(&acct) {
+            if let Some(row) = self.account_index.get_hashed(&acct, hashes.accounts[k]) {
                 prefetch_lines(&self.accounts[row as usize]);
                 h.rows[k] = row;
             }
-            if let Some(slot) = self.position_index.get(&PairKey::new(acct, t.instrument)) {
+            let pair = PairKey::new(acct, t.instrument);
+            if let Some(slot) = self.position_index.get_hashed(&pair, hashes.positions[k]) {
                 prefetch(&self.positions[slot as usize]);
                 h.slots[k] = slot;
             }
@@ -695,7 +719,12 @@ impl StateMachine {
         let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
         let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
         let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
-        let Probe::Vacant(trade_at) = self.trade_index.find(&SeqKey(t.trade_id)) else {
+        let key = SeqKey(t.trade_id);
+        let probe = match hints.trade_hash {
+            h if HINTED && h != 0 => self.trade_index.find_hashed(&key, h),
+            _ => self.trade_index.find(&key),
+        };
+        let Probe::Vacant(trade_at) = probe else {
             return Err(Reject::Duplicate);
         };
         if self.trade_index.is_full() {
@@ -707,7 +736,7 @@ impl StateMachine {
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
         let slots = if HINTED { hints.slots } else { [NONE; 2] };
-        let legs = Legs { rows: [buy_row, sell_row], col, slots };
+        let legs = Legs { rows: [buy_row, sell_row], col, slots, ..Legs::NONE };
         self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         let ins = &mut self.instruments[col as usize];
         if ins.last_price != t.price {
@@ -739,7 +768,7 @@ impl StateMachine {
         let mark = self.instruments[col as usize].mark();
         self.events.push(Event::TradeBusted { trade_id });
         // The reverse: the buyer sells and the seller buys the original quantity.
-        self.book_legs(&t, Legs { rows, col, slots: [NONE; 2] }, mark, -t.qty, false)?;
+        self.book_legs(&t, Legs { rows, col, ..Legs::NONE }, mark, -t.qty, false)?;
         self.trades[index].busted = true;
         self.digest.replace(trade_record(&t, false), trade_record(&t, true));
         Ok(())
@@ -885,7 +914,7 @@ impl StateMachine {
         qty: Qty,
         moves_mark: bool,
     ) -> Result<(), Reject> {
-        let Legs { rows, col, slots: slot_hints } = legs;
+        let Legs { rows, col, slots: slot_hints, .. } = legs;
         let m = self.instruments[col as usize].spec.multiplier;
         let ids = [t.buy, t.sell];
         // A position's slot, or where its index entry goes when it is new.
