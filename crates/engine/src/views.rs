@@ -493,3 +493,67 @@ impl Views {
 }
 
 const _: () = assert!(UNPUBLISHED == 0 && ACCOUNT_WORDS == 19);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novate_core::{Trade, PRICE_SCALE};
+
+    /// Nothing a batch changed is visible before `publish`; then its positions, accounts and
+    /// instrument are all views of the state after the batch, at its last seq (a position
+    /// that a later command of the batch did not touch included).
+    #[test]
+    fn a_batch_is_published_whole_at_its_last_seq() {
+        let limits =
+            Limits { accounts_max: 8, instruments_max: 4, positions_max: 16, trades_max: 64 };
+        let mut sm = StateMachine::new(limits).unwrap();
+        let (mut publisher, views) = new(limits, sm.position_slots_max());
+        let account = |id| AccountSpec {
+            id,
+            max_position: 0,
+            max_notional: 0,
+            max_loss: 0,
+            suspended: false,
+        };
+        let trade = |trade_id, buy, sell, qty| {
+            Command::ClearTrade(Trade {
+                trade_id,
+                buy,
+                sell,
+                instrument: 7,
+                qty,
+                price: 100 * PRICE_SCALE,
+                trade_date: 20261125,
+            })
+        };
+        let spec = InstrumentSpec { id: 7, multiplier: 1, margin_bps: 500, settle_days: 2 };
+        let batch = [
+            Command::UpsertInstrument(spec),
+            Command::UpsertAccount(account(1)),
+            Command::UpsertAccount(account(2)),
+            Command::AdjustCollateral { account: 1, amount: 1 << 60 },
+            Command::AdjustCollateral { account: 2, amount: 1 << 60 },
+            trade(1, 1, 2, 3),
+            trade(2, 2, 1, 1),
+            Command::AdjustCollateral { account: 2, amount: 5 },
+        ];
+        for (k, cmd) in batch.iter().enumerate() {
+            let events = sm.apply(cmd, k as Seq + 1, 0).unwrap().to_vec();
+            publisher.note(&sm, cmd, &events);
+        }
+        assert!(views.position(1, 7).is_none() && views.account(1).is_err());
+        assert_eq!(views.seq(), 0);
+        let last = batch.len() as Seq;
+        publisher.publish(&sm, &views, last);
+        assert_eq!(views.seq(), last);
+        for id in [1, 2] {
+            let p = views.position(id, 7).expect("published");
+            assert_eq!((p.value, p.seq), (sm.position(id, 7).unwrap(), last), "position {id}");
+            let a = views.account(id).expect("published");
+            assert_eq!((a.value, a.seq), (sm.account(id).unwrap(), last), "account {id}");
+        }
+        assert_eq!(views.position(1, 7).unwrap().value.qty, 2);
+        let i = views.instrument(7).expect("published");
+        assert_eq!((i.value, i.seq), (sm.instrument(7).unwrap(), last));
+    }
+}
