@@ -495,22 +495,32 @@ impl StateMachine {
         const AHEAD: usize = 2 * PREFETCH_DISTANCE + 1;
         let mut hashes = [Hashes::default(); AHEAD];
         let mut hints = [Legs::NONE; AHEAD];
-        for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
-            hashes[k] = self.prefetch_index(&far.cmd);
-        }
-        for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-            hints[k] = self.resolve(&near.cmd, &hashes[k]);
-        }
-        for (i, s) in batch.iter().enumerate() {
-            if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
-                hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(&far.cmd);
+        // A batch of one has nothing to overlap its index loads with: it looks them up as it
+        // applies, as `apply` does.
+        let ahead = batch.len() > 1;
+        if ahead {
+            for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
+                hashes[k] = self.prefetch_index(&far.cmd);
             }
-            if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
-                let k = (i + PREFETCH_DISTANCE) % AHEAD;
+            for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
                 hints[k] = self.resolve(&near.cmd, &hashes[k]);
             }
-            let h = hints[i % AHEAD];
-            let ok = self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &h).map(|_| ());
+        }
+        for (i, s) in batch.iter().enumerate() {
+            if ahead {
+                if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
+                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(&far.cmd);
+                }
+                if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
+                    let k = (i + PREFETCH_DISTANCE) % AHEAD;
+                    hints[k] = self.resolve(&near.cmd, &hashes[k]);
+                }
+            }
+            let ok = if ahead {
+                self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i % AHEAD]).map(|_| ())
+            } else {
+                self.apply_hinted::<false>(&s.cmd, s.seq, s.ts, &Legs::NONE).map(|_| ())
+            };
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
         }
