@@ -421,9 +421,7 @@ impl StateMachine {
             vec(&self.changed),
             vec(&self.scratch),
         ];
-        let asked = tables.iter().map(|t| t.1).sum();
-        let done = tables.iter().filter(|t| crate::map::populate(t.0, t.1)).map(|t| t.1).sum();
-        (done, asked)
+        populate_all(&tables)
     }
 
     /// Sequence number of the last command applied (accepted or rejected); 0 before any.
@@ -1442,15 +1440,12 @@ impl Snapshot {
         fn room<T>(v: &Vec<T>) -> (*const u8, usize) {
             (v.as_ptr().cast(), v.capacity() * std::mem::size_of::<T>())
         }
-        let tables = [
+        populate_all(&[
             room(&self.instruments),
             room(&self.accounts),
             room(&self.positions),
             room(&self.trades),
-        ];
-        let asked = tables.iter().map(|t| t.1).sum();
-        let done = tables.iter().filter(|t| crate::map::populate(t.0, t.1)).map(|t| t.1).sum();
-        (done, asked)
+        ])
     }
 
     /// Put every table in ascending id order (positions by account, then instrument): the
@@ -1562,6 +1557,13 @@ fn reserve_huge<T>(v: &mut Vec<T>, n: usize) {
         let spare = v.spare_capacity_mut();
         crate::map::advise_huge_pages(spare.as_ptr().cast::<u8>(), std::mem::size_of_val(spare));
     }
+}
+
+/// Commit every `(start, bytes)` range now (`map::populate`); the bytes committed and asked for.
+fn populate_all(tables: &[(*const u8, usize)]) -> (usize, usize) {
+    let asked = tables.iter().map(|t| t.1).sum();
+    let done = tables.iter().filter(|t| crate::map::populate(t.0, t.1)).map(|t| t.1).sum();
+    (done, asked)
 }
 
 /// A Vec whose (untouched) capacity is advised for huge pages.

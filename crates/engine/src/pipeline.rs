@@ -2152,6 +2152,19 @@ mod tests {
         seqs
     }
 
+    fn small_config() -> Config {
+        let mut c = Config::default();
+        c.engine.accounts_max = 8;
+        c.engine.instruments_max = 4;
+        c.engine.positions_max = 16;
+        c.engine.trades_max = 64;
+        c
+    }
+
+    fn start_in_memory(c: &Config) -> Engine {
+        Engine::start(c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap()
+    }
+
     #[test]
     fn acks_join_into_runs_only_when_next_in_request_id_seq_and_ts() {
         let ack = |seq| AnswerKind::Ack { seq, ts: 7 };
@@ -2186,14 +2199,9 @@ mod tests {
     /// arrives once, matched to its request id, whether the state machine joined them or not.
     #[test]
     fn a_full_window_is_answered_one_by_one_in_order() {
-        let mut c = Config::default();
-        c.engine.accounts_max = 8;
-        c.engine.instruments_max = 4;
-        c.engine.positions_max = 16;
-        c.engine.trades_max = 64;
+        let mut c = small_config();
         c.engine.client_inflight_max = 64;
-        let engine =
-            Engine::start(&c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+        let engine = start_in_memory(&c);
         let mut cl = engine.client();
         let spec = novate_core::AccountSpec {
             id: 1,
@@ -2242,13 +2250,7 @@ mod tests {
     /// it had.
     #[test]
     fn egress_takes_a_late_registration_before_an_event_and_honours_a_stop() {
-        let mut c = Config::default();
-        c.engine.accounts_max = 8;
-        c.engine.instruments_max = 4;
-        c.engine.positions_max = 16;
-        c.engine.trades_max = 64;
-        let engine =
-            Engine::start(&c, Box::new(MemJournal::new()), Box::new(MemSnapshots::new())).unwrap();
+        let engine = start_in_memory(&small_config());
         let shared = engine.shared.clone();
         let (tx, rx) = counted::channel();
         let mut e = Egress::new(rx);

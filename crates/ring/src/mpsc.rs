@@ -287,6 +287,18 @@ mod tests {
         }
     }
 
+    /// Read up to `limit` values, which must be `expect`, `expect + 1`, ...; the next expected.
+    fn read_in_order(c: &mut Consumer<u64>, mut expect: u64, limit: usize) -> u64 {
+        c.read(
+            |v| {
+                assert_eq!(v, expect);
+                expect += 1;
+            },
+            limit,
+        );
+        expect
+    }
+
     #[test]
     fn push_many_appends_in_order_up_to_the_room_there_is() {
         let (p, mut c) = channel::<u64>(8).unwrap();
@@ -305,17 +317,9 @@ mod tests {
             if lap % 3 == 0 && p.try_push(next).is_ok() {
                 next += 1;
             }
-            let mut got = Vec::new();
-            c.read(|v| got.push(v), lap % 5);
-            for v in got {
-                assert_eq!(v, expect);
-                expect += 1;
-            }
+            expect = read_in_order(&mut c, expect, lap % 5);
         }
-        while let Some(v) = c.try_pop() {
-            assert_eq!(v, expect);
-            expect += 1;
-        }
+        expect = read_in_order(&mut c, expect, usize::MAX);
         assert_eq!(expect, next);
         // Full: nothing is made. With room for 3, a request for 5 halves until it fits (2),
         // and the next takes the last one.
@@ -337,17 +341,9 @@ mod tests {
                 next += 1;
             }
             assert_eq!(p.try_push(u64::MAX), Err(Full(u64::MAX)));
-            let mut got = Vec::new();
-            c.read(|v| got.push(v), 3);
-            for v in got {
-                assert_eq!(v, expect);
-                expect += 1;
-            }
+            expect = read_in_order(&mut c, expect, 3);
         }
-        while let Some(v) = c.try_pop() {
-            assert_eq!(v, expect);
-            expect += 1;
-        }
+        expect = read_in_order(&mut c, expect, usize::MAX);
         assert_eq!(expect, next);
     }
 
