@@ -1917,10 +1917,14 @@ impl Submitter {
         cmds: &[Command],
     ) -> Result<usize, SubmitError> {
         let max = self.shared.inflight_max;
+        // At most a window's worth: the reservation below briefly counts all it asks for.
+        let want = cmds.len().min(max);
         // Relaxed, as in `reserve`: the window check needs no ordering with the data path.
-        let before = self.inflight.fetch_add(cmds.len(), Ordering::Relaxed);
-        let room = max.saturating_sub(before).min(cmds.len());
-        self.inflight.fetch_sub(cmds.len() - room, Ordering::Relaxed);
+        let before = self.inflight.fetch_add(want, Ordering::Relaxed);
+        let room = max.saturating_sub(before).min(want);
+        if room < want {
+            self.inflight.fetch_sub(want - room, Ordering::Relaxed);
+        }
         if room == 0 {
             return Ok(0);
         }
@@ -1929,7 +1933,9 @@ impl Submitter {
             Inbound::Cmd(Request { cmd: cmds[i], sink, request_id: first_request_id + i as u64 })
         });
         let n = *pushed.as_ref().unwrap_or(&0);
-        self.inflight.fetch_sub(room - n, Ordering::Relaxed);
+        if n < room {
+            self.inflight.fetch_sub(room - n, Ordering::Relaxed);
+        }
         pushed
     }
 

@@ -19,9 +19,9 @@
 //!   (O(holders), as in the state machine itself);
 //! - **instruments** (spec, mark, last price): after each batch that touched them.
 //!
-//! A reader sees each view as of some batch boundary, never half a value. The state hash is not a view: it is answered in order
-//! with the commands (`Client::state_hash`), which costs the state machine O(1) since the core
-//! keeps it current as it applies each command.
+//! A reader sees each view as of some batch boundary, never half a value. The state hash is
+//! not a view: it is answered in order with the commands (`Client::state_hash`), which costs
+//! the state machine O(1) since the core keeps it current as it applies each command.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
