@@ -431,16 +431,28 @@ fn an_answer_is_never_seen_before_the_views_of_its_batch() {
     }
 }
 
+/// Under both policies, and with `threads.prefault` (whose committed snapshot buffers then go
+/// to the file store's writer first, then come back as its spares), a restart recovers the
+/// same state from the snapshots and the journal.
 #[test]
 fn a_data_dir_survives_restarts_under_both_policies() {
-    for policy in [DurabilityPolicy::None, DurabilityPolicy::Fsync] {
+    let runs = [
+        (DurabilityPolicy::None, false),
+        (DurabilityPolicy::Fsync, false),
+        (DurabilityPolicy::None, true),
+    ];
+    for (policy, prefault) in runs {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg();
         c.data_dir = dir.path().to_str().unwrap().into();
         c.durability.policy = policy;
         c.durability.snapshot_every = 4;
+        c.threads.prefault = prefault;
         let (hash, pos) = {
             let engine = Engine::open(&c).unwrap();
+            let lines = &engine.start_report().lines;
+            let committed = lines.iter().any(|l| l.contains("and snapshot buffers committed"));
+            assert_eq!(committed, prefault, "{lines:?}");
             let mut cl = engine.client();
             for cmd in setup_cmds() {
                 cl.call(cmd).unwrap();
@@ -463,7 +475,7 @@ fn a_data_dir_survives_restarts_under_both_policies() {
             engine.start_report().lines
         );
         let mut cl = engine.client();
-        assert_eq!(cl.state_hash().unwrap(), (16, hash), "{policy:?}");
+        assert_eq!(cl.state_hash().unwrap(), (16, hash), "{policy:?}, prefault {prefault}");
         assert_eq!(engine.views().position(2, 7).unwrap().value, pos);
         assert_eq!(cl.call(trade(11, 1, 2, 1, PRICE_SCALE)).unwrap().0, 17);
         drop(cl);
