@@ -228,6 +228,14 @@ pub struct Sequenced {
     pub cmd: Command,
 }
 
+/// A batch may hold its commands inside larger items (a pipeline's ring entries), so that
+/// applying them copies nothing first.
+impl AsRef<Sequenced> for Sequenced {
+    fn as_ref(&self) -> &Sequenced {
+        self
+    }
+}
+
 /// A position as queries see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PositionView {
@@ -255,6 +263,17 @@ pub struct AccountView {
     /// equity - margin.
     pub excess: Money,
     pub positions: u32,
+}
+
+/// The parts of an account that commands change (see
+/// [`StateMachine::account_funds_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountFunds {
+    pub collateral: Money,
+    pub totals: Totals,
+    pub positions: u32,
+    /// Its equity and excess fit in i128 ([`StateMachine::account_at`] answers `Ok`).
+    pub valued: bool,
 }
 
 /// A position by slot, with the dense indices of its account and instrument.
@@ -483,9 +502,11 @@ impl StateMachine {
     /// (to read what it changed, e.g. [`changed_positions`](Self::changed_positions)).
     ///
     /// The lookups of the second prefetch stage are kept and spare `apply` its own.
-    pub fn apply_batch_with(
+    ///
+    /// The batch's items are anything that holds a [`Sequenced`] (`AsRef`).
+    pub fn apply_batch_with<T: AsRef<Sequenced>>(
         &mut self,
-        batch: &[Sequenced],
+        batch: &[T],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
         // Per command ahead: its index hashes (from the first prefetch stage), then its hints
@@ -498,20 +519,22 @@ impl StateMachine {
         let ahead = batch.len() > 1;
         if ahead {
             for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
-                hashes[k] = self.prefetch_index(&far.cmd);
+                hashes[k] = self.prefetch_index(&far.as_ref().cmd);
             }
             for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-                hints[k] = self.resolve(&near.cmd, &hashes[k]);
+                hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k]);
             }
         }
-        for (i, s) in batch.iter().enumerate() {
+        for (i, item) in batch.iter().enumerate() {
+            let s = item.as_ref();
             if ahead {
                 if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
-                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(&far.cmd);
+                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] =
+                        self.prefetch_index(&far.as_ref().cmd);
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                     let k = (i + PREFETCH_DISTANCE) % AHEAD;
-                    hints[k] = self.resolve(&near.cmd, &hashes[k]);
+                    hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k]);
                 }
             }
             let ok = if ahead {
@@ -1143,6 +1166,20 @@ impl StateMachine {
         })
     }
 
+    /// What changes in the account in dense row `row` as commands apply (its spec aside):
+    /// [`account_at`](Self::account_at) without building the view. `None` past the last row.
+    #[inline]
+    pub fn account_funds_at(&self, row: u32) -> Option<AccountFunds> {
+        let a = self.accounts.get(row as usize)?;
+        Some(AccountFunds {
+            collateral: a.collateral,
+            totals: a.totals,
+            positions: a.positions,
+            // Always true: the account invariant (SEMANTICS.md, "Overflow").
+            valued: valuation(a.collateral, &a.totals).is_ok(),
+        })
+    }
+
     pub fn instrument(&self, id: InstrumentId) -> Option<InstrumentView> {
         self.instrument_at(self.instrument_col(id).ok()?)
     }
@@ -1176,6 +1213,15 @@ impl StateMachine {
     /// Slots are below this bound (for tables indexed by slot).
     pub fn position_slots_max(&self) -> usize {
         self.positions.len()
+    }
+
+    /// The book of the position in `slot` with its account's row and instrument's column:
+    /// [`position_at`](Self::position_at) without the ids (for a caller that keeps its own
+    /// table by row and column, such as the engine's view publisher).
+    #[inline]
+    pub fn position_book_at(&self, slot: u32) -> Option<(u32, u32, Book)> {
+        let p = self.positions.get(slot as usize)?;
+        Some((p.account, p.instrument, p.book))
     }
 
     /// The position in `slot` (a slot from [`changed_positions`](Self::changed_positions) or

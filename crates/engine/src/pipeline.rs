@@ -82,6 +82,23 @@ enum Entry {
     },
 }
 
+/// What a batch of entries that are not commands would apply: never, since the state machine
+/// applies only runs of `Entry::Cmd` (`SmThread::process`); and if it did, a bust of trade 0 is
+/// rejected (`InvalidId`) and changes nothing.
+const NOT_A_COMMAND: Sequenced =
+    Sequenced { seq: 0, ts: 0, cmd: Command::BustTrade { trade_id: 0 } };
+
+/// The state machine applies its runs of commands in place, from the ring's entries.
+impl AsRef<Sequenced> for Entry {
+    #[inline]
+    fn as_ref(&self) -> &Sequenced {
+        match self {
+            Entry::Cmd { s, .. } => s,
+            _ => &NOT_A_COMMAND,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Out {
     Answer { sink: u32, answer: AnswerRun },
@@ -649,8 +666,6 @@ impl Engine {
             since_snapshot: 0,
             batch_max: e.batch_max,
             final_report: fr,
-            cmds: Vec::with_capacity(e.batch_max),
-            meta: Vec::with_capacity(e.batch_max),
             outs: Vec::with_capacity(e.batch_max * OUTS_PER_COMMAND),
         };
         let q = Sequencer::new(journal, last_seq, e.batch_max);
@@ -1242,9 +1257,6 @@ struct SmThread {
     since_snapshot: u64,
     batch_max: usize,
     final_report: Arc<Mutex<Option<ShutdownReport>>>,
-    /// Scratch for one run of commands and their (sink, request id).
-    cmds: Vec<Sequenced>,
-    meta: Vec<(u32, u64)>,
     /// The run's answers and events, held until its views are published.
     outs: Vec<Out>,
 }
@@ -1313,18 +1325,13 @@ impl SmThread {
     fn process(&mut self, shared: &Shared, entries: &[Entry], out: &mut EgressTx<'_>) -> bool {
         let mut i = 0;
         while i < entries.len() {
-            // A run of commands goes through apply_batch; barriers sit between runs.
-            self.cmds.clear();
-            self.meta.clear();
-            while let Some(Entry::Cmd { s, sink, request_id }) = entries.get(i) {
-                self.cmds.push(*s);
-                self.meta.push((*sink, *request_id));
+            // A run of commands goes through apply_batch (in place); barriers sit between runs.
+            let start = i;
+            while let Some(Entry::Cmd { .. }) = entries.get(i) {
                 i += 1;
             }
-            if !self.cmds.is_empty() {
-                let (cmds, meta) = (std::mem::take(&mut self.cmds), std::mem::take(&mut self.meta));
-                self.apply_run(shared, &cmds, &meta, out);
-                (self.cmds, self.meta) = (cmds, meta);
+            if i > start {
+                self.apply_run(shared, &entries[start..i], out);
             }
             match entries.get(i) {
                 Some(Entry::Barrier(b)) => {
@@ -1347,21 +1354,15 @@ impl SmThread {
         false
     }
 
-    fn apply_run(
-        &mut self,
-        shared: &Shared,
-        cmds: &[Sequenced],
-        meta: &[(u32, u64)],
-        out: &mut EgressTx<'_>,
-    ) {
+    /// Apply a run of `Entry::Cmd`.
+    fn apply_run(&mut self, shared: &Shared, cmds: &[Entry], out: &mut EgressTx<'_>) {
         let with_events = shared.subscribers.load(Ordering::Relaxed) > 0;
         let publisher = &mut self.publisher;
         let outs = &mut self.outs;
         let mut rejects = 0u64;
         let mut events = 0u64;
         self.sm.apply_batch_with(cmds, |i, r, sm| {
-            let s = &cmds[i];
-            let (sink, request_id) = meta[i];
+            let Entry::Cmd { s, sink, request_id } = cmds[i] else { return };
             let kind = match r {
                 Ok(evs) => {
                     publisher.note(sm, &s.cmd, evs);
@@ -1384,7 +1385,7 @@ impl SmThread {
             };
             outs.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
         });
-        let last = cmds.last().map_or(0, |s| s.seq);
+        let last = cmds.last().map_or(0, |e| e.as_ref().seq);
         self.publisher.publish(&self.sm, &self.views, last);
         // Only now do the answers and events go out: whoever sees one (a client spinning on
         // its ring sees it the moment egress routes it) finds the views of its batch published.

@@ -47,7 +47,15 @@ impl<const W: usize> SeqArray<W> {
     /// Publish `value` in cell `i`. Single writer (see the type's docs).
     #[inline]
     pub fn write(&self, i: usize, value: &[u64; W]) {
+        self.write_words(i, 0, value);
+    }
+
+    /// Publish `value` as words `start..start + value.len()` of cell `i`, keeping the others:
+    /// for a writer that knows only those changed. Single writer, as [`write`](Self::write).
+    #[inline]
+    pub fn write_words(&self, i: usize, start: usize, value: &[u64]) {
         let c = &self.cells[i];
+        let words = &c.words[start..start + value.len()];
         // Relaxed: this thread is the only writer of `seq`.
         let s = c.seq.load(Ordering::Relaxed);
         // Relaxed odd store, then a Release fence: a reader whose data loads see a word stored
@@ -55,7 +63,7 @@ impl<const W: usize> SeqArray<W> {
         // (or a later) sequence on its second load, rejecting the copy.
         c.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (w, v) in c.words.iter().zip(value) {
+        for (w, v) in words.iter().zip(value) {
             // Relaxed: ordered by the sequence protocol.
             w.store(*v, Ordering::Relaxed);
         }
@@ -116,5 +124,25 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(a.read(1), [199_999; 8]);
         assert_eq!(a.read(0), [0; 8]);
+    }
+
+    #[test]
+    fn a_partial_write_keeps_the_other_words_and_is_never_seen_torn() {
+        let a = Arc::new(SeqArray::<8>::new(1));
+        a.write(0, &[7; 8]);
+        let w = a.clone();
+        // Words 2..8 follow the counter; words 0 and 1 keep 7.
+        let writer = std::thread::spawn(move || {
+            for v in 1..200_000u64 {
+                w.write_words(0, 2, &[v; 6]);
+            }
+        });
+        while !writer.is_finished() {
+            let v = a.read(0);
+            assert_eq!(v[..2], [7, 7]);
+            assert!(v[2..].iter().all(|x| *x == v[2]), "torn read {v:?}");
+        }
+        writer.join().unwrap();
+        assert_eq!(a.read(0), [7, 7, 199_999, 199_999, 199_999, 199_999, 199_999, 199_999]);
     }
 }

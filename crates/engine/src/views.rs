@@ -26,8 +26,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use novate_core::{
-    AccountId, AccountSpec, AccountView, Book, Command, Event, InstrumentId, InstrumentSpec,
-    InstrumentView, Limits, PositionView, Reject, Seq, StateMachine, Totals,
+    AccountFunds, AccountId, AccountSpec, AccountView, Book, Command, Event, InstrumentId,
+    InstrumentSpec, InstrumentView, Limits, PositionView, Reject, Seq, StateMachine, Totals,
 };
 use novate_ring::index::{self, IndexReader, IndexWriter};
 
@@ -41,6 +41,11 @@ const PROBES_MAX: usize = 64;
 const ACCOUNT_WORDS: usize = 19;
 /// The account word holding `seq << 8 | status`.
 const ACCOUNT_STATUS: usize = ACCOUNT_WORDS - 1;
+/// The first account word that commands other than `UpsertAccount` change (the position
+/// count; the id and spec come before it).
+const ACCOUNT_FUNDS: usize = 7;
+/// The first position word that changes (qty; the ids come before it).
+const POSITION_BOOK: usize = 2;
 const POSITION_WORDS: usize = 8;
 const INSTRUMENT_WORDS: usize = 8;
 
@@ -103,6 +108,9 @@ pub struct Publisher {
     dirty_positions: Vec<u32>,
     dirty_accounts: Vec<u32>,
     dirty_instruments: Vec<u32>,
+    /// By row: the account's id and spec words must be written too (first publication or
+    /// `AccountUpdated`); otherwise only its funds words are.
+    spec_dirty: Vec<bool>,
     /// Batch stamp per slot / row / column, to mark each dirty once per batch.
     stamp_positions: Vec<u32>,
     stamp_accounts: Vec<u32>,
@@ -147,6 +155,7 @@ pub fn new(limits: Limits, slots: usize) -> (Publisher, Views) {
         dirty_positions: Vec::with_capacity(p.min(slots)),
         dirty_accounts: Vec::with_capacity(a),
         dirty_instruments: Vec::with_capacity(i),
+        spec_dirty: vec![false; a],
         stamp_positions: vec![0; slots],
         stamp_accounts: vec![0; a],
         stamp_instruments: vec![0; i],
@@ -162,9 +171,9 @@ fn position_key(row: u32, instrument: InstrumentId) -> u64 {
 
 impl Publisher {
     /// Mark the account in `row` for publication at the end of the batch (indexing its id on
-    /// first sight).
+    /// first sight); with `spec`, its spec words too.
     #[inline]
-    fn mark_account(&mut self, row: u32, id: AccountId) {
+    fn mark_account(&mut self, row: u32, id: AccountId, spec: bool) {
         let r = row as usize;
         if r >= self.row_ids.len() {
             return; // the state machine holds no more rows than accounts_max
@@ -174,7 +183,9 @@ impl Publisher {
             self.rows = self.rows.max(row + 1);
             // Indexed at once; readers treat an UNPUBLISHED cell as absent.
             let _ = self.account_index.insert(id, row);
+            self.spec_dirty[r] = true;
         }
+        self.spec_dirty[r] |= spec;
         self.dirty_account(row);
     }
 
@@ -198,36 +209,56 @@ impl Publisher {
             self.cols = self.cols.max(col + 1);
             let _ = self.instrument_index.insert(u64::from(id), col);
         }
-        if self.stamp_instruments[c] != self.batch {
-            self.stamp_instruments[c] = self.batch;
-            self.dirty_instruments.push(col);
-        }
+        self.dirty_instrument(col);
         if holders {
             self.holders_stamp[c] = self.batch;
         }
     }
 
+    /// Put a seen column on this batch's dirty list, once.
+    #[inline]
+    fn dirty_instrument(&mut self, col: u32) {
+        if self.stamp_instruments[col as usize] != self.batch {
+            self.stamp_instruments[col as usize] = self.batch;
+            self.dirty_instruments.push(col);
+        }
+    }
+
     /// Publish the position in state-machine slot `slot` now, and mark its account and
     /// instrument for publication (`publish` writes them after the positions).
+    #[inline]
     fn write_position(&mut self, views: &Views, sm: &StateMachine, slot: u32, seq: Seq) {
-        let Some(p) = sm.position_at(slot) else { return };
-        self.mark_account(p.row, p.account);
-        self.mark_instrument(p.col, p.instrument, false);
-        let Some(cell) = self.slot_cell.get_mut(slot as usize) else { return };
-        if *cell == NO_CELL {
-            let c = self.positions_len;
-            if self.position_index.insert(position_key(p.row, p.instrument), c).is_err() {
-                return; // cannot happen: the state machine holds at most positions_max
-            }
-            *cell = c;
-            self.positions_len += 1;
-            if let Some(Some(st)) = self.instruments.get_mut(p.col as usize) {
-                st.holders.push(p.row);
-            }
+        let Some((row, col, b)) = sm.position_book_at(slot) else { return };
+        let Some(&cell) = self.slot_cell.get(slot as usize) else { return };
+        if cell == NO_CELL {
+            return self.first_position(views, sm, slot, seq);
         }
-        let (c, b) = (*cell, p.book);
-        let [c0, c1] = split(b.cost);
-        let [r0, r1] = split(b.realized);
+        // A published cell's account and instrument were seen by `first_position`.
+        self.dirty_account(row);
+        self.dirty_instrument(col);
+        let ([c0, c1], [r0, r1]) = (split(b.cost), split(b.realized));
+        let book = [b.qty as u64, c0, c1, r0, r1, seq << 8 | OK];
+        views.positions.write_words(cell as usize, POSITION_BOOK, &book);
+    }
+
+    /// [`write_position`](Self::write_position) for a slot without a view cell yet: index it
+    /// (and its account and instrument on first sight) and write the whole cell.
+    #[cold]
+    fn first_position(&mut self, views: &Views, sm: &StateMachine, slot: u32, seq: Seq) {
+        let Some(p) = sm.position_at(slot) else { return };
+        self.mark_account(p.row, p.account, false);
+        self.mark_instrument(p.col, p.instrument, false);
+        let c = self.positions_len;
+        if self.position_index.insert(position_key(p.row, p.instrument), c).is_err() {
+            return; // cannot happen: the state machine holds at most positions_max
+        }
+        let Some(cell) = self.slot_cell.get_mut(slot as usize) else { return };
+        *cell = c;
+        self.positions_len += 1;
+        if let Some(Some(st)) = self.instruments.get_mut(p.col as usize) {
+            st.holders.push(p.row);
+        }
+        let (b, [c0, c1], [r0, r1]) = (p.book, split(p.book.cost), split(p.book.realized));
         views.positions.write(
             c as usize,
             &[p.account, u64::from(p.instrument), b.qty as u64, c0, c1, r0, r1, seq << 8 | OK],
@@ -258,7 +289,8 @@ impl Publisher {
             match e {
                 Event::AccountUpdated { account } | Event::CollateralChanged { account, .. } => {
                     if let Some(row) = sm.row_of(*account) {
-                        self.mark_account(row, *account);
+                        let spec = matches!(e, Event::AccountUpdated { .. });
+                        self.mark_account(row, *account, spec);
                     }
                 }
                 Event::InstrumentUpdated { instrument } | Event::MarkChanged { instrument, .. } => {
@@ -282,7 +314,7 @@ impl Publisher {
         }
         for (spec, _) in &snap.accounts {
             if let Some(row) = sm.row_of(spec.id) {
-                self.mark_account(row, spec.id);
+                self.mark_account(row, spec.id, true);
             }
         }
         for (a, i, _) in &snap.positions {
@@ -334,8 +366,12 @@ impl Publisher {
         }
         for k in 0..self.dirty_accounts.len() {
             let row = self.dirty_accounts[k];
-            let id = self.row_ids[row as usize];
-            views.accounts.write(row as usize, &account_words(id, sm.account_at(row), seq));
+            let r = row as usize;
+            if std::mem::take(&mut self.spec_dirty[r]) {
+                views.accounts.write(r, &account_words(self.row_ids[r], sm.account_at(row), seq));
+            } else if let Some(f) = sm.account_funds_at(row) {
+                views.accounts.write_words(r, ACCOUNT_FUNDS, &funds_words(&f, seq));
+            }
         }
         // Release: a reader that sees a length sees the cells published before it.
         views.accounts_len.store(self.rows, Ordering::Release);
@@ -346,6 +382,20 @@ impl Publisher {
         // Release: a reader that sees this seq sees every view published above.
         views.seq.store(seq, Ordering::Release);
     }
+}
+
+/// Words `ACCOUNT_FUNDS..` of an account's cell (its spec words unchanged).
+fn funds_words(f: &AccountFunds, seq: Seq) -> [u64; ACCOUNT_WORDS - ACCOUNT_FUNDS] {
+    let mut w = [0u64; ACCOUNT_WORDS - ACCOUNT_FUNDS];
+    w[0] = u64::from(f.positions);
+    let t = &f.totals;
+    for (k, x) in
+        [f.collateral, t.notional, t.unrealized, t.realized, t.margin].into_iter().enumerate()
+    {
+        w[1 + 2 * k..3 + 2 * k].copy_from_slice(&split(x));
+    }
+    w[ACCOUNT_STATUS - ACCOUNT_FUNDS] = seq << 8 | if f.valued { OK } else { OVERFLOW };
+    w
 }
 
 fn account_words(id: AccountId, v: Result<AccountView, Reject>, seq: Seq) -> [u64; ACCOUNT_WORDS] {
@@ -555,5 +605,78 @@ mod tests {
         assert_eq!(views.position(1, 7).unwrap().value.qty, 2);
         let i = views.instrument(7).expect("published");
         assert_eq!((i.value, i.seq), (sm.instrument(7).unwrap(), last));
+    }
+
+    /// Cells are rewritten in part (an account's funds words, a position's book words) unless
+    /// a spec changed: after every batch of a random stream of spec changes, collateral, trades
+    /// and marks, every view equals the state machine.
+    #[test]
+    fn views_equal_the_state_machine_after_every_batch() {
+        let limits =
+            Limits { accounts_max: 6, instruments_max: 3, positions_max: 18, trades_max: 4096 };
+        let mut sm = StateMachine::new(limits).unwrap();
+        let (mut publisher, views) = new(limits, sm.position_slots_max());
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let (mut seq, mut trade_id, mut accepted) = (0, 0, [0u32; 16]);
+        for _batch in 0..300 {
+            for _ in 0..1 + next(6) {
+                let (a, b) = (1 + next(6), 1 + next(6));
+                let instrument = 1 + next(3) as u32;
+                let price = (90 + next(20) as i64) * PRICE_SCALE;
+                let cmd = match next(8) {
+                    0 => Command::UpsertAccount(AccountSpec {
+                        id: a,
+                        max_position: next(3) as i64 * 50,
+                        max_notional: i128::from(next(2)) << 80,
+                        max_loss: i128::from(next(2)) << 70,
+                        suspended: next(5) == 0,
+                    }),
+                    1 => Command::UpsertInstrument(InstrumentSpec {
+                        id: instrument,
+                        multiplier: 1 + next(3) as i64,
+                        margin_bps: next(2000) as i64,
+                        settle_days: 2,
+                    }),
+                    2 => Command::AdjustCollateral { account: a, amount: next(1 << 40) as i128 },
+                    3 => Command::MarkPrice { instrument, price },
+                    _ => {
+                        trade_id += 1;
+                        Command::ClearTrade(Trade {
+                            trade_id,
+                            buy: a,
+                            sell: b,
+                            instrument,
+                            qty: 1 + next(30) as i64,
+                            price,
+                            trade_date: 20261125,
+                        })
+                    }
+                };
+                seq += 1;
+                if let Ok(events) = sm.apply(&cmd, seq, 0).map(|e| e.to_vec()) {
+                    publisher.note(&sm, &cmd, &events);
+                    accepted[cmd.kind() as usize] += 1;
+                }
+            }
+            publisher.publish(&sm, &views, seq);
+            for a in 1..=6 {
+                assert_eq!(views.account(a).map(|p| p.value), sm.account(a), "account {a}");
+                for i in 1..=3 {
+                    let v = views.position(a, i).map(|p| p.value);
+                    assert_eq!(v, sm.position(a, i), "position ({a}, {i})");
+                }
+            }
+            for i in 1..=3 {
+                assert_eq!(views.instrument(i).map(|p| p.value), sm.instrument(i), "{i}");
+            }
+        }
+        // Every kind of change happened many times, spec changes after trades included.
+        assert!([1, 2, 3, 5, 7].iter().all(|&k| accepted[k] >= 20), "{accepted:?}");
     }
 }
