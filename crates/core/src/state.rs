@@ -514,6 +514,8 @@ impl StateMachine {
         const AHEAD: usize = 2 * PREFETCH_DISTANCE + 1;
         let mut hashes = [Hashes::default(); AHEAD];
         let mut hints = [Legs::NONE; AHEAD];
+        // The last instrument resolved (id, column): trades in a row are often in one.
+        let mut last = (0, NONE);
         // A batch of one has nothing to overlap its index loads with: it looks them up as it
         // applies, as `apply` does.
         let ahead = batch.len() > 1;
@@ -522,7 +524,7 @@ impl StateMachine {
                 hashes[k] = self.prefetch_index(&far.as_ref().cmd);
             }
             for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-                hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k]);
+                hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k], &mut last);
             }
         }
         for (i, item) in batch.iter().enumerate() {
@@ -534,7 +536,7 @@ impl StateMachine {
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                     let k = (i + PREFETCH_DISTANCE) % AHEAD;
-                    hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k]);
+                    hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k], &mut last);
                 }
             }
             let ok = if ahead {
@@ -567,11 +569,20 @@ impl StateMachine {
     /// applying it. Only hits are kept: rows, columns and slots never move or disappear, so a
     /// hit is still true when the trade is applied; a miss (an account or position that a
     /// command in between may create) is looked up again then.
-    /// `hashes` are the trade's, from `prefetch_index`.
-    fn resolve(&self, cmd: &Command, hashes: &Hashes) -> Legs {
+    /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
+    /// (id, column; id 0, which no instrument has, before the first), updated here.
+    fn resolve(&self, cmd: &Command, hashes: &Hashes, last: &mut (InstrumentId, u32)) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
         let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
-        h.col = self.instrument_index.get(&u64::from(t.instrument)).unwrap_or(NONE);
+        h.col = if t.instrument == last.0 {
+            last.1
+        } else {
+            let col = self.instrument_index.get(&u64::from(t.instrument)).unwrap_or(NONE);
+            if col != NONE {
+                *last = (t.instrument, col);
+            }
+            col
+        };
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
             if let Some(row) = self.account_index.get_hashed(&acct, hashes.accounts[k]) {
                 prefetch_lines(&self.accounts[row as usize]);
