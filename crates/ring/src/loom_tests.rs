@@ -58,6 +58,30 @@ fn loom_spsc_batch_claim_commit_and_read() {
 }
 
 #[test]
+fn loom_spsc_read_in_place_sees_published_values_and_frees_after() {
+    loom::model(|| {
+        let (mut p, mut c) = spsc::channel::<u32>(2).unwrap();
+        let producer = thread::spawn(move || {
+            // Three values through two slots: the third waits for a slot the reader frees.
+            for v in [1, 2, 3] {
+                while p.try_push(v).is_err() {
+                    loom::thread::yield_now();
+                }
+            }
+        });
+        let mut got: Vec<u32> = Vec::new();
+        while got.len() < 3 {
+            let (n, ()) = c.read_in_place(2, |a, b| got.extend(a.iter().chain(b)));
+            if n == 0 {
+                loom::thread::yield_now();
+            }
+        }
+        assert_eq!(got, [1, 2, 3]);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
 fn loom_mpsc_two_producers_exactly_once() {
     loom::model(|| {
         let (p, mut c) = mpsc::channel::<u32>(2).unwrap();

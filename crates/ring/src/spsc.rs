@@ -338,6 +338,69 @@ impl<T> Consumer<T> {
     }
 }
 
+impl<T: Copy> Consumer<T> {
+    /// Hands up to `limit` values, oldest first, to `f` where they lie: as two slices, the
+    /// second non-empty only when the values wrap around the ring's end. Their slots are freed
+    /// (one store) when `f` returns, or unwinds; until then the producer cannot reuse them, so a
+    /// consumer that works on a batch in place holds that much of the ring. Returns how many
+    /// values `f` was given, and its result. `T: Copy`: values are read, never dropped.
+    #[inline]
+    pub fn read_in_place<R>(
+        &mut self,
+        limit: usize,
+        f: impl FnOnce(&[T], &[T]) -> R,
+    ) -> (usize, R) {
+        let head = self.local.head;
+        let mut available = self.local.tail_cache.wrapping_sub(head);
+        if available < limit {
+            self.refresh_tail();
+            available = self.local.tail_cache.wrapping_sub(head);
+        }
+        let n = available.min(limit);
+        let guard = ReleaseOnDrop { consumer: self, start: head, done: n };
+        let r = guard.consumer.with_slices(head, n, f);
+        drop(guard);
+        (n, r)
+    }
+
+    /// `f` on the `n` published values from counter `head`, in place.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn with_slices<R>(&self, head: usize, n: usize, f: impl FnOnce(&[T], &[T]) -> R) -> R {
+        let cap = self.shared.mask + 1;
+        let start = head & self.shared.mask;
+        let first = n.min(cap - start);
+        let base = self.shared.slots.as_ptr().cast::<T>();
+        // SAFETY: `UnsafeCell<MaybeUninit<T>>` has `T`'s layout (both wrappers are
+        // `repr(transparent)`: `sync::UnsafeCell` and std's), so `slots` is `cap` `T`s in a row.
+        // The `n` values from counter `head` are published (below `tail`, read with Acquire) and
+        // hence initialised, and not yet released, so the producer writes none of them while
+        // these shared borrows live (they end before `read_in_place` frees the slots).
+        // `start + first <= cap` and `n - first <= start`, so both slices are in bounds.
+        unsafe {
+            let a = std::slice::from_raw_parts(base.add(start), first);
+            let b = std::slice::from_raw_parts(base, n - first);
+            f(a, b)
+        }
+    }
+
+    /// Under loom, slots are model-checked cells that cannot be borrowed as a slice: the
+    /// values are read through the cells (so loom sees every access, in the same order as
+    /// the slices above: after the Acquire of `tail`, before the Release of `head`) and `f` is
+    /// given a copy.
+    #[cfg(loom)]
+    fn with_slices<R>(&self, head: usize, n: usize, f: impl FnOnce(&[T], &[T]) -> R) -> R {
+        let values: Vec<T> = (0..n)
+            .map(|k| {
+                let slot = self.shared.slot(head.wrapping_add(k));
+                // SAFETY: as in `try_pop`: published and not yet released.
+                slot.with(|p| unsafe { (*p).assume_init_read() })
+            })
+            .collect();
+        f(&values, &[])
+    }
+}
+
 /// Publishes the consumer's progress through a batch even if the handler unwinds.
 struct ReleaseOnDrop<'a, T> {
     consumer: &'a mut Consumer<T>,
@@ -405,6 +468,50 @@ mod tests {
                 next_out += 1;
             }
         }
+    }
+
+    #[test]
+    fn read_in_place_splits_at_the_wrap_and_holds_its_slots_until_done() {
+        let (mut p, mut c) = channel::<u64>(8).unwrap();
+        let mut next_in = 0u64;
+        let mut next_out = 0u64;
+        // Lap after lap, with batch sizes that put the wrap at every offset.
+        for round in 0..200usize {
+            while p.try_push(next_in).is_ok() {
+                next_in += 1;
+            }
+            let limit = 1 + round % 8;
+            let (n, seen) = c.read_in_place(limit, |a, b| {
+                // While in place, none of these slots is free to the producer.
+                assert!(!a.is_empty());
+                assert!(b.is_empty() || a.len() + b.len() == limit);
+                [a, b].concat()
+            });
+            assert_eq!(n, limit);
+            assert_eq!(seen, (next_out..next_out + n as u64).collect::<Vec<_>>());
+            next_out += n as u64;
+            assert_eq!(p.free(), n, "freed when the closure returned");
+        }
+        // Empty: nothing handed over, nothing freed.
+        while c.try_pop().is_some() {}
+        let (n, called) = c.read_in_place(4, |a, b| a.len() + b.len());
+        assert_eq!((n, called), (0, 0));
+    }
+
+    #[test]
+    fn read_in_place_holds_the_slots_while_the_closure_runs() {
+        let (mut p, mut c) = channel::<u32>(4).unwrap();
+        for i in 0..4 {
+            p.try_push(i).unwrap();
+        }
+        let (n, ()) = c.read_in_place(3, |a, _| {
+            assert_eq!(a, [0, 1, 2]);
+            assert_eq!(p.free(), 0, "not yet released");
+            assert_eq!(p.try_push(9), Err(Full(9)));
+        });
+        assert_eq!(n, 3);
+        assert_eq!(p.free(), 3);
+        assert_eq!(c.try_pop(), Some(3));
     }
 
     #[test]

@@ -21,8 +21,10 @@ pub(crate) use std::sync::Arc;
 
 /// `std::cell::UnsafeCell` with loom's closure-based access API, so the same call sites compile
 /// under both configurations (loom tracks every `with`/`with_mut` to detect racy accesses).
+/// `repr(transparent)`: a slice of them is a slice of `T` (`spsc::Consumer::read_in_place`).
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
