@@ -228,10 +228,23 @@ pub struct Sequenced {
     pub cmd: Command,
 }
 
-/// A batch may hold its commands inside larger items (a pipeline's ring entries), so that
-/// applying them copies nothing first.
-impl AsRef<Sequenced> for Sequenced {
-    fn as_ref(&self) -> &Sequenced {
+/// An item of a batch for [`StateMachine::apply_batch_with`]: a [`Sequenced`] command, held
+/// inside a larger item (a pipeline's ring entry) so that applying it copies nothing first, and
+/// the hashes of its index keys if whoever made the item computed them already.
+pub trait BatchItem {
+    fn sequenced(&self) -> &Sequenced;
+    /// `IndexHashes::of(&self.sequenced().cmd)`, which is what the default computes. An item
+    /// that carries them (hashed on another thread: the pipeline's sequencer) spares the state
+    /// machine the work; wrong hashes would make lookups miss, so debug builds check them.
+    #[inline]
+    fn index_hashes(&self) -> IndexHashes {
+        IndexHashes::of(&self.sequenced().cmd)
+    }
+}
+
+impl BatchItem for Sequenced {
+    #[inline]
+    fn sequenced(&self) -> &Sequenced {
         self
     }
 }
@@ -313,15 +326,30 @@ impl Legs {
     const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0 };
 }
 
-/// The index hashes of a trade ahead in a batch, computed once by `prefetch_index` for its
-/// prefetches and kept for `resolve`'s lookups and the trade's duplicate check.
-#[derive(Clone, Copy, Default)]
-struct Hashes {
+/// The hashes of a trade's keys in the state machine's indices (all zero for any other
+/// command): a pure function of the command, so any thread can compute them
+/// ([`BatchItem::index_hashes`]). The batch path uses them for its prefetches, its lookups ahead
+/// and the trade's duplicate check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexHashes {
     /// Buyer and seller in the account index.
     accounts: [u64; 2],
     /// Buyer's and seller's positions in the position index.
     positions: [u64; 2],
     trade: u64,
+}
+
+impl IndexHashes {
+    /// The hashes of `cmd`'s keys.
+    #[inline]
+    pub fn of(cmd: &Command) -> IndexHashes {
+        let Command::ClearTrade(t) = cmd else { return IndexHashes::default() };
+        IndexHashes {
+            accounts: [t.buy, t.sell].map(|a| FixedMap::hash(&a)),
+            positions: [t.buy, t.sell].map(|a| FixedMap::hash(&PairKey::new(a, t.instrument))),
+            trade: FixedMap::hash(&SeqKey(t.trade_id)),
+        }
+    }
 }
 
 /// Outcome of the post-trade checks of one account: what failed, and its what-if totals.
@@ -503,8 +531,9 @@ impl StateMachine {
     ///
     /// The lookups of the second prefetch stage are kept and spare `apply` its own.
     ///
-    /// The batch's items are anything that holds a [`Sequenced`] (`AsRef`).
-    pub fn apply_batch_with<T: AsRef<Sequenced>>(
+    /// The batch's items are anything that holds a [`Sequenced`] ([`BatchItem`]), with the
+    /// hashes of its index keys or not.
+    pub fn apply_batch_with<T: BatchItem>(
         &mut self,
         batch: &[T],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
@@ -512,7 +541,7 @@ impl StateMachine {
         // Per command ahead: its index hashes (from the first prefetch stage), then its hints
         // (from the second). A ring over the commands i .. i + 2 * PREFETCH_DISTANCE.
         const AHEAD: usize = 2 * PREFETCH_DISTANCE + 1;
-        let mut hashes = [Hashes::default(); AHEAD];
+        let mut hashes = [IndexHashes::default(); AHEAD];
         let mut hints = [Legs::NONE; AHEAD];
         // The last instrument resolved (id, column): trades in a row are often in one.
         let mut last = (0, NONE);
@@ -521,22 +550,21 @@ impl StateMachine {
         let ahead = batch.len() > 1;
         if ahead {
             for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
-                hashes[k] = self.prefetch_index(&far.as_ref().cmd);
+                hashes[k] = self.prefetch_index(far);
             }
             for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-                hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k], &mut last);
+                hints[k] = self.resolve(&near.sequenced().cmd, &hashes[k], &mut last);
             }
         }
         for (i, item) in batch.iter().enumerate() {
-            let s = item.as_ref();
+            let s = item.sequenced();
             if ahead {
                 if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
-                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] =
-                        self.prefetch_index(&far.as_ref().cmd);
+                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(far);
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                     let k = (i + PREFETCH_DISTANCE) % AHEAD;
-                    hints[k] = self.resolve(&near.as_ref().cmd, &hashes[k], &mut last);
+                    hints[k] = self.resolve(&near.sequenced().cmd, &hashes[k], &mut last);
                 }
             }
             let ok = if ahead {
@@ -550,19 +578,21 @@ impl StateMachine {
     }
 
     /// Prefetch the index slots of a trade's accounts, positions and trade id; their hashes.
-    fn prefetch_index(&self, cmd: &Command) -> Hashes {
-        let Command::ClearTrade(t) = cmd else { return Hashes::default() };
-        let accounts = [t.buy, t.sell].map(|a| FixedMap::hash(&a));
-        let positions = [t.buy, t.sell].map(|a| FixedMap::hash(&PairKey::new(a, t.instrument)));
-        let trade = FixedMap::hash(&SeqKey(t.trade_id));
-        for h in accounts {
-            self.account_index.prefetch_hashed(h);
+    #[inline]
+    fn prefetch_index(&self, item: &impl BatchItem) -> IndexHashes {
+        if !matches!(item.sequenced().cmd, Command::ClearTrade(_)) {
+            return IndexHashes::default();
         }
-        for h in positions {
-            self.position_index.prefetch_hashed(h);
+        let h = item.index_hashes();
+        debug_assert_eq!(h, IndexHashes::of(&item.sequenced().cmd), "an item's hashes are wrong");
+        for a in h.accounts {
+            self.account_index.prefetch_hashed(a);
         }
-        self.trade_index.prefetch_hashed(trade);
-        Hashes { accounts, positions, trade }
+        for p in h.positions {
+            self.position_index.prefetch_hashed(p);
+        }
+        self.trade_index.prefetch_hashed(h.trade);
+        h
     }
 
     /// Look up (and prefetch) the accounts, instrument and positions of a trade ahead of
@@ -571,7 +601,7 @@ impl StateMachine {
     /// command in between may create) is looked up again then.
     /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
     /// (id, column; id 0, which no instrument has, before the first), updated here.
-    fn resolve(&self, cmd: &Command, hashes: &Hashes, last: &mut (InstrumentId, u32)) -> Legs {
+    fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
         let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
         h.col = if t.instrument == last.0 {

@@ -38,7 +38,9 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use novate_core::{Command, Event, Nanos, Reject, Seq, Sequenced, Snapshot, StateMachine};
+use novate_core::{
+    BatchItem, Command, Event, IndexHashes, Nanos, Reject, Seq, Sequenced, Snapshot, StateMachine,
+};
 use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
 
 use crate::config::Config;
@@ -73,6 +75,9 @@ enum Entry {
         s: Sequenced,
         sink: u32,
         request_id: u64,
+        /// `IndexHashes::of(&s.cmd)`, computed by the sequencer: the state machine's thread,
+        /// the busiest, is spared hashing a trade's keys.
+        h: IndexHashes,
     },
     Barrier(Barrier),
     /// The journal failed: the command was not made durable and is not applied.
@@ -88,13 +93,22 @@ enum Entry {
 const NOT_A_COMMAND: Sequenced =
     Sequenced { seq: 0, ts: 0, cmd: Command::BustTrade { trade_id: 0 } };
 
-/// The state machine applies its runs of commands in place, from the ring's entries.
-impl AsRef<Sequenced> for Entry {
+/// The state machine applies its runs of commands in place, from the ring's entries, with the
+/// hashes the sequencer computed.
+impl BatchItem for Entry {
     #[inline]
-    fn as_ref(&self) -> &Sequenced {
+    fn sequenced(&self) -> &Sequenced {
         match self {
             Entry::Cmd { s, .. } => s,
             _ => &NOT_A_COMMAND,
+        }
+    }
+
+    #[inline]
+    fn index_hashes(&self) -> IndexHashes {
+        match self {
+            Entry::Cmd { h, .. } => *h,
+            _ => IndexHashes::default(),
         }
     }
 }
@@ -1063,7 +1077,8 @@ impl Sequencer {
                 let s = Sequenced { seq: self.seq, ts, cmd: r.cmd };
                 self.batch.push(s);
                 self.request_ids.push(r.request_id);
-                self.entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id });
+                let h = IndexHashes::of(&r.cmd);
+                self.entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id, h });
             }
             Inbound::Barrier(Barrier::Shutdown) => self.shutting_down = true,
             Inbound::Barrier(b) => self.entries.push(Entry::Barrier(b)),
@@ -1303,16 +1318,16 @@ impl SmThread {
     fn run(&mut self, shared: &Shared, mut rx: spsc::Consumer<Entry>, tx: spsc::Producer<Out>) {
         let mut waiter = Waiter::new(shared.wait);
         let mut out = EgressTx::Ring { tx, waiter: Waiter::new(shared.wait), wake: &shared.egress };
-        let mut entries: Vec<Entry> = Vec::with_capacity(self.batch_max);
         loop {
-            entries.clear();
-            rx.read(|e| entries.push(e), self.batch_max);
-            if entries.is_empty() {
+            // The batch is applied where it lies in the ring (two slices where it wraps).
+            let (n, stop) = rx.read_in_place(self.batch_max, |a, b| {
+                self.process(shared, a, &mut out) || self.process(shared, b, &mut out)
+            });
+            if n == 0 {
                 waiter.wait();
                 continue;
             }
             waiter.reset();
-            let stop = self.process(shared, &entries, &mut out);
             out.flush();
             if stop {
                 return;
@@ -1362,7 +1377,7 @@ impl SmThread {
         let mut rejects = 0u64;
         let mut events = 0u64;
         self.sm.apply_batch_with(cmds, |i, r, sm| {
-            let Entry::Cmd { s, sink, request_id } = cmds[i] else { return };
+            let Entry::Cmd { s, sink, request_id, .. } = cmds[i] else { return };
             let kind = match r {
                 Ok(evs) => {
                     publisher.note(sm, &s.cmd, evs);
@@ -1385,7 +1400,7 @@ impl SmThread {
             };
             outs.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
         });
-        let last = cmds.last().map_or(0, |e| e.as_ref().seq);
+        let last = cmds.last().map_or(0, |e| e.sequenced().seq);
         self.publisher.publish(&self.sm, &self.views, last);
         // Only now do the answers and events go out: whoever sees one (a client spinning on
         // its ring sees it the moment egress routes it) finds the views of its batch published.
