@@ -55,9 +55,10 @@ fn big(v: i128) -> BigInt {
 
 /// Decode one SBE message into the commands it carries.
 /// Bytes of one trade's entry in a `ClearTradeBatch` (its fields and request id).
-/// `submit_batch` reserves room for `bytes / ENCODED_TRADE_MIN` commands up front, advised for
-/// huge pages: exact for a batch of trades, so decoding a million of them takes tens of page
-/// faults instead of ~16,000 and no regrowth (smaller single-command messages just grow it).
+/// `submit_batch` reserves room for `bytes / ENCODED_TRADE_MIN` commands up front (`batch_vec`:
+/// the last finished batch's vector, or one advised for huge pages): exact for a batch of
+/// trades, so decoding a million of them grows nothing (smaller single-command messages just
+/// grow it).
 const ENCODED_TRADE_MIN: usize = 56;
 
 fn commands_of(msg: &[u8], out: &mut Vec<Command>) -> Result<usize> {
@@ -337,11 +338,8 @@ impl NativeEngine {
     pub fn submit_batch(&mut self, ticket: f64, messages: Uint8Array) -> Result<()> {
         let client = self.async_client()?;
         let bytes: &[u8] = &messages;
-        let mut cmds: Vec<Command> = Vec::with_capacity(bytes.len() / ENCODED_TRADE_MIN);
-        novate_core::map::advise_huge_pages(
-            cmds.as_ptr().cast(),
-            cmds.capacity() * std::mem::size_of::<Command>(),
-        );
+        // The vector of the last batch that finished, if large enough: already mapped.
+        let mut cmds = novate_engine::completion::batch_vec(bytes.len() / ENCODED_TRADE_MIN);
         let mut off = 0;
         while off < bytes.len() {
             match commands_of(&bytes[off..], &mut cmds) {

@@ -369,3 +369,29 @@ fn an_idle_client_of_a_combining_pipeline_is_answered_at_once() {
         e.shutdown();
     }
 }
+
+/// A finished batch's vector is what the next `batch_vec` hands out: the same memory (already
+/// mapped), emptied. Only this test calls `batch_vec`, with more room than any other test's
+/// batch, so the spare it finds is its own.
+#[test]
+fn a_finished_batch_leaves_its_vector_for_the_next_one() {
+    let (e, c, rx) = start();
+    let mut v = completion::batch_vec(300_000);
+    assert!(v.is_empty() && v.capacity() >= 300_000);
+    v.extend(setup());
+    v.extend((1..=300).map(trade));
+    let n = v.len() as u32;
+    let at = v.as_ptr();
+    c.submit(1, Work::Batch(v));
+    let done = collect(&rx, 1);
+    let Outcome::Batch(b) = &done[0].1 else { panic!("{:?}", done[0]) };
+    assert_eq!(b.accepted, n);
+    let again = completion::batch_vec(250_000);
+    assert_eq!(again.as_ptr(), at, "the spare is the finished batch's vector");
+    assert!(again.is_empty());
+    // Taken: the next request gets other memory.
+    let other = completion::batch_vec(250_000);
+    assert_ne!(other.as_ptr(), at);
+    c.finish();
+    e.shutdown();
+}
