@@ -6,7 +6,7 @@
 //!
 //! `target/release/examples/batch_submit [split|fused] [N] [rounds]`; for instructions per
 //! trade, `valgrind --tool=callgrind target/release/examples/batch_submit split 200000 1`.
-//! `PIN=0,1,0` pins the sequencer, state machine and egress threads (`threads.pin`).
+//! `BATCH_MAX=n` sets `engine.batch_max`; `PIN=0,1,0` pins the sequencer, state machine and egress threads (`threads.pin`).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -68,6 +68,9 @@ fn main() {
         c.engine.trades_max = 4_000_000;
         c.threads.stages = stages.clone();
         c.threads.prefault = true;
+        if let Ok(b) = std::env::var("BATCH_MAX") {
+            c.engine.batch_max = b.parse().expect("BATCH_MAX: a number");
+        }
         if let Ok(p) = std::env::var("PIN") {
             c.threads.pin = p.split(',').map(|x| x.parse().expect("PIN: CPU numbers")).collect();
         }

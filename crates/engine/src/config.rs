@@ -74,7 +74,7 @@ impl Default for EngineSection {
             ingress_ring: 1 << 14,
             apply_ring: 1 << 14,
             egress_ring: 1 << 15,
-            batch_max: 1024,
+            batch_max: 4096,
             client_inflight_max: 1 << 14,
             subscriber_buffer: 1 << 16,
         }
