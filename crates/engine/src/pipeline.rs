@@ -75,9 +75,11 @@ enum Entry {
         s: Sequenced,
         sink: u32,
         request_id: u64,
-        /// `IndexHashes::of(&s.cmd)`, computed by the sequencer: the state machine's thread,
-        /// the busiest, is spared hashing a trade's keys.
-        h: IndexHashes,
+        /// `IndexHashes::of(&s.cmd)`, computed by the sequencer for a batch of more than one
+        /// command: the state machine's thread, the busiest, is spared hashing a trade's keys
+        /// ahead. `None` (a batch of one, which the state machine applies without looking
+        /// ahead): computed there if ever needed.
+        h: Option<IndexHashes>,
     },
     Barrier(Barrier),
     /// The journal failed: the command was not made durable and is not applied.
@@ -107,7 +109,8 @@ impl BatchItem for Entry {
     #[inline]
     fn index_hashes(&self) -> IndexHashes {
         match self {
-            Entry::Cmd { h, .. } => *h,
+            Entry::Cmd { h: Some(h), .. } => *h,
+            Entry::Cmd { s, h: None, .. } => IndexHashes::of(&s.cmd),
             _ => IndexHashes::default(),
         }
     }
@@ -1047,6 +1050,13 @@ impl Sequencer {
         self.entries.clear();
         self.take(first, ts);
         let read = 1 + rx.read(|x| self.take(x, ts), batch_max.saturating_sub(1));
+        if self.entries.len() > 1 {
+            for en in self.entries.iter_mut() {
+                if let Entry::Cmd { s, h, .. } = en {
+                    *h = Some(IndexHashes::of(&s.cmd));
+                }
+            }
+        }
         if !self.batch.is_empty() {
             let durable = self
                 .journal
@@ -1077,8 +1087,12 @@ impl Sequencer {
                 let s = Sequenced { seq: self.seq, ts, cmd: r.cmd };
                 self.batch.push(s);
                 self.request_ids.push(r.request_id);
-                let h = IndexHashes::of(&r.cmd);
-                self.entries.push(Entry::Cmd { s, sink: r.sink, request_id: r.request_id, h });
+                self.entries.push(Entry::Cmd {
+                    s,
+                    sink: r.sink,
+                    request_id: r.request_id,
+                    h: None,
+                });
             }
             Inbound::Barrier(Barrier::Shutdown) => self.shutting_down = true,
             Inbound::Barrier(b) => self.entries.push(Entry::Barrier(b)),
