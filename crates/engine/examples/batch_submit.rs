@@ -2,7 +2,8 @@
 //! like benches/sdk.mjs's (1,000 accounts, one marked instrument, tables prefaulted), an
 //! `AsyncClient` (the binding's client) and one `Work::Batch` of N trades per round, each round
 //! into a fresh engine. Prints trades/s and, per thread, the CPU time it took per trade
-//! (/proc schedstat; waiting threads' spins and yields included).
+//! (/proc schedstat; waiting threads' spins and yields included) and how often it was
+//! preempted (involuntary context switches).
 //!
 //! `target/release/examples/batch_submit [split|fused] [N] [rounds]`; for instructions per
 //! trade, `valgrind --tool=callgrind target/release/examples/batch_submit split 200000 1`.
@@ -15,8 +16,9 @@ use std::time::Instant;
 use novate_core::*;
 use novate_engine::{AsyncClient, Config, Engine, Outcome, Work};
 
-/// CPU time so far of every thread of this process, by name (ns).
-fn threads() -> BTreeMap<String, u64> {
+/// CPU time so far (ns) and times preempted (involuntary context switches) of every thread of
+/// this process, by name.
+fn threads() -> BTreeMap<String, (u64, u64)> {
     let mut m = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return m };
     for t in dir.flatten() {
@@ -24,7 +26,15 @@ fn threads() -> BTreeMap<String, u64> {
         let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default().trim().to_string();
         let stat = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
         let ns: u64 = stat.split(' ').next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        *m.entry(name).or_insert(0) += ns;
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        let preempted: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|x| x.trim().parse().ok())
+            .unwrap_or(0);
+        let e = m.entry(name).or_insert((0, 0));
+        e.0 += ns;
+        e.1 += preempted;
     }
     m
 }
@@ -107,16 +117,19 @@ fn main() {
         let Outcome::Batch(b) = outcome else { panic!("{outcome:?}") };
         assert_eq!(u64::from(b.accepted), n, "every trade accepted");
         let mut per = String::new();
+        let mut preempted = String::new();
         let mut total = 0;
-        for (name, ns) in &after {
-            let d = ns - before.get(name).copied().unwrap_or(0);
+        for (name, (ns, pre)) in &after {
+            let (ns0, pre0) = before.get(name).copied().unwrap_or((0, 0));
+            let d = ns - ns0;
             total += d;
             if d > 1_000_000 {
                 per += &format!(" {name}={}", d / n);
+                preempted += &format!(" {name}={}", pre - pre0);
             }
         }
         println!(
-            "{stages}: {:.2} M trades/s; CPU ns per trade:{per} total={}",
+            "{stages}: {:.2} M trades/s; CPU ns per trade:{per} total={}; preempted:{preempted}",
             n as f64 / secs / 1e6,
             total / n
         );
