@@ -44,6 +44,10 @@ fn config(data_dir: &str, policy: DurabilityPolicy) -> Config {
     c.engine.positions_max = 20_000;
     c.engine.trades_max = 4_000_000;
     c.threads.prefault = true;
+    // `NOVATE_BENCH_BATCH_MAX=n` sets engine.batch_max (default: the engine's).
+    if let Some(b) = std::env::var("NOVATE_BENCH_BATCH_MAX").ok().and_then(|b| b.parse().ok()) {
+        c.engine.batch_max = b;
+    }
     c
 }
 

@@ -75,10 +75,10 @@ enum Entry {
         s: Sequenced,
         sink: u32,
         request_id: u64,
-        /// `IndexHashes::of(&s.cmd)`, computed by the sequencer for a batch of more than one
-        /// command: the state machine's thread, the busiest, is spared hashing a trade's keys
-        /// ahead. `None` (a batch of one, which the state machine applies without looking
-        /// ahead): computed there if ever needed.
+        /// `IndexHashes::of(&s.cmd)`, computed by the sequencer (split stages) for a batch of
+        /// more than one command: the state machine's thread, the busiest, is spared hashing a
+        /// trade's keys ahead. `None` (fused stages, or a batch of one, which the state machine
+        /// applies without looking ahead): computed there if ever needed.
         h: Option<IndexHashes>,
     },
     Barrier(Barrier),
@@ -685,7 +685,9 @@ impl Engine {
             final_report: fr,
             outs: Vec::with_capacity(e.batch_max * OUTS_PER_COMMAND),
         };
-        let q = Sequencer::new(journal, last_seq, e.batch_max);
+        // Split: the sequencer's thread hashes a batch's index keys for the state machine's.
+        // Fused, one thread does both: hashing ahead would only move the work and copy it.
+        let q = Sequencer::new(journal, last_seq, e.batch_max, !fused_stages);
         // Fused: the whole pipeline is built here and put where submitters can step it; split:
         // its parts go to the three threads below.
         let (fused_stage, parts) = if fused_stages {
@@ -1020,10 +1022,12 @@ struct Sequencer {
     request_ids: Vec<u64>,
     entries: Vec<Entry>,
     shutting_down: bool,
+    /// Compute the index hashes of a batch of more than one command (`Entry::Cmd::h`).
+    hash_ahead: bool,
 }
 
 impl Sequencer {
-    fn new(journal: Box<dyn Journal>, seq: Seq, batch_max: usize) -> Sequencer {
+    fn new(journal: Box<dyn Journal>, seq: Seq, batch_max: usize, hash_ahead: bool) -> Sequencer {
         Sequencer {
             journal,
             seq,
@@ -1031,6 +1035,7 @@ impl Sequencer {
             request_ids: Vec::with_capacity(batch_max),
             entries: Vec::with_capacity(batch_max),
             shutting_down: false,
+            hash_ahead,
         }
     }
 
@@ -1050,7 +1055,7 @@ impl Sequencer {
         self.entries.clear();
         self.take(first, ts);
         let read = 1 + rx.read(|x| self.take(x, ts), batch_max.saturating_sub(1));
-        if self.entries.len() > 1 {
+        if self.hash_ahead && self.entries.len() > 1 {
             for en in self.entries.iter_mut() {
                 if let Entry::Cmd { s, h, .. } = en {
                     *h = Some(IndexHashes::of(&s.cmd));
