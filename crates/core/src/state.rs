@@ -228,24 +228,72 @@ pub struct Sequenced {
     pub cmd: Command,
 }
 
-/// An item of a batch for [`StateMachine::apply_batch_with`]: a [`Sequenced`] command, held
-/// inside a larger item (a pipeline's ring entry) so that applying it copies nothing first, and
-/// the hashes of its index keys if whoever made the item computed them already.
+/// An item of a batch for [`StateMachine::apply_batch_with`]: a command held inside a larger
+/// item (a pipeline's ring entry), so that applying it copies nothing first; either plain or
+/// [`Prepared`] (with the hashes of its index keys, computed on another thread).
 pub trait BatchItem {
-    fn sequenced(&self) -> &Sequenced;
-    /// `IndexHashes::of(&self.sequenced().cmd)`, which is what the default computes. An item
-    /// that carries them (hashed on another thread: the pipeline's sequencer) spares the state
-    /// machine the work; wrong hashes would make lookups miss, so debug builds check them.
+    fn item(&self) -> Item<'_>;
+}
+
+/// What a [`BatchItem`] holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Item<'a> {
+    Plain(&'a Sequenced),
+    Prepared(&'a Prepared),
+}
+
+impl<'a> Item<'a> {
     #[inline]
-    fn index_hashes(&self) -> IndexHashes {
-        IndexHashes::of(&self.sequenced().cmd)
+    pub fn sequenced(self) -> &'a Sequenced {
+        match self {
+            Item::Plain(s) => s,
+            Item::Prepared(p) => &p.s,
+        }
+    }
+
+    /// The hashes of the command's index keys: the prepared ones, or computed now.
+    #[inline]
+    fn index_hashes(self) -> IndexHashes {
+        match self {
+            Item::Prepared(Prepared { h: Some(h), .. }) => *h,
+            _ => IndexHashes::of(&self.sequenced().cmd),
+        }
     }
 }
 
 impl BatchItem for Sequenced {
     #[inline]
-    fn sequenced(&self) -> &Sequenced {
-        self
+    fn item(&self) -> Item<'_> {
+        Item::Plain(self)
+    }
+}
+
+/// A sequenced command that may carry the hashes of its index keys ([`hash`](Self::hash)), so
+/// that another thread (the pipeline's sequencer) spares the state machine's the work. The
+/// fields are private and the hashes are only ever computed from the command held: they always
+/// agree (a wrong hash would make a duplicate trade id go unseen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    s: Sequenced,
+    h: Option<IndexHashes>,
+}
+
+impl Prepared {
+    /// `s`, not hashed yet (the state machine hashes it if it needs to).
+    #[inline]
+    pub fn new(s: Sequenced) -> Prepared {
+        Prepared { s, h: None }
+    }
+
+    /// Compute the hashes of the command's index keys.
+    #[inline]
+    pub fn hash(&mut self) {
+        self.h = Some(IndexHashes::of(&self.s.cmd));
+    }
+
+    #[inline]
+    pub fn sequenced(&self) -> &Sequenced {
+        &self.s
     }
 }
 
@@ -327,11 +375,11 @@ impl Legs {
 }
 
 /// The hashes of a trade's keys in the state machine's indices (all zero for any other
-/// command): a pure function of the command, so any thread can compute them
-/// ([`BatchItem::index_hashes`]). The batch path uses them for its prefetches, its lookups ahead
-/// and the trade's duplicate check.
+/// command): a pure function of the command, so any thread can compute them ([`Prepared`]).
+/// The batch path uses them for its prefetches, its lookups ahead and the trade's duplicate
+/// check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IndexHashes {
+struct IndexHashes {
     /// Buyer and seller in the account index.
     accounts: [u64; 2],
     /// Buyer's and seller's positions in the position index.
@@ -342,7 +390,7 @@ pub struct IndexHashes {
 impl IndexHashes {
     /// The hashes of `cmd`'s keys.
     #[inline]
-    pub fn of(cmd: &Command) -> IndexHashes {
+    fn of(cmd: &Command) -> IndexHashes {
         let Command::ClearTrade(t) = cmd else { return IndexHashes::default() };
         IndexHashes {
             accounts: [t.buy, t.sell].map(|a| FixedMap::hash(&a)),
@@ -531,8 +579,8 @@ impl StateMachine {
     ///
     /// The lookups of the second prefetch stage are kept and spare `apply` its own.
     ///
-    /// The batch's items are anything that holds a [`Sequenced`] ([`BatchItem`]), with the
-    /// hashes of its index keys or not.
+    /// The batch's items are anything that holds a [`Sequenced`] or a [`Prepared`]
+    /// ([`BatchItem`]).
     pub fn apply_batch_with<T: BatchItem>(
         &mut self,
         batch: &[T],
@@ -553,18 +601,18 @@ impl StateMachine {
                 hashes[k] = self.prefetch_index(far);
             }
             for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-                hints[k] = self.resolve(&near.sequenced().cmd, &hashes[k], &mut last);
+                hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
             }
         }
         for (i, item) in batch.iter().enumerate() {
-            let s = item.sequenced();
+            let s = item.item().sequenced();
             if ahead {
                 if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
                     hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(far);
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                     let k = (i + PREFETCH_DISTANCE) % AHEAD;
-                    hints[k] = self.resolve(&near.sequenced().cmd, &hashes[k], &mut last);
+                    hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
                 }
             }
             let ok = if ahead {
@@ -580,11 +628,11 @@ impl StateMachine {
     /// Prefetch the index slots of a trade's accounts, positions and trade id; their hashes.
     #[inline]
     fn prefetch_index(&self, item: &impl BatchItem) -> IndexHashes {
+        let item = item.item();
         if !matches!(item.sequenced().cmd, Command::ClearTrade(_)) {
             return IndexHashes::default();
         }
         let h = item.index_hashes();
-        debug_assert_eq!(h, IndexHashes::of(&item.sequenced().cmd), "an item's hashes are wrong");
         for a in h.accounts {
             self.account_index.prefetch_hashed(a);
         }

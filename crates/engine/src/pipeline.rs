@@ -39,7 +39,8 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use novate_core::{
-    BatchItem, Command, Event, IndexHashes, Nanos, Reject, Seq, Sequenced, Snapshot, StateMachine,
+    BatchItem, Command, Event, Item, Nanos, Prepared, Reject, Seq, Sequenced, Snapshot,
+    StateMachine,
 };
 use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
 
@@ -72,14 +73,14 @@ enum Inbound {
 #[derive(Clone, Copy, Debug)]
 enum Entry {
     Cmd {
-        s: Sequenced,
+        /// The command, with the hashes of its index keys computed by the sequencer (split
+        /// stages) for a batch of more than one command: the state machine's thread, the
+        /// busiest, is spared hashing a trade's keys ahead. Not hashed (fused stages, or a
+        /// batch of one, which the state machine applies without looking ahead): hashed there
+        /// if ever needed.
+        p: Prepared,
         sink: u32,
         request_id: u64,
-        /// `IndexHashes::of(&s.cmd)`, computed by the sequencer (split stages) for a batch of
-        /// more than one command: the state machine's thread, the busiest, is spared hashing a
-        /// trade's keys ahead. `None` (fused stages, or a batch of one, which the state machine
-        /// applies without looking ahead): computed there if ever needed.
-        h: Option<IndexHashes>,
     },
     Barrier(Barrier),
     /// The journal failed: the command was not made durable and is not applied.
@@ -99,19 +100,10 @@ const NOT_A_COMMAND: Sequenced =
 /// hashes the sequencer computed.
 impl BatchItem for Entry {
     #[inline]
-    fn sequenced(&self) -> &Sequenced {
+    fn item(&self) -> Item<'_> {
         match self {
-            Entry::Cmd { s, .. } => s,
-            _ => &NOT_A_COMMAND,
-        }
-    }
-
-    #[inline]
-    fn index_hashes(&self) -> IndexHashes {
-        match self {
-            Entry::Cmd { h: Some(h), .. } => *h,
-            Entry::Cmd { s, h: None, .. } => IndexHashes::of(&s.cmd),
-            _ => IndexHashes::default(),
+            Entry::Cmd { p, .. } => Item::Prepared(p),
+            _ => Item::Plain(&NOT_A_COMMAND),
         }
     }
 }
@@ -1022,7 +1014,7 @@ struct Sequencer {
     request_ids: Vec<u64>,
     entries: Vec<Entry>,
     shutting_down: bool,
-    /// Compute the index hashes of a batch of more than one command (`Entry::Cmd::h`).
+    /// Compute the index hashes of a batch of more than one command (`Entry::Cmd::p`).
     hash_ahead: bool,
 }
 
@@ -1057,8 +1049,8 @@ impl Sequencer {
         let read = 1 + rx.read(|x| self.take(x, ts), batch_max.saturating_sub(1));
         if self.hash_ahead && self.entries.len() > 1 {
             for en in self.entries.iter_mut() {
-                if let Entry::Cmd { s, h, .. } = en {
-                    *h = Some(IndexHashes::of(&s.cmd));
+                if let Entry::Cmd { p, .. } = en {
+                    p.hash();
                 }
             }
         }
@@ -1092,12 +1084,8 @@ impl Sequencer {
                 let s = Sequenced { seq: self.seq, ts, cmd: r.cmd };
                 self.batch.push(s);
                 self.request_ids.push(r.request_id);
-                self.entries.push(Entry::Cmd {
-                    s,
-                    sink: r.sink,
-                    request_id: r.request_id,
-                    h: None,
-                });
+                let p = Prepared::new(s);
+                self.entries.push(Entry::Cmd { p, sink: r.sink, request_id: r.request_id });
             }
             Inbound::Barrier(Barrier::Shutdown) => self.shutting_down = true,
             Inbound::Barrier(b) => self.entries.push(Entry::Barrier(b)),
@@ -1396,7 +1384,8 @@ impl SmThread {
         let mut rejects = 0u64;
         let mut events = 0u64;
         self.sm.apply_batch_with(cmds, |i, r, sm| {
-            let Entry::Cmd { s, sink, request_id, .. } = cmds[i] else { return };
+            let Entry::Cmd { p, sink, request_id } = cmds[i] else { return };
+            let s = *p.sequenced();
             let kind = match r {
                 Ok(evs) => {
                     publisher.note(sm, &s.cmd, evs);
@@ -1419,7 +1408,7 @@ impl SmThread {
             };
             outs.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
         });
-        let last = cmds.last().map_or(0, |e| e.sequenced().seq);
+        let last = cmds.last().map_or(0, |e| e.item().sequenced().seq);
         self.publisher.publish(&self.sm, &self.views, last);
         // Only now do the answers and events go out: whoever sees one (a client spinning on
         // its ring sees it the moment egress routes it) finds the views of its batch published.
