@@ -288,6 +288,18 @@ impl<T> Consumer<T> {
         self.local.tail_cache = self.shared.tail.load(Ordering::Acquire);
     }
 
+    /// How many values (at most `limit`) are ready from `head`: the cached producer position
+    /// is refreshed only when it shows fewer than `limit`.
+    #[inline(always)]
+    fn ready(&mut self, limit: usize) -> usize {
+        let mut available = self.local.tail_cache.wrapping_sub(self.local.head);
+        if available < limit {
+            self.refresh_tail();
+            available = self.local.tail_cache.wrapping_sub(self.local.head);
+        }
+        available.min(limit)
+    }
+
     /// Values ready to read, refreshing the cached producer position.
     pub fn available(&mut self) -> usize {
         self.refresh_tail();
@@ -319,12 +331,7 @@ impl<T> Consumer<T> {
     #[inline]
     pub fn read<F: FnMut(T)>(&mut self, mut handler: F, limit: usize) -> usize {
         let head = self.local.head;
-        let mut available = self.local.tail_cache.wrapping_sub(head);
-        if available < limit {
-            self.refresh_tail();
-            available = self.local.tail_cache.wrapping_sub(head);
-        }
-        let n = available.min(limit);
+        let n = self.ready(limit);
         let mut guard = ReleaseOnDrop { consumer: self, start: head, done: 0 };
         while guard.done < n {
             let counter = head.wrapping_add(guard.done);
@@ -351,12 +358,7 @@ impl<T: Copy> Consumer<T> {
         f: impl FnOnce(&[T], &[T]) -> R,
     ) -> (usize, R) {
         let head = self.local.head;
-        let mut available = self.local.tail_cache.wrapping_sub(head);
-        if available < limit {
-            self.refresh_tail();
-            available = self.local.tail_cache.wrapping_sub(head);
-        }
-        let n = available.min(limit);
+        let n = self.ready(limit);
         let guard = ReleaseOnDrop { consumer: self, start: head, done: n };
         let r = guard.consumer.with_slices(head, n, f);
         drop(guard);
