@@ -79,13 +79,6 @@ fn recycle(mut v: Vec<Command>) {
     }
 }
 
-/// A finished job's batch vector goes to the spare.
-fn recycle_job(job: Job) {
-    if let Work::Batch(v) = job.work {
-        recycle(v);
-    }
-}
-
 /// The caller's name for a piece of work.
 pub type Ticket = u64;
 
@@ -400,8 +393,9 @@ fn pump(sub: &Submitter, st: &mut State, flush: bool) -> bool {
                     f.sealed = sealed;
                 }
                 if sealed {
-                    if let Some(job) = st.queue.pop_front() {
-                        recycle_job(job);
+                    // A finished batch's vector goes to the spare.
+                    if let Some(Job { work: Work::Batch(v), .. }) = st.queue.pop_front() {
+                        recycle(v);
                     }
                 }
             }
