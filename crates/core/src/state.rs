@@ -409,6 +409,15 @@ struct Breaches {
     shortfall: Money,
 }
 
+/// One leg's fill: signed quantity `d` (buy > 0) at `price`; the instrument is then valued at
+/// `mark`.
+#[derive(Clone, Copy)]
+struct Fill {
+    d: Qty,
+    price: Price,
+    mark: Price,
+}
+
 /// Risk checks in SPEC.md's order, after the existence/suspension checks.
 const RISK_ORDER: [Reject; 4] =
     [Reject::MaxPosition, Reject::MaxNotional, Reject::MaxLoss, Reject::Margin];
@@ -803,8 +812,8 @@ impl StateMachine {
         let ins = &self.instruments[col as usize];
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = self.book(account, instrument);
-        let book = old.fill(d, price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
-        let b = self.breaches(row, col, &old, &book, mark)?;
+        let (mut book, mut b) = (Book::default(), Breaches::default());
+        self.leg(row, col, old, Fill { d, price, mark }, &mut book, &mut b)?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -1035,7 +1044,6 @@ impl StateMachine {
         moves_mark: bool,
     ) -> Result<(), Reject> {
         let Legs { rows, col, slots: slot_hints, .. } = legs;
-        let m = self.instruments[col as usize].spec.multiplier;
         let ids = [t.buy, t.sell];
         // A position's slot, or where its index entry goes when it is new.
         let probes = [0, 1].map(|k| match slot_hints[k] {
@@ -1055,8 +1063,8 @@ impl StateMachine {
         for leg in 0..2 {
             let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
             let d = if leg == 0 { qty } else { -qty };
-            books[leg] = old.fill(d, t.price, m).ok_or(Reject::Overflow)?;
-            checks[leg] = self.breaches(rows[leg], col, &old, &books[leg], mark)?;
+            let f = Fill { d, price: t.price, mark };
+            self.leg(rows[leg], col, old, f, &mut books[leg], &mut checks[leg])?;
         }
         if moves_mark {
             // Every other holder is re-valued at the new mark (checked, then applied).
@@ -1163,40 +1171,60 @@ impl StateMachine {
 
     // ---- valuation and risk ---------------------------------------------------------------
 
-    /// Evaluate MaxPosition (on the what-if instrument), MaxNotional, MaxLoss and Margin, all
-    /// at once (no early exit), as bits in SPEC.md's order, "as if" the account's position in
-    /// `col` were `book` valued at `mark` instead of `old` at the instrument's current mark.
-    /// The what-if replaces that position's terms in the account's totals (exact: see
-    /// `Totals::replaced`); the what-if totals come back with the bits.
-    fn breaches(
+    /// One leg of a trade or order: the account in `row`, whose position in instrument `col`
+    /// was `old`, makes the fill `f`. Writes the new book to `book_out` and the what-if
+    /// checks ([`checks`]) to `out`: "as if" the position were the new book valued at `f.mark` instead of `old`
+    /// at the instrument's current mark (the what-if replaces that position's terms in the
+    /// account's totals: exact, see `Totals::replaced`). The common case (every value fits in
+    /// 64 bits) is computed inline; anything else takes the exact path, which gives the same
+    /// answer (`Err(Overflow)` included). Out-parameters rather than a returned value: the
+    /// compiler copied a returned result through memory (and a book stored apart from the
+    /// checks costs fewer instructions).
+    #[inline(always)]
+    fn leg(
         &self,
         row: u32,
         col: u32,
-        old: &Book,
-        book: &Book,
-        mark: Price,
-    ) -> Result<Breaches, Reject> {
+        old: Book,
+        f: Fill,
+        book_out: &mut Book,
+        out: &mut Breaches,
+    ) -> Result<(), Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[col as usize];
-        let (old, new) = (valued(*old, ins.mark(), ins), valued(*book, mark, ins));
-        let t = match (old.terms64(), new.terms64()) {
-            (Some(o), Some(n)) => acct.totals.replaced64(&o, &n),
-            _ => {
-                let old = old.terms().ok_or(Reject::Overflow)?;
-                acct.totals.replaced(&old, &new.terms().ok_or(Reject::Overflow)?)
+        if let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) {
+            let o = valued(old, ins.mark(), ins).terms64();
+            let n = valued(book, f.mark, ins).terms64();
+            if let (Some(o), Some(n)) = (o, n) {
+                if let Some(totals) = acct.totals.replaced64(&o, &n) {
+                    *book_out = book;
+                    return checks(acct, &book, totals, out);
+                }
             }
-        };
-        let t = t.ok_or(Reject::Overflow)?;
-        let Valuation { pnl, excess, .. } = valuation(acct.collateral, &t)?;
-        let spec = &acct.spec;
-        let pos = spec.max_position != 0 && book.qty.unsigned_abs() > spec.max_position as u64;
-        let notional = spec.max_notional != 0 && t.notional > spec.max_notional;
-        let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
-        let margin = excess < 0;
-        let failed =
-            u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
-        let shortfall = if margin { -excess } else { 0 }; // fits: see `Valuation::excess`
-        Ok(Breaches { totals: t, failed, shortfall })
+        }
+        (*book_out, *out) = self.leg_exact(row, col, old, f)?;
+        Ok(())
+    }
+
+    /// [`leg`](Self::leg) in exact arithmetic whatever the magnitudes.
+    #[cold]
+    #[inline(never)]
+    fn leg_exact(
+        &self,
+        row: u32,
+        col: u32,
+        old: Book,
+        f: Fill,
+    ) -> Result<(Book, Breaches), Reject> {
+        let acct = &self.accounts[row as usize];
+        let ins = &self.instruments[col as usize];
+        let book = old.fill(f.d, f.price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
+        let old = valued(old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?;
+        let new = valued(book, f.mark, ins).terms().ok_or(Reject::Overflow)?;
+        let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
+        let mut out = Breaches::default();
+        checks(acct, &book, totals, &mut out)?;
+        Ok((book, out))
     }
 
     // ---- lookups and queries --------------------------------------------------------------
@@ -1706,6 +1734,24 @@ fn with_capacity_huge<T>(n: usize) -> Vec<T> {
     let v: Vec<T> = Vec::with_capacity(n);
     crate::map::advise_huge_pages(v.as_ptr().cast::<u8>(), n * std::mem::size_of::<T>());
     v
+}
+
+/// Evaluate MaxPosition (on the what-if position `book`), MaxNotional, MaxLoss and Margin
+/// for the account `acct` whose totals would become `totals`, all at once (no early exit), as
+/// bits in SPEC.md's order, into `out` with the totals.
+#[inline(always)]
+fn checks(acct: &Account, book: &Book, totals: Totals, out: &mut Breaches) -> Result<(), Reject> {
+    let Valuation { pnl, excess, .. } = valuation(acct.collateral, &totals)?;
+    let spec = &acct.spec;
+    let pos = spec.max_position != 0 && book.qty.unsigned_abs() > spec.max_position as u64;
+    let notional = spec.max_notional != 0 && totals.notional > spec.max_notional;
+    let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
+    let margin = excess < 0;
+    let failed =
+        u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
+    let shortfall = if margin { -excess } else { 0 }; // fits: see `Valuation::excess`
+    *out = Breaches { totals, failed, shortfall };
+    Ok(())
 }
 
 #[inline]
