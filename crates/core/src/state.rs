@@ -365,19 +365,22 @@ struct Legs {
     rows: [u32; 2],
     col: u32,
     slots: [u32; 2],
-    /// The trade id's hash in the trade index; 0: not computed (a hash that is 0 is just
-    /// computed again).
+    /// The trade id's hash in the trade index, and the trade's record in the state digest
+    /// ([`trade_record`], not busted); 0: not computed (a hash that is 0 is just computed
+    /// again).
     trade_hash: u64,
+    trade_record: u64,
 }
 
 impl Legs {
-    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0 };
+    const NONE: Legs =
+        Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0, trade_record: 0 };
 }
 
-/// The hashes of a trade's keys in the state machine's indices (all zero for any other
-/// command): a pure function of the command, so any thread can compute them ([`Prepared`]).
-/// The batch path uses them for its prefetches, its lookups ahead and the trade's duplicate
-/// check.
+/// The hashes of a trade's keys in the state machine's indices and of its record in the state
+/// digest (all zero for any other command): a pure function of the command, so any thread can
+/// compute them ([`Prepared`]). The batch path uses them for its prefetches, its lookups
+/// ahead, the trade's duplicate check and the digest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct IndexHashes {
     /// Buyer and seller in the account index.
@@ -385,6 +388,8 @@ struct IndexHashes {
     /// Buyer's and seller's positions in the position index.
     positions: [u64; 2],
     trade: u64,
+    /// [`trade_record`] of the trade, not busted.
+    record: u64,
 }
 
 impl IndexHashes {
@@ -396,6 +401,7 @@ impl IndexHashes {
             accounts: [t.buy, t.sell].map(|a| FixedMap::hash(&a)),
             positions: [t.buy, t.sell].map(|a| FixedMap::hash(&PairKey::new(a, t.instrument))),
             trade: FixedMap::hash(&SeqKey(t.trade_id)),
+            record: trade_record(t, false),
         }
     }
 }
@@ -660,7 +666,7 @@ impl StateMachine {
     /// (id, column; id 0, which no instrument has, before the first), updated here.
     fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
-        let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
+        let mut h = Legs { trade_hash: hashes.trade, trade_record: hashes.record, ..Legs::NONE };
         h.col = if t.instrument == last.0 {
             last.1
         } else {
@@ -878,7 +884,10 @@ impl StateMachine {
         let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         self.trades.push(TradeRecord { trade: *t, busted: false });
-        self.digest.add(trade_record(t, false));
+        self.digest.add(match hints.trade_record {
+            r if HINTED && r != 0 => r,
+            _ => trade_record(t, false),
+        });
         Ok(())
     }
 
