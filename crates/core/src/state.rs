@@ -601,38 +601,41 @@ impl StateMachine {
         batch: &[T],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
-        // A batch of one has nothing to overlap its index loads with: it looks them up as it
-        // applies, as `apply` does (and skips setting up the look-ahead below).
-        if let [item] = batch {
-            let s = item.item().sequenced();
-            let ok = self.apply_hinted::<false>(&s.cmd, s.seq, s.ts, &Legs::NONE).map(|_| ());
-            let me = &*self;
-            on_result(0, ok.map(|()| &me.events[..]), me);
-            return;
-        }
         // Per command ahead: its index hashes (from the first prefetch stage), then its hints
         // (from the second). A ring over the commands i .. i + 2 * PREFETCH_DISTANCE.
         const AHEAD: usize = 2 * PREFETCH_DISTANCE + 1;
-        let mut hashes = [IndexHashes::default(); AHEAD];
-        let mut hints = [Legs::NONE; AHEAD];
         // The last instrument resolved (id, column): trades in a row are often in one.
         let mut last = (0, NONE);
-        for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
-            hashes[k] = self.prefetch_index(far);
-        }
-        for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-            hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
+        // A batch of one has nothing to overlap its index loads with: it looks them up as it
+        // applies, as `apply` does, and skips setting up the rings (deferred initialization;
+        // one loop below, so `on_result` has one call site and stays inlined).
+        let mut rings;
+        let mut ahead = None;
+        if batch.len() > 1 {
+            rings = ([IndexHashes::default(); AHEAD], [Legs::NONE; AHEAD]);
+            let (hashes, hints) = &mut rings;
+            for (k, far) in batch.iter().enumerate().take(2 * PREFETCH_DISTANCE) {
+                hashes[k] = self.prefetch_index(far);
+            }
+            for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
+                hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
+            }
+            ahead = Some((hashes, hints));
         }
         for (i, item) in batch.iter().enumerate() {
             let s = item.item().sequenced();
-            if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
-                hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(far);
-            }
-            if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
-                let k = (i + PREFETCH_DISTANCE) % AHEAD;
-                hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
-            }
-            let ok = self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i % AHEAD]).map(|_| ());
+            let ok = if let Some((hashes, hints)) = ahead.as_mut() {
+                if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
+                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(far);
+                }
+                if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
+                    let k = (i + PREFETCH_DISTANCE) % AHEAD;
+                    hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
+                }
+                self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i % AHEAD]).map(|_| ())
+            } else {
+                self.apply_hinted::<false>(&s.cmd, s.seq, s.ts, &Legs::NONE).map(|_| ())
+            };
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
         }
