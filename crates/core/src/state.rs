@@ -602,8 +602,10 @@ impl StateMachine {
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
         // Per command ahead: its index hashes (from the first prefetch stage), then its hints
-        // (from the second). A ring over the commands i .. i + 2 * PREFETCH_DISTANCE.
-        const AHEAD: usize = 2 * PREFETCH_DISTANCE + 1;
+        // (from the second). A ring over the commands i .. i + 2 * PREFETCH_DISTANCE, its size
+        // a power of two (an index is a mask, not a division).
+        const AHEAD: usize = (2 * PREFETCH_DISTANCE + 1).next_power_of_two();
+        const RING: usize = AHEAD - 1;
         // The last instrument resolved (id, column): trades in a row are often in one.
         let mut last = (0, NONE);
         // A batch of one has nothing to overlap its index loads with: it looks them up as it
@@ -626,13 +628,13 @@ impl StateMachine {
             let s = item.item().sequenced();
             let ok = if let Some((hashes, hints)) = ahead.as_mut() {
                 if let Some(far) = batch.get(i + 2 * PREFETCH_DISTANCE) {
-                    hashes[(i + 2 * PREFETCH_DISTANCE) % AHEAD] = self.prefetch_index(far);
+                    hashes[(i + 2 * PREFETCH_DISTANCE) & RING] = self.prefetch_index(far);
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
-                    let k = (i + PREFETCH_DISTANCE) % AHEAD;
+                    let k = (i + PREFETCH_DISTANCE) & RING;
                     hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
                 }
-                self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i % AHEAD]).map(|_| ())
+                self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i & RING]).map(|_| ())
             } else {
                 self.apply_hinted::<false>(&s.cmd, s.seq, s.ts, &Legs::NONE).map(|_| ())
             };
