@@ -2,8 +2,8 @@
 //! like benches/sdk.mjs's (1,000 accounts, one marked instrument, tables prefaulted), an
 //! `AsyncClient` (the binding's client) and one `Work::Batch` of N trades per round, each round
 //! into a fresh engine. Prints trades/s and, per thread, the CPU time it took per trade
-//! (/proc schedstat; waiting threads' spins and yields included) and how often it was
-//! preempted (involuntary context switches).
+//! (/proc schedstat; waiting threads' spins and yields included), how often it was
+//! preempted (involuntary context switches) and its minor page faults.
 //!
 //! `target/release/examples/batch_submit [split|fused] [N] [rounds]`; for instructions per
 //! trade, `valgrind --tool=callgrind target/release/examples/batch_submit split 200000 1`.
@@ -16,9 +16,9 @@ use std::time::Instant;
 use novate_core::*;
 use novate_engine::{AsyncClient, Config, Engine, Outcome, Work};
 
-/// CPU time so far (ns) and times preempted (involuntary context switches) of every thread of
-/// this process, by name.
-fn threads() -> BTreeMap<String, (u64, u64)> {
+/// CPU time so far (ns), times preempted (involuntary context switches) and minor page faults
+/// of every thread of this process, by name.
+fn threads() -> BTreeMap<String, (u64, u64, u64)> {
     let mut m = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return m };
     for t in dir.flatten() {
@@ -32,9 +32,15 @@ fn threads() -> BTreeMap<String, (u64, u64)> {
             .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
             .and_then(|x| x.trim().parse().ok())
             .unwrap_or(0);
-        let e = m.entry(name).or_insert((0, 0));
+        // minflt: the 10th field of stat, the 8th after the parenthesised name.
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let faults: u64 =
+            after_name.split_whitespace().nth(7).and_then(|x| x.parse().ok()).unwrap_or(0);
+        let e = m.entry(name).or_insert((0, 0, 0));
         e.0 += ns;
         e.1 += preempted;
+        e.2 += faults;
     }
     m
 }
@@ -118,18 +124,21 @@ fn main() {
         assert_eq!(u64::from(b.accepted), n, "every trade accepted");
         let mut per = String::new();
         let mut preempted = String::new();
+        let mut faults = String::new();
         let mut total = 0;
-        for (name, (ns, pre)) in &after {
-            let (ns0, pre0) = before.get(name).copied().unwrap_or((0, 0));
+        for (name, (ns, pre, flt)) in &after {
+            let (ns0, pre0, flt0) = before.get(name).copied().unwrap_or((0, 0, 0));
             let d = ns - ns0;
             total += d;
             if d > 1_000_000 {
                 per += &format!(" {name}={}", d / n);
                 preempted += &format!(" {name}={}", pre - pre0);
+                faults += &format!(" {name}={}", flt - flt0);
             }
         }
         println!(
-            "{stages}: {:.2} M trades/s; CPU ns per trade:{per} total={}; preempted:{preempted}",
+            "{stages}: {:.2} M trades/s; CPU ns per trade:{per} total={}; preempted:{preempted}; \
+             minor faults:{faults}",
             n as f64 / secs / 1e6,
             total / n
         );
