@@ -1185,13 +1185,14 @@ impl StateMachine {
 
     /// One leg of a trade or order: the account in `row`, whose position in instrument `col`
     /// was `old`, makes the fill `f`. Writes the new book to `book_out` and the what-if
-    /// checks ([`checks`]) to `out`: "as if" the position were the new book valued at `f.mark` instead of `old`
-    /// at the instrument's current mark (the what-if replaces that position's terms in the
-    /// account's totals: exact, see `Totals::replaced`). The common case (every value fits in
-    /// 64 bits) is computed inline; anything else takes the exact path, which gives the same
-    /// answer (`Err(Overflow)` included). Out-parameters rather than a returned value: the
-    /// compiler copied a returned result through memory (and a book stored apart from the
-    /// checks costs fewer instructions).
+    /// checks ([`checks`]) to `out`: "as if" the position were the new book valued at
+    /// `f.mark` instead of `old` at the instrument's current mark (the what-if replaces that
+    /// position's terms in the account's totals: exact, see `Totals::replaced`).
+    ///
+    /// The common case (every value fits in 64 bits) is computed inline; anything else takes
+    /// the exact path, which gives the same answer (`Err(Overflow)` included). Out-parameters
+    /// rather than a returned value: the compiler copied a returned result through memory
+    /// (and a book stored apart from the checks costs fewer instructions).
     #[inline(always)]
     fn leg(
         &self,
