@@ -7,7 +7,8 @@
 //!
 //! `target/release/examples/batch_submit [split|fused] [N] [rounds]`; for instructions per
 //! trade, `valgrind --tool=callgrind target/release/examples/batch_submit split 200000 1`.
-//! `BATCH_MAX=n` sets `engine.batch_max`; `PIN=0,1,0` pins the sequencer, state machine and egress threads (`threads.pin`).
+//! `BATCH_MAX=n` sets `engine.batch_max`; `PIN=0,1,0` pins the sequencer, state machine and
+//! egress threads (`threads.pin`).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
