@@ -407,7 +407,7 @@ impl IndexHashes {
 }
 
 /// Outcome of the post-trade checks of one account: what failed, and its what-if totals.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Breaches {
     totals: Totals,
     /// Bit i set: `RISK_ORDER[i]` fails.
@@ -1809,5 +1809,93 @@ mod tests {
     fn the_trade_date_cache_starts_with_a_valid_date() {
         // Anything else would let trades dated EPOCH_DATE skip the calendar check.
         assert!(is_valid_date(EPOCH_DATE));
+    }
+
+    use proptest::prelude::*;
+
+    /// Money that mostly fits in 64 bits, with each 64-bit bound (and a step past it) and any
+    /// i128 reachable.
+    fn money() -> impl Strategy<Value = Money> {
+        prop_oneof![
+            24 => -(1i128 << 40)..(1 << 40),
+            1 => prop_oneof![
+                Just(i128::from(i64::MAX)),
+                Just(i128::from(i64::MIN)),
+                Just(i128::from(i64::MAX) + 1),
+                Just(i128::from(i64::MIN) - 1),
+            ],
+            1 => any::<i128>(),
+        ]
+    }
+
+    /// A positive i64: mostly below `small` (so a fill's values fit in 64 bits), with
+    /// `i64::MAX` and any positive value reachable.
+    fn positive(small: i64) -> impl Strategy<Value = i64> {
+        prop_oneof![8 => 1..small, 1 => Just(i64::MAX), 1 => 1..i64::MAX]
+    }
+
+    /// One instrument (multiplier `m`, rate `bps`, current mark `mark`) and one account whose
+    /// collateral and totals are set directly: everything [`StateMachine::leg`] reads.
+    fn one_of_each(
+        m: i64,
+        bps: Bps,
+        mark: Price,
+        spec: AccountSpec,
+        collateral: Money,
+        totals: Totals,
+    ) -> StateMachine {
+        let limits =
+            Limits { accounts_max: 1, instruments_max: 1, positions_max: 1, trades_max: 1 };
+        let mut sm = StateMachine::new(limits).expect("limits");
+        let ins = InstrumentSpec { id: 1, multiplier: m, margin_bps: bps, settle_days: 2 };
+        sm.apply(&Command::UpsertInstrument(ins), 1, 0).expect("instrument");
+        sm.apply(&Command::UpsertAccount(spec), 2, 0).expect("account");
+        sm.instruments[0].explicit_mark = mark;
+        sm.accounts[0].collateral = collateral;
+        sm.accounts[0].totals = totals;
+        sm
+    }
+
+    proptest! {
+        /// The inlined 64-bit leg (fill, both valuations, the totals' replace, the checks)
+        /// gives exactly what the exact path gives, `Err(Overflow)` included, whatever the
+        /// magnitudes: it only ever declines to the exact path, never answers differently.
+        #[test]
+        fn a_leg_in_64_bits_equals_the_exact_leg(
+            (m, bps) in (positive(100), 0..=MARGIN_BPS_MAX),
+            mark in prop_oneof![Just(0), positive(1 << 34)],
+            (qty, cost, realized) in (
+                prop_oneof![8 => -100_000i64..100_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)],
+                money(),
+                money(),
+            ),
+            (d, price, new_mark) in (
+                prop_oneof![8 => -100_000i64..100_000, 1 => Just(i64::MAX), 1 => Just(-i64::MAX)]
+                    .prop_filter("a fill is never 0", |d| *d != 0),
+                positive(1 << 34),
+                positive(1 << 34),
+            ),
+            (max_position, max_notional, max_loss) in (
+                prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
+                prop_oneof![Just(0), 0..(1i128 << 50), Just(i128::MAX)],
+                prop_oneof![Just(0), 0..(1i128 << 50), Just(i128::MAX)],
+            ),
+            (collateral, totals) in (money(), [money(), money(), money(), money()]),
+        ) {
+            let spec =
+                AccountSpec { id: 7, max_position, max_notional, max_loss, suspended: false };
+            let totals = Totals {
+                notional: totals[0],
+                unrealized: totals[1],
+                realized: totals[2],
+                margin: totals[3],
+            };
+            let sm = one_of_each(m, bps, mark, spec, collateral, totals);
+            let old = Book { qty, cost, realized };
+            let f = Fill { d, price, mark: new_mark };
+            let (mut book, mut checks) = (Book::default(), Breaches::default());
+            let fast = sm.leg(0, 0, old, f, &mut book, &mut checks).map(|()| (book, checks));
+            prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
+        }
     }
 }
