@@ -268,6 +268,13 @@ impl BatchItem for Sequenced {
     }
 }
 
+impl BatchItem for Prepared {
+    #[inline]
+    fn item(&self) -> Item<'_> {
+        Item::Prepared(self)
+    }
+}
+
 /// A sequenced command that may carry the hashes of its index keys ([`hash`](Self::hash)), so
 /// that another thread (the pipeline's sequencer) spares the state machine's the work. The
 /// fields are private and the hashes are only ever computed from the command held: they always

@@ -652,7 +652,7 @@ fn run(seed: u64, len: usize) {
 
     // Prepared items, with their index hashes (as the pipeline's sequencer computes them) or
     // without, apply the same as plain ones.
-    let hashed: Vec<Prehashed> = log
+    let hashed: Vec<Prepared> = log
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -660,7 +660,7 @@ fn run(seed: u64, len: usize) {
             if i % 5 != 0 {
                 p.hash();
             }
-            Prehashed(p)
+            p
         })
         .collect();
     let mut p = StateMachine::new(LIMITS).unwrap();
@@ -677,15 +677,6 @@ fn run(seed: u64, len: usize) {
         let _ = r.apply(&s.cmd, s.seq, s.ts);
     }
     assert_eq!(r.state_hash(), hash, "seed {seed}: replay differs");
-}
-
-/// A batch item as the pipeline's entries are: a prepared command inside a larger value.
-struct Prehashed(Prepared);
-
-impl BatchItem for Prehashed {
-    fn item(&self) -> Item<'_> {
-        Item::Prepared(&self.0)
-    }
 }
 
 /// `PROPTEST_CASES` if set (a soak run), else `default`.
