@@ -481,7 +481,7 @@ impl StateMachine {
         Ok(StateMachine {
             limits,
             account_index: FixedMap::new(a),
-            accounts: Vec::with_capacity(a),
+            accounts: with_capacity_huge(a),
             row_ids: Vec::with_capacity(a),
             instrument_index: FixedMap::new(limits.instruments_max as usize),
             instruments: Vec::with_capacity(limits.instruments_max as usize),
@@ -1738,8 +1738,16 @@ fn reserve_huge<T>(v: &mut Vec<T>, n: usize) {
     if v.capacity() < n {
         v.reserve(n - v.len());
         let spare = v.spare_capacity_mut();
-        crate::map::advise_huge_pages(spare.as_ptr().cast::<u8>(), std::mem::size_of_val(spare));
+        advise_spare(spare.as_ptr().cast::<u8>(), std::mem::size_of_val(spare));
     }
+}
+
+/// Advise a vector's spare capacity for huge pages and hand its whole pages back to the kernel
+/// (their contents do not matter): pages the allocator had touched would otherwise stay 4 KiB
+/// pages (a 64-byte-aligned block, for one, is carved out with writes to it).
+fn advise_spare(ptr: *const u8, len: usize) {
+    crate::map::advise_huge_pages(ptr, len);
+    crate::map::fresh_pages(ptr, len);
 }
 
 /// Commit every `(start, bytes)` range now (`map::populate`); the bytes committed and asked for.
@@ -1749,10 +1757,10 @@ fn populate_all(tables: &[(*const u8, usize)]) -> (usize, usize) {
     (done, asked)
 }
 
-/// A Vec whose (untouched) capacity is advised for huge pages.
+/// A Vec whose capacity is advised for huge pages, its pages fresh ([`advise_spare`]).
 fn with_capacity_huge<T>(n: usize) -> Vec<T> {
     let v: Vec<T> = Vec::with_capacity(n);
-    crate::map::advise_huge_pages(v.as_ptr().cast::<u8>(), n * std::mem::size_of::<T>());
+    advise_spare(v.as_ptr().cast::<u8>(), n * std::mem::size_of::<T>());
     v
 }
 

@@ -26,13 +26,17 @@ pub struct SeqArray<const W: usize> {
 }
 
 impl<const W: usize> SeqArray<W> {
+    /// `n` cells, all zero (sequence 0, words 0), in fresh pages advised for huge pages
+    /// (`novate_core::map::zeroed_slice`): the publisher writes cells at random across up to
+    /// `positions_max` of them, and a cell-by-cell initialization would have committed them
+    /// all as 4 KiB pages.
     pub fn new(n: usize) -> SeqArray<W> {
-        let cells = (0..n)
-            .map(|_| Cell {
-                seq: AtomicU64::new(0),
-                words: std::array::from_fn(|_| AtomicU64::new(0)),
-            })
-            .collect();
+        if n == 0 {
+            return SeqArray { cells: Box::default() };
+        }
+        // SAFETY: a cell is atomics of u64 (same representation as u64) and padding, for which
+        // all-zero bytes are valid: sequence 0 (stable) and words 0.
+        let cells = unsafe { novate_core::map::zeroed_slice(n) };
         SeqArray { cells }
     }
 
