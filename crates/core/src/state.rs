@@ -549,7 +549,42 @@ impl StateMachine {
     /// Apply one command. On `Err` nothing changed. `ts` is carried for the log; the state
     /// machine never reads a clock and its results do not depend on `ts`.
     pub fn apply(&mut self, cmd: &Command, seq: Seq, ts: Nanos) -> Result<&[Event], Reject> {
+        self.apply_one(cmd, seq, ts, || IndexHashes::of(cmd))
+    }
+
+    /// [`apply`](Self::apply) of one command on its own (no batch to overlap its cache misses
+    /// with): a trade's lookups are made first, overlapped ([`look_up_overlapped`]), with its
+    /// index hashes from `hashes`.
+    #[inline]
+    fn apply_one(
+        &mut self,
+        cmd: &Command,
+        seq: Seq,
+        ts: Nanos,
+        hashes: impl FnOnce() -> IndexHashes,
+    ) -> Result<&[Event], Reject> {
+        if let Command::ClearTrade(t) = cmd {
+            let hints = self.look_up_overlapped(t, &hashes());
+            return self.apply_hinted::<true>(cmd, seq, ts, &hints);
+        }
         self.apply_hinted::<false>(cmd, seq, ts, &Legs::NONE)
+    }
+
+    /// A trade's lookups with their cache misses overlapped: every index slot it reads is
+    /// prefetched at once, then the index entries are read and its accounts' and positions'
+    /// lines prefetched at once ([`resolve`](Self::resolve)): two rounds of misses, each in
+    /// parallel, instead of one dependent miss after another (on a book larger than the
+    /// caches, most of a lone command's time: 780 -> 450 ns a trade on the 1M-position book).
+    #[inline(always)]
+    fn look_up_overlapped(&self, t: &Trade, h: &IndexHashes) -> Legs {
+        for a in h.accounts {
+            self.account_index.prefetch_hashed(a);
+        }
+        for p in h.positions {
+            self.position_index.prefetch_hashed(p);
+        }
+        self.trade_index.prefetch_hashed(h.trade);
+        self.resolve_trade(t, h, &mut (0, NONE))
     }
 
     /// [`apply`](Self::apply), skipping the lookups `hints` already made (with `HINTED`; the
@@ -615,9 +650,9 @@ impl StateMachine {
         const RING: usize = AHEAD - 1;
         // The last instrument resolved (id, column): trades in a row are often in one.
         let mut last = (0, NONE);
-        // A batch of one has nothing to overlap its index loads with: it looks them up as it
-        // applies, as `apply` does, and skips setting up the rings (deferred initialization;
-        // one loop below, so `on_result` has one call site and stays inlined).
+        // A batch of one has no other command to overlap its cache misses with: it is applied
+        // as `apply` does (its own lookups overlapped), without setting up the rings (deferred
+        // initialization; one loop below, so `on_result` has one call site and stays inlined).
         let mut rings;
         let mut ahead = None;
         if batch.len() > 1 {
@@ -643,7 +678,8 @@ impl StateMachine {
                 }
                 self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i & RING]).map(|_| ())
             } else {
-                self.apply_hinted::<false>(&s.cmd, s.seq, s.ts, &Legs::NONE).map(|_| ())
+                let hashes = || item.item().index_hashes();
+                self.apply_one(&s.cmd, s.seq, s.ts, hashes).map(|_| ())
             };
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
@@ -676,6 +712,17 @@ impl StateMachine {
     /// (id, column; id 0, which no instrument has, before the first), updated here.
     fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
+        self.resolve_trade(t, hashes, last)
+    }
+
+    /// [`resolve`](Self::resolve) of a trade, inlined where a lone command is applied.
+    #[inline(always)]
+    fn resolve_trade(
+        &self,
+        t: &Trade,
+        hashes: &IndexHashes,
+        last: &mut (InstrumentId, u32),
+    ) -> Legs {
         let mut h = Legs { trade_hash: hashes.trade, trade_record: hashes.record, ..Legs::NONE };
         h.col = if t.instrument == last.0 {
             last.1
@@ -820,14 +867,25 @@ impl StateMachine {
         if price <= 0 {
             return Err(Reject::InvalidPrice);
         }
-        let row = self.account_row(account)?;
+        // The account's and the position's index slots, then their lines, each pair fetched
+        // at once (two rounds of cache misses, not four one after another).
+        let pair = PairKey::new(account, instrument);
+        let (ha, hp) = (FixedMap::hash(&account), FixedMap::hash(&pair));
+        self.account_index.prefetch_hashed(ha);
+        self.position_index.prefetch_hashed(hp);
+        let row = self.account_index.get_hashed(&account, ha).ok_or(Reject::UnknownAccount)?;
+        prefetch_lines(&self.accounts[row as usize]);
+        let slot = self.position_index.get_hashed(&pair, hp);
+        if let Some(s) = slot {
+            prefetch(&self.positions[s as usize]);
+        }
         let col = self.instrument_col(instrument)?;
         if self.accounts[row as usize].spec.suspended {
             return Err(Reject::Suspended);
         }
         let ins = &self.instruments[col as usize];
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
-        let old = self.book(account, instrument);
+        let old = slot.map_or(Book::default(), |s| self.positions[s as usize].book);
         let (mut book, mut b) = (Book::default(), Breaches::default());
         self.leg(row, col, old, Fill { d, price, mark }, &mut book, &mut b)?;
         match b.failed {
@@ -1257,12 +1315,6 @@ impl StateMachine {
     #[inline]
     fn instrument_col(&self, id: InstrumentId) -> Result<u32, Reject> {
         self.instrument_index.get(&u64::from(id)).ok_or(Reject::UnknownInstrument)
-    }
-
-    fn book(&self, account: AccountId, instrument: InstrumentId) -> Book {
-        self.position_index
-            .get(&PairKey::new(account, instrument))
-            .map_or(Book::default(), |s| self.positions[s as usize].book)
     }
 
     pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Option<PositionView> {
