@@ -48,6 +48,18 @@ impl<const W: usize> SeqArray<W> {
         self.cells.is_empty()
     }
 
+    /// Hint the CPU to load cell `i`'s lines (for writing soon; no effect on the contents).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        if let Some(c) = self.cells.get(i) {
+            let p = (c as *const Cell<W>).cast::<u8>();
+            for off in (0..std::mem::size_of::<Cell<W>>()).step_by(64) {
+                // wrapping_add: only an address for the hint; it stays inside the cell.
+                novate_core::map::prefetch_ptr(p.wrapping_add(off));
+            }
+        }
+    }
+
     /// Publish `value` in cell `i`. Single writer (see the type's docs).
     #[inline]
     pub fn write(&self, i: usize, value: &[u64; W]) {
