@@ -283,7 +283,8 @@ pub unsafe fn zeroed_slice<T>(n: usize) -> Box<[T]> {
 unsafe fn zero_fresh(ptr: *mut u8, len: usize) {
     let (start, end) = (ptr as usize, ptr as usize + len);
     let (inner_start, inner_end) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
-    if inner_end > inner_start && fresh_pages(ptr, len) {
+    // SAFETY: the caller's allocation, to be zeroed here: its old bytes are never read.
+    if inner_end > inner_start && unsafe { fresh_pages(ptr, len) } {
         // SAFETY: both ranges lie inside the allocation (per the caller).
         unsafe {
             std::ptr::write_bytes(ptr, 0, inner_start - start);
@@ -301,7 +302,11 @@ unsafe fn zero_fresh(ptr: *mut u8, len: usize) {
 /// 2 MiB page where THP was advised, however the allocator had touched it before. For memory
 /// whose contents do not matter (a table about to be zeroed, a vector's spare capacity).
 /// Returns whether the kernel did it (`false` elsewhere than Linux).
-pub fn fresh_pages(ptr: *const u8, len: usize) -> bool {
+///
+/// # Safety
+/// `[ptr, ptr + len)` must lie in one live allocation of the caller's whose bytes there hold
+/// nothing that will be read before it is written (they may read as zeros afterwards).
+pub unsafe fn fresh_pages(ptr: *const u8, len: usize) -> bool {
     const MADV_DONTNEED: i32 = 4;
     let (start, end) = ((ptr as usize).div_ceil(PAGE) * PAGE, (ptr as usize + len) / PAGE * PAGE);
     end > start && madvise_pages(start, end, MADV_DONTNEED)

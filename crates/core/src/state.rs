@@ -1789,17 +1789,20 @@ fn prefetch_lines<T>(r: &T) {
 fn reserve_huge<T>(v: &mut Vec<T>, n: usize) {
     if v.capacity() < n {
         v.reserve(n - v.len());
-        let spare = v.spare_capacity_mut();
-        advise_spare(spare.as_ptr().cast::<u8>(), std::mem::size_of_val(spare));
+        advise_spare(v);
     }
 }
 
-/// Advise a vector's spare capacity for huge pages and hand its whole pages back to the kernel
-/// (their contents do not matter): pages the allocator had touched would otherwise stay 4 KiB
-/// pages (a 64-byte-aligned block, for one, is carved out with writes to it).
-fn advise_spare(ptr: *const u8, len: usize) {
+/// Advise `v`'s spare capacity for huge pages and hand its whole pages back to the kernel:
+/// pages the allocator had touched would otherwise stay 4 KiB pages (a 64-byte-aligned block,
+/// for one, is carved out with writes to it).
+fn advise_spare<T>(v: &mut Vec<T>) {
+    let spare = v.spare_capacity_mut();
+    let (ptr, len) = (spare.as_ptr().cast::<u8>(), std::mem::size_of_val(spare));
     crate::map::advise_huge_pages(ptr, len);
-    crate::map::fresh_pages(ptr, len);
+    // SAFETY: the spare capacity is the vector's own allocation and holds no element: nothing
+    // reads it before writing it.
+    unsafe { crate::map::fresh_pages(ptr, len) };
 }
 
 /// Commit every `(start, bytes)` range now (`map::populate`); the bytes committed and asked for.
@@ -1811,8 +1814,8 @@ fn populate_all(tables: &[(*const u8, usize)]) -> (usize, usize) {
 
 /// A Vec whose capacity is advised for huge pages, its pages fresh ([`advise_spare`]).
 fn with_capacity_huge<T>(n: usize) -> Vec<T> {
-    let v: Vec<T> = Vec::with_capacity(n);
-    advise_spare(v.as_ptr().cast::<u8>(), n * std::mem::size_of::<T>());
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    advise_spare(&mut v);
     v
 }
 
