@@ -8,7 +8,8 @@
 //! dependent cache misses per publish); with 10^5 positions published at batch boundaries that
 //! was most of the state-machine thread's time. (A candidate for crates/ring.)
 //!
-//! Values are `[u64; W]` words: no `unsafe`, no padding questions.
+//! Values are `[u64; W]` words: no padding questions. The one `unsafe` is the allocation
+//! (all-zero cells from fresh, huge-page-advised memory: see [`SeqArray::new`]).
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
