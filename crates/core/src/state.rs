@@ -564,11 +564,11 @@ impl StateMachine {
         ts: Nanos,
         hashes: impl FnOnce() -> IndexHashes,
     ) -> Result<&[Event], Reject> {
-        if let Command::ClearTrade(t) = cmd {
-            let hints = self.look_up_overlapped(t, &hashes());
-            return self.apply_hinted::<true>(cmd, seq, ts, &hints);
-        }
-        self.apply_hinted::<false>(cmd, seq, ts, &Legs::NONE)
+        let hints = match cmd {
+            Command::ClearTrade(t) => self.look_up_overlapped(t, &hashes()),
+            _ => Legs::NONE,
+        };
+        self.apply_hinted(cmd, seq, ts, &hints)
     }
 
     /// A trade's lookups with their cache misses overlapped: every index slot it reads is
@@ -588,11 +588,11 @@ impl StateMachine {
         self.resolve_trade(t, h, &mut (0, NONE))
     }
 
-    /// [`apply`](Self::apply), skipping the lookups `hints` already made (with `HINTED`; the
-    /// plain path compiles without the checks). Inlined into each caller (the batch loop,
+    /// [`apply`](Self::apply), skipping the lookups `hints` already made (a trade's; any it
+    /// did not make, `NONE`, are made as it applies). Inlined into each caller (the batch loop,
     /// `apply_one`): left to itself, the compiler outlined it once it had two callers.
     #[inline(always)]
-    fn apply_hinted<const HINTED: bool>(
+    fn apply_hinted(
         &mut self,
         cmd: &Command,
         seq: Seq,
@@ -612,7 +612,7 @@ impl StateMachine {
             Command::CheckOrder { account, instrument, side, qty, price } => {
                 self.check_order(account, instrument, side.signed(qty), qty, price)?
             }
-            Command::ClearTrade(t) => self.clear_trade::<HINTED>(&t, hints)?,
+            Command::ClearTrade(t) => self.clear_trade(&t, hints)?,
             Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
             Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
             Command::SettlementPrice { instrument, price } => {
@@ -679,7 +679,7 @@ impl StateMachine {
                     let k = (i + PREFETCH_DISTANCE) & RING;
                     hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
                 }
-                self.apply_hinted::<true>(&s.cmd, s.seq, s.ts, &hints[i & RING]).map(|_| ())
+                self.apply_hinted(&s.cmd, s.seq, s.ts, &hints[i & RING]).map(|_| ())
             } else {
                 let hashes = || item.item().index_hashes();
                 self.apply_one(&s.cmd, s.seq, s.ts, hashes).map(|_| ())
@@ -903,7 +903,7 @@ impl StateMachine {
     }
 
     #[inline(always)] // into `apply_hinted`'s two callers, as it is (see there)
-    fn clear_trade<const HINTED: bool>(&mut self, t: &Trade, hints: &Legs) -> Result<(), Reject> {
+    fn clear_trade(&mut self, t: &Trade, hints: &Legs) -> Result<(), Reject> {
         if t.trade_id == 0 {
             return Err(Reject::InvalidId);
         }
@@ -922,13 +922,13 @@ impl StateMachine {
         if t.buy == t.sell {
             return Err(Reject::SelfTrade);
         }
-        let hint = |h: u32| if HINTED && h != NONE { Some(h) } else { None };
+        let hint = |h: u32| if h != NONE { Some(h) } else { None };
         let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
         let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
         let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
         let key = SeqKey(t.trade_id);
         let probe = match hints.trade_hash {
-            h if HINTED && h != 0 => self.trade_index.find_hashed(&key, h),
+            h if h != 0 => self.trade_index.find_hashed(&key, h),
             _ => self.trade_index.find(&key),
         };
         let Probe::Vacant(trade_at) = probe else {
@@ -942,8 +942,7 @@ impl StateMachine {
         let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
-        let slots = if HINTED { hints.slots } else { [NONE; 2] };
-        let legs = Legs { rows: [buy_row, sell_row], col, slots, ..Legs::NONE };
+        let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots, ..Legs::NONE };
         self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         let ins = &mut self.instruments[col as usize];
         if ins.last_price != t.price {
@@ -957,7 +956,7 @@ impl StateMachine {
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         self.trades.push(TradeRecord { trade: *t, busted: false });
         self.digest.add(match hints.trade_record {
-            r if HINTED && r != 0 => r,
+            r if r != 0 => r,
             _ => trade_record(t, false),
         });
         Ok(())
