@@ -24,7 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch, FixedMap, PairKey, Probe, SeqKey};
+use crate::map::{prefetch, prefetch_lines, FixedMap, PairKey, Probe, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
@@ -578,13 +578,7 @@ impl StateMachine {
     /// caches, most of a lone command's time: 780 -> 450 ns a trade on the 1M-position book).
     #[inline(always)]
     fn look_up_overlapped(&self, t: &Trade, h: &IndexHashes) -> Legs {
-        for a in h.accounts {
-            self.account_index.prefetch_hashed(a);
-        }
-        for p in h.positions {
-            self.position_index.prefetch_hashed(p);
-        }
-        self.trade_index.prefetch_hashed(h.trade);
+        self.prefetch_slots(*h);
         self.resolve_trade(t, h, &mut (0, NONE))
     }
 
@@ -697,6 +691,14 @@ impl StateMachine {
             return IndexHashes::default();
         }
         let h = item.index_hashes();
+        self.prefetch_slots(h);
+        h
+    }
+
+    /// Prefetch the index slots that the hashes `h` of a trade's keys name (its accounts', its
+    /// positions' and its trade id's): the first of a lookup's two rounds of cache misses.
+    #[inline(always)]
+    fn prefetch_slots(&self, h: IndexHashes) {
         for a in h.accounts {
             self.account_index.prefetch_hashed(a);
         }
@@ -704,7 +706,27 @@ impl StateMachine {
             self.position_index.prefetch_hashed(p);
         }
         self.trade_index.prefetch_hashed(h.trade);
-        h
+    }
+
+    /// The row of `account` and the slot of its position in `instrument` (`None` if absent),
+    /// from the hashes `h` of their index keys, each found line prefetched: the second of a
+    /// lookup's two rounds of cache misses (the first prefetched the index slots).
+    #[inline(always)]
+    fn find_holder(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+        h: [u64; 2],
+    ) -> (Option<u32>, Option<u32>) {
+        let row = self.account_index.get_hashed(&account, h[0]);
+        if let Some(r) = row {
+            prefetch_lines(&self.accounts[r as usize]);
+        }
+        let slot = self.position_index.get_hashed(&PairKey::new(account, instrument), h[1]);
+        if let Some(s) = slot {
+            prefetch(&self.positions[s as usize]);
+        }
+        (row, slot)
     }
 
     /// Look up (and prefetch) the accounts, instrument and positions of a trade ahead of
@@ -737,15 +759,10 @@ impl StateMachine {
             col
         };
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
-            if let Some(row) = self.account_index.get_hashed(&acct, hashes.accounts[k]) {
-                prefetch_lines(&self.accounts[row as usize]);
-                h.rows[k] = row;
-            }
-            let pair = PairKey::new(acct, t.instrument);
-            if let Some(slot) = self.position_index.get_hashed(&pair, hashes.positions[k]) {
-                prefetch(&self.positions[slot as usize]);
-                h.slots[k] = slot;
-            }
+            let keys = [hashes.accounts[k], hashes.positions[k]];
+            let (row, slot) = self.find_holder(acct, t.instrument, keys);
+            h.rows[k] = row.unwrap_or(NONE);
+            h.slots[k] = slot.unwrap_or(NONE);
         }
         h
     }
@@ -872,16 +889,11 @@ impl StateMachine {
         }
         // The account's and the position's index slots, then their lines, each pair fetched
         // at once (two rounds of cache misses, not four one after another).
-        let pair = PairKey::new(account, instrument);
-        let (ha, hp) = (FixedMap::hash(&account), FixedMap::hash(&pair));
-        self.account_index.prefetch_hashed(ha);
-        self.position_index.prefetch_hashed(hp);
-        let row = self.account_index.get_hashed(&account, ha).ok_or(Reject::UnknownAccount)?;
-        prefetch_lines(&self.accounts[row as usize]);
-        let slot = self.position_index.get_hashed(&pair, hp);
-        if let Some(s) = slot {
-            prefetch(&self.positions[s as usize]);
-        }
+        let keys = [FixedMap::hash(&account), FixedMap::hash(&PairKey::new(account, instrument))];
+        self.account_index.prefetch_hashed(keys[0]);
+        self.position_index.prefetch_hashed(keys[1]);
+        let (row, slot) = self.find_holder(account, instrument, keys);
+        let row = row.ok_or(Reject::UnknownAccount)?;
         let col = self.instrument_col(instrument)?;
         if self.accounts[row as usize].spec.suspended {
             return Err(Reject::Suspended);
@@ -1774,16 +1786,6 @@ fn position_record(account: AccountId, instrument: InstrumentId, b: &Book) -> u6
 fn trade_record(t: &Trade, busted: bool) -> u64 {
     let w = [t.trade_id, t.buy, t.sell, u64::from(t.instrument), t.qty as u64, t.price as u64];
     record(4, [w[0], w[1], w[2], w[3], w[4], w[5], u64::from(t.trade_date), u64::from(busted)])
-}
-
-/// Prefetch every cache line of `r` (an account spans three).
-#[inline(always)]
-fn prefetch_lines<T>(r: &T) {
-    let p = (r as *const T).cast::<u8>();
-    for off in (0..std::mem::size_of::<T>()).step_by(64) {
-        // wrapping_add: only an address for the hint; it stays inside `*r`.
-        crate::map::prefetch_ptr(p.wrapping_add(off));
-    }
 }
 
 /// Room for `n` items in the cleared `v`, at once (not by doublings, each a copy) and, when

@@ -53,11 +53,7 @@ impl<const W: usize> SeqArray<W> {
     #[inline]
     pub fn prefetch(&self, i: usize) {
         if let Some(c) = self.cells.get(i) {
-            let p = (c as *const Cell<W>).cast::<u8>();
-            for off in (0..std::mem::size_of::<Cell<W>>()).step_by(64) {
-                // wrapping_add: only an address for the hint; it stays inside the cell.
-                novate_core::map::prefetch_ptr(p.wrapping_add(off));
-            }
+            novate_core::map::prefetch_lines(c);
         }
     }
 
