@@ -901,8 +901,7 @@ impl StateMachine {
         let ins = &self.instruments[col as usize];
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = slot.map_or(Book::default(), |s| self.positions[s as usize].book);
-        let (mut book, mut b) = (Book::default(), Breaches::default());
-        self.leg(row, col, old, Fill { d, price, mark }, &mut book, &mut b)?;
+        let (_, b) = self.leg(row, col, old, Fill { d, price, mark })?;
         match b.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
@@ -1150,46 +1149,68 @@ impl StateMachine {
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
         }
-        let mut books = [Book::default(); 2];
-        let mut checks = [Breaches::default(); 2];
-        for leg in 0..2 {
-            let old = slots[leg].map_or(Book::default(), |s| self.positions[s as usize].book);
-            let d = if leg == 0 { qty } else { -qty };
-            let f = Fill { d, price: t.price, mark };
-            self.leg(rows[leg], col, old, f, &mut books[leg], &mut checks[leg])?;
-        }
+        let old = slots.map(|s| s.map_or(Book::default(), |s| self.positions[s as usize].book));
+        let fill = Fill { d: qty, price: t.price, mark };
+        let (buy, buy_checks) = self.leg(rows[0], col, old[0], fill)?;
+        let (sell, sell_checks) = self.leg(rows[1], col, old[1], Fill { d: -qty, ..fill })?;
         if moves_mark {
             // Every other holder is re-valued at the new mark (checked, then applied).
             let bps = self.instruments[col as usize].spec.margin_bps;
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
-        for leg in 0..2 {
-            self.accounts[rows[leg] as usize].totals = checks[leg].totals;
+        self.accounts[rows[0] as usize].totals = buy_checks.totals;
+        self.accounts[rows[1] as usize].totals = sell_checks.totals;
+        self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy);
+        self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell);
+        if (buy_checks.failed | sell_checks.failed) != 0 {
+            self.breach_events(ids, [&buy_checks, &sell_checks]);
         }
-        for leg in 0..2 {
-            let slot = match probes[leg] {
-                Probe::Found(s) => s,
-                Probe::Vacant(at) => self.new_position(rows[leg], col, ids[leg], t.instrument, at),
-            };
-            let b = books[leg];
-            let new = position_record(ids[leg], t.instrument, &b);
-            let p = &mut self.positions[slot as usize];
-            match slots[leg] {
-                Some(_) => self.digest.replace(p.record, new),
-                None => self.digest.add(new),
+        Ok(())
+    }
+
+    /// Store one leg's new book in its position (allocated if `probe` is vacant), keep the
+    /// digest current and note the change and its event.
+    #[inline(always)]
+    fn write_leg(
+        &mut self,
+        probe: Probe,
+        row: u32,
+        col: u32,
+        id: AccountId,
+        instrument: InstrumentId,
+        b: Book,
+    ) {
+        let new = position_record(id, instrument, &b);
+        let slot = match probe {
+            Probe::Found(s) => {
+                let p = &mut self.positions[s as usize];
+                self.digest.replace(p.record, new);
+                s
             }
-            (p.book, p.record) = (b, new);
-            self.changed.push(slot);
-            self.events.push(Event::PositionChanged {
-                account: ids[leg],
-                instrument: t.instrument,
-                qty: b.qty,
-                cost: b.cost,
-                realized: b.realized,
-            });
-        }
+            Probe::Vacant(at) => {
+                let s = self.new_position(row, col, id, instrument, at);
+                self.digest.add(new);
+                s
+            }
+        };
+        let p = &mut self.positions[slot as usize];
+        (p.book, p.record) = (b, new);
+        self.changed.push(slot);
+        self.events.push(Event::PositionChanged {
+            account: id,
+            instrument,
+            qty: b.qty,
+            cost: b.cost,
+            realized: b.realized,
+        });
+    }
+
+    /// The breach and margin-call events of a trade's two accounts, in SPEC.md's order.
+    #[cold]
+    #[inline(never)]
+    fn breach_events(&mut self, ids: [AccountId; 2], checks: [&Breaches; 2]) {
         for leg in 0..2 {
-            let Breaches { failed, shortfall, .. } = checks[leg];
+            let Breaches { failed, shortfall, .. } = *checks[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
@@ -1199,7 +1220,6 @@ impl StateMachine {
                 self.events.push(Event::MarginCall { account: ids[leg], shortfall });
             }
         }
-        Ok(())
     }
 
     /// Allocate a position slot for (row, col); its index entry goes at or after `at` (its
@@ -1264,25 +1284,17 @@ impl StateMachine {
     // ---- valuation and risk ---------------------------------------------------------------
 
     /// One leg of a trade or order: the account in `row`, whose position in instrument `col`
-    /// was `old`, makes the fill `f`. Writes the new book to `book_out` and the what-if
-    /// checks ([`checks`]) to `out`: "as if" the position were the new book valued at
+    /// was `old`, makes the fill `f`. Returns the new book and the what-if checks
+    /// ([`checks`]): "as if" the position were the new book valued at
     /// `f.mark` instead of `old` at the instrument's current mark (the what-if replaces that
     /// position's terms in the account's totals: exact, see `Totals::replaced`).
     ///
     /// The common case (every value fits in 64 bits) is computed inline; anything else takes
-    /// the exact path, which gives the same answer (`Err(Overflow)` included). Out-parameters
-    /// rather than a returned value: the compiler copied a returned result through memory
-    /// (and a book stored apart from the checks costs fewer instructions).
+    /// the exact path, which gives the same answer (`Err(Overflow)` included). Inlined into
+    /// [`book_legs`](Self::book_legs), whose two legs are written out rather than looped over
+    /// arrays of results (which the compiler zeroed and copied through memory).
     #[inline(always)]
-    fn leg(
-        &self,
-        row: u32,
-        col: u32,
-        old: Book,
-        f: Fill,
-        book_out: &mut Book,
-        out: &mut Breaches,
-    ) -> Result<(), Reject> {
+    fn leg(&self, row: u32, col: u32, old: Book, f: Fill) -> Result<(Book, Breaches), Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[col as usize];
         if let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) {
@@ -1290,13 +1302,13 @@ impl StateMachine {
             let n = valued(book, f.mark, ins).terms64();
             if let (Some(o), Some(n)) = (o, n) {
                 if let Some(totals) = acct.totals.replaced64(&o, &n) {
-                    *book_out = book;
-                    return checks(acct, &book, totals, out);
+                    let mut out = Breaches::default();
+                    checks(acct, &book, totals, &mut out)?;
+                    return Ok((book, out));
                 }
             }
         }
-        (*book_out, *out) = self.leg_exact(row, col, old, f)?;
-        Ok(())
+        self.leg_exact(row, col, old, f)
     }
 
     /// [`leg`](Self::leg) in exact arithmetic whatever the magnitudes.
@@ -1968,8 +1980,7 @@ mod tests {
             let sm = one_of_each(m, bps, mark, spec, collateral, totals);
             let old = Book { qty, cost, realized };
             let f = Fill { d, price, mark: new_mark };
-            let (mut book, mut checks) = (Book::default(), Breaches::default());
-            let fast = sm.leg(0, 0, old, f, &mut book, &mut checks).map(|()| (book, checks));
+            let fast = sm.leg(0, 0, old, f);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
         }
     }
