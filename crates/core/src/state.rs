@@ -422,6 +422,13 @@ struct Breaches {
     shortfall: Money,
 }
 
+/// One leg's outcome: the account's new book in the instrument and its what-if checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Leg {
+    book: Book,
+    checks: Breaches,
+}
+
 /// One leg's fill: signed quantity `d` (buy > 0) at `price`; the instrument is then valued at
 /// `mark`.
 #[derive(Clone, Copy)]
@@ -901,8 +908,9 @@ impl StateMachine {
         let ins = &self.instruments[col as usize];
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = slot.map_or(Book::default(), |s| self.positions[s as usize].book);
-        let (_, b) = self.leg(row, col, old, Fill { d, price, mark })?;
-        match b.failed {
+        let mut out = Leg::default();
+        self.leg(row, col, old, Fill { d, price, mark }, &mut out)?;
+        match out.checks.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
                 Ok(())
@@ -1149,21 +1157,22 @@ impl StateMachine {
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
         }
-        let old = slots.map(|s| s.map_or(Book::default(), |s| self.positions[s as usize].book));
+        let old = |s: Option<u32>| s.map_or(Book::default(), |s| self.positions[s as usize].book);
         let fill = Fill { d: qty, price: t.price, mark };
-        let (buy, buy_checks) = self.leg(rows[0], col, old[0], fill)?;
-        let (sell, sell_checks) = self.leg(rows[1], col, old[1], Fill { d: -qty, ..fill })?;
+        let (mut buy, mut sell) = (Leg::default(), Leg::default());
+        self.leg(rows[0], col, old(slots[0]), fill, &mut buy)?;
+        self.leg(rows[1], col, old(slots[1]), Fill { d: -qty, ..fill }, &mut sell)?;
         if moves_mark {
             // Every other holder is re-valued at the new mark (checked, then applied).
             let bps = self.instruments[col as usize].spec.margin_bps;
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
-        self.accounts[rows[0] as usize].totals = buy_checks.totals;
-        self.accounts[rows[1] as usize].totals = sell_checks.totals;
-        self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy);
-        self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell);
-        if (buy_checks.failed | sell_checks.failed) != 0 {
-            self.breach_events(ids, [&buy_checks, &sell_checks]);
+        self.accounts[rows[0] as usize].totals = buy.checks.totals;
+        self.accounts[rows[1] as usize].totals = sell.checks.totals;
+        self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy.book);
+        self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell.book);
+        if (buy.checks.failed | sell.checks.failed) != 0 {
+            self.breach_events(ids, [&buy.checks, &sell.checks]);
         }
         Ok(())
     }
@@ -1284,52 +1293,52 @@ impl StateMachine {
     // ---- valuation and risk ---------------------------------------------------------------
 
     /// One leg of a trade or order: the account in `row`, whose position in instrument `col`
-    /// was `old`, makes the fill `f`. Returns the new book and the what-if checks
-    /// ([`checks`]): "as if" the position were the new book valued at
+    /// was `old`, makes the fill `f`. Writes the new book and the what-if checks ([`checks`])
+    /// to `out`: "as if" the position were the new book valued at
     /// `f.mark` instead of `old` at the instrument's current mark (the what-if replaces that
     /// position's terms in the account's totals: exact, see `Totals::replaced`).
     ///
     /// The common case (every value fits in 64 bits) is computed inline; anything else takes
-    /// the exact path, which gives the same answer (`Err(Overflow)` included). Inlined into
-    /// [`book_legs`](Self::book_legs), whose two legs are written out rather than looped over
-    /// arrays of results (which the compiler zeroed and copied through memory).
+    /// the exact path, which gives the same answer (`Err(Overflow)` included). An
+    /// out-parameter, and the two legs of [`book_legs`](Self::book_legs) written out: a
+    /// returned `Result` of the leg, or arrays of legs, were copied through memory two or three
+    /// times per leg (~70 instructions).
     #[inline(always)]
-    fn leg(&self, row: u32, col: u32, old: Book, f: Fill) -> Result<(Book, Breaches), Reject> {
+    fn leg(&self, row: u32, col: u32, old: Book, f: Fill, out: &mut Leg) -> Result<(), Reject> {
+        if !self.leg64(row, col, old, f, out) {
+            *out = self.leg_exact(row, col, old, f)?;
+        }
+        Ok(())
+    }
+
+    /// [`leg`](Self::leg) in 64-bit arithmetic: false if it cannot answer (a value does not fit,
+    /// or the account could not be valued), and then `out` may be half-written.
+    #[inline(always)]
+    fn leg64(&self, row: u32, col: u32, old: Book, f: Fill, out: &mut Leg) -> bool {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[col as usize];
-        if let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) {
-            let o = valued(old, ins.mark(), ins).terms64();
-            let n = valued(book, f.mark, ins).terms64();
-            if let (Some(o), Some(n)) = (o, n) {
-                if let Some(totals) = acct.totals.replaced64(&o, &n) {
-                    let mut out = Breaches::default();
-                    checks(acct, &book, totals, &mut out)?;
-                    return Ok((book, out));
-                }
-            }
-        }
-        self.leg_exact(row, col, old, f)
+        let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) else { return false };
+        let o = valued(old, ins.mark(), ins).terms64();
+        let n = valued(book, f.mark, ins).terms64();
+        let (Some(o), Some(n)) = (o, n) else { return false };
+        let Some(totals) = acct.totals.replaced64(&o, &n) else { return false };
+        out.book = book;
+        checks(acct, &book, totals, &mut out.checks).is_ok()
     }
 
     /// [`leg`](Self::leg) in exact arithmetic whatever the magnitudes.
     #[cold]
     #[inline(never)]
-    fn leg_exact(
-        &self,
-        row: u32,
-        col: u32,
-        old: Book,
-        f: Fill,
-    ) -> Result<(Book, Breaches), Reject> {
+    fn leg_exact(&self, row: u32, col: u32, old: Book, f: Fill) -> Result<Leg, Reject> {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[col as usize];
         let book = old.fill(f.d, f.price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
         let old = valued(old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?;
         let new = valued(book, f.mark, ins).terms().ok_or(Reject::Overflow)?;
         let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
-        let mut out = Breaches::default();
-        checks(acct, &book, totals, &mut out)?;
-        Ok((book, out))
+        let mut out = Leg { book, ..Leg::default() };
+        checks(acct, &book, totals, &mut out.checks)?;
+        Ok(out)
     }
 
     // ---- lookups and queries --------------------------------------------------------------
@@ -1980,7 +1989,8 @@ mod tests {
             let sm = one_of_each(m, bps, mark, spec, collateral, totals);
             let old = Book { qty, cost, realized };
             let f = Fill { d, price, mark: new_mark };
-            let fast = sm.leg(0, 0, old, f);
+            let mut out = Leg::default();
+            let fast = sm.leg(0, 0, old, f, &mut out).map(|()| out);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
         }
     }
