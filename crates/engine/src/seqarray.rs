@@ -66,9 +66,10 @@ impl<const W: usize> SeqArray<W> {
     /// Publish `value` as words `start..start + value.len()` of cell `i`, keeping the others:
     /// for a writer that knows only those changed. Single writer, as [`write`](Self::write).
     #[inline]
-    pub fn write_words(&self, i: usize, start: usize, value: &[u64]) {
+    pub fn write_words<const N: usize>(&self, i: usize, start: usize, value: &[u64; N]) {
         let c = &self.cells[i];
-        let words = &c.words[start..start + value.len()];
+        // A fixed length: one bounds check, and the stores below are unrolled.
+        let words = &c.words[start..start + N];
         // Relaxed: this thread is the only writer of `seq`.
         let s = c.seq.load(Ordering::Relaxed);
         // Relaxed odd store, then a Release fence: a reader whose data loads see a word stored
