@@ -691,7 +691,7 @@ impl StateMachine {
     }
 
     /// Prefetch the index slots of a trade's accounts, positions and trade id; their hashes.
-    #[inline]
+    #[inline(always)]
     fn prefetch_index(&self, item: &impl BatchItem) -> IndexHashes {
         let item = item.item();
         if !matches!(item.sequenced().cmd, Command::ClearTrade(_)) {
@@ -742,6 +742,7 @@ impl StateMachine {
     /// command in between may create) is looked up again then.
     /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
     /// (id, column; id 0, which no instrument has, before the first), updated here.
+    #[inline(always)]
     fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
         self.resolve_trade(t, hashes, last)
