@@ -231,7 +231,8 @@ impl<K: MapKey> FixedMap<K> {
     /// [`prefetch`](Self::prefetch) the home slot of the key whose hash is `hash`.
     #[inline]
     pub fn prefetch_hashed(&self, hash: u64) {
-        prefetch(&self.entries[hash as usize & self.mask]);
+        // No bounds check: the slot is in the table anyway (`mask` is its length minus one).
+        prefetch_element(&self.entries, hash as usize & self.mask);
     }
 }
 
@@ -369,9 +370,21 @@ pub fn prefetch<T>(r: &T) {
 /// Prefetch every cache line of `*r` (an account spans three, a view cell two).
 #[inline(always)]
 pub fn prefetch_lines<T>(r: &T) {
-    let p = (r as *const T).cast::<u8>();
+    prefetch_lines_ptr(r as *const T);
+}
+
+/// [`prefetch_lines`] of element `i` of `s`, without a bounds check: an `i` past the end only
+/// names an address past the slice, and a prefetch of any address is harmless.
+#[inline(always)]
+pub fn prefetch_element<T>(s: &[T], i: usize) {
+    prefetch_lines_ptr(s.as_ptr().wrapping_add(i));
+}
+
+#[inline(always)]
+fn prefetch_lines_ptr<T>(r: *const T) {
+    let p = r.cast::<u8>();
     for off in (0..std::mem::size_of::<T>()).step_by(64) {
-        // wrapping_add: only an address for the hint; it stays inside `*r`.
+        // wrapping_add: only an address for the hint.
         prefetch_ptr(p.wrapping_add(off));
     }
 }

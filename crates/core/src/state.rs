@@ -24,7 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch, prefetch_lines, FixedMap, PairKey, Probe, SeqKey};
+use crate::map::{prefetch, prefetch_element, FixedMap, PairKey, Probe, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
@@ -727,11 +727,11 @@ impl StateMachine {
     ) -> (Option<u32>, Option<u32>) {
         let row = self.account_index.get_hashed(&account, h[0]);
         if let Some(r) = row {
-            prefetch_lines(&self.accounts[r as usize]);
+            prefetch_element(&self.accounts, r as usize);
         }
         let slot = self.position_index.get_hashed(&PairKey::new(account, instrument), h[1]);
         if let Some(s) = slot {
-            prefetch(&self.positions[s as usize]);
+            prefetch_element(&self.positions, s as usize);
         }
         (row, slot)
     }
