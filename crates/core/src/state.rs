@@ -422,6 +422,9 @@ struct Breaches {
     shortfall: Money,
 }
 
+/// The book of a position not held yet: flat.
+const NO_BOOK: Book = Book { qty: 0, cost: 0, realized: 0 };
+
 /// One leg's outcome: the account's new book in the instrument and its what-if checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Leg {
@@ -908,7 +911,7 @@ impl StateMachine {
         }
         let ins = &self.instruments[col as usize];
         let mark = if ins.mark() != 0 { ins.mark() } else { price };
-        let old = slot.map_or(Book::default(), |s| self.positions[s as usize].book);
+        let old = slot.map_or(&NO_BOOK, |s| &self.positions[s as usize].book);
         let mut out = Leg::default();
         self.leg(row, col, old, Fill { d, price, mark }, &mut out)?;
         match out.checks.failed {
@@ -1158,7 +1161,7 @@ impl StateMachine {
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
         }
-        let old = |s: Option<u32>| s.map_or(Book::default(), |s| self.positions[s as usize].book);
+        let old = |s: Option<u32>| s.map_or(&NO_BOOK, |s| &self.positions[s as usize].book);
         let fill = Fill { d: qty, price: t.price, mark };
         let (mut buy, mut sell) = (Leg::default(), Leg::default());
         self.leg(rows[0], col, old(slots[0]), fill, &mut buy)?;
@@ -1305,9 +1308,9 @@ impl StateMachine {
     /// returned `Result` of the leg, or arrays of legs, were copied through memory two or three
     /// times per leg (~70 instructions).
     #[inline(always)]
-    fn leg(&self, row: u32, col: u32, old: Book, f: Fill, out: &mut Leg) -> Result<(), Reject> {
+    fn leg(&self, row: u32, col: u32, old: &Book, f: Fill, out: &mut Leg) -> Result<(), Reject> {
         if !self.leg64(row, col, old, f, out) {
-            *out = self.leg_exact(row, col, old, f)?;
+            *out = self.leg_exact(row, col, *old, f)?;
         }
         Ok(())
     }
@@ -1315,11 +1318,11 @@ impl StateMachine {
     /// [`leg`](Self::leg) in 64-bit arithmetic: false if it cannot answer (a value does not fit,
     /// or the account could not be valued), and then `out` may be half-written.
     #[inline(always)]
-    fn leg64(&self, row: u32, col: u32, old: Book, f: Fill, out: &mut Leg) -> bool {
+    fn leg64(&self, row: u32, col: u32, old: &Book, f: Fill, out: &mut Leg) -> bool {
         let acct = &self.accounts[row as usize];
         let ins = &self.instruments[col as usize];
         let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) else { return false };
-        let o = valued(old, ins.mark(), ins).terms64();
+        let o = valued(*old, ins.mark(), ins).terms64();
         let n = valued(book, f.mark, ins).terms64();
         let (Some(o), Some(n)) = (o, n) else { return false };
         let Some(totals) = acct.totals.replaced64(&o, &n) else { return false };
@@ -1991,7 +1994,7 @@ mod tests {
             let old = Book { qty, cost, realized };
             let f = Fill { d, price, mark: new_mark };
             let mut out = Leg::default();
-            let fast = sm.leg(0, 0, old, f, &mut out).map(|()| out);
+            let fast = sm.leg(0, 0, &old, f, &mut out).map(|()| out);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
         }
     }
