@@ -380,10 +380,20 @@ pub fn prefetch_element<T>(s: &[T], i: usize) {
     prefetch_lines_ptr(s.as_ptr().wrapping_add(i));
 }
 
+/// [`prefetch_element`] of the first `bytes` of element `i` only (the part about to be used).
+#[inline(always)]
+pub fn prefetch_element_bytes<T>(s: &[T], i: usize, bytes: usize) {
+    prefetch_bytes(s.as_ptr().wrapping_add(i).cast::<u8>(), bytes);
+}
+
 #[inline(always)]
 fn prefetch_lines_ptr<T>(r: *const T) {
-    let p = r.cast::<u8>();
-    for off in (0..std::mem::size_of::<T>()).step_by(64) {
+    prefetch_bytes(r.cast::<u8>(), std::mem::size_of::<T>());
+}
+
+#[inline(always)]
+fn prefetch_bytes(p: *const u8, bytes: usize) {
+    for off in (0..bytes).step_by(64) {
         // wrapping_add: only an address for the hint.
         prefetch_ptr(p.wrapping_add(off));
     }

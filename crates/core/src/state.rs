@@ -24,7 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch, prefetch_element, FixedMap, PairKey, Probe, SeqKey};
+use crate::map::{prefetch, prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
@@ -115,18 +115,63 @@ impl Limits {
     }
 }
 
+/// An account, its fields ordered so that a trade reads and writes only its first two cache
+/// lines (totals; collateral, limits, position count and last chunk), never the third (id,
+/// first chunk, suspension): see `ACCOUNT_HOT_BYTES`. Its spec is [`Account::spec`].
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Account {
-    spec: AccountSpec,
-    collateral: Money,
     /// Exact totals of its positions' value terms at current marks (derived, not hashed).
     totals: Totals,
-    /// Its position chunks: the first and the one it fills next (NONE before its first
-    /// position); `chunk_next` links them.
-    first_chunk: u32,
-    last_chunk: u32,
+    collateral: Money,
+    max_notional: Money,
+    max_loss: Money,
+    max_position: Qty,
     positions: u32,
+    /// The position chunk it fills next (NONE before its first position).
+    last_chunk: u32,
+    id: AccountId,
+    /// Its first position chunk (NONE before its first position); `chunk_next` links them.
+    first_chunk: u32,
+    suspended: bool,
+}
+
+/// The bytes at the start of an [`Account`] that trades touch (prefetched for a trade).
+const ACCOUNT_HOT_BYTES: usize = 128;
+const _: () = assert!(std::mem::offset_of!(Account, last_chunk) + 4 <= ACCOUNT_HOT_BYTES);
+
+impl Account {
+    fn new(spec: AccountSpec) -> Account {
+        let mut a = Account {
+            totals: Totals::default(),
+            collateral: 0,
+            max_notional: 0,
+            max_loss: 0,
+            max_position: 0,
+            positions: 0,
+            last_chunk: NONE,
+            id: 0,
+            first_chunk: NONE,
+            suspended: false,
+        };
+        a.set_spec(spec);
+        a
+    }
+
+    fn spec(&self) -> AccountSpec {
+        AccountSpec {
+            id: self.id,
+            max_position: self.max_position,
+            max_notional: self.max_notional,
+            max_loss: self.max_loss,
+            suspended: self.suspended,
+        }
+    }
+
+    fn set_spec(&mut self, s: AccountSpec) {
+        (self.id, self.max_position, self.max_notional, self.max_loss, self.suspended) =
+            (s.id, s.max_position, s.max_notional, s.max_loss, s.suspended);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -730,7 +775,7 @@ impl StateMachine {
     ) -> (Option<u32>, Option<u32>) {
         let row = self.account_index.get_hashed(&account, h[0]);
         if let Some(r) = row {
-            prefetch_element(&self.accounts, r as usize);
+            prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_HOT_BYTES);
         }
         let slot = self.position_index.get_hashed(&PairKey::new(account, instrument), h[1]);
         if let Some(s) = slot {
@@ -840,8 +885,8 @@ impl StateMachine {
         match self.account_index.get(&spec.id) {
             Some(row) => {
                 let a = &mut self.accounts[row as usize];
-                let old = account_record(&a.spec, a.collateral);
-                a.spec = spec;
+                let old = account_record(&a.spec(), a.collateral);
+                a.set_spec(spec);
                 self.digest.replace(old, account_record(&spec, a.collateral));
             }
             None => {
@@ -849,14 +894,7 @@ impl StateMachine {
                 self.account_index.insert(spec.id, row).map_err(|_| Reject::AccountCapacity)?;
                 self.digest.add(account_record(&spec, 0));
                 self.row_ids.push(spec.id);
-                self.accounts.push(Account {
-                    spec,
-                    collateral: 0,
-                    totals: Totals::default(),
-                    first_chunk: NONE,
-                    last_chunk: NONE,
-                    positions: 0,
-                });
+                self.accounts.push(Account::new(spec));
             }
         }
         self.events.push(Event::AccountUpdated { account: spec.id });
@@ -877,8 +915,8 @@ impl StateMachine {
         }
         self.accounts[row as usize].collateral = balance;
         self.digest.replace(
-            account_record(&acct.spec, acct.collateral),
-            account_record(&acct.spec, balance),
+            account_record(&acct.spec(), acct.collateral),
+            account_record(&acct.spec(), balance),
         );
         self.events.push(Event::CollateralChanged { account, amount, balance });
         Ok(())
@@ -906,7 +944,7 @@ impl StateMachine {
         let (row, slot) = self.find_holder(account, instrument, keys);
         let row = row.ok_or(Reject::UnknownAccount)?;
         let col = self.instrument_col(instrument)?;
-        if self.accounts[row as usize].spec.suspended {
+        if self.accounts[row as usize].suspended {
             return Err(Reject::Suspended);
         }
         let ins = &self.instruments[col as usize];
@@ -1040,7 +1078,7 @@ impl StateMachine {
                 let acct = &self.accounts[row as usize];
                 let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
                 valuation(acct.collateral, &totals)?;
-                self.scratch[open] = (acct.spec.id, slot);
+                self.scratch[open] = (acct.id, slot);
                 open += 1;
             }
         }
@@ -1385,7 +1423,7 @@ impl StateMachine {
         // `Err(Overflow)` only for a state that breaks the account invariant (none does).
         let Valuation { equity, excess, .. } = valuation(a.collateral, &a.totals)?;
         Ok(AccountView {
-            spec: a.spec,
+            spec: a.spec(),
             collateral: a.collateral,
             totals: a.totals,
             equity,
@@ -1555,7 +1593,7 @@ impl StateMachine {
 
     /// Account ids in ascending order (allocates; for queries and snapshots).
     pub fn account_ids(&self) -> Vec<AccountId> {
-        let mut ids: Vec<_> = self.accounts.iter().map(|a| a.spec.id).collect();
+        let mut ids: Vec<_> = self.accounts.iter().map(|a| a.id).collect();
         ids.sort_unstable();
         ids
     }
@@ -1579,7 +1617,7 @@ impl StateMachine {
         snap.instruments
             .extend(self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)));
         snap.accounts.clear();
-        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec, a.collateral)));
+        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec(), a.collateral)));
         // Positions in slot order: chunks are allocated densely, and lanes not yet used by
         // their account are marked `account == NONE` (see `new_position`).
         snap.positions.clear();
@@ -1855,10 +1893,9 @@ fn with_capacity_huge<T>(n: usize) -> Vec<T> {
 #[inline(always)]
 fn checks(acct: &Account, book: &Book, totals: Totals, out: &mut Breaches) -> Result<(), Reject> {
     let Valuation { pnl, excess, .. } = valuation(acct.collateral, &totals)?;
-    let spec = &acct.spec;
-    let pos = spec.max_position != 0 && book.qty.unsigned_abs() > spec.max_position as u64;
-    let notional = spec.max_notional != 0 && totals.notional > spec.max_notional;
-    let loss = spec.max_loss != 0 && pnl < -spec.max_loss;
+    let pos = acct.max_position != 0 && book.qty.unsigned_abs() > acct.max_position as u64;
+    let notional = acct.max_notional != 0 && totals.notional > acct.max_notional;
+    let loss = acct.max_loss != 0 && pnl < -acct.max_loss;
     let margin = excess < 0;
     let failed =
         u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
