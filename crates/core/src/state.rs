@@ -115,9 +115,10 @@ impl Limits {
     }
 }
 
-/// An account, its fields ordered so that a trade reads and writes only its first two cache
-/// lines (totals; collateral, limits, position count and last chunk), never the third (id,
-/// first chunk, suspension): see `ACCOUNT_HOT_BYTES`. Its spec is [`Account::spec`].
+/// An account, its fields ordered so that a trade on a position it holds, or a CheckOrder,
+/// reads and writes only its first two cache lines (totals; collateral, limits, suspension and
+/// position count), never the third (its chunks, touched when it opens a position, and its id):
+/// see `ACCOUNT_HOT_BYTES`. Its spec is [`Account::spec`].
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Account {
@@ -128,17 +129,17 @@ struct Account {
     max_loss: Money,
     max_position: Qty,
     positions: u32,
-    /// The position chunk it fills next (NONE before its first position).
+    suspended: bool,
+    /// Its position chunks: the first and the one it fills next (NONE before its first
+    /// position); `chunk_next` links them.
+    first_chunk: u32,
     last_chunk: u32,
     id: AccountId,
-    /// Its first position chunk (NONE before its first position); `chunk_next` links them.
-    first_chunk: u32,
-    suspended: bool,
 }
 
-/// The bytes at the start of an [`Account`] that trades touch (prefetched for a trade).
+/// The bytes at the start of an [`Account`] that trades and CheckOrders touch (prefetched).
 const ACCOUNT_HOT_BYTES: usize = 128;
-const _: () = assert!(std::mem::offset_of!(Account, last_chunk) + 4 <= ACCOUNT_HOT_BYTES);
+const _: () = assert!(std::mem::offset_of!(Account, suspended) < ACCOUNT_HOT_BYTES);
 
 impl Account {
     fn new(spec: AccountSpec) -> Account {
@@ -149,10 +150,10 @@ impl Account {
             max_loss: 0,
             max_position: 0,
             positions: 0,
+            suspended: false,
+            first_chunk: NONE,
             last_chunk: NONE,
             id: 0,
-            first_chunk: NONE,
-            suspended: false,
         };
         a.set_spec(spec);
         a
