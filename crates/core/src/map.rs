@@ -126,6 +126,16 @@ impl<K: MapKey> FixedMap<K> {
         self.len >= self.items_max
     }
 
+    /// The entry in slot `i & mask`, read without a bounds check: it is always in the table.
+    #[inline(always)]
+    fn entry(&self, i: usize) -> &Entry<K> {
+        let i = i & self.mask;
+        debug_assert!(i < self.entries.len());
+        // SAFETY: `entries.len() == mask + 1` (both set in `new`, never changed), so
+        // `i & mask < entries.len()`.
+        unsafe { self.entries.get_unchecked(i) }
+    }
+
     #[inline]
     fn home(&self, key: &K) -> usize {
         key.hash64() as usize & self.mask
@@ -153,7 +163,7 @@ impl<K: MapKey> FixedMap<K> {
         let mut i = hash as usize & self.mask;
         // Bounded: the load factor is <= 0.5, so an empty slot exists.
         for _ in 0..=self.mask {
-            let e = &self.entries[i];
+            let e = self.entry(i);
             if e.key == *key {
                 return Some(e.val);
             }
@@ -180,7 +190,7 @@ impl<K: MapKey> FixedMap<K> {
         let mut i = hash as usize & self.mask;
         // Bounded: the load factor is <= 0.5, so an empty slot exists.
         for _ in 0..=self.mask {
-            let e = &self.entries[i];
+            let e = self.entry(i);
             if e.key == *key {
                 return Probe::Found(e.val);
             }
@@ -209,7 +219,7 @@ impl<K: MapKey> FixedMap<K> {
             return Err(Full);
         }
         let mut i = at & self.mask;
-        while self.entries[i].key != K::EMPTY {
+        while self.entry(i).key != K::EMPTY {
             i = (i + 1) & self.mask;
         }
         self.entries[i] = Entry { key, val };
