@@ -53,6 +53,17 @@ unsafe impl<T: Send> Send for Shared<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
+impl<T> Shared<T> {
+    /// The slot of free-running position `pos`.
+    #[inline(always)]
+    fn slot(&self, pos: usize) -> &Slot<T> {
+        debug_assert_eq!(self.slots.len(), self.mask + 1);
+        // SAFETY: `pos & mask <= mask < slots.len()`, since `slots.len() == mask + 1` by
+        // construction (checked in debug builds above). No bounds check on the hot path.
+        unsafe { self.slots.get_unchecked(pos & self.mask) }
+    }
+}
+
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
         let cap = self.mask + 1;
@@ -106,7 +117,7 @@ impl<T> Producer<T> {
         let shared = &*self.shared;
         let mut pos = shared.tail.load(Ordering::Relaxed);
         loop {
-            let slot = &shared.slots[pos & shared.mask];
+            let slot = shared.slot(pos);
             // Acquire: pairs with the consumer's Release store that freed this slot, so its read
             // of the previous lap's value happens before our write.
             let seq = slot.seq.load(Ordering::Acquire);
@@ -158,7 +169,7 @@ impl<T> Producer<T> {
             let last = pos.wrapping_add(want - 1);
             // Acquire: pairs with the consumer's Release store that freed the last slot, and
             // so (in position order) every slot before it.
-            let seq = shared.slots[last & shared.mask].seq.load(Ordering::Acquire);
+            let seq = shared.slot(last).seq.load(Ordering::Acquire);
             let diff = seq.wrapping_sub(last) as isize;
             if diff == 0 {
                 // Relaxed: as in `try_push`, the CAS only arbitrates ownership of the positions.
@@ -171,7 +182,7 @@ impl<T> Producer<T> {
                     Ok(_) => {
                         for i in 0..want {
                             let at = pos.wrapping_add(i);
-                            let slot = &shared.slots[at & shared.mask];
+                            let slot = shared.slot(at);
                             let value = make(i);
                             // SAFETY: we won positions `pos..pos + want`, and their slots are
                             // free for this lap (see above), so no other thread touches this
@@ -219,7 +230,7 @@ impl<T> Consumer<T> {
     #[inline]
     pub fn try_pop(&mut self) -> Option<T> {
         let shared = &*self.shared;
-        let slot = &shared.slots[self.head & shared.mask];
+        let slot = shared.slot(self.head);
         // Acquire: pairs with the producer's Release store of `seq`, making its value visible.
         let seq = slot.seq.load(Ordering::Acquire);
         if seq != self.head.wrapping_add(1) {
@@ -239,7 +250,7 @@ impl<T> Consumer<T> {
     pub fn has_next(&self) -> bool {
         let shared = &*self.shared;
         // Acquire: as in `try_pop`.
-        shared.slots[self.head & shared.mask].seq.load(Ordering::Acquire)
+        shared.slot(self.head).seq.load(Ordering::Acquire)
             == self.head.wrapping_add(1)
     }
 
