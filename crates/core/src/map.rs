@@ -377,7 +377,7 @@ pub fn prefetch<T>(r: &T) {
     prefetch_ptr((r as *const T).cast::<u8>());
 }
 
-/// Prefetch every cache line of `*r` (an account spans three, a view cell two).
+/// Prefetch every cache line of `*r` (a view cell spans two).
 #[inline(always)]
 pub fn prefetch_lines<T>(r: &T) {
     prefetch_lines_ptr(r as *const T);
