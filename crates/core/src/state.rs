@@ -463,9 +463,9 @@ impl IndexHashes {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Breaches {
     totals: Totals,
-    /// Bit i set: `RISK_ORDER[i]` fails.
+    /// Bit i set: `RISK_ORDER[i]` fails (a margin call's shortfall is computed when its event
+    /// is, from the totals: rare).
     failed: u8,
-    shortfall: Money,
 }
 
 /// The book of a position not held yet: flat.
@@ -1215,7 +1215,7 @@ impl StateMachine {
         self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy.book);
         self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell.book);
         if (buy.checks.failed | sell.checks.failed) != 0 {
-            self.breach_events(ids, [&buy.checks, &sell.checks]);
+            self.breach_events(ids, rows, [&buy.checks, &sell.checks]);
         }
         Ok(())
     }
@@ -1260,16 +1260,23 @@ impl StateMachine {
     /// The breach and margin-call events of a trade's two accounts, in SPEC.md's order.
     #[cold]
     #[inline(never)]
-    fn breach_events(&mut self, ids: [AccountId; 2], checks: [&Breaches; 2]) {
+    fn breach_events(&mut self, ids: [AccountId; 2], rows: [u32; 2], checks: [&Breaches; 2]) {
         for leg in 0..2 {
-            let Breaches { failed, shortfall, .. } = *checks[leg];
+            let Breaches { failed, totals } = *checks[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
                 }
             }
             if failed & (1 << 3) != 0 {
-                self.events.push(Event::MarginCall { account: ids[leg], shortfall });
+                // Valued already by `checks` (the same collateral and totals): cannot fail.
+                let collateral = self.accounts[rows[leg] as usize].collateral;
+                let v = valuation(collateral, &totals);
+                debug_assert!(v.is_ok(), "checks valued these totals");
+                if let Ok(v) = v {
+                    // Fits: see `Valuation::excess`.
+                    self.events.push(Event::MarginCall { account: ids[leg], shortfall: -v.excess });
+                }
             }
         }
     }
@@ -1900,8 +1907,7 @@ fn checks(acct: &Account, book: &Book, totals: Totals, out: &mut Breaches) -> Re
     let margin = excess < 0;
     let failed =
         u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
-    let shortfall = if margin { -excess } else { 0 }; // fits: see `Valuation::excess`
-    *out = Breaches { totals, failed, shortfall };
+    *out = Breaches { totals, failed };
     Ok(())
 }
 
