@@ -24,7 +24,9 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch, prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey};
+use crate::map::{
+    prefetch, prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey,
+};
 use crate::position::{Book, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};

@@ -250,8 +250,7 @@ impl<T> Consumer<T> {
     pub fn has_next(&self) -> bool {
         let shared = &*self.shared;
         // Acquire: as in `try_pop`.
-        shared.slot(self.head).seq.load(Ordering::Acquire)
-            == self.head.wrapping_add(1)
+        shared.slot(self.head).seq.load(Ordering::Acquire) == self.head.wrapping_add(1)
     }
 
     /// Hands up to `limit` values, oldest first, to `handler`; returns how many.
