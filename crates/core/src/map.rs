@@ -293,9 +293,9 @@ pub unsafe fn zeroed_slice<T>(n: usize) -> Box<[T]> {
 /// `[ptr, ptr + len)` must be memory of one live allocation of ours that nothing else uses.
 unsafe fn zero_fresh(ptr: *mut u8, len: usize) {
     let (start, end) = (ptr as usize, ptr as usize + len);
-    let (inner_start, inner_end) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
+    let (inner_start, inner_end) = whole_pages(ptr, len);
     // SAFETY: the caller's allocation, to be zeroed here: its old bytes are never read.
-    if inner_end > inner_start && unsafe { fresh_pages(ptr, len) } {
+    if unsafe { fresh_pages(ptr, len) } {
         // SAFETY: both ranges lie inside the allocation (per the caller).
         unsafe {
             std::ptr::write_bytes(ptr, 0, inner_start - start);
@@ -319,8 +319,14 @@ unsafe fn zero_fresh(ptr: *mut u8, len: usize) {
 /// nothing that will be read before it is written (they may read as zeros afterwards).
 pub unsafe fn fresh_pages(ptr: *const u8, len: usize) -> bool {
     const MADV_DONTNEED: i32 = 4;
-    let (start, end) = ((ptr as usize).div_ceil(PAGE) * PAGE, (ptr as usize + len) / PAGE * PAGE);
+    let (start, end) = whole_pages(ptr, len);
     end > start && madvise_pages(start, end, MADV_DONTNEED)
+}
+
+/// The whole 4 KiB pages inside `[ptr, ptr + len)`, as `(start, end)` addresses (`end <=
+/// start`: none).
+fn whole_pages(ptr: *const u8, len: usize) -> (usize, usize) {
+    ((ptr as usize).div_ceil(PAGE) * PAGE, (ptr as usize + len) / PAGE * PAGE)
 }
 
 /// Advise the kernel to back `[ptr, ptr + len)` with transparent huge pages (Linux; a no-op
@@ -328,7 +334,7 @@ pub unsafe fn fresh_pages(ptr: *const u8, len: usize) -> bool {
 /// the advice never changes results.
 pub fn advise_huge_pages(ptr: *const u8, len: usize) {
     const MADV_HUGEPAGE: i32 = 14;
-    let (start, end) = ((ptr as usize).div_ceil(PAGE) * PAGE, (ptr as usize + len) / PAGE * PAGE);
+    let (start, end) = whole_pages(ptr, len);
     if end > start {
         let _ = madvise_pages(start, end, MADV_HUGEPAGE);
     }
@@ -377,32 +383,18 @@ pub fn prefetch<T>(r: &T) {
     prefetch_ptr((r as *const T).cast::<u8>());
 }
 
-/// Prefetch every cache line of `*r` (a view cell spans two).
-#[inline(always)]
-pub fn prefetch_lines<T>(r: &T) {
-    prefetch_lines_ptr(r as *const T);
-}
-
-/// [`prefetch_lines`] of element `i` of `s`, without a bounds check: an `i` past the end only
-/// names an address past the slice, and a prefetch of any address is harmless.
+/// Prefetch every cache line of element `i` of `s` (a view cell spans two), without a bounds
+/// check: an `i` past the end only names an address past the slice,
+/// and a prefetch of any address is harmless.
 #[inline(always)]
 pub fn prefetch_element<T>(s: &[T], i: usize) {
-    prefetch_lines_ptr(s.as_ptr().wrapping_add(i));
+    prefetch_element_bytes(s, i, std::mem::size_of::<T>());
 }
 
 /// [`prefetch_element`] of the first `bytes` of element `i` only (the part about to be used).
 #[inline(always)]
 pub fn prefetch_element_bytes<T>(s: &[T], i: usize, bytes: usize) {
-    prefetch_bytes(s.as_ptr().wrapping_add(i).cast::<u8>(), bytes);
-}
-
-#[inline(always)]
-fn prefetch_lines_ptr<T>(r: *const T) {
-    prefetch_bytes(r.cast::<u8>(), std::mem::size_of::<T>());
-}
-
-#[inline(always)]
-fn prefetch_bytes(p: *const u8, bytes: usize) {
+    let p = s.as_ptr().wrapping_add(i).cast::<u8>();
     for off in (0..bytes).step_by(64) {
         // wrapping_add: only an address for the hint.
         prefetch_ptr(p.wrapping_add(off));

@@ -461,23 +461,18 @@ impl IndexHashes {
     }
 }
 
-/// Outcome of the post-trade checks of one account: what failed, and its what-if totals.
+/// The book of a position not held yet: flat.
+const NO_BOOK: Book = Book { qty: 0, cost: 0, realized: 0 };
+
+/// One leg's outcome: the account's new book in the instrument, its what-if totals, and the
+/// post-trade checks ([`checks`]) that fail.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Breaches {
+struct Leg {
+    book: Book,
     totals: Totals,
     /// Bit i set: `RISK_ORDER[i]` fails (a margin call's shortfall is computed when its event
     /// is, from the totals: rare).
     failed: u8,
-}
-
-/// The book of a position not held yet: flat.
-const NO_BOOK: Book = Book { qty: 0, cost: 0, realized: 0 };
-
-/// One leg's outcome: the account's new book in the instrument and its what-if checks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Leg {
-    book: Book,
-    checks: Breaches,
 }
 
 /// One leg's fill: signed quantity `d` (buy > 0) at `price`; the instrument is then valued at
@@ -633,7 +628,8 @@ impl StateMachine {
     /// prefetched at once, then the index entries are read and its accounts' and positions'
     /// lines prefetched at once ([`resolve`](Self::resolve)): two rounds of misses, each in
     /// parallel, instead of one dependent miss after another (on a book larger than the
-    /// caches, most of a lone command's time: 780 -> 450 ns a trade on the 1M-position book).
+    /// caches, most of a lone command's time: 829-857 -> 444-452 ns a trade on the 1M-position
+    /// book, PERFORMANCE.md, fifteenth session).
     #[inline(always)]
     fn look_up_overlapped(&self, t: &Trade, h: &IndexHashes) -> Legs {
         self.prefetch_slots(*h);
@@ -955,7 +951,7 @@ impl StateMachine {
         let old = slot.map_or(&NO_BOOK, |s| &self.positions[s as usize].book);
         let mut out = Leg::default();
         self.leg(row, col, old, Fill { d, price, mark }, &mut out)?;
-        match out.checks.failed {
+        match out.failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
                 Ok(())
@@ -1212,12 +1208,12 @@ impl StateMachine {
             let bps = self.instruments[col as usize].spec.margin_bps;
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
-        self.accounts[rows[0] as usize].totals = buy.checks.totals;
-        self.accounts[rows[1] as usize].totals = sell.checks.totals;
+        self.accounts[rows[0] as usize].totals = buy.totals;
+        self.accounts[rows[1] as usize].totals = sell.totals;
         self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy.book);
         self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell.book);
-        if (buy.checks.failed | sell.checks.failed) != 0 {
-            self.breach_events(ids, rows, [&buy.checks, &sell.checks]);
+        if (buy.failed | sell.failed) != 0 {
+            self.breach_events(ids, rows, [&buy, &sell]);
         }
         Ok(())
     }
@@ -1262,9 +1258,9 @@ impl StateMachine {
     /// The breach and margin-call events of a trade's two accounts, in SPEC.md's order.
     #[cold]
     #[inline(never)]
-    fn breach_events(&mut self, ids: [AccountId; 2], rows: [u32; 2], checks: [&Breaches; 2]) {
+    fn breach_events(&mut self, ids: [AccountId; 2], rows: [u32; 2], legs: [&Leg; 2]) {
         for leg in 0..2 {
-            let Breaches { failed, totals } = *checks[leg];
+            let Leg { failed, totals, .. } = *legs[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
@@ -1345,8 +1341,8 @@ impl StateMachine {
     // ---- valuation and risk ---------------------------------------------------------------
 
     /// One leg of a trade or order: the account in `row`, whose position in instrument `col`
-    /// was `old`, makes the fill `f`. Writes the new book and the what-if checks ([`checks`])
-    /// to `out`: "as if" the position were the new book valued at
+    /// was `old`, makes the fill `f`. Writes the new book, the what-if totals and the checks
+    /// ([`checks`]) to `out`: "as if" the position were the new book valued at
     /// `f.mark` instead of `old` at the instrument's current mark (the what-if replaces that
     /// position's terms in the account's totals: exact, see `Totals::replaced`).
     ///
@@ -1354,7 +1350,7 @@ impl StateMachine {
     /// the exact path, which gives the same answer (`Err(Overflow)` included). An
     /// out-parameter, and the two legs of [`book_legs`](Self::book_legs) written out: a
     /// returned `Result` of the leg, or arrays of legs, were copied through memory two or three
-    /// times per leg (~70 instructions).
+    /// times per leg (their removal: 1,757 -> 1,646 instructions per `apply`, PERFORMANCE.md).
     #[inline(always)]
     fn leg(&self, row: u32, col: u32, old: &Book, f: Fill, out: &mut Leg) -> Result<(), Reject> {
         if !self.leg64(row, col, old, f, out) {
@@ -1374,8 +1370,9 @@ impl StateMachine {
         let n = valued(book, f.mark, ins).terms64();
         let (Some(o), Some(n)) = (o, n) else { return false };
         let Some(totals) = acct.totals.replaced64(&o, &n) else { return false };
-        out.book = book;
-        checks(acct, &book, totals, &mut out.checks).is_ok()
+        let Ok(failed) = checks(acct, &book, &totals) else { return false };
+        *out = Leg { book, totals, failed };
+        true
     }
 
     /// [`leg`](Self::leg) in exact arithmetic whatever the magnitudes.
@@ -1388,9 +1385,8 @@ impl StateMachine {
         let old = valued(old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?;
         let new = valued(book, f.mark, ins).terms().ok_or(Reject::Overflow)?;
         let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
-        let mut out = Leg { book, ..Leg::default() };
-        checks(acct, &book, totals, &mut out.checks)?;
-        Ok(out)
+        let failed = checks(acct, &book, &totals)?;
+        Ok(Leg { book, totals, failed })
     }
 
     // ---- lookups and queries --------------------------------------------------------------
@@ -1899,18 +1895,15 @@ fn with_capacity_huge<T>(n: usize) -> Vec<T> {
 
 /// Evaluate MaxPosition (on the what-if position `book`), MaxNotional, MaxLoss and Margin
 /// for the account `acct` whose totals would become `totals`, all at once (no early exit), as
-/// bits in SPEC.md's order, into `out` with the totals.
+/// bits in SPEC.md's order (bit i: `RISK_ORDER[i]` fails).
 #[inline(always)]
-fn checks(acct: &Account, book: &Book, totals: Totals, out: &mut Breaches) -> Result<(), Reject> {
-    let Valuation { pnl, excess, .. } = valuation(acct.collateral, &totals)?;
+fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
+    let Valuation { pnl, excess, .. } = valuation(acct.collateral, totals)?;
     let pos = acct.max_position != 0 && book.qty.unsigned_abs() > acct.max_position as u64;
     let notional = acct.max_notional != 0 && totals.notional > acct.max_notional;
     let loss = acct.max_loss != 0 && pnl < -acct.max_loss;
     let margin = excess < 0;
-    let failed =
-        u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3;
-    *out = Breaches { totals, failed };
-    Ok(())
+    Ok(u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3)
 }
 
 #[inline]

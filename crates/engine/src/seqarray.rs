@@ -52,9 +52,7 @@ impl<const W: usize> SeqArray<W> {
     /// Hint the CPU to load cell `i`'s lines (for writing soon; no effect on the contents).
     #[inline]
     pub fn prefetch(&self, i: usize) {
-        if let Some(c) = self.cells.get(i) {
-            novate_core::map::prefetch_lines(c);
-        }
+        novate_core::map::prefetch_element(&self.cells, i);
     }
 
     /// Publish `value` in cell `i`. Single writer (see the type's docs).
