@@ -539,26 +539,6 @@ mod tests {
         s.split('[').nth(1).and_then(|r| r.split(']').next()).unwrap_or("").to_string()
     }
 
-    /// kB of `AnonHugePages` in the mapping of /proc/self/smaps that holds `addr`.
-    fn huge_kb_at(addr: usize) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            let first = line.split(' ').next().unwrap_or("");
-            if let Some((a, b)) = first.split_once('-') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-                {
-                    inside = (a..b).contains(&addr);
-                    continue;
-                }
-            }
-            if let (true, Some(kb)) = (inside, line.strip_prefix("AnonHugePages:")) {
-                return kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-            }
-        }
-        0
-    }
-
     /// A 64-byte-aligned table (the state machine's positions and accounts) is backed by
     /// transparent huge pages once touched, where the kernel offers them (THP `madvise` or
     /// `always`; .ci/run makes sure of that and sets NOVATE_EXPECT_THP=1, so CI cannot pass
@@ -583,7 +563,8 @@ mod tests {
         }
         assert!(t.iter().all(|l| l.0 == [0; 8]));
         if mode == "madvise" || mode == "always" {
-            let kb = huge_kb_at(ptr as usize + len / 2);
+            let kb =
+                novate_mem::huge::thp_backed_bytes(ptr.wrapping_add(len / 2)).unwrap_or(0) >> 10;
             assert!(
                 kb >= 2048,
                 "the table's mapping holds {kb} kB of huge pages, expected >= 2 MiB"

@@ -231,21 +231,22 @@ pub fn thp_mode() -> Option<String> {
     crate::doctor::parse_bracketed(&s).map(str::to_owned)
 }
 
-/// Bytes of the mapping starting at `start` backed by transparent huge pages
-/// (`AnonHugePages` in `/proc/self/smaps`).
-pub fn thp_backed_bytes(start: *const u8) -> Option<usize> {
+/// Bytes of the mapping that holds `addr` (its start, or any address in it: a heap table's
+/// pointer lies inside its mapping) backed by transparent huge pages (`AnonHugePages` in
+/// `/proc/self/smaps`).
+pub fn thp_backed_bytes(addr: *const u8) -> Option<usize> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    parse_smaps_anon_huge(&smaps, start as usize)
+    parse_smaps_anon_huge(&smaps, addr as usize)
 }
 
-pub(crate) fn parse_smaps_anon_huge(smaps: &str, start: usize) -> Option<usize> {
+pub(crate) fn parse_smaps_anon_huge(smaps: &str, addr: usize) -> Option<usize> {
     let mut in_mapping = false;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some((lo, hi)) = first.split_once('-') {
-            if let (Ok(lo), Ok(_)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
             {
-                in_mapping = lo == start;
+                in_mapping = (lo..hi).contains(&addr);
                 continue;
             }
         }
@@ -482,6 +483,10 @@ AnonHugePages:      4096 kB
         assert_eq!(parse_smaps_anon_huge(smaps, 0x7f00_0040_0000), Some(4096 * 1024));
         assert_eq!(parse_smaps_anon_huge(smaps, 0x7f00_0000_0000), Some(0));
         assert_eq!(parse_smaps_anon_huge(smaps, 0x1234), None);
+        // An address inside a mapping names it too; its end belongs to the next one.
+        assert_eq!(parse_smaps_anon_huge(smaps, 0x7f00_0050_0010), Some(4096 * 1024));
+        assert_eq!(parse_smaps_anon_huge(smaps, 0x7f00_003f_ffff), Some(0));
+        assert_eq!(parse_smaps_anon_huge(smaps, 0x7f00_0080_0000), None);
     }
 
     #[test]
