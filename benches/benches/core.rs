@@ -336,6 +336,48 @@ fn bench_peer(
     Run { ns_per_op: median(times), hist: Some(hist) }
 }
 
+/// Bytes of the memory-floor table: 4x this machine's 32 MiB L3 and larger than the 1M book's
+/// positions (64 B each) plus their index (16 B a slot, two slots a position), so random lines
+/// in it come from DRAM as the 1M-book trades' do.
+const FLOOR_TABLE_BYTES: usize = 128 << 20;
+
+/// Lines of a trade on the uniform 1M book that are out of the caches by their tables' sizes
+/// alone: its two positions, their two position-index slots and its trade-id slot (accounts,
+/// 19 MB for 100k, and their index are touched 20x more often per line and mostly hit the L3).
+const FLOOR_LINES: usize = 5;
+
+/// The memory floor of a trade on a book larger than the caches: `items` random 64-byte lines
+/// of a `FLOOR_TABLE_BYTES` table read and written, `lines` per item, each prefetched
+/// `2 * PREFETCH_DISTANCE` items ahead as `apply_batch` prefetches (no computation): ns per
+/// item, the median of `reps`. What no layout touching that many random lines can beat here.
+fn memory_floor(lines: usize, items: usize, reps: usize) -> f64 {
+    let n = FLOOR_TABLE_BYTES / 64;
+    // SAFETY: all-zero bits are a valid [u64; 8].
+    let mut table: Box<[[u64; 8]]> = unsafe { novate_core::map::zeroed_slice(n) };
+    table.iter_mut().for_each(|l| l[1] = 1); // touch every page before timing
+    let mut rng = SplitMix(11);
+    let idx: Vec<u32> = (0..items * lines).map(|_| rng.below(n as u64) as u32).collect();
+    let ahead = 2 * PREFETCH_DISTANCE;
+    let mut times = Vec::new();
+    let mut acc = 0u64;
+    for _ in 0..=reps {
+        let t0 = Instant::now();
+        for i in 0..items {
+            for &j in idx.get((i + ahead) * lines..(i + ahead + 1) * lines).unwrap_or(&[]) {
+                novate_core::map::prefetch(&table[j as usize]);
+            }
+            for &j in &idx[i * lines..(i + 1) * lines] {
+                let line = &mut table[j as usize];
+                line[0] = line[0].wrapping_add(acc);
+                acc ^= line[1];
+            }
+        }
+        times.push(t0.elapsed().as_secs_f64() * 1e9 / items as f64);
+    }
+    black_box(acc);
+    median(times[1..].to_vec()) // the first round warms the TLB
+}
+
 fn timer_overhead_ns() -> u64 {
     let mut h = latency_histogram();
     for _ in 0..100_000 {
@@ -371,11 +413,15 @@ fn main() {
             t0.elapsed().as_secs_f64()
         );
         let zipf = Zipf::new(prefill.len(), 0.99);
+        let mut uniform_batch = f64::NAN;
         for (dist, z) in [("uniform", None), ("zipf", Some(&zipf))] {
             let name = format!("{}/{dist}", sc.name);
             let one = bench_engine(sc, &setup, &prefill, z, false, &sz);
             let batch = bench_engine(sc, &setup, &prefill, z, true, &sz);
             let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
+            if z.is_none() {
+                uniform_batch = batch.ns_per_op;
+            }
             println!(
                 "clear_trade/{name}/novate apply: {:.1} ns/op ({:.2} M/s)",
                 one.ns_per_op,
@@ -411,6 +457,18 @@ fn main() {
             );
         }
         if sc.name == "1m" {
+            let one = memory_floor(1, sz.n, sz.reps);
+            let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps);
+            println!(
+                "memory floor (random 64 B lines of a {} MiB table, read and written, prefetched \
+                 {} ahead, no computation): 1 line {one:.1} ns; {FLOOR_LINES} lines (a 1M-book \
+                 trade's out-of-cache lines) {floor:.1} ns/trade ({:.2} M/s); \
+                 1m/uniform apply_batch / floor = {:.2}x",
+                FLOOR_TABLE_BYTES >> 20,
+                2 * PREFETCH_DISTANCE,
+                1e3 / floor,
+                uniform_batch / floor
+            );
             big = Some((probe, prefill, setup));
         }
     }
