@@ -1161,7 +1161,8 @@ fn run_steps(shared: &Shared, mut step: impl FnMut() -> Step) {
     loop {
         match step() {
             Step::Worked => waiter.reset(),
-            Step::Idle => waiter.wait(),
+            // Every submitter wakes this thread after pushing (or steps the stage itself).
+            Step::Idle => waiter.idle(),
             Step::Done => return,
         }
     }
@@ -1331,7 +1332,8 @@ impl SmThread {
                 self.process(shared, a, &mut out) || self.process(shared, b, &mut out)
             });
             if n == 0 {
-                waiter.wait();
+                // The sequencer wakes this thread after each hand-over.
+                waiter.idle();
                 continue;
             }
             waiter.reset();
@@ -1676,7 +1678,8 @@ fn egress(shared: &Shared, mut rx: spsc::Consumer<Out>, control: CountedRx<Contr
         let n = rx.read(|o| stop |= e.route(shared, o), 4096);
         e.wake(shared);
         if n == 0 && !stop {
-            waiter.wait();
+            // The state machine wakes this thread after each batch, a client after a control.
+            waiter.idle();
         } else {
             waiter.reset();
         }

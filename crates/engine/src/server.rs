@@ -63,6 +63,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use novate_core::Reject;
+use novate_ring::wait::{IDLE_DEEP_PARKS, PARK_IDLE_MAX};
 use novate_ring::Waiter;
 use novate_wire::convert::{
     encode_ack, encode_event, encode_reject, reject_code, reject_code_of_decode_error,
@@ -129,7 +130,9 @@ impl Server {
             .spawn(move || {
                 let mut next_id = 0u64;
                 while !st.load(Ordering::SeqCst) {
+                    wait_readable(&listener, LISTEN_POLL);
                     match listener.accept() {
+                        Ok(_) if st.load(Ordering::SeqCst) => break, // `shutdown`'s wake-up
                         Ok((sock, _)) => {
                             if active.load(Ordering::SeqCst) >= max {
                                 drop(sock); // over connections_max: closed at once
@@ -169,10 +172,9 @@ impl Server {
                                 }
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(5))
-                        }
-                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        // E.g. out of file descriptors: try again later, not in a busy loop.
+                        Err(_) => thread::sleep(LISTEN_POLL),
                     }
                 }
             })
@@ -214,6 +216,8 @@ impl Server {
     /// then drain, commit and snapshot the engine.
     pub fn shutdown(mut self) -> crate::pipeline::ShutdownReport {
         self.stop.store(true, Ordering::SeqCst);
+        // Wake the listener from its wait (else it sees `stop` within LISTEN_POLL).
+        let _ = TcpStream::connect_timeout(&self.addr, LISTEN_POLL);
         if let Some(l) = self.listener.take() {
             let _ = l.join();
         }
@@ -230,6 +234,22 @@ impl Server {
             let _ = h.join();
         }
         engine.shutdown()
+    }
+}
+
+/// Longest wait of the listener for a connection before it looks at the stop flag again.
+const LISTEN_POLL: Duration = Duration::from_millis(50);
+
+/// Wait until `listener` has a connection to accept, at most `timeout` (no busy loop: an idle
+/// daemon's listener wakes 1 / `timeout` times a second).
+fn wait_readable(listener: &TcpListener, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call; an error or EINTR just ends the
+    // wait early (the caller's accept is non-blocking and it loops).
+    unsafe {
+        libc::poll(&mut fd, 1, ms);
     }
 }
 
@@ -897,6 +917,8 @@ fn send_nonblocking(sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 /// The writer thread: write answers (batched per syscall) until the reader is done and nothing
 /// is in flight; cut off a member that does not read.
 fn write_loop(w: &Mutex<Writer>, dead: &AtomicBool) {
+    // Idle parks in a row (1 ms each): after IDLE_DEEP_PARKS with nothing to watch, longer.
+    let mut idle = 0u32;
     loop {
         let Ok(mut guard) = w.lock() else { return };
         let w = &mut *guard;
@@ -925,17 +947,25 @@ fn write_loop(w: &Mutex<Writer>, dead: &AtomicBool) {
             let _ = w.sock.shutdown(Shutdown::Both);
             return;
         }
+        // Answers in the kernel's send queue are watched for a stall every WRITER_IDLE; with
+        // none, the park only guards against a missed wake-up, and long idle parks longer.
+        let watching = w.stall.watching;
         drop(guard);
-        if !progressed {
+        if progressed {
+            idle = 0;
+        } else {
             // No spinning: whoever gives this thread work unparks it (egress for answers routed
-            // on another thread and for events, the reader for what it could not write), and
-            // the reader writes most answers itself. The timeout paces the stall check.
-            thread::park_timeout(WRITER_IDLE);
+            // on another thread and for events, the reader for what it could not write, and
+            // at its end), and the reader writes most answers itself.
+            let deep = !watching && idle >= IDLE_DEEP_PARKS;
+            thread::park_timeout(if deep { PARK_IDLE_MAX } else { WRITER_IDLE });
+            idle = idle.saturating_add(1);
         }
     }
 }
 
-/// Longest sleep of an idle writer thread (between two looks at a stalled member).
+/// Longest sleep of an idle writer thread (between two looks at a stalled member), until it
+/// has been idle for `IDLE_DEEP_PARKS` of them with nothing in the send queue to watch.
 const WRITER_IDLE: Duration = Duration::from_millis(1);
 
 /// Event kinds (bits of a subscription filter).

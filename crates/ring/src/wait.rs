@@ -7,8 +7,14 @@
 //! | `park` | up to [`PARK_MAX`] once idle | ~0 | laptops, CI, the default |
 //!
 //! `park` spins, then yields, then sleeps in `park_timeout` steps that double from [`PARK_MIN`]
-//! to [`PARK_MAX`] (a bounded backoff): there is no wake-up call to forget, and an idle engine
-//! costs one wake-up per `PARK_MAX`.
+//! to [`PARK_MAX`] (a bounded backoff): there is no wake-up call to forget.
+//!
+//! A thread that waits for work its producers wake it for (a pipeline stage with an empty input
+//! ring) waits with [`Waiter::idle`]: the same backoff, whose bound rises from `PARK_MAX` to
+//! [`PARK_IDLE_MAX`] once it has been idle for [`IDLE_DEEP_PARKS`] parks at `PARK_MAX` (~0.1 s).
+//! An idle engine then wakes each thread ~20 times a second instead of ~1,000; a busy one, whose
+//! waits are short, waits exactly as before; and a wake-up that went missing still costs at most
+//! `PARK_IDLE_MAX`.
 
 use core::fmt;
 use core::str::FromStr;
@@ -22,6 +28,11 @@ pub const YIELD_STEPS: u32 = 20;
 pub const PARK_MIN: Duration = Duration::from_micros(1);
 /// Longest park duration (bounds the added latency of an idle `park` waiter).
 pub const PARK_MAX: Duration = Duration::from_millis(1);
+/// Longest park of a long-idle [`Waiter::idle`] (its producers wake it; this bounds the cost
+/// of a wake-up that went missing).
+pub const PARK_IDLE_MAX: Duration = Duration::from_millis(50);
+/// Parks at [`PARK_MAX`] after which [`Waiter::idle`] may park up to [`PARK_IDLE_MAX`].
+pub const IDLE_DEEP_PARKS: u32 = 100;
 
 /// A waiting policy, parsed from configuration: `"busy-spin" | "spin-yield" | "park"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -84,12 +95,14 @@ pub struct Waiter {
     strategy: WaitStrategy,
     step: u32,
     park: Duration,
+    /// Parks taken at `PARK_MAX` or longer in this wait.
+    long_parks: u32,
 }
 
 impl Waiter {
     /// A waiter at its first step.
     pub fn new(strategy: WaitStrategy) -> Self {
-        Self { strategy, step: 0, park: PARK_MIN }
+        Self { strategy, step: 0, park: PARK_MIN, long_parks: 0 }
     }
 
     /// The policy.
@@ -102,11 +115,27 @@ impl Waiter {
     pub fn reset(&mut self) {
         self.step = 0;
         self.park = PARK_MIN;
+        self.long_parks = 0;
     }
 
     /// Idles once, according to the policy and how long this wait has lasted.
     #[inline]
     pub fn wait(&mut self) {
+        self.step_with(PARK_MAX);
+    }
+
+    /// [`wait`](Self::wait) for a thread that every producer wakes (`Thread::unpark`) after
+    /// handing it work: once it has been idle for [`IDLE_DEEP_PARKS`] parks at [`PARK_MAX`], its
+    /// parks grow up to [`PARK_IDLE_MAX`] (see the module docs). Never for a wait that nobody
+    /// ends with a wake-up (room in a full ring): use `wait` there.
+    #[inline]
+    pub fn idle(&mut self) {
+        let deep = self.long_parks >= IDLE_DEEP_PARKS;
+        self.step_with(if deep { PARK_IDLE_MAX } else { PARK_MAX });
+    }
+
+    #[inline]
+    fn step_with(&mut self, park_max: Duration) {
         match self.strategy {
             WaitStrategy::BusySpin => std::hint::spin_loop(),
             WaitStrategy::SpinYield => {
@@ -126,7 +155,10 @@ impl Waiter {
                     std::thread::yield_now();
                 } else {
                     std::thread::park_timeout(self.park);
-                    self.park = (self.park * 2).min(PARK_MAX);
+                    if self.park >= PARK_MAX {
+                        self.long_parks = self.long_parks.saturating_add(1);
+                    }
+                    self.park = (self.park * 2).min(park_max);
                 }
             }
         }
@@ -176,6 +208,28 @@ mod tests {
         w.reset();
         assert_eq!(w.park, PARK_MIN);
         assert_eq!(w.step, 0);
+    }
+
+    #[test]
+    fn an_idle_waiter_parks_longer_only_after_a_long_idle_time() {
+        let mut w = Waiter::new(WaitStrategy::Park);
+        // To PARK_MAX (~10 doublings), then IDLE_DEEP_PARKS parks of ~1 ms: still bounded.
+        let to_max = SPIN_STEPS + YIELD_STEPS + 12;
+        for _ in 0..to_max + IDLE_DEEP_PARKS - 2 {
+            w.idle();
+        }
+        assert_eq!(w.park, PARK_MAX, "not yet idle long enough");
+        for _ in 0..10 {
+            w.idle();
+        }
+        assert_eq!(w.park, PARK_IDLE_MAX, "long idle: parks up to PARK_IDLE_MAX");
+        w.reset();
+        assert_eq!((w.park, w.long_parks), (PARK_MIN, 0), "work resets the backoff");
+        // `wait` never goes past PARK_MAX, however long it lasts.
+        for _ in 0..to_max + IDLE_DEEP_PARKS + 10 {
+            w.wait();
+        }
+        assert_eq!(w.park, PARK_MAX);
     }
 
     #[test]
