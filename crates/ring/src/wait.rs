@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | `busy-spin` | tens of ns | one full core | pinned threads on isolated cores, benchmarks |
 //! | `spin-yield` | sub-µs while other work is runnable | one core, but yields it | shared cores |
-//! | `park` | up to [`PARK_MAX`] once idle | ~0 | laptops, CI, the default |
+//! | `park` | at once if woken, else within [`PARK_MAX`] ([`PARK_IDLE_MAX`] long idle) | ~0 | laptops, CI, the default |
 //!
 //! `park` spins, then yields, then sleeps in `park_timeout` steps that double from [`PARK_MIN`]
 //! to [`PARK_MAX`] (a bounded backoff): there is no wake-up call to forget.
