@@ -11,6 +11,7 @@ import {
   type Event,
 } from '../ts/src';
 import { clearingSuite, setup } from './clearing';
+import type { NativeEngine } from '../ts/native/index';
 
 const small = { engine: { accounts_max: 1000, instruments_max: 64, positions_max: 4096, trades_max: 100_000 } };
 
@@ -175,6 +176,37 @@ describe('Engine.open', () => {
       // After break the iterator is finished and unsubscribed.
       expect(await all.next()).toEqual({ done: true, value: undefined });
       await e.clearTrade({ tradeId: 9n, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 });
+    } finally {
+      e.closeSync();
+    }
+  });
+
+  it('an idle subscription is woken by the engine, not by a timer', async () => {
+    const e = Engine.open(small);
+    try {
+      await setup(e);
+      const inner = (e as unknown as { inner: NativeEngine }).inner;
+      let notified = 0;
+      let onNotify = () => {};
+      const sub = inner.subscribe(0, null, () => {
+        notified++;
+        onNotify();
+      });
+      expect(sub.arm()).toBe(false); // nothing to read: armed, the engine will call back
+      let woken = new Promise<void>((r) => (onNotify = r));
+      await e.clearTrade({ tradeId: 1n, buy: 1n, sell: 2n, instrument: 7n, qty: 1n, price: price('100'), tradeDate: 20261125 });
+      await woken; // no timer here: only the engine's call resolves it
+      expect(notified).toBe(1);
+      expect(sub.arm()).toBe(true); // the events are there: read instead of waiting
+      expect(sub.poll(100).count).toBe(3); // TradeCleared and two PositionChanged
+      // Drained and armed again: the engine's end wakes it too, and polling then says so.
+      expect(sub.arm()).toBe(false);
+      woken = new Promise<void>((r) => (onNotify = r));
+      e.closeSync();
+      await woken;
+      expect(notified).toBe(2);
+      expect(sub.poll(100)).toMatchObject({ count: 0, status: 2 });
+      sub.close();
     } finally {
       e.closeSync();
     }

@@ -460,13 +460,24 @@ impl NativeEngine {
     }
 
     /// Subscribe to events (bit k of `kinds`: event kind k, 0 = all; `account`: only events
-    /// naming it).
+    /// naming it). With `notify`: after `arm` returned false, `notify` is called (once, on the
+    /// JS thread) when events or the subscription's end arrive. Weak: it never keeps the event
+    /// loop alive.
     #[napi]
-    pub fn subscribe(&mut self, kinds: u32, account: Option<BigInt>) -> Result<NativeSubscription> {
+    pub fn subscribe(
+        &mut self,
+        kinds: u32,
+        account: Option<BigInt>,
+        notify: Option<ThreadsafeFunction<u32, UnknownReturnValue, u32, Status, false, true>>,
+    ) -> Result<NativeSubscription> {
         let account = account.map(|a| u64_of(&a, "account")).transpose()?;
         let (engine, _) = self.parts()?;
         let sub = engine.subscribe(EventFilter { kinds: kinds as u16, account });
-        Ok(NativeSubscription { sub: Some(sub), buf: Vec::new() })
+        let notifier = match notify {
+            Some(f) => Some(Notifier::start(f)?),
+            None => None,
+        };
+        Ok(NativeSubscription { sub: Some(sub), buf: Vec::new(), notifier })
     }
 
     /// `close` off the JS thread: resolves with the final seq and hash (`null` if already
@@ -535,6 +546,60 @@ impl Task for CloseTask {
 pub struct NativeSubscription {
     sub: Option<Subscription>,
     buf: Vec<u8>,
+    notifier: Option<Notifier>,
+}
+
+/// A subscription's wake-up for JS: a thread that egress unparks when it delivers events to
+/// the subscription (its waker) and that then calls JS once if JS is waiting (`armed`). So an
+/// idle `for await` sleeps without polling, and wakes as soon as an event comes.
+struct Notifier {
+    state: Arc<NotifyState>,
+    thread: std::thread::Thread,
+}
+
+#[derive(Default)]
+struct NotifyState {
+    /// JS waits for events (set by `arm`, taken by the thread when it calls JS).
+    armed: std::sync::atomic::AtomicBool,
+    /// The subscription is closed: the thread ends.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Notifier {
+    /// The thread becomes the subscription's waker only while JS waits (`arm`, until a poll
+    /// finds events): while JS reads a flow of events, egress wakes nobody.
+    fn start(
+        notify: ThreadsafeFunction<u32, UnknownReturnValue, u32, Status, false, true>,
+    ) -> Result<Notifier> {
+        use std::sync::atomic::Ordering;
+        let state = Arc::new(NotifyState::default());
+        let st = state.clone();
+        let handle = std::thread::Builder::new()
+            .name("novate-notify".into())
+            .spawn(move || loop {
+                // Unparked by egress after it delivered events (or ended the subscription), by
+                // `close`, or spuriously: calling JS then is harmless (it polls and re-arms).
+                std::thread::park();
+                // Acquire: pairs with `close`'s Release (nothing to do after it).
+                if st.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                // AcqRel: see `arm`.
+                if st.armed.swap(false, Ordering::AcqRel) {
+                    // NonBlocking on an unbounded queue: never waits; when Node is tearing the
+                    // function down there is nobody left to tell.
+                    let _ = notify.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            })
+            .map_err(|e| err(format!("cannot start the subscription's notifier: {e}")))?;
+        Ok(Notifier { state, thread: handle.thread().clone() })
+    }
+
+    fn stop(&self) {
+        // Release: the thread's Acquire load sees it after its next wake-up (this one).
+        self.state.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.unpark();
+    }
 }
 
 /// Events (SBE messages 101..=111 back to back) and the subscription's status
@@ -556,6 +621,9 @@ impl NativeSubscription {
             return NativePoll { events: Buffer::from(Vec::new()), count: 0, status: 2 };
         };
         let (n, st) = sub.poll_encoded(max as usize, &mut self.buf);
+        if n > 0 && self.notifier.is_some() {
+            sub.set_waker(None); // JS reads: nobody to wake until it arms again
+        }
         let status = match st {
             SubStatus::Open => 0,
             SubStatus::Overflowed => 1,
@@ -564,10 +632,40 @@ impl NativeSubscription {
         NativePoll { events: Buffer::from(self.buf.as_slice()), count: n as u32, status }
     }
 
+    /// Before waiting for `notify` (see `subscribe`): false if nothing can be read now, and
+    /// then `notify` will be called once something can; true if `poll` would find events or the
+    /// subscription's end already (or it has no `notify`): poll instead of waiting.
+    #[napi]
+    pub fn arm(&mut self) -> bool {
+        let (Some(sub), Some(n)) = (self.sub.as_mut(), self.notifier.as_ref()) else { return true };
+        // Egress looks at the waker (under its lock) after it delivered: either it finds this
+        // thread there and wakes it, or it took the lock first and the check below sees what
+        // it delivered (the lock orders the two).
+        sub.set_waker(Some(n.thread.clone()));
+        // AcqRel RMW: if the notifier already took an earlier arming (its swap wrote false after
+        // it was woken), this reads that write and so sees everything delivered before the
+        // wake-up; otherwise the notifier's next swap reads this `true`.
+        n.state.armed.swap(true, std::sync::atomic::Ordering::AcqRel);
+        if sub.available() > 0 || sub.ended() {
+            n.state.armed.store(false, std::sync::atomic::Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
     /// Stop delivery and free the buffer. Idempotent.
     #[napi]
     pub fn close(&mut self) {
         self.sub = None;
+        if let Some(n) = self.notifier.take() {
+            n.stop();
+        }
+    }
+}
+
+impl Drop for NativeSubscription {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

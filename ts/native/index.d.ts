@@ -63,9 +63,11 @@ export declare class NativeEngine {
   instrument(id: number): NativeInstrument | null
   /**
    * Subscribe to events (bit k of `kinds`: event kind k, 0 = all; `account`: only events
-   * naming it).
+   * naming it). With `notify`: after `arm` returned false, `notify` is called (once, on the
+   * JS thread) when events or the subscription's end arrive. Weak: it never keeps the event
+   * loop alive.
    */
-  subscribe(kinds: number, account?: bigint | undefined | null): NativeSubscription
+  subscribe(kinds: number, account?: bigint | undefined | null, notify?: (((arg: number) => unknown)) | undefined | null): NativeSubscription
   /**
    * `close` off the JS thread: resolves with the final seq and hash (`null` if already
    * closed). Calls after it find the engine closed at once.
@@ -94,6 +96,12 @@ export declare class NativeServer {
 export declare class NativeSubscription {
   /** Up to `max` events; never blocks. */
   poll(max: number): NativePoll
+  /**
+   * Before waiting for `notify` (see `subscribe`): false if nothing can be read now, and
+   * then `notify` will be called once something can; true if `poll` would find events or the
+   * subscription's end already (or it has no `notify`): poll instead of waiting.
+   */
+  arm(): boolean
   /** Stop delivery and free the buffer. Idempotent. */
   close(): void
 }

@@ -3,7 +3,7 @@ import { ClearingCommands } from './clearing-commands';
 import { encodeBatch, encodeCommand, instrumentId, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { toToml, type EngineConfig } from './config';
 import { BusyError, ClosedError, NovateError, fromNative } from './errors';
-import { EventStream, filterAccount, kindsMask } from './events';
+import { EventStream, NativeEventSource, filterAccount, kindsMask } from './events';
 import { native } from './native';
 import type {
   AccountSummary,
@@ -348,8 +348,9 @@ export class Engine extends ClearingCommands implements Clearing {
   /** Events from now on, as an `AsyncIterable`; `break` unsubscribes. */
   events(filter?: EventFilter): EventStream {
     const account = filterAccount(filter);
-    const sub = this.native((n) => n.subscribe(kindsMask(filter), account));
-    const s = new EventStream(sub);
+    const kinds = kindsMask(filter);
+    const source = new NativeEventSource((notify) => this.native((n) => n.subscribe(kinds, account, notify)));
+    const s = new EventStream(source);
     this.streams.add(s);
     return s;
   }

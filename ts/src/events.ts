@@ -54,6 +54,68 @@ export function decodeEvents(bytes: Uint8Array, out: Event[]): void {
   while (off < bytes.length) off += decodeTaggedInto(view, off, tagged);
 }
 
+/**
+ * The longest wait of an idle subscription whose source wakes it (`waitForData`): only a
+ * guard, since the source resolves the wait as soon as an event or the end arrives.
+ */
+export const WAKE_IDLE_MAX_MS = 1000;
+
+/** What the binding's subscription offers (bindings/src/lib.rs `NativeSubscription`). */
+export interface NativeSource {
+  poll(max: number): { events: Uint8Array; count: number; status: number };
+  close(): void;
+  /** False: nothing to read now, and the subscription's notify callback will be called once there is. */
+  arm(): boolean;
+}
+
+/**
+ * An in-process subscription as an `EventSource`: `waitForData` sleeps until the binding's
+ * notify callback (given to `subscribe`, wired to `notify` here) says events arrived, with an
+ * unref'd guard timer, so an idle `for await` neither polls nor keeps the process alive.
+ */
+export class NativeEventSource implements EventSource {
+  private native?: NativeSource;
+  private wake?: () => void;
+
+  /** `subscribe(notify)` makes the native subscription, given the callback to wire. */
+  constructor(subscribe: (notify: () => void) => NativeSource) {
+    this.native = subscribe(() => this.notify());
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  poll(max: number): { events: Uint8Array; count: number; status: number } {
+    if (!this.native) return { events: new Uint8Array(0), count: 0, status: 2 };
+    return this.native.poll(max);
+  }
+
+  close(): void {
+    this.native?.close();
+    this.native = undefined;
+    this.notify();
+  }
+
+  waitForData(ms: number): Promise<void> {
+    if (!this.native || this.native.arm()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        if (this.wake === done) this.wake = undefined;
+        resolve();
+      }, Math.max(ms, WAKE_IDLE_MAX_MS));
+      t.unref?.(); // a subscription never keeps the process alive
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.wake = done;
+    });
+  }
+}
+
 const sleep = (ms: number) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);

@@ -2098,7 +2098,14 @@ impl Subscription {
         self.consumer.available()
     }
 
-    /// Let the egress thread unpark this thread when events arrive.
+    /// The subscription overflowed or the engine ended it: `poll` says which once the events
+    /// before are read. Egress unparks the waker when either happens.
+    pub fn ended(&self) -> bool {
+        // Acquire: as in `poll`.
+        self.state.overflowed.load(Ordering::Acquire) || self.state.closed.load(Ordering::Acquire)
+    }
+
+    /// Let the egress thread unpark `t` when events arrive (and when the subscription ends).
     pub fn set_waker(&self, t: Option<Thread>) {
         if let Ok(mut w) = self.state.waker.lock() {
             *w = t;
