@@ -1,7 +1,8 @@
 // Event subscriptions as `AsyncIterable<Event>`: the native side buffers events per subscription
 // (bounded: `subscriber_buffer`), JS drains them in batches of up to POLL_EVENTS_MAX with one
-// native call and decodes the SBE messages. While nothing is buffered it waits on an unref'd
-// timer, so an idle subscription never keeps the process alive on its own. Breaking out of
+// native call and decodes the SBE messages. While nothing is buffered it waits until its source
+// says events arrived (the engine's notify for `Engine.open`, the socket for `connect`), with an
+// unref'd guard timer: an idle subscription neither polls nor keeps the process alive. Breaking out of
 // `for await` (or `return()`) unsubscribes; a consumer that falls too far behind gets an
 // `EventsOverflowError` after the last delivered event instead of unbounded memory growth.
 import { decodeTaggedInto, type Tagged } from './wire';
@@ -10,7 +11,7 @@ import { EVENT_TYPES, type Event, type EventFilter } from './types';
 
 /** Events fetched per native call. */
 export const POLL_EVENTS_MAX = 8192;
-/** Longest wait between polls of an idle subscription (ms). */
+/** Longest wait between polls of an idle subscription whose source cannot wake it (ms). */
 export const POLL_IDLE_MAX_MS = 10;
 
 /** What a native subscription offers (see bindings/src/lib.rs `NativeSubscription`). */
