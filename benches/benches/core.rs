@@ -342,8 +342,9 @@ fn bench_peer(
 const FLOOR_TABLE_BYTES: usize = 128 << 20;
 
 /// Lines of a trade on the uniform 1M book that are out of the caches by their tables' sizes
-/// alone: its two positions, their two position-index slots and its trade-id slot (accounts,
-/// 19 MB for 100k, and their index are touched 20x more often per line and mostly hit the L3).
+/// alone: its two positions, their two position-index slots and its trade-id slot. Its two
+/// accounts' lines are not counted: 100k accounts' hot lines (12.8 MB) and their index fit the
+/// L3, and each is touched ~10x as often as a position's line.
 const FLOOR_LINES: usize = 5;
 
 /// The memory floor of a trade on a book larger than the caches: `items` random 64-byte lines
