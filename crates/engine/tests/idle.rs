@@ -72,8 +72,9 @@ fn an_idle_daemon_sleeps_and_still_answers_at_once() {
         assert!(all_acked(&mut t, 1, &common::instrument_and_two_accounts(1)));
 
         // Idle long enough for every waiter to reach its long parks (~0.1 s of 1 ms parks, then
-        // a doubling up to 50 ms), then count the wake-ups of a further 0.6 s.
-        std::thread::sleep(Duration::from_millis(500));
+        // a doubling up to 50 ms: ~0.2 s, with room for a slow machine), then count the
+        // wake-ups of a further 0.6 s.
+        std::thread::sleep(Duration::from_millis(800));
         let (before, threads) = novate_wakeups();
         std::thread::sleep(Duration::from_millis(600));
         let (after, _) = novate_wakeups();
