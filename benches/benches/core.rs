@@ -342,10 +342,11 @@ fn bench_peer(
 const FLOOR_TABLE_BYTES: usize = 128 << 20;
 
 /// Lines of a trade on the uniform 1M book that are out of the caches by their tables' sizes
-/// alone: its two positions, their two position-index slots and its trade-id slot. Its two
-/// accounts' lines are not counted: 100k accounts' hot lines (12.8 MB) and their index fit the
-/// L3, and each is touched ~10x as often as a position's line.
-const FLOOR_LINES: usize = 5;
+/// alone: its two positions and their two position-index slots. Not counted: its trade-id slot,
+/// which it shares with the three ids before or after it (`SeqKey`: the bench's ids are
+/// consecutive, as a venue's are), and its two accounts' lines: 100k accounts' hot lines
+/// (12.8 MB) and their index fit the L3, and each is touched ~10x as often as a position's.
+const FLOOR_LINES: usize = 4;
 
 /// The memory floor of a trade on a book larger than the caches: `items` random 64-byte lines
 /// of a `FLOOR_TABLE_BYTES` table read and written, `lines` per item, each prefetched
