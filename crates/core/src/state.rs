@@ -1360,7 +1360,7 @@ impl StateMachine {
     }
 
     /// [`leg`](Self::leg) in 64-bit arithmetic: false if it cannot answer (a value does not fit,
-    /// or the account could not be valued), and then `out` may be half-written.
+    /// or the account could not be valued), and then `out` is untouched.
     #[inline(always)]
     fn leg64(&self, row: u32, col: u32, old: &Book, f: Fill, out: &mut Leg) -> bool {
         let acct = &self.accounts[row as usize];

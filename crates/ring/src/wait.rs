@@ -11,7 +11,7 @@
 //!
 //! A thread that waits for work its producers wake it for (a pipeline stage with an empty input
 //! ring) waits with [`Waiter::idle`]: the same backoff, whose bound rises from `PARK_MAX` to
-//! [`PARK_IDLE_MAX`] once it has been idle for [`IDLE_DEEP_PARKS`] parks at `PARK_MAX` (~0.1 s).
+//! [`PARK_IDLE_MAX`] once it has been idle for [`IDLE_DEEP_PARKS`] parks (~0.1 s).
 //! An idle engine then wakes each thread ~20 times a second instead of ~1,000; a busy one, whose
 //! waits are short, waits exactly as before; and a wake-up that went missing still costs at most
 //! `PARK_IDLE_MAX`.
@@ -31,8 +31,9 @@ pub const PARK_MAX: Duration = Duration::from_millis(1);
 /// Longest park of a long-idle [`Waiter::idle`] (its producers wake it; this bounds the cost
 /// of a wake-up that went missing).
 pub const PARK_IDLE_MAX: Duration = Duration::from_millis(50);
-/// Parks at [`PARK_MAX`] after which [`Waiter::idle`] may park up to [`PARK_IDLE_MAX`].
-pub const IDLE_DEEP_PARKS: u32 = 100;
+/// Parks (the ~10 of the doubling to [`PARK_MAX`], then ~100 at it: ~0.1 s) after which
+/// [`Waiter::idle`] may park up to [`PARK_IDLE_MAX`].
+pub const IDLE_DEEP_PARKS: u32 = 110;
 
 /// A waiting policy, parsed from configuration: `"busy-spin" | "spin-yield" | "park"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,16 +94,15 @@ impl FromStr for WaitStrategy {
 #[derive(Debug)]
 pub struct Waiter {
     strategy: WaitStrategy,
+    /// Waits so far: spins, then yields, then parks (`park` strategy; saturating).
     step: u32,
     park: Duration,
-    /// Parks taken at `PARK_MAX` or longer in this wait.
-    long_parks: u32,
 }
 
 impl Waiter {
     /// A waiter at its first step.
     pub fn new(strategy: WaitStrategy) -> Self {
-        Self { strategy, step: 0, park: PARK_MIN, long_parks: 0 }
+        Self { strategy, step: 0, park: PARK_MIN }
     }
 
     /// The policy.
@@ -115,7 +115,6 @@ impl Waiter {
     pub fn reset(&mut self) {
         self.step = 0;
         self.park = PARK_MIN;
-        self.long_parks = 0;
     }
 
     /// Idles once, according to the policy and how long this wait has lasted.
@@ -125,12 +124,12 @@ impl Waiter {
     }
 
     /// [`wait`](Self::wait) for a thread that every producer wakes (`Thread::unpark`) after
-    /// handing it work: once it has been idle for [`IDLE_DEEP_PARKS`] parks at [`PARK_MAX`], its
+    /// handing it work: once it has been idle for [`IDLE_DEEP_PARKS`] parks, its
     /// parks grow up to [`PARK_IDLE_MAX`] (see the module docs). Never for a wait that nobody
     /// ends with a wake-up (room in a full ring): use `wait` there.
     #[inline]
     pub fn idle(&mut self) {
-        let deep = self.long_parks >= IDLE_DEEP_PARKS;
+        let deep = self.step >= SPIN_STEPS + YIELD_STEPS + IDLE_DEEP_PARKS;
         self.step_with(if deep { PARK_IDLE_MAX } else { PARK_MAX });
     }
 
@@ -155,9 +154,7 @@ impl Waiter {
                     std::thread::yield_now();
                 } else {
                     std::thread::park_timeout(self.park);
-                    if self.park >= PARK_MAX {
-                        self.long_parks = self.long_parks.saturating_add(1);
-                    }
+                    self.step = self.step.saturating_add(1);
                     self.park = (self.park * 2).min(park_max);
                 }
             }
@@ -213,9 +210,10 @@ mod tests {
     #[test]
     fn an_idle_waiter_parks_longer_only_after_a_long_idle_time() {
         let mut w = Waiter::new(WaitStrategy::Park);
-        // To PARK_MAX (~10 doublings), then IDLE_DEEP_PARKS parks of ~1 ms: still bounded.
-        let to_max = SPIN_STEPS + YIELD_STEPS + 12;
-        for _ in 0..to_max + IDLE_DEEP_PARKS - 2 {
+        // Spins, yields, then IDLE_DEEP_PARKS parks (~10 doubling to PARK_MAX, the rest at it):
+        // still bounded by PARK_MAX.
+        let idle_enough = SPIN_STEPS + YIELD_STEPS + IDLE_DEEP_PARKS;
+        for _ in 0..idle_enough {
             w.idle();
         }
         assert_eq!(w.park, PARK_MAX, "not yet idle long enough");
@@ -224,9 +222,9 @@ mod tests {
         }
         assert_eq!(w.park, PARK_IDLE_MAX, "long idle: parks up to PARK_IDLE_MAX");
         w.reset();
-        assert_eq!((w.park, w.long_parks), (PARK_MIN, 0), "work resets the backoff");
+        assert_eq!((w.park, w.step), (PARK_MIN, 0), "work resets the backoff");
         // `wait` never goes past PARK_MAX, however long it lasts.
-        for _ in 0..to_max + IDLE_DEEP_PARKS + 10 {
+        for _ in 0..idle_enough + 10 {
             w.wait();
         }
         assert_eq!(w.park, PARK_MAX);
