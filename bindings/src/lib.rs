@@ -555,6 +555,9 @@ pub struct NativeSubscription {
 struct Notifier {
     state: Arc<NotifyState>,
     thread: std::thread::Thread,
+    /// The thread is the subscription's waker now (set by `arm`, cleared by a poll that finds
+    /// events): each change takes the waker's lock once, not every poll.
+    waking: bool,
 }
 
 #[derive(Default)]
@@ -592,7 +595,7 @@ impl Notifier {
                 }
             })
             .map_err(|e| err(format!("cannot start the subscription's notifier: {e}")))?;
-        Ok(Notifier { state, thread: handle.thread().clone() })
+        Ok(Notifier { state, thread: handle.thread().clone(), waking: false })
     }
 
     fn stop(&self) {
@@ -621,8 +624,9 @@ impl NativeSubscription {
             return NativePoll { events: Buffer::from(Vec::new()), count: 0, status: 2 };
         };
         let (n, st) = sub.poll_encoded(max as usize, &mut self.buf);
-        if n > 0 && self.notifier.is_some() {
+        if let Some(w) = self.notifier.as_mut().filter(|w| n > 0 && w.waking) {
             sub.set_waker(None); // JS reads: nobody to wake until it arms again
+            w.waking = false;
         }
         let status = match st {
             SubStatus::Open => 0,
@@ -637,11 +641,14 @@ impl NativeSubscription {
     /// subscription's end already (or it has no `notify`): poll instead of waiting.
     #[napi]
     pub fn arm(&mut self) -> bool {
-        let (Some(sub), Some(n)) = (self.sub.as_mut(), self.notifier.as_ref()) else { return true };
+        let (Some(sub), Some(n)) = (self.sub.as_mut(), self.notifier.as_mut()) else { return true };
         // Egress looks at the waker (under its lock) after it delivered: either it finds this
         // thread there and wakes it, or it took the lock first and the check below sees what
         // it delivered (the lock orders the two).
-        sub.set_waker(Some(n.thread.clone()));
+        if !n.waking {
+            sub.set_waker(Some(n.thread.clone()));
+            n.waking = true;
+        }
         // AcqRel RMW: if the notifier already took an earlier arming (its swap wrote false after
         // it was woken), this reads that write and so sees everything delivered before the
         // wake-up; otherwise the notifier's next swap reads this `true`.
