@@ -9,7 +9,7 @@ import { ClearingCommands } from './clearing-commands';
 import { connect as netConnect, type Socket } from 'node:net';
 import { encodeBatch, encodeCommand, instrumentId, COMMAND_BYTES_MAX, type CommandInput } from './commands';
 import { ClosedError, InputError, NovateError } from './errors';
-import { EventStream, filterAccount, kindsMask, type EventSource } from './events';
+import { EventStream, Wakeup, filterAccount, kindsMask, type EventSource } from './events';
 import {
   decodeMessage,
   encodeMessage,
@@ -54,14 +54,12 @@ class RemoteEvents implements EventSource {
   /** 0 open, 1 overflowed (after the queued events), 2 ended. */
   private end = 0;
   private failure: Error | undefined;
-  private wake: (() => void) | undefined;
+  private readonly wakeup = new Wakeup();
 
   constructor(private readonly onClose: () => void) {}
 
   private notify(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
+    this.wakeup.notify();
   }
 
   push(message: Uint8Array): void {
@@ -91,18 +89,7 @@ class RemoteEvents implements EventSource {
 
   /** Resolves when an event or the end arrives (the socket's data wakes the consumer at once). */
   waitForData(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        if (this.wake === done) this.wake = undefined;
-        resolve();
-      }, Math.max(ms, 1000));
-      t.unref?.(); // a subscription never keeps the process alive
-      const done = () => {
-        clearTimeout(t);
-        resolve();
-      };
-      this.wake = done;
-    });
+    return this.wakeup.wait(ms);
   }
 
   poll(max: number): { events: Uint8Array; count: number; status: number } {

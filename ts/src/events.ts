@@ -61,6 +61,37 @@ export function decodeEvents(bytes: Uint8Array, out: Event[]): void {
  */
 export const WAKE_IDLE_MAX_MS = 1000;
 
+/**
+ * The wait of an `EventSource` that knows when data arrives: `wait` resolves at the next
+ * `notify`, or after `max(ms, WAKE_IDLE_MAX_MS)` on an unref'd timer (a subscription never keeps
+ * the process alive).
+ */
+export class Wakeup {
+  private wake?: () => void;
+
+  /** Data (or the end) arrived: resolve the pending wait, if any. */
+  notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        if (this.wake === done) this.wake = undefined;
+        resolve();
+      }, Math.max(ms, WAKE_IDLE_MAX_MS));
+      t.unref?.();
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.wake = done;
+    });
+  }
+}
+
 /** What the binding's subscription offers (bindings/src/lib.rs `NativeSubscription`). */
 export interface NativeSource {
   poll(max: number): { events: Uint8Array; count: number; status: number };
@@ -71,22 +102,16 @@ export interface NativeSource {
 
 /**
  * An in-process subscription as an `EventSource`: `waitForData` sleeps until the binding's
- * notify callback (given to `subscribe`, wired to `notify` here) says events arrived, with an
- * unref'd guard timer, so an idle `for await` neither polls nor keeps the process alive.
+ * notify callback (given to `subscribe`) says events arrived ([`Wakeup`]), so an idle
+ * `for await` neither polls nor keeps the process alive.
  */
 export class NativeEventSource implements EventSource {
   private native?: NativeSource;
-  private wake?: () => void;
+  private readonly wakeup = new Wakeup();
 
   /** `subscribe(notify)` makes the native subscription, given the callback to wire. */
   constructor(subscribe: (notify: () => void) => NativeSource) {
-    this.native = subscribe(() => this.notify());
-  }
-
-  private notify(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+    this.native = subscribe(() => this.wakeup.notify());
   }
 
   poll(max: number): { events: Uint8Array; count: number; status: number } {
@@ -97,23 +122,12 @@ export class NativeEventSource implements EventSource {
   close(): void {
     this.native?.close();
     this.native = undefined;
-    this.notify();
+    this.wakeup.notify();
   }
 
   waitForData(ms: number): Promise<void> {
     if (!this.native || this.native.arm()) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        if (this.wake === done) this.wake = undefined;
-        resolve();
-      }, Math.max(ms, WAKE_IDLE_MAX_MS));
-      t.unref?.(); // a subscription never keeps the process alive
-      const done = () => {
-        clearTimeout(t);
-        resolve();
-      };
-      this.wake = done;
-    });
+    return this.wakeup.wait(ms);
   }
 }
 
