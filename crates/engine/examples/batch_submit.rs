@@ -21,27 +21,11 @@ use novate_engine::{AsyncClient, Config, Engine, Outcome, Work};
 /// of every thread of this process, by name.
 fn threads() -> BTreeMap<String, (u64, u64, u64)> {
     let mut m = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return m };
-    for t in dir.flatten() {
-        let p = t.path();
-        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default().trim().to_string();
-        let stat = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
-        let ns: u64 = stat.split(' ').next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
-        let preempted: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            .and_then(|x| x.trim().parse().ok())
-            .unwrap_or(0);
-        // minflt: the 10th field of stat, the 8th after the parenthesised name.
-        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let faults: u64 =
-            after_name.split_whitespace().nth(7).and_then(|x| x.parse().ok()).unwrap_or(0);
-        let e = m.entry(name).or_insert((0, 0, 0));
-        e.0 += ns;
-        e.1 += preempted;
-        e.2 += faults;
+    for t in novate_mem::cpu::thread_stats() {
+        let e = m.entry(t.name).or_insert((0, 0, 0));
+        e.0 += t.cpu_ns;
+        e.1 += t.involuntary_switches;
+        e.2 += t.minor_faults;
     }
     m
 }

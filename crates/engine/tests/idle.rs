@@ -18,25 +18,11 @@ mod common;
 /// Voluntary context switches (sleeps that ended) of this process's `novate-*` threads, and how
 /// many such threads there are.
 fn novate_wakeups() -> (u64, usize) {
-    let mut total = 0;
-    let mut threads = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if !comm.starts_with("novate-") {
-            continue;
-        }
-        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
-        let v = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(v) = v {
-            total += v;
-            threads += 1;
-        }
-    }
-    (total, threads)
+    let ours: Vec<_> = novate_mem::cpu::thread_stats()
+        .into_iter()
+        .filter(|t| t.name.starts_with("novate-"))
+        .collect();
+    (ours.iter().map(|t| t.voluntary_switches).sum(), ours.len())
 }
 
 /// Send `cmds` on `t` and read one answer per command: true if all are Acks.
