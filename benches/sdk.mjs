@@ -1,7 +1,8 @@
 // TS SDK benchmarks (issue 6): single-call overhead, batch submit rate, events delivered to JS.
 // Run after `npm run build`: `node benches/sdk.mjs` (NOVATE_BENCH_QUICK=1 for a smoke run,
 // NOVATE_BENCH_STAGES=fused for the one-thread pipeline, NOVATE_BENCH_COMBINE=false to turn
-// off threads.combine, NOVATE_BENCH_PIN=0,1,0 to pin the pipeline's threads).
+// off threads.combine, NOVATE_BENCH_PIN=0,1,0 to pin the pipeline's threads,
+// NOVATE_BENCH_ONLY=single|batch|events for one part).
 // Each figure is the median and p99 of several timed rounds. Single calls: the promise API
 // (`await e.checkOrder(...)`, answered through the completion thread, the JS thread free while
 // waiting) one at a time, against two peers in the same round: `callSync` (the JS thread waits
@@ -27,6 +28,8 @@ const STAGES = process.env.NOVATE_BENCH_STAGES ?? 'split';
 const COMBINE = process.env.NOVATE_BENCH_COMBINE !== 'false';
 // `NOVATE_BENCH_PIN=0,1,0` pins the pipeline's threads (threads.pin: sequencer, state machine,
 // egress); unset, nothing is pinned (the default).
+// `NOVATE_BENCH_ONLY=single|batch|events` runs that part only.
+const runs = (part) => !process.env.NOVATE_BENCH_ONLY || process.env.NOVATE_BENCH_ONLY === part;
 const PIN = process.env.NOVATE_BENCH_PIN ? process.env.NOVATE_BENCH_PIN.split(',').map(Number) : [];
 
 // A full garbage collection, run before each timed batch round: the bench's own garbage (the
@@ -69,7 +72,7 @@ function trades(n, firstId) {
 }
 
 // 1. Single-call overhead: checkOrder (changes nothing) through the SDK, one at a time.
-{
+if (runs('single')) {
   const e = await open();
   const order = { account: 1n, instrument: 1n, side: 'buy', qty: 1n, price: price('100') };
   const calls = CALLS / 4; // the awaited path is slower per call; keep rounds comparable in time
@@ -104,7 +107,7 @@ function trades(n, firstId) {
 // is timed on its own first; then the same bytes go to a fresh engine per round (trades_max
 // bounds the trades remembered), each round after a full GC and a pause for V8's background
 // sweeping, so that the JS garbage of encoding is not collected during a timed round.
-{
+if (runs('batch')) {
   const enc = [];
   let bytes;
   for (let r = 0; r < ROUNDS; r++) {
@@ -132,7 +135,7 @@ function trades(n, firstId) {
 }
 
 // 3. Events delivered to JS: buffered events drained through `for await`, decoded.
-{
+if (runs('events')) {
   const rates = [];
   for (let r = 0; r < ROUNDS; r++) {
     const e = await open({ subscriber_buffer: 1 << 22 });
