@@ -1,12 +1,14 @@
 //! A fixed ClearTrade workload for instruction counting (load-independent):
 //! `valgrind --tool=callgrind target/release/examples/trade_loop N` for N and 0 trades; the
 //! difference divided by N is instructions per ClearTrade on a cache-resident book.
+//! `trade_loop N batch` applies the same trades with `apply_batch`, 256 at a time.
 
 mod support;
 use novate_core::*;
 
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let batched = std::env::args().nth(2).is_some_and(|a| a == "batch");
     let limits = Limits {
         accounts_max: 1_000,
         instruments_max: 100,
@@ -16,6 +18,7 @@ fn main() {
     let mut book = support::Book::new(limits, 1_000, 100);
     let mut x = 12345u64;
     let mut ok = 0;
+    let mut batch = Vec::with_capacity(256);
     for trade_id in 1..=n {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let (buy, sell) = (1 + (x >> 33) % 1_000, 1 + (x >> 13) % 1_000);
@@ -28,7 +31,15 @@ fn main() {
             price: (95 + ((x >> 40) % 10) as i64) * PRICE_SCALE,
             trade_date: 20260105,
         };
-        ok += u64::from(book.apply(Command::ClearTrade(t)));
+        if batched {
+            batch.push(Command::ClearTrade(t));
+            if batch.len() == 256 || trade_id == n {
+                ok += book.apply_batch(&batch);
+                batch.clear();
+            }
+        } else {
+            ok += u64::from(book.apply(Command::ClearTrade(t)));
+        }
     }
     println!("{ok} of {n} trades cleared, {} positions", book.sm.positions_len());
     assert_eq!(ok, n, "every trade of the workload clears");

@@ -118,20 +118,30 @@ impl Limits {
 }
 
 /// An account, its fields ordered so that a trade on a position it holds, or a CheckOrder,
-/// reads and writes only its first two cache lines (totals; collateral, limits, suspension and
-/// position count), never the third (its chunks, touched when it opens a position, and its id):
-/// see `ACCOUNT_HOT_BYTES`. Its spec is [`Account::spec`].
+/// reads and writes only its first two cache lines (totals; collateral, limits as the checks
+/// read them, suspension and position count), never the third (its limits as given, its chunks,
+/// touched when it opens a position, and its id): see `ACCOUNT_HOT_BYTES`. Its spec is
+/// [`Account::spec`].
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Account {
     /// Exact totals of its positions' value terms at current marks (derived, not hashed).
     totals: Totals,
     collateral: Money,
+    /// The limits as the checks compare them, "0 = none" already turned into a bound that
+    /// nothing passes (no `!= 0` test per check): MaxNotional fails when the notional is above
+    /// `notional_cap` (`i128::MAX`: none), MaxLoss when the P&L is below `loss_floor`
+    /// (`-max_loss`; `i128::MIN`: none), MaxPosition when `|qty|` is above `position_cap`
+    /// (`u64::MAX`: none). Set only by [`Account::set_spec`].
+    notional_cap: Money,
+    loss_floor: Money,
+    position_cap: u64,
+    positions: u32,
+    suspended: bool,
+    /// The limits as given (0: none), for its spec.
     max_notional: Money,
     max_loss: Money,
     max_position: Qty,
-    positions: u32,
-    suspended: bool,
     /// Its position chunks: the first and the one it fills next (NONE before its first
     /// position); `chunk_next` links them.
     first_chunk: u32,
@@ -148,11 +158,14 @@ impl Account {
         let mut a = Account {
             totals: Totals::default(),
             collateral: 0,
+            notional_cap: 0,
+            loss_floor: 0,
+            position_cap: 0,
+            positions: 0,
+            suspended: false,
             max_notional: 0,
             max_loss: 0,
             max_position: 0,
-            positions: 0,
-            suspended: false,
             first_chunk: NONE,
             last_chunk: NONE,
             id: 0,
@@ -171,9 +184,15 @@ impl Account {
         }
     }
 
+    /// Set the spec; its limits are non-negative (`upsert_account` checks).
     fn set_spec(&mut self, s: AccountSpec) {
         (self.id, self.max_position, self.max_notional, self.max_loss, self.suspended) =
             (s.id, s.max_position, s.max_notional, s.max_loss, s.suspended);
+        let none_if_zero = |limit: i128, none: i128| if limit == 0 { none } else { limit };
+        self.notional_cap = none_if_zero(s.max_notional, i128::MAX);
+        // -max_loss fits: max_loss >= 0.
+        self.loss_floor = none_if_zero(-s.max_loss, i128::MIN);
+        self.position_cap = none_if_zero(i128::from(s.max_position), u64::MAX.into()) as u64;
     }
 }
 
@@ -1896,12 +1915,25 @@ fn with_capacity_huge<T>(n: usize) -> Vec<T> {
 /// Evaluate MaxPosition (on the what-if position `book`), MaxNotional, MaxLoss and Margin
 /// for the account `acct` whose totals would become `totals`, all at once (no early exit), as
 /// bits in SPEC.md's order (bit i: `RISK_ORDER[i]` fails).
+///
+/// When the collateral and the totals it sums are within +-2^125 (always, but for
+/// astronomical accounts), no sum of three of them can overflow, so the P&L and the excess are
+/// computed without overflow checks; otherwise through [`valuation`], which may refuse.
 #[inline(always)]
 fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
-    let Valuation { pnl, excess, .. } = valuation(acct.collateral, totals)?;
-    let pos = acct.max_position != 0 && book.qty.unsigned_abs() > acct.max_position as u64;
-    let notional = acct.max_notional != 0 && totals.notional > acct.max_notional;
-    let loss = acct.max_loss != 0 && pnl < -acct.max_loss;
+    // 1 unless -2^125 <= x < 2^125 (the high word's top three bits are equal).
+    let far = |x: i128| ((x >> 64) as i64).wrapping_add(1 << 61) as u64 >> 62;
+    let Totals { realized: r, unrealized: u, margin: m, .. } = *totals;
+    let (pnl, excess) = if (far(acct.collateral) | far(r) | far(u) | far(m)) == 0 {
+        let pnl = r + u;
+        (pnl, acct.collateral + pnl - m)
+    } else {
+        let Valuation { pnl, excess, .. } = valuation(acct.collateral, totals)?;
+        (pnl, excess)
+    };
+    let pos = book.qty.unsigned_abs() > acct.position_cap;
+    let notional = totals.notional > acct.notional_cap;
+    let loss = pnl < acct.loss_floor;
     let margin = excess < 0;
     Ok(u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3)
 }
@@ -1962,6 +1994,25 @@ mod tests {
                 Just(i128::from(i64::MIN)),
                 Just(i128::from(i64::MAX) + 1),
                 Just(i128::from(i64::MIN) - 1),
+            ],
+            1 => any::<i128>(),
+        ]
+    }
+
+    /// Money near the fast checks' bound (+-2^125) and i128's, as well as anywhere.
+    fn far_money() -> impl Strategy<Value = Money> {
+        prop_oneof![
+            4 => money(),
+            1 => prop_oneof![
+                Just(1i128 << 125),
+                Just((1i128 << 125) - 1),
+                Just(-(1i128 << 125)),
+                Just(-(1i128 << 125) - 1),
+                Just((1i128 << 126) - 1),
+                Just(-(1i128 << 126)),
+                Just(i128::MAX),
+                Just(i128::MIN),
+                Just(i128::MIN + 1),
             ],
             1 => any::<i128>(),
         ]
@@ -2035,6 +2086,45 @@ mod tests {
             let mut out = Leg::default();
             let fast = sm.leg(0, 0, &old, f, &mut out).map(|()| out);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
+        }
+
+        /// The checks (limits kept as caps, the valuation unchecked when every value is far
+        /// from i128's bounds) equal SPEC.md's rules written literally with checked
+        /// arithmetic, `Err(Overflow)` included, at every magnitude and at each range bound.
+        #[test]
+        fn the_checks_equal_the_rules_written_literally(
+            (max_position, max_notional, max_loss) in (
+                prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
+                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
+                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
+            ),
+            qty in prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)],
+            (collateral, parts) in (far_money(), [far_money(), far_money(), far_money(), far_money()]),
+        ) {
+            let spec =
+                AccountSpec { id: 7, max_position, max_notional, max_loss, suspended: false };
+            let acct = Account::new(spec);
+            let acct = Account { collateral, ..acct };
+            let t = Totals {
+                notional: parts[0],
+                unrealized: parts[1],
+                realized: parts[2],
+                margin: parts[3],
+            };
+            let book = Book { qty, cost: 0, realized: 0 };
+            let literal = (|| {
+                let equity = collateral.checked_add(t.realized)?.checked_add(t.unrealized)?;
+                let pnl = t.realized.checked_add(t.unrealized)?;
+                let excess = equity.checked_sub(t.margin).filter(|&x| x != i128::MIN)?;
+                let pos = max_position != 0 && qty.unsigned_abs() > max_position as u64;
+                let notional = max_notional != 0 && t.notional > max_notional;
+                let loss = max_loss != 0 && pnl < -max_loss;
+                Some(u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2
+                    | u8::from(excess < 0) << 3)
+            })()
+            .ok_or(Reject::Overflow);
+            prop_assert_eq!(checks(&acct, &book, &t), literal);
+            prop_assert_eq!(acct.spec(), spec, "the spec round-trips through the caps");
         }
     }
 }

@@ -31,4 +31,19 @@ impl Book {
         self.seq += 1;
         self.sm.apply(&c, self.seq, 0).is_ok()
     }
+
+    /// Apply `cmds` with `apply_batch`; how many were accepted.
+    #[allow(dead_code)] // used by trade_loop only
+    pub fn apply_batch(&mut self, cmds: &[Command]) -> u64 {
+        let batch: Vec<Sequenced> = cmds
+            .iter()
+            .map(|&cmd| {
+                self.seq += 1;
+                Sequenced { seq: self.seq, ts: 0, cmd }
+            })
+            .collect();
+        let mut ok = 0;
+        self.sm.apply_batch(&batch, |_, r| ok += u64::from(r.is_ok()));
+        ok
+    }
 }
