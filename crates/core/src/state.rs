@@ -1016,14 +1016,16 @@ impl StateMachine {
         if self.trade_index.is_full() {
             return Err(Reject::TradeCapacity);
         }
-        let ins = &self.instruments[col as usize];
+        // SAFETY: a column of the instrument index (`at`).
+        let ins = unsafe { at(&self.instruments, col) };
         let mark = if ins.explicit_mark != 0 { ins.explicit_mark } else { t.price };
         let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
         self.events.push(Event::TradeCleared { trade_id: t.trade_id });
         let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots, ..Legs::NONE };
         self.book_legs(t, legs, mark, t.qty, moves_mark)?;
-        let ins = &mut self.instruments[col as usize];
+        // SAFETY: as above.
+        let ins = unsafe { at_mut(&mut self.instruments, col) };
         if ins.last_price != t.price {
             let id = ins.spec.id;
             self.digest
@@ -1217,7 +1219,10 @@ impl StateMachine {
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
         }
-        let old = |s: Option<u32>| s.map_or(&NO_BOOK, |s| &self.positions[s as usize].book);
+        let old = |s: Option<u32>| {
+            // SAFETY: a slot of the position index (`at`).
+            s.map_or(&NO_BOOK, |s| unsafe { &at(&self.positions, s).book })
+        };
         let fill = Fill { d: qty, price: t.price, mark };
         let (mut buy, mut sell) = (Leg::default(), Leg::default());
         self.leg(rows[0], col, old(slots[0]), fill, &mut buy)?;
@@ -1227,8 +1232,10 @@ impl StateMachine {
             let bps = self.instruments[col as usize].spec.margin_bps;
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
-        self.accounts[rows[0] as usize].totals = buy.totals;
-        self.accounts[rows[1] as usize].totals = sell.totals;
+        // SAFETY: rows of the account index (`at`).
+        unsafe { at_mut(&mut self.accounts, rows[0]).totals = buy.totals };
+        // SAFETY: as above.
+        unsafe { at_mut(&mut self.accounts, rows[1]).totals = sell.totals };
         self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy.book);
         self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell.book);
         if (buy.failed | sell.failed) != 0 {
@@ -1252,7 +1259,8 @@ impl StateMachine {
         let new = position_record(id, instrument, &b);
         let slot = match probe {
             Probe::Found(s) => {
-                let p = &mut self.positions[s as usize];
+                // SAFETY: a slot of the position index (`at`).
+                let p = unsafe { at_mut(&mut self.positions, s) };
                 self.digest.replace(p.record, new);
                 s
             }
@@ -1262,7 +1270,8 @@ impl StateMachine {
                 s
             }
         };
-        let p = &mut self.positions[slot as usize];
+        // SAFETY: a slot of the position index, or just allocated (`at`).
+        let p = unsafe { at_mut(&mut self.positions, slot) };
         (p.book, p.record) = (b, new);
         self.changed.push(slot);
         self.events.push(Event::PositionChanged {
@@ -1382,8 +1391,8 @@ impl StateMachine {
     /// or the account could not be valued), and then `out` is untouched.
     #[inline(always)]
     fn leg64(&self, row: u32, col: u32, old: &Book, f: Fill, out: &mut Leg) -> bool {
-        let acct = &self.accounts[row as usize];
-        let ins = &self.instruments[col as usize];
+        // SAFETY: a row and a column of the indices (`at`).
+        let (acct, ins) = unsafe { (at(&self.accounts, row), at(&self.instruments, col)) };
         let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) else { return false };
         let o = valued(*old, ins.mark(), ins).terms64();
         let n = valued(book, f.mark, ins).terms64();
@@ -1936,6 +1945,34 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
     let loss = pnl < acct.loss_floor;
     let margin = excess < 0;
     Ok(u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3)
+}
+
+/// `table[i]` without a bounds check, for the trade path, which indexes the same rows, column
+/// and slots many times: the checks cost ~40 instructions a trade, mostly in the registers the
+/// panic paths hold (with the failed check moved out of line, -8 of them; PERFORMANCE.md,
+/// eighteenth session). Every test build (debug assertions) still checks.
+///
+/// # Safety
+/// `i < table.len()`. The trade path's indices are values of the account, instrument and
+/// position indices (or hints read from them ahead): rows and columns of accounts and
+/// instruments, which are appended and never removed, and slots, which `new_position` allocates
+/// inside the fixed position table and which are never freed.
+#[inline(always)]
+unsafe fn at<T>(table: &[T], i: u32) -> &T {
+    debug_assert!((i as usize) < table.len(), "{i} is not in its table");
+    // SAFETY: the caller's contract.
+    unsafe { table.get_unchecked(i as usize) }
+}
+
+/// [`at`] for writing.
+///
+/// # Safety
+/// As for [`at`].
+#[inline(always)]
+unsafe fn at_mut<T>(table: &mut [T], i: u32) -> &mut T {
+    debug_assert!((i as usize) < table.len(), "{i} is not in its table");
+    // SAFETY: the caller's contract.
+    unsafe { table.get_unchecked_mut(i as usize) }
 }
 
 #[inline]
