@@ -1021,7 +1021,9 @@ impl StateMachine {
         let mark = if ins.explicit_mark != 0 { ins.explicit_mark } else { t.price };
         let moves_mark = mark != ins.mark();
         // Events of a rejected command are discarded, so the first one can go in now.
-        self.events.push(Event::TradeCleared { trade_id: t.trade_id });
+        // SAFETY: the command's first event (`events` is cleared by every command and holds
+        // at least TRADE_EVENTS_MAX + 1).
+        unsafe { push_unchecked(&mut self.events, Event::TradeCleared { trade_id: t.trade_id }) };
         let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots, ..Legs::NONE };
         self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         // SAFETY: as above.
@@ -1273,14 +1275,22 @@ impl StateMachine {
         // SAFETY: a slot of the position index, or just allocated (`at`).
         let p = unsafe { at_mut(&mut self.positions, slot) };
         (p.book, p.record) = (b, new);
-        self.changed.push(slot);
-        self.events.push(Event::PositionChanged {
-            account: id,
-            instrument,
-            qty: b.qty,
-            cost: b.cost,
-            realized: b.realized,
-        });
+        // SAFETY: a trade's second and third events and its first and second changed slots
+        // (`clear_trade` pushes the first event; `changed` and `events` are cleared by every
+        // command and hold at least 2 and TRADE_EVENTS_MAX + 1 items: `StateMachine::new`).
+        unsafe {
+            push_unchecked(&mut self.changed, slot);
+            push_unchecked(
+                &mut self.events,
+                Event::PositionChanged {
+                    account: id,
+                    instrument,
+                    qty: b.qty,
+                    cost: b.cost,
+                    realized: b.realized,
+                },
+            );
+        }
     }
 
     /// The breach and margin-call events of a trade's two accounts, in SPEC.md's order.
@@ -1973,6 +1983,25 @@ unsafe fn at_mut<T>(table: &mut [T], i: u32) -> &mut T {
     debug_assert!((i as usize) < table.len(), "{i} is not in its table");
     // SAFETY: the caller's contract.
     unsafe { table.get_unchecked_mut(i as usize) }
+}
+
+/// `v.push(x)` without the capacity check: the trade path's first events and changed slots,
+/// into vectors allocated once with room for them. With the check, the registers its growth
+/// call holds cost ~20 instructions a trade (PERFORMANCE.md, eighteenth session); every test
+/// build (debug assertions) still checks.
+///
+/// # Safety
+/// `v.len() < v.capacity()`.
+#[inline(always)]
+unsafe fn push_unchecked<T>(v: &mut Vec<T>, x: T) {
+    let n = v.len();
+    debug_assert!(n < v.capacity(), "no room for the push");
+    // SAFETY: the caller's contract: slot `n` is allocated and unused, and once it is written
+    // the first `n + 1` items are initialized.
+    unsafe {
+        v.as_mut_ptr().add(n).write(x);
+        v.set_len(n + 1);
+    }
 }
 
 #[inline]
