@@ -1,14 +1,17 @@
 //! A fixed ClearTrade workload for instruction counting (load-independent):
 //! `valgrind --tool=callgrind target/release/examples/trade_loop N` for N and 0 trades; the
 //! difference divided by N is instructions per ClearTrade on a cache-resident book.
-//! `trade_loop N batch` applies the same trades with `apply_batch`, 256 at a time.
+//! `trade_loop N batch` applies the same trades with `apply_batch`, 256 at a time; `held`
+//! (after N, with or without `batch`) first opens every account's position in every
+//! instrument, so that no trade opens one (the core bench's workload: trades between holders).
 
 mod support;
 use novate_core::*;
 
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let batched = std::env::args().nth(2).is_some_and(|a| a == "batch");
+    let mode: Vec<String> = std::env::args().skip(2).collect();
+    let batched = mode.iter().any(|a| a == "batch");
     let limits = Limits {
         accounts_max: 1_000,
         instruments_max: 100,
@@ -16,6 +19,25 @@ fn main() {
         trades_max: 1_000_000,
     };
     let mut book = support::Book::new(limits, 1_000, 100);
+    if mode.iter().any(|a| a == "held") {
+        // Accounts 2k + 1 and 2k + 2 trade each instrument once: 100,000 positions.
+        let mut trade_id = 1 << 40; // apart from the workload's ids
+        for instrument in 1..=100 {
+            for buy in (1..=1_000).step_by(2) {
+                trade_id += 1;
+                let t = Trade {
+                    trade_id,
+                    buy,
+                    sell: buy + 1,
+                    instrument,
+                    qty: 1,
+                    price: 100 * PRICE_SCALE,
+                    trade_date: 20260105,
+                };
+                assert!(book.apply(Command::ClearTrade(t)), "an opening trade clears");
+            }
+        }
+    }
     let mut x = 12345u64;
     let mut ok = 0;
     let mut batch = Vec::with_capacity(256);
