@@ -670,6 +670,11 @@ impl StateMachine {
         self.last_seq = seq;
         self.events.clear();
         self.changed.clear();
+        // A trade first, before the jump table of the other kinds: most commands are trades.
+        if let Command::ClearTrade(t) = cmd {
+            self.clear_trade(t, hints)?;
+            return Ok(&self.events);
+        }
         match *cmd {
             Command::UpsertInstrument(spec) => self.upsert_instrument(spec)?,
             Command::UpsertAccount(spec) => self.upsert_account(spec)?,
@@ -679,7 +684,7 @@ impl StateMachine {
             Command::CheckOrder { account, instrument, side, qty, price } => {
                 self.check_order(account, instrument, side.signed(qty), qty, price)?
             }
-            Command::ClearTrade(t) => self.clear_trade(&t, hints)?,
+            Command::ClearTrade(ref t) => self.clear_trade(t, hints)?,
             Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
             Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
             Command::SettlementPrice { instrument, price } => {
