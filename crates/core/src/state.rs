@@ -1029,8 +1029,11 @@ impl StateMachine {
         // SAFETY: the command's first event (`events` is cleared by every command and holds
         // at least TRADE_EVENTS_MAX + 1).
         unsafe { push_unchecked(&mut self.events, Event::TradeCleared { trade_id: t.trade_id }) };
-        let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots, ..Legs::NONE };
-        self.book_legs(t, legs, mark, t.qty, moves_mark)?;
+        let held = hints.slots[0] != NONE && hints.slots[1] != NONE && !moves_mark;
+        if !(held && self.book_held(t, [buy_row, sell_row], col, hints.slots)) {
+            let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots, ..Legs::NONE };
+            self.book_legs(t, legs, mark, t.qty, moves_mark)?;
+        }
         // SAFETY: as above.
         let ins = unsafe { at_mut(&mut self.instruments, col) };
         if ins.last_price != t.price {
@@ -1239,6 +1242,42 @@ impl StateMachine {
             let bps = self.instruments[col as usize].spec.margin_bps;
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
+        self.write_legs(t, rows, col, probes, [buy, sell]);
+        Ok(())
+    }
+
+    /// [`book_legs`](Self::book_legs) for the common trade: both accounts hold the instrument
+    /// (`slots`), the trade does not move its mark, and both legs are computed in 64 bits
+    /// ([`leg64`](Self::leg64)). True when booked; false, with nothing changed, when a leg
+    /// cannot be computed so (then `book_legs` books the trade, or rejects it).
+    #[inline(never)]
+    fn book_held(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
+        // SAFETY: a column of the instrument index (`at`).
+        let mark = unsafe { at(&self.instruments, col) }.mark();
+        let fill = Fill { d: t.qty, price: t.price, mark };
+        // SAFETY: slots of the position index (`at`).
+        let old = unsafe { [at(&self.positions, slots[0]), at(&self.positions, slots[1])] };
+        let Some(buy) = self.leg64_value(rows[0], col, &old[0].book, fill) else { return false };
+        let sell_fill = Fill { d: -t.qty, ..fill };
+        let Some(sell) = self.leg64_value(rows[1], col, &old[1].book, sell_fill) else {
+            return false;
+        };
+        self.write_legs(t, rows, col, slots.map(Probe::Found), [buy, sell]);
+        true
+    }
+
+    /// Write a trade's two legs, computed and checked: the accounts' totals, the positions
+    /// (with their events), then the breach events.
+    #[inline(always)]
+    fn write_legs(
+        &mut self,
+        t: &Trade,
+        rows: [u32; 2],
+        col: u32,
+        probes: [Probe; 2],
+        legs: [Leg; 2],
+    ) {
+        let ([buy, sell], ids) = (legs, [t.buy, t.sell]);
         // SAFETY: rows of the account index (`at`).
         unsafe { at_mut(&mut self.accounts, rows[0]).totals = buy.totals };
         // SAFETY: as above.
@@ -1246,9 +1285,8 @@ impl StateMachine {
         self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy.book);
         self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell.book);
         if (buy.failed | sell.failed) != 0 {
-            self.breach_events(ids, rows, [&buy, &sell]);
+            self.breach_events(ids, rows, [buy.failed, sell.failed]);
         }
-        Ok(())
     }
 
     /// Store one leg's new book in its position (allocated if `probe` is vacant), keep the
@@ -1298,21 +1336,23 @@ impl StateMachine {
         }
     }
 
-    /// The breach and margin-call events of a trade's two accounts, in SPEC.md's order.
+    /// The breach and margin-call events of a trade's two accounts, in SPEC.md's order, from
+    /// the checks that failed (`Leg::failed`), after the accounts' new totals are written.
     #[cold]
     #[inline(never)]
-    fn breach_events(&mut self, ids: [AccountId; 2], rows: [u32; 2], legs: [&Leg; 2]) {
+    fn breach_events(&mut self, ids: [AccountId; 2], rows: [u32; 2], failed: [u8; 2]) {
         for leg in 0..2 {
-            let Leg { failed, totals, .. } = *legs[leg];
+            let failed = failed[leg];
             for (bit, reason) in RISK_ORDER[..3].iter().enumerate() {
                 if failed & (1 << bit) != 0 {
                     self.events.push(Event::LimitBreach { account: ids[leg], reason: *reason });
                 }
             }
             if failed & (1 << 3) != 0 {
-                // Valued already by `checks` (the same collateral and totals): cannot fail.
-                let collateral = self.accounts[rows[leg] as usize].collateral;
-                let v = valuation(collateral, &totals);
+                // Valued already by `checks` (the same collateral, and the totals written since):
+                // cannot fail.
+                let acct = &self.accounts[rows[leg] as usize];
+                let v = valuation(acct.collateral, &acct.totals);
                 debug_assert!(v.is_ok(), "checks valued these totals");
                 if let Ok(v) = v {
                     // Fits: see `Valuation::excess`.
@@ -1406,16 +1446,22 @@ impl StateMachine {
     /// or the account could not be valued), and then `out` is untouched.
     #[inline(always)]
     fn leg64(&self, row: u32, col: u32, old: &Book, f: Fill, out: &mut Leg) -> bool {
+        let Some(leg) = self.leg64_value(row, col, old, f) else { return false };
+        *out = leg;
+        true
+    }
+
+    /// [`leg64`](Self::leg64), returned.
+    #[inline(always)]
+    fn leg64_value(&self, row: u32, col: u32, old: &Book, f: Fill) -> Option<Leg> {
         // SAFETY: a row and a column of the indices (`at`).
         let (acct, ins) = unsafe { (at(&self.accounts, row), at(&self.instruments, col)) };
-        let Some(book) = old.fill64(f.d, f.price, ins.spec.multiplier) else { return false };
+        let book = old.fill64(f.d, f.price, ins.spec.multiplier)?;
         let o = valued(*old, ins.mark(), ins).terms64();
         let n = valued(book, f.mark, ins).terms64();
-        let (Some(o), Some(n)) = (o, n) else { return false };
-        let Some(totals) = acct.totals.replaced64(&o, &n) else { return false };
-        let Ok(failed) = checks(acct, &book, &totals) else { return false };
-        *out = Leg { book, totals, failed };
-        true
+        let totals = acct.totals.replaced64(&o?, &n?)?;
+        let failed = checks(acct, &book, &totals).ok()?;
+        Some(Leg { book, totals, failed })
     }
 
     /// [`leg`](Self::leg) in exact arithmetic whatever the magnitudes.
