@@ -203,6 +203,9 @@ struct Instrument {
     explicit_mark: Price,
     /// Last cleared trade price; 0 = none yet.
     last_price: Price,
+    /// `last_price_record(spec.id, last_price)`, the last price's record in the state digest
+    /// (derived, kept so that a new price costs one record hash, not two).
+    last_record: u64,
     /// Holder chunks (NONE if none) and the number of holders (positions, open or flat).
     holders_first: u32,
     holders_last: u32,
@@ -885,12 +888,13 @@ impl StateMachine {
                     spec,
                     explicit_mark: 0,
                     last_price: 0,
+                    last_record: last_price_record(spec.id, 0),
                     holders_first: NONE,
                     holders_last: NONE,
                     holders: 0,
                 };
                 self.digest.add(instrument_record(&ins));
-                self.digest.add(last_price_record(spec.id, 0));
+                self.digest.add(ins.last_record);
                 self.instruments.push(ins);
             }
         }
@@ -1038,9 +1042,9 @@ impl StateMachine {
         let ins = unsafe { at_mut(&mut self.instruments, col) };
         if ins.last_price != t.price {
             let id = ins.spec.id;
-            self.digest
-                .replace(last_price_record(id, ins.last_price), last_price_record(id, t.price));
-            ins.last_price = t.price;
+            let new = last_price_record(id, t.price);
+            self.digest.replace(ins.last_record, new);
+            (ins.last_price, ins.last_record) = (t.price, new);
         }
         let index = self.trades.len() as u32;
         let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
@@ -1745,8 +1749,9 @@ impl StateMachine {
             if mark < 0 || last < 0 {
                 return Err(Invalid("negative mark or price"));
             }
-            (sm.instruments[before].explicit_mark, sm.instruments[before].last_price) =
-                (mark, last);
+            let ins = &mut sm.instruments[before];
+            (ins.explicit_mark, ins.last_price) = (mark, last);
+            ins.last_record = last_price_record(spec.id, last);
         }
         for &(spec, collateral) in &snap.accounts {
             let before = sm.accounts.len();
@@ -1883,6 +1888,7 @@ impl Snapshot {
                 spec,
                 explicit_mark,
                 last_price,
+                last_record: 0, // not part of the instrument's record
                 holders_first: NONE,
                 holders_last: NONE,
                 holders: 0,
