@@ -2122,6 +2122,16 @@ mod tests {
         ]
     }
 
+    /// A trade's quantity: mostly small, with values whose books do not fit 64 bits.
+    fn trade_qty() -> impl Strategy<Value = i64> {
+        prop_oneof![8 => 1..2_000i64, 1 => Just(1i64 << 40), 1 => Just(i64::MAX)]
+    }
+
+    /// A trade's price in hundredths: mostly 0.01-10.00, sometimes huge.
+    fn trade_price() -> impl Strategy<Value = i64> {
+        prop_oneof![8 => 1..1_000i64, 1 => Just(1i64 << 40)]
+    }
+
     /// Money near the fast checks' bound (+-2^125) and i128's, as well as anywhere.
     fn far_money() -> impl Strategy<Value = Money> {
         prop_oneof![
@@ -2209,6 +2219,81 @@ mod tests {
             let mut out = Leg::default();
             let fast = sm.leg(0, 0, &old, f, &mut out).map(|()| out);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
+        }
+
+        /// A trade between two holders that does not move the mark, booked by `book_held` (its
+        /// lookups made first, as `apply` makes them), leaves the same state, events and
+        /// rejection as the general `book_legs` (no hints: the trade looks everything up), at
+        /// every magnitude: `book_held` only ever declines, never answers differently.
+        #[test]
+        fn a_trade_between_holders_is_booked_alike_by_both_paths(
+            m in prop_oneof![Just(1i64), 1..1_000i64, Just(1 << 40)],
+            bps in 0..=MARGIN_BPS_MAX,
+            opening in [(trade_qty(), trade_price()), (trade_qty(), trade_price())],
+            (qty, price) in (trade_qty(), trade_price()),
+            (collateral, max_loss) in (money(), prop_oneof![Just(0), 1..(1i128 << 40)]),
+        ) {
+            let mark = 500 * PRICE_SCALE;
+            let build = || {
+                let limits =
+                    Limits { accounts_max: 4, instruments_max: 1, positions_max: 8, trades_max: 8 };
+                let mut sm = StateMachine::new(limits).expect("limits");
+                let ins = InstrumentSpec { id: 1, multiplier: m, margin_bps: bps, settle_days: 2 };
+                let mut seq = 0;
+                let mut apply = |sm: &mut StateMachine, c: Command| {
+                    seq += 1;
+                    let _ = sm.apply(&c, seq, 0);
+                };
+                apply(&mut sm, Command::UpsertInstrument(ins));
+                apply(&mut sm, Command::MarkPrice { instrument: 1, price: mark });
+                for id in 1..=3 {
+                    let spec = AccountSpec {
+                        id,
+                        max_position: 0,
+                        max_notional: 0,
+                        max_loss,
+                        suspended: false,
+                    };
+                    apply(&mut sm, Command::UpsertAccount(spec));
+                    apply(&mut sm, Command::AdjustCollateral { account: id, amount: collateral });
+                }
+                // Accounts 1 and 2 each open a position against account 3 (which may fail: the
+                // trade below then opens it, and both paths take `book_legs`).
+                for (k, (q, p)) in opening.iter().enumerate() {
+                    let (buy, sell) = if k == 0 { (1, 3) } else { (3, 2) };
+                    let t = Trade {
+                        trade_id: 100 + k as u64,
+                        buy,
+                        sell,
+                        instrument: 1,
+                        qty: *q,
+                        price: *p * (PRICE_SCALE / 100),
+                        trade_date: 20260105,
+                    };
+                    apply(&mut sm, Command::ClearTrade(t));
+                }
+                sm
+            };
+            let t = Trade {
+                trade_id: 1,
+                buy: 2,
+                sell: 1,
+                instrument: 1,
+                qty,
+                price: price * (PRICE_SCALE / 100),
+                trade_date: 20260105,
+            };
+            let mut held = build();
+            let held_result = held.apply(&Command::ClearTrade(t), 50, 0).map(<[Event]>::to_vec);
+            let mut general = build();
+            let general_result = general
+                .apply_hinted(&Command::ClearTrade(t), 50, 0, &Legs::NONE)
+                .map(<[Event]>::to_vec);
+            prop_assert_eq!(held_result, general_result);
+            prop_assert_eq!(held.state_hash(), general.state_hash());
+            for id in 1..=3 {
+                prop_assert_eq!(held.account(id), general.account(id));
+            }
         }
 
         /// The checks (limits kept as caps, the valuation unchecked when every value is far
