@@ -348,11 +348,17 @@ const FLOOR_TABLE_BYTES: usize = 128 << 20;
 /// (12.8 MB) and their index fit the L3, and each is touched ~10x as often as a position's.
 const FLOOR_LINES: usize = 4;
 
+/// Rounds of independent compute per item for the floor "behind compute": four chains of
+/// multiplies, rotates and adds (~100 ns an item here), about a cache-resident trade's time.
+const FLOOR_WORK: u32 = 100;
+
 /// The memory floor of a trade on a book larger than the caches: `items` random 64-byte lines
 /// of a `FLOOR_TABLE_BYTES` table read and written, `lines` per item, each prefetched
-/// `2 * PREFETCH_DISTANCE` items ahead as `apply_batch` prefetches (no computation): ns per
-/// item, the median of `reps`. What no layout touching that many random lines can beat here.
-fn memory_floor(lines: usize, items: usize, reps: usize) -> f64 {
+/// `2 * PREFETCH_DISTANCE` items ahead as `apply_batch` prefetches, then `work` rounds of
+/// compute that depends on no line (0: none): ns per item, the median of `reps`. With no work,
+/// what no layout touching that many random lines can beat here; with work, less the same work
+/// alone (`lines` 0), what the lines still cost when there is other work to hide them behind.
+fn memory_floor(lines: usize, items: usize, reps: usize, work: u32) -> f64 {
     let n = FLOOR_TABLE_BYTES / 64;
     // SAFETY: all-zero bits are a valid [u64; 8].
     let mut table: Box<[[u64; 8]]> = unsafe { novate_core::map::zeroed_slice(n) };
@@ -362,6 +368,7 @@ fn memory_floor(lines: usize, items: usize, reps: usize) -> f64 {
     let ahead = 2 * PREFETCH_DISTANCE;
     let mut times = Vec::new();
     let mut acc = 0u64;
+    let mut chains = [1u64, 2, 3, 4];
     for _ in 0..=reps {
         let t0 = Instant::now();
         for i in 0..items {
@@ -373,6 +380,14 @@ fn memory_floor(lines: usize, items: usize, reps: usize) -> f64 {
                 line[0] = line[0].wrapping_add(acc);
                 acc ^= line[1];
             }
+            let [mut a, mut b, mut c, mut d] = chains;
+            for _ in 0..work {
+                a = a.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                b = b.rotate_left(7) ^ a;
+                c = c.wrapping_add(b >> 3);
+                d ^= c.wrapping_mul(3);
+            }
+            chains = black_box([a, b, c, d]);
         }
         times.push(t0.elapsed().as_secs_f64() * 1e9 / items as f64);
     }
@@ -459,8 +474,10 @@ fn main() {
             );
         }
         if sc.name == "1m" {
-            let one = memory_floor(1, sz.n, sz.reps);
-            let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps);
+            let one = memory_floor(1, sz.n, sz.reps, 0);
+            let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps, 0);
+            let work = memory_floor(0, sz.n, sz.reps, FLOOR_WORK);
+            let behind = memory_floor(FLOOR_LINES, sz.n, sz.reps, FLOOR_WORK);
             println!(
                 "memory floor (random 64 B lines of a {} MiB table, read and written, prefetched \
                  {} ahead, no computation): 1 line {one:.1} ns; {FLOOR_LINES} lines (a 1M-book \
@@ -470,6 +487,12 @@ fn main() {
                 2 * PREFETCH_DISTANCE,
                 1e3 / floor,
                 uniform_batch / floor
+            );
+            println!(
+                "memory floor behind compute: {FLOOR_LINES} lines an item with {work:.1} ns of \
+                 independent compute an item take {behind:.1} ns: the lines add {:.1} ns \
+                 (alone {floor:.1})",
+                behind - work
             );
             big = Some((probe, prefill, setup));
         }
