@@ -341,12 +341,14 @@ fn bench_peer(
 /// in it come from DRAM as the 1M-book trades' do.
 const FLOOR_TABLE_BYTES: usize = 128 << 20;
 
-/// Lines of a trade on the uniform 1M book that are out of the caches by their tables' sizes
-/// alone: its two positions and their two position-index slots. Not counted: its trade-id slot,
-/// which it shares with the three ids before or after it (`SeqKey`: the bench's ids are
-/// consecutive, as a venue's are), and its two accounts' lines: 100k accounts' hot lines
-/// (12.8 MB) and their index fit the L3, and each is touched ~10x as often as a position's.
-const FLOOR_LINES: usize = 4;
+/// Lines of a trade on the uniform 1M book that come from DRAM: its two positions, their two
+/// position-index slots, and its two accounts' two hot lines each (100k accounts' 12.8 MB of hot
+/// lines do not stay in the L3 next to ~100 MB of positions and indices: without their prefetch a
+/// trade takes ~130 ns longer, PERFORMANCE.md, eighteenth session). Not counted: its trade-id
+/// slot, which it shares with the three ids before or after it (`SeqKey`: the bench's ids are
+/// consecutive, as a venue's are), and its two account-index slots (a 4 MiB table: not measured
+/// apart).
+const FLOOR_LINES: usize = 8;
 
 /// Rounds of independent compute per item for the floor "behind compute": four chains of
 /// multiplies, rotates and adds (~100 ns an item here), about a cache-resident trade's time.
@@ -481,7 +483,7 @@ fn main() {
             println!(
                 "memory floor (random 64 B lines of a {} MiB table, read and written, prefetched \
                  {} ahead, no computation): 1 line {one:.1} ns; {FLOOR_LINES} lines (a 1M-book \
-                 trade's out-of-cache lines) {floor:.1} ns/trade ({:.2} M/s); \
+                 trade's lines from DRAM) {floor:.1} ns/trade ({:.2} M/s); \
                  1m/uniform apply_batch / floor = {:.2}x",
                 FLOOR_TABLE_BYTES >> 20,
                 2 * PREFETCH_DISTANCE,
