@@ -1322,9 +1322,10 @@ impl StateMachine {
         // SAFETY: a slot of the position index, or just allocated (`at`).
         let p = unsafe { at_mut(&mut self.positions, slot) };
         (p.book, p.record) = (b, new);
-        // SAFETY: a trade's second and third events and its first and second changed slots
-        // (`clear_trade` pushes the first event; `changed` and `events` are cleared by every
-        // command and hold at least 2 and TRADE_EVENTS_MAX + 1 items: `StateMachine::new`).
+        // SAFETY: the second and third events and the first and second changed slots of a
+        // trade or a bust (`clear_trade` or `bust_trade` pushes the first event, then both legs
+        // are written); `changed` and `events` are cleared by every command and hold at least 2
+        // and TRADE_EVENTS_MAX + 1 items (`StateMachine::new`).
         unsafe {
             push_unchecked(&mut self.changed, slot);
             push_unchecked(
