@@ -351,7 +351,7 @@ const FLOOR_TABLE_BYTES: usize = 128 << 20;
 const FLOOR_LINES: usize = 8;
 
 /// Rounds of independent compute per item for the floor "behind compute": four chains of
-/// multiplies, rotates and adds (~100 ns an item here), about a cache-resident trade's time.
+/// multiplies, rotates and adds (117-129 ns an item here), about a cache-resident trade's time.
 const FLOOR_WORK: u32 = 100;
 
 /// The memory floor of a trade on a book larger than the caches: `items` random 64-byte lines

@@ -188,11 +188,10 @@ impl Account {
     fn set_spec(&mut self, s: AccountSpec) {
         (self.id, self.max_position, self.max_notional, self.max_loss, self.suspended) =
             (s.id, s.max_position, s.max_notional, s.max_loss, s.suspended);
-        let none_if_zero = |limit: i128, none: i128| if limit == 0 { none } else { limit };
-        self.notional_cap = none_if_zero(s.max_notional, i128::MAX);
+        self.notional_cap = if s.max_notional == 0 { i128::MAX } else { s.max_notional };
         // -max_loss fits: max_loss >= 0.
-        self.loss_floor = none_if_zero(-s.max_loss, i128::MIN);
-        self.position_cap = none_if_zero(i128::from(s.max_position), u64::MAX.into()) as u64;
+        self.loss_floor = if s.max_loss == 0 { i128::MIN } else { -s.max_loss };
+        self.position_cap = if s.max_position == 0 { u64::MAX } else { s.max_position as u64 };
     }
 }
 
@@ -687,6 +686,7 @@ impl StateMachine {
             Command::CheckOrder { account, instrument, side, qty, price } => {
                 self.check_order(account, instrument, side.signed(qty), qty, price)?
             }
+            // Taken above; the arm keeps the match exhaustive without a panic path.
             Command::ClearTrade(ref t) => self.clear_trade(t, hints)?,
             Command::BustTrade { trade_id } => self.bust_trade(trade_id)?,
             Command::MarkPrice { instrument, price } => self.mark_price(instrument, price)?,
