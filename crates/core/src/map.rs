@@ -23,11 +23,19 @@ pub fn fmix64(mut k: u64) -> u64 {
     k ^ (k >> 33)
 }
 
+/// The index keys' mixer: one 64x64 -> 128-bit multiply, its halves folded (the wyhash
+/// "mum"); every bit of `k` reaches the low bits that pick a slot.
+#[inline(always)]
+pub fn mix64(k: u64) -> u64 {
+    let r = u128::from(k ^ 0x2d35_8dcc_aa6c_78a5) * u128::from(0x8bb8_4b93_962e_acc9u64);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
 impl MapKey for u64 {
     const EMPTY: u64 = 0;
     #[inline]
     fn hash64(&self) -> u64 {
-        fmix64(*self)
+        mix64(*self)
     }
     fn is_zero(&self) -> bool {
         *self == 0
@@ -45,7 +53,7 @@ impl MapKey for SeqKey {
     const EMPTY: SeqKey = SeqKey(0);
     #[inline]
     fn hash64(&self) -> u64 {
-        fmix64(self.0 >> 2) << 2 | (self.0 & 3)
+        mix64(self.0 >> 2) << 2 | (self.0 & 3)
     }
     fn is_zero(&self) -> bool {
         self.0 == 0
@@ -68,7 +76,7 @@ impl MapKey for PairKey {
     #[inline]
     fn hash64(&self) -> u64 {
         let a = u64::from(self.0[0]) | u64::from(self.0[1]) << 32;
-        fmix64(a ^ u64::from(self.0[2]).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        mix64(a ^ u64::from(self.0[2]).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
     fn is_zero(&self) -> bool {
         self.0 == [0; 3]
@@ -417,6 +425,53 @@ pub fn prefetch_ptr(p: *const u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mean probe length of a successful lookup (1 = found in its home slot) for `keys`
+    /// inserted in a map sized for them, and the longest probe.
+    fn probes<K: MapKey>(keys: impl Iterator<Item = K>, n: usize) -> (f64, usize) {
+        let mut m: FixedMap<K> = FixedMap::new(n);
+        let keys: Vec<K> = keys.collect();
+        for (v, k) in keys.iter().enumerate() {
+            m.insert(*k, v as u32).unwrap();
+        }
+        let mut sum = 0;
+        let mut max = 0;
+        for k in &keys {
+            let home = m.home(k);
+            let mut i = home;
+            while m.entries[i].key != *k {
+                i = (i + 1) & m.mask;
+            }
+            let len = ((i + m.mask + 1 - home) & m.mask) + 1;
+            (sum, max) = (sum + len, max.max(len));
+        }
+        (sum as f64 / keys.len() as f64, max)
+    }
+
+    #[test]
+    fn the_mixer_spreads_the_key_shapes_the_engine_sees_as_random_hashes_would() {
+        // Linear probing with random hashes: ~1.3 probes at this load (n keys in
+        // 2n.next_power_of_two() slots: 0.38); a mixer that let structured keys cluster would
+        // take several times that. Trade ids in order fill their four-slot groups (`SeqKey`),
+        // which then collide as units: ~2.1 (fmix64 gave 2.2).
+        let n = 100_000;
+        let check = |name: &str, (mean, max): (f64, usize)| {
+            let bound = if name.starts_with("trade ids in order") { 2.5 } else { 1.5 };
+            assert!(mean < bound && max < 64, "{name}: mean {mean:.3}, longest {max}");
+        };
+        check("ids 1..n", probes(1..=n as u64, n));
+        check("ids with a member prefix", probes((0..n as u64).map(|k| (k % 97 + 1) << 40 | k), n));
+        check("strided ids", probes((1..=n as u64).map(|k| k << 20), n));
+        let pairs = (1..=10_000u64).flat_map(|a| (1..=10u32).map(move |i| PairKey::new(a, i)));
+        check("positions", probes(pairs, n));
+        let wide = (1..=100u64).flat_map(|a| (1..=1_000u32).map(move |i| PairKey::new(a << 32, i)));
+        check("positions of ids past 2^32", probes(wide, n));
+        check("trade ids in order", probes((1..=n as u64).map(SeqKey), n));
+        check(
+            "trade ids of several venues",
+            probes((0..n as u64).map(|k| SeqKey((k % 7 + 1) << 48 | k)), n),
+        );
+    }
 
     #[test]
     fn insert_get_and_full() {
