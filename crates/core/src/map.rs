@@ -23,11 +23,17 @@ pub fn fmix64(mut k: u64) -> u64 {
     k ^ (k >> 33)
 }
 
-/// The index keys' mixer: one 64x64 -> 128-bit multiply, its halves folded (the wyhash
-/// "mum"); every bit of `k` reaches the low bits that pick a slot.
+/// The index keys' mixer: the key's high half folded onto its low half (a bijection), then
+/// one 64x64 -> 128-bit multiply with its halves folded (the wyhash "mum"): about half the
+/// work of murmur3's finaliser ([`fmix64`]), in a shorter dependency chain.
+///
+/// Without the first fold, keys whose low bits are all equal (a counter in the high bits,
+/// strides of 2^24 and more) leave the product's low half constant there and cluster: 3.2-6.6
+/// probes a lookup instead of 1.3 (the test below).
 #[inline(always)]
 pub fn mix64(k: u64) -> u64 {
-    let r = u128::from(k ^ 0x2d35_8dcc_aa6c_78a5) * u128::from(0x8bb8_4b93_962e_acc9u64);
+    let x = k ^ (k >> 32) ^ 0x2d35_8dcc_aa6c_78a5;
+    let r = u128::from(x) * u128::from(0x8bb8_4b93_962e_acc9u64);
     (r as u64) ^ ((r >> 64) as u64)
 }
 
@@ -453,7 +459,7 @@ mod tests {
         // Linear probing with random hashes: ~1.3 probes at this load (n keys in
         // 2n.next_power_of_two() slots: 0.38); a mixer that let structured keys cluster would
         // take several times that. Trade ids in order fill their four-slot groups (`SeqKey`),
-        // which then collide as units: ~2.1 (fmix64 gave 2.2).
+        // which then collide as units: ~1.8-2.1 (fmix64 gave 1.8-2.2).
         let n = 100_000;
         let check = |name: &str, (mean, max): (f64, usize)| {
             let bound = if name.starts_with("trade ids in order") { 2.5 } else { 1.5 };
@@ -462,11 +468,17 @@ mod tests {
         check("ids 1..n", probes(1..=n as u64, n));
         check("ids with a member prefix", probes((0..n as u64).map(|k| (k % 97 + 1) << 40 | k), n));
         check("strided ids", probes((1..=n as u64).map(|k| k << 20), n));
+        check("ids strided by 2^24", probes((1..=n as u64).map(|k| k << 24), n));
+        check("ids counted in the high bits", probes((1..=n as u64).map(|k| k << 40 | 7), n));
         let pairs = (1..=10_000u64).flat_map(|a| (1..=10u32).map(move |i| PairKey::new(a, i)));
         check("positions", probes(pairs, n));
         let wide = (1..=100u64).flat_map(|a| (1..=1_000u32).map(move |i| PairKey::new(a << 32, i)));
         check("positions of ids past 2^32", probes(wide, n));
         check("trade ids in order", probes((1..=n as u64).map(SeqKey), n));
+        check(
+            "trade ids in order, counted in the high bits",
+            probes((1..=n as u64).map(|k| SeqKey(k << 40)), n),
+        );
         check(
             "trade ids of several venues",
             probes((0..n as u64).map(|k| SeqKey((k % 7 + 1) << 48 | k)), n),
