@@ -465,7 +465,10 @@ export class Client extends ClearingCommands implements Clearing {
     };
   }
 
-  /** The state hash after every command sent before this call was applied. */
+  /**
+   * The state hash after every command sent before this call was applied. It resolves after
+   * every event of those commands has reached this connection's subscriptions.
+   */
   async stateHash(): Promise<bigint> {
     const m = await this.query({ template: 'QueryStateHash', value: {} });
     if (m.template !== 'StateHashReport') throw new ClosedError(`novated answered ${m.template}`);

@@ -12,7 +12,8 @@
 //!   they are as of, and are answered at once (they may overtake the answers of commands sent
 //!   before them); an unknown position or instrument is a report with `found = False`. The
 //!   state hash travels through the pipeline as a barrier and is answered in order with the
-//!   commands.
+//!   commands, after every event of the commands before it that the connection's subscriptions
+//!   take: read up to its report, a member has all of those events.
 //! - Event subscriptions, on the same connection: `Subscribe{requestId, accountId (0: all),
 //!   kinds (bit k = event kind k as in crates/core; 0: all)}` is answered by
 //!   `SubscriptionStatus{subscription = requestId, Subscribed}`; from then on the events that
@@ -677,6 +678,49 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// Move each subscription's events into the outbox, in batches (a status `Events` with the
+    /// count, then the SBE event frames; at most `EVENTS_PER_BATCH` a batch), then its end if
+    /// it overflowed or the engine closed it (dropping it). One batch each, or with `all`
+    /// every event it holds now (not those that come meanwhile: the loop is bounded).
+    /// `events` is scratch. True if anything came.
+    fn take_events(&mut self, events: &mut Vec<u8>, all: bool) -> bool {
+        let mut progressed = false;
+        let mut event_frame = [0u8; 256];
+        let mut subs = std::mem::take(&mut self.subs);
+        subs.retain_mut(|(id, sub)| {
+            let mut left = if all { sub.available() } else { EVENTS_PER_BATCH };
+            loop {
+                events.clear();
+                let mut count = 0u32;
+                let max = left.clamp(1, EVENTS_PER_BATCH);
+                let (read, status) = sub.poll(max, |seq, e| {
+                    let n = write_frame(&mut event_frame, |b| encode_event(b, seq, e)).unwrap_or(0);
+                    if n > 0 {
+                        events.extend_from_slice(&event_frame[..n]);
+                        count += 1;
+                    }
+                });
+                if count > 0 {
+                    progressed = true;
+                    self.status(*id, SubscriptionState::Events, count);
+                    self.out.extend_from_slice(events);
+                }
+                left = left.saturating_sub(read);
+                let end = match status {
+                    SubStatus::Open if left > 0 && read == max => continue,
+                    SubStatus::Open => return true,
+                    SubStatus::Overflowed => SubscriptionState::Overflow,
+                    SubStatus::Closed => SubscriptionState::Closed,
+                };
+                progressed = true;
+                self.status(*id, end, 0);
+                return false;
+            }
+        });
+        self.subs = subs;
+        progressed
+    }
+
     fn report(&mut self, r: &Report) {
         put_report(&mut self.out, r);
     }
@@ -785,6 +829,10 @@ impl Writer {
                     }
                     if let Some(k) = o.hash_queries.iter().position(|(r, _)| *r == a.request_id) {
                         let (_, request_id) = o.hash_queries.swap_remove(k);
+                        // The events of the commands before the query were handed to the
+                        // subscriptions before this answer: they go out first, so the answer
+                        // follows every event of the commands it covers on this connection.
+                        progressed |= o.take_events(&mut self.events, true);
                         o.report(&Report::StateHash { request_id, seq, hash });
                     }
                     0
@@ -801,38 +849,7 @@ impl Writer {
                 break;
             }
         }
-        if o.subs.is_empty() {
-            return progressed;
-        }
-        let mut event_frame = [0u8; 256];
-        let events = &mut self.events;
-        let mut subs = std::mem::take(&mut o.subs);
-        subs.retain_mut(|(id, sub)| {
-            events.clear();
-            let mut count = 0u32;
-            let (_, status) = sub.poll(EVENTS_PER_BATCH, |seq, e| {
-                let n = write_frame(&mut event_frame, |b| encode_event(b, seq, e)).unwrap_or(0);
-                if n > 0 {
-                    events.extend_from_slice(&event_frame[..n]);
-                    count += 1;
-                }
-            });
-            if count > 0 {
-                progressed = true;
-                o.status(*id, SubscriptionState::Events, count);
-                o.out.extend_from_slice(events);
-            }
-            let end = match status {
-                SubStatus::Open => return true,
-                SubStatus::Overflowed => SubscriptionState::Overflow,
-                SubStatus::Closed => SubscriptionState::Closed,
-            };
-            progressed = true;
-            o.status(*id, end, 0);
-            false
-        });
-        o.subs = subs;
-        progressed
+        progressed | o.take_events(&mut self.events, false)
     }
 
     /// The reader's turn: gather and write as much as the socket takes without blocking. True

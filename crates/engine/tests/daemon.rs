@@ -499,6 +499,59 @@ fn subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typ
     s.shutdown();
 }
 
+/// A state hash answers for every command before it on the connection, and it comes after
+/// every event of those commands that the connection's subscriptions take: read up to the
+/// answer, a member has all of them (the SDK's `stateHash()` relies on it).
+#[test]
+fn a_state_hash_follows_every_event_of_the_commands_before_it() {
+    // 5 events each (cleared, two positions, and a margin call for each account, which has no
+    // collateral): several writer batches (EVENTS_PER_BATCH) of them.
+    const TRADES: u64 = 3_000;
+    let s = server(5_000, 4096);
+    set_up(&s);
+    let mut t = connect(&s);
+    let sub = Request::Subscribe { request_id: 1, account: 0, kinds: 0 };
+    t.write_all(&request(sub)).unwrap();
+    let subscribed =
+        Report::Subscription { subscription: 1, state: SubscriptionState::Subscribed, events: 0 };
+    assert_eq!(report(&read_frames(&mut t, 1)[0].0), subscribed);
+    let mut out = Vec::new();
+    for id in 1..=TRADES {
+        out.extend(frame(100 + id, &trade(id)));
+    }
+    out.extend(request(Request::StateHash { request_id: 2 }));
+    t.write_all(&out).unwrap();
+    let (mut events, mut acks) = (0, 0);
+    // Frames as they come (`read_frames` drops a partial frame at the end of its last read).
+    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 65536]);
+    'read: loop {
+        while let Ok(Some((_, len))) = parse_frame(&buf) {
+            let payload = buf[6..len].to_vec();
+            buf.drain(..len);
+            match decode_exact(&payload).unwrap() {
+                Message::Ack(_) => acks += 1,
+                m => match m.report() {
+                    Some(Report::Subscription { state: SubscriptionState::Events, .. }) => {}
+                    Some(Report::StateHash { request_id: 2, seq, .. }) => {
+                        assert_eq!(seq, 3 + TRADES);
+                        break 'read;
+                    }
+                    Some(r) => panic!("{r:?}"),
+                    None => events += 1,
+                },
+            }
+        }
+        match t.read(&mut chunk) {
+            Ok(0) | Err(_) => panic!("the connection ended before the state hash"),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    assert_eq!(acks, TRADES);
+    assert_eq!(events, 5 * TRADES, "every event of the trades came before the state hash");
+    drop(t);
+    s.shutdown();
+}
+
 #[test]
 fn the_journal_keeps_each_members_request_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -602,6 +655,7 @@ mod fused {
         one_connection_pipelines_many_requests_each_answered_once,
         garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
         subscriptions_stream_event_batches_on_the_connection_and_bad_requests_are_typed,
+        a_state_hash_follows_every_event_of_the_commands_before_it,
         a_member_that_stops_reading_and_sending_is_cut_off_too,
         waiting_members_on_many_connections_are_each_answered_once,
     );
@@ -623,6 +677,7 @@ mod busy_poll {
     polling_twins!(
         one_connection_pipelines_many_requests_each_answered_once,
         garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon,
+        a_state_hash_follows_every_event_of_the_commands_before_it,
         a_member_that_stops_reading_and_sending_is_cut_off_too,
         waiting_members_on_many_connections_are_each_answered_once,
     );

@@ -30,7 +30,8 @@ pub enum Request {
         request_id: RequestId,
         instrument: InstrumentId,
     },
-    /// The state hash after every command sent before it on the connection.
+    /// The state hash after every command sent before it on the connection; its report comes
+    /// after every event of those commands that the connection's subscriptions take.
     StateHash {
         request_id: RequestId,
     },
