@@ -220,6 +220,16 @@ impl Instrument {
             self.last_price
         }
     }
+
+    /// Set the last cleared trade price (and its digest record); the records it replaces and
+    /// puts in the digest (old, new).
+    #[inline(always)]
+    fn set_last_price(&mut self, price: Price) -> (u64, u64) {
+        let new = last_price_record(self.spec.id, price);
+        let old = std::mem::replace(&mut self.last_record, new);
+        self.last_price = price;
+        (old, new)
+    }
 }
 
 /// One cache line per position.
@@ -883,8 +893,8 @@ impl StateMachine {
                 }
                 self.instruments[col as usize].spec = spec;
                 self.digest.replace(
-                    instrument_record(&ins),
-                    instrument_record(&Instrument { spec, ..ins }),
+                    instrument_record(&ins.spec, ins.explicit_mark),
+                    instrument_record(&spec, ins.explicit_mark),
                 );
             }
             None => {
@@ -901,7 +911,7 @@ impl StateMachine {
                     holders_last: NONE,
                     holders: 0,
                 };
-                self.digest.add(instrument_record(&ins));
+                self.digest.add(instrument_record(&spec, 0));
                 self.digest.add(ins.last_record);
                 self.instruments.push(ins);
             }
@@ -1049,10 +1059,8 @@ impl StateMachine {
         // SAFETY: as above.
         let ins = unsafe { at_mut(&mut self.instruments, col) };
         if ins.last_price != t.price {
-            let id = ins.spec.id;
-            let new = last_price_record(id, t.price);
-            self.digest.replace(ins.last_record, new);
-            (ins.last_price, ins.last_record) = (t.price, new);
+            let (old, new) = ins.set_last_price(t.price);
+            self.digest.replace(old, new);
         }
         let index = self.trades.len() as u32;
         let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
@@ -1759,8 +1767,8 @@ impl StateMachine {
                 return Err(Invalid("negative mark or price"));
             }
             let ins = &mut sm.instruments[before];
-            (ins.explicit_mark, ins.last_price) = (mark, last);
-            ins.last_record = last_price_record(spec.id, last);
+            ins.explicit_mark = mark;
+            ins.set_last_price(last); // the digest is set from the snapshot's records below
         }
         for &(spec, collateral) in &snap.accounts {
             let before = sm.accounts.len();
@@ -1836,9 +1844,9 @@ impl StateMachine {
 
     fn set_explicit_mark(&mut self, col: u32, price: Price) {
         let ins = &mut self.instruments[col as usize];
-        let old = instrument_record(ins);
+        let old = instrument_record(&ins.spec, ins.explicit_mark);
         ins.explicit_mark = price;
-        self.digest.replace(old, instrument_record(ins));
+        self.digest.replace(old, instrument_record(&ins.spec, price));
     }
 }
 
@@ -1893,15 +1901,7 @@ impl Snapshot {
     fn digest(&self) -> Digest {
         let mut d = Digest::default();
         for &(spec, explicit_mark, last_price) in &self.instruments {
-            d.add(instrument_record(&Instrument {
-                spec,
-                explicit_mark,
-                last_price,
-                last_record: 0, // not part of the instrument's record
-                holders_first: NONE,
-                holders_last: NONE,
-                holders: 0,
-            }));
+            d.add(instrument_record(&spec, explicit_mark));
             d.add(last_price_record(spec.id, last_price));
         }
         for (spec, collateral) in &self.accounts {
@@ -1935,10 +1935,9 @@ fn money(x: Money) -> [u64; 2] {
 
 /// An instrument's spec and explicit mark; its last trade price is a record of its own
 /// ([`last_price_record`]) because every trade may move it.
-fn instrument_record(i: &Instrument) -> u64 {
-    let s = &i.spec;
+fn instrument_record(s: &InstrumentSpec, explicit_mark: Price) -> u64 {
     let w = [u64::from(s.id), s.multiplier as u64, s.margin_bps as u64, u64::from(s.settle_days)];
-    record(1, [w[0], w[1], w[2], w[3], i.explicit_mark as u64])
+    record(1, [w[0], w[1], w[2], w[3], explicit_mark as u64])
 }
 
 fn last_price_record(instrument: InstrumentId, price: Price) -> u64 {
