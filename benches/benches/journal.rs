@@ -452,7 +452,7 @@ fn snapshot_benches(root: &Path, sz: &Sizes) {
         write.push(t.elapsed());
         drop(snap);
         let t = Instant::now();
-        let (_, back) = store.load(info.seq, limits).expect("load");
+        let (_, mut back) = store.load(info.seq, limits).expect("load");
         load.push(t.elapsed());
         assert_eq!(back.state_hash(), h);
     }

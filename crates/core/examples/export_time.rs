@@ -31,7 +31,7 @@ fn main() {
         };
         assert!(book.apply(Command::ClearTrade(t)), "trade {trade_id} accepted");
     }
-    let sm = &book.sm;
+    let sm = &mut book.sm;
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

@@ -202,8 +202,9 @@ struct Instrument {
     explicit_mark: Price,
     /// Last cleared trade price; 0 = none yet.
     last_price: Price,
-    /// `last_price_record(spec.id, last_price)`, the last price's record in the state digest
-    /// (derived, kept so that a new price costs one record hash, not two).
+    /// `last_price_record(spec.id, last_price)`, the last price's record as the state digest
+    /// holds it; 0 while it is out of the digest (the price changed since the digest was last
+    /// settled, and the column is in `dirty_prices`: see [`StateMachine::settle_digest`]).
     last_record: u64,
     /// Holder chunks (NONE if none) and the number of holders (positions, open or flat).
     holders_first: u32,
@@ -220,16 +221,6 @@ impl Instrument {
             self.last_price
         }
     }
-
-    /// Set the last cleared trade price (and its digest record); the records it replaces and
-    /// puts in the digest (old, new).
-    #[inline(always)]
-    fn set_last_price(&mut self, price: Price) -> (u64, u64) {
-        let new = last_price_record(self.spec.id, price);
-        let old = std::mem::replace(&mut self.last_record, new);
-        self.last_price = price;
-        (old, new)
-    }
 }
 
 /// One cache line per position.
@@ -239,8 +230,9 @@ struct Position {
     book: Book,
     account: u32,
     instrument: u32,
-    /// This position's record hash in the state digest (derived from the other fields, kept
-    /// so replacing it costs one record hash, not two).
+    /// This position's record hash as the state digest holds it (derived from the other
+    /// fields); 0 while it is out of the digest (the book changed since the digest was last
+    /// settled, and the slot is in `dirty_positions`: see [`StateMachine::settle_digest`]).
     record: u64,
 }
 
@@ -547,9 +539,16 @@ pub struct StateMachine {
     /// trades share their date, so the calendar check runs once per change of date. A cache
     /// of a pure function: not state, not hashed, not in snapshots.
     valid_date: Date,
-    /// Order-independent digest of every hashed record (see `state_hash`), kept current by
-    /// every change: O(1) per command.
+    /// Order-independent digest of every hashed record (see `state_hash`) but the position
+    /// books and last prices listed in `dirty_positions` and `dirty_prices`, which are added
+    /// when it is settled ([`settle_digest`](Self::settle_digest)): O(1) per change.
     digest: Digest,
+    /// Position slots whose record is out of the digest (`Position::record` 0), each listed
+    /// once: at most `positions_max`.
+    dirty_positions: Vec<u32>,
+    /// Instrument columns whose last price's record is out of the digest
+    /// (`Instrument::last_record` 0), each listed once: at most `instruments_max`.
+    dirty_prices: Vec<u32>,
 }
 
 impl StateMachine {
@@ -587,6 +586,8 @@ impl StateMachine {
             last_seq: 0,
             valid_date: EPOCH_DATE,
             digest: Digest::default(),
+            dirty_positions: Vec::with_capacity(limits.positions_max as usize),
+            dirty_prices: Vec::with_capacity(limits.instruments_max as usize),
         })
     }
 
@@ -1057,10 +1058,8 @@ impl StateMachine {
             self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         }
         // SAFETY: as above.
-        let ins = unsafe { at_mut(&mut self.instruments, col) };
-        if ins.last_price != t.price {
-            let (old, new) = ins.set_last_price(t.price);
-            self.digest.replace(old, new);
+        if unsafe { at(&self.instruments, col) }.last_price != t.price {
+            self.set_last_price(col, t.price);
         }
         let index = self.trades.len() as u32;
         let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
@@ -1147,11 +1146,9 @@ impl StateMachine {
                 unreachable!("checked in pass 1 and by the terms invariant")
             };
             let Some(new) = at_s(book).terms() else { unreachable!("checked in pass 1") };
-            let record = position_record(account, instrument, &book);
             self.positions[slot as usize].book = book;
-            self.positions[slot as usize].record = record;
+            self.unhash_position(slot);
             self.changed.push(slot);
-            self.digest.replace(p.record, record);
             let acct = &mut self.accounts[p.account as usize];
             let Some(totals) = acct.totals.replaced(&old, &new) else {
                 unreachable!("checked in pass 1")
@@ -1309,8 +1306,8 @@ impl StateMachine {
         }
     }
 
-    /// Store one leg's new book in its position (allocated if `probe` is vacant), keep the
-    /// digest current and note the change and its event.
+    /// Store one leg's new book in its position (allocated if `probe` is vacant), take its
+    /// old record out of the digest and note the change and its event.
     #[inline(always)]
     fn write_leg(
         &mut self,
@@ -1321,23 +1318,13 @@ impl StateMachine {
         instrument: InstrumentId,
         b: Book,
     ) {
-        let new = position_record(id, instrument, &b);
         let slot = match probe {
-            Probe::Found(s) => {
-                // SAFETY: a slot of the position index (`at`).
-                let p = unsafe { at_mut(&mut self.positions, s) };
-                self.digest.replace(p.record, new);
-                s
-            }
-            Probe::Vacant(at) => {
-                let s = self.new_position(row, col, id, instrument, at);
-                self.digest.add(new);
-                s
-            }
+            Probe::Found(s) => s,
+            Probe::Vacant(at) => self.new_position(row, col, id, instrument, at),
         };
         // SAFETY: a slot of the position index, or just allocated (`at`).
-        let p = unsafe { at_mut(&mut self.positions, slot) };
-        (p.book, p.record) = (b, new);
+        unsafe { at_mut(&mut self.positions, slot) }.book = b;
+        self.unhash_position(slot);
         // SAFETY: the second and third events and the first and second changed slots of a
         // trade or a bust (`clear_trade` or `bust_trade` pushes the first event, then both legs
         // are written); `changed` and `events` are cleared by every command and hold at least 2
@@ -1417,8 +1404,12 @@ impl StateMachine {
         let slot = acct.last_chunk * CHUNK_POSITIONS as u32 + lane as u32;
         acct.positions += 1;
         self.positions_len += 1;
+        // Its record is out of the digest until the digest is settled.
         self.positions[slot as usize] =
             Position { book: Book::default(), account: row, instrument: col, record: 0 };
+        // SAFETY: one push per position, and there are at most `positions_max` (checked by
+        // every caller); `dirty_positions` holds that many.
+        unsafe { push_unchecked(&mut self.dirty_positions, slot) };
         let ins = &mut self.instruments[col as usize];
         let lane = ins.holders as usize % CHUNK_HOLDERS;
         if lane == 0 {
@@ -1768,7 +1759,8 @@ impl StateMachine {
             }
             let ins = &mut sm.instruments[before];
             ins.explicit_mark = mark;
-            ins.set_last_price(last); // the digest is set from the snapshot's records below
+            // The digest is set from the snapshot's records below.
+            (ins.last_price, ins.last_record) = (last, last_price_record(spec.id, last));
         }
         for &(spec, collateral) in &snap.accounts {
             let before = sm.accounts.len();
@@ -1822,15 +1814,19 @@ impl StateMachine {
         }
         sm.events.clear();
         sm.last_seq = snap.last_seq;
-        // Every record went through upsert/new_position: set the digest from the records.
+        // Every record was set above, each position's too: the digest is the records'.
+        sm.dirty_positions.clear();
         sm.digest = snap.digest();
         Ok(sm)
     }
 
     /// A stable hash of the whole business state: every instrument, account, position and
     /// remembered trade (independent of internal layout, of insertion order and of
-    /// `seq`/`ts`). O(1): the digest of the records is kept current by every change.
-    pub fn state_hash(&self) -> u64 {
+    /// `seq`/`ts`). The digest of the records is kept by every change, but for the records of
+    /// the positions and last prices changed since the last call, which are hashed now
+    /// ([`settle_digest`](Self::settle_digest)): O(1) per change, amortized.
+    pub fn state_hash(&mut self) -> u64 {
+        self.settle_digest();
         finish_hash(
             [
                 self.instruments.len(),
@@ -1840,6 +1836,57 @@ impl StateMachine {
             ],
             self.digest,
         )
+    }
+
+    /// Put the records of the positions and last prices changed since the digest was last
+    /// settled into it. A trade does not hash its two positions' new books and its price when
+    /// it writes them (~76 instructions a trade; PERFORMANCE.md, twentieth session): it takes
+    /// their old records out of the digest ([`unhash_position`](Self::unhash_position)), and
+    /// they are hashed here, once however many commands changed them.
+    fn settle_digest(&mut self) {
+        // The lists are emptied in place: they keep the capacity the unchecked pushes rely on.
+        for &slot in &self.dirty_positions {
+            let p = &mut self.positions[slot as usize];
+            let (account, ins) = (self.row_ids[p.account as usize], &self.instruments);
+            p.record = position_record(account, ins[p.instrument as usize].spec.id, &p.book);
+            self.digest.add(p.record);
+        }
+        self.dirty_positions.clear();
+        for &col in &self.dirty_prices {
+            let ins = &mut self.instruments[col as usize];
+            ins.last_record = last_price_record(ins.spec.id, ins.last_price);
+            self.digest.add(ins.last_record);
+        }
+        self.dirty_prices.clear();
+    }
+
+    /// Take the record of the position in `slot`, whose book is being changed, out of the
+    /// digest (if it is in: it may have changed already since the digest was settled).
+    #[inline(always)]
+    fn unhash_position(&mut self, slot: u32) {
+        // SAFETY: a slot of the position index (`at`).
+        let p = unsafe { at_mut(&mut self.positions, slot) };
+        if p.record != 0 {
+            self.digest.sub(std::mem::replace(&mut p.record, 0));
+            // SAFETY: a slot is listed only while its record is 0 (it is set again, non-zero,
+            // when the list is emptied), so at most once: at most `positions_max` slots, the
+            // list's capacity.
+            unsafe { push_unchecked(&mut self.dirty_positions, slot) };
+        }
+    }
+
+    /// Set the last cleared trade price of the instrument in `col`, its record out of the
+    /// digest (as [`unhash_position`](Self::unhash_position)).
+    #[inline(always)]
+    fn set_last_price(&mut self, col: u32, price: Price) {
+        // SAFETY: a column of the instrument index (`at`).
+        let ins = unsafe { at_mut(&mut self.instruments, col) };
+        ins.last_price = price;
+        if ins.last_record != 0 {
+            self.digest.sub(std::mem::replace(&mut ins.last_record, 0));
+            // SAFETY: as in `unhash_position`; at most `instruments_max` columns.
+            unsafe { push_unchecked(&mut self.dirty_prices, col) };
+        }
     }
 
     fn set_explicit_mark(&mut self, col: u32, price: Price) {
@@ -1940,8 +1987,10 @@ fn instrument_record(s: &InstrumentSpec, explicit_mark: Price) -> u64 {
     record(1, [w[0], w[1], w[2], w[3], explicit_mark as u64])
 }
 
+/// Never 0, which marks a record out of the digest (`Instrument::last_record`): a hash of 0
+/// is taken as 1 (one chance in 2^64).
 fn last_price_record(instrument: InstrumentId, price: Price) -> u64 {
-    record(5, [u64::from(instrument), price as u64])
+    record(5, [u64::from(instrument), price as u64]).max(1)
 }
 
 fn account_record(s: &AccountSpec, collateral: Money) -> u64 {
@@ -1950,9 +1999,11 @@ fn account_record(s: &AccountSpec, collateral: Money) -> u64 {
     record(2, [s.id, s.max_position as u64, n0, n1, l0, l1, u64::from(s.suspended), c0, c1])
 }
 
+/// Never 0, which marks a record out of the digest (`Position::record`): a hash of 0 is taken
+/// as 1 (one chance in 2^64).
 fn position_record(account: AccountId, instrument: InstrumentId, b: &Book) -> u64 {
     let ([c0, c1], [r0, r1]) = (money(b.cost), money(b.realized));
-    record(3, [account, u64::from(instrument), b.qty as u64, c0, c1, r0, r1])
+    record(3, [account, u64::from(instrument), b.qty as u64, c0, c1, r0, r1]).max(1)
 }
 
 fn trade_record(t: &Trade, busted: bool) -> u64 {

@@ -478,6 +478,43 @@ fn state_hash_of_a_fixed_state_is_pinned() {
 const PINNED_HASH: &str = "58e850bea5f222d8";
 
 #[test]
+fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
+    // Full tables: every position and instrument exists, so the lists of records changed since
+    // the last state hash can hold each once and no more (a position changed twice listed twice
+    // would overrun them: debug builds check the capacity). The hashes equal a fresh replay's.
+    let limits = Limits { accounts_max: 4, instruments_max: 2, positions_max: 8, trades_max: 512 };
+    let (mut a, mut b) = (Sm::with(limits), Sm::with(limits));
+    let mut cmds = vec![instrument(1, 1, 1_000), instrument(2, 50, 500)];
+    for id in 1..=4 {
+        cmds.push(account(id));
+        cmds.push(deposit(id, 1_000_000 * P as i128));
+    }
+    for k in 0..480u64 {
+        let (buy, sell) = (1 + k % 4, 1 + (k + 1 + k / 4 % 3) % 4);
+        let price = (100 + (k % 7) as i64) * P;
+        cmds.push(trade(k + 1, buy, sell, 1 + (k / 3 % 2) as u32, 1 + (k % 5) as i64, price));
+        if k % 97 == 0 {
+            cmds.push(Command::SettlementPrice { instrument: 2, price: 101 * P });
+        }
+    }
+    let mut hashes = Vec::new();
+    for (i, c) in cmds.iter().enumerate() {
+        a.ok(*c);
+        b.ok(*c);
+        if i % 150 == 149 {
+            // `b` is hashed now and then, `a` only at the end.
+            hashes.push(b.sm.state_hash());
+            assert_eq!(b.sm.export().state_hash(), *hashes.last().unwrap());
+        }
+    }
+    assert_eq!(a.sm.positions_len(), 8, "every position is open");
+    assert_eq!(a.sm.state_hash(), b.sm.state_hash());
+    assert_eq!(a.sm.state_hash(), a.sm.export().state_hash());
+    assert_eq!(hashes.len(), cmds.len() / 150);
+    assert!(hashes.windows(2).all(|w| w[0] != w[1]), "the state moved between the hashes");
+}
+
+#[test]
 fn changed_positions_name_the_slots_whose_books_moved() {
     let mut s = setup();
     let slot = |s: &Sm, a, i| s.sm.position_slot(a, i).unwrap();

@@ -418,7 +418,7 @@ impl SnapshotStore {
     /// the stored one.
     pub fn load(&self, seq: Seq, limits: Limits) -> Result<(SnapshotInfo, StateMachine), Error> {
         let (info, snap) = self.read(seq)?;
-        let sm = StateMachine::restore(limits, &snap)
+        let mut sm = StateMachine::restore(limits, &snap)
             .map_err(|e| Error::SnapshotInvalid { seq, why: format!("restore: {e}") })?;
         let hash = sm.state_hash();
         if hash != info.state_hash {
@@ -492,7 +492,7 @@ impl Snapshotter {
                         }
                         Job::Restore(snap, limits) => {
                             let hash = StateMachine::restore(limits, &snap)
-                                .map(|sm| sm.state_hash())
+                                .map(|mut sm| sm.state_hash())
                                 .map_err(|e| Error::SnapshotInvalid { seq: snap.last_seq, why: format!("restore: {e}") });
                             (snap, hash)
                         }

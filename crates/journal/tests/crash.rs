@@ -72,7 +72,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         }
         acked_max = acked_max.max(acked);
 
-        let rec = recover(dir, synthetic::limits(), opts())
+        let mut rec = recover(dir, synthetic::limits(), opts())
             .unwrap_or_else(|e| panic!("iteration {i}: recovery failed after kill -9: {e}"));
         let last = rec.last_seq;
         assert!(

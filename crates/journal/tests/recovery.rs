@@ -41,7 +41,7 @@ fn run_live(dir: &Path, to: u64, snapshot_at: &[u64]) -> StateMachine {
 #[test]
 fn replay_equals_live() {
     let t = tempfile::tempdir().unwrap();
-    let live = run_live(t.path(), N, &[]);
+    let mut live = run_live(t.path(), N, &[]);
     let (jdir, _) = data_dirs(t.path());
     let mut fresh = StateMachine::new(limits()).unwrap();
     let stats = replay(&mut Reader::open(&jdir, 1).unwrap(), &mut fresh).unwrap();
@@ -64,8 +64,8 @@ fn replay_equals_live() {
 #[test]
 fn snapshot_plus_tail_equals_live() {
     let t = tempfile::tempdir().unwrap();
-    let live = run_live(t.path(), N, &[10_000, 20_000]);
-    let rec = recover(t.path(), limits(), opts()).unwrap();
+    let mut live = run_live(t.path(), N, &[10_000, 20_000]);
+    let mut rec = recover(t.path(), limits(), opts()).unwrap();
     assert_eq!(rec.snapshot.map(|s| s.seq), Some(20_000));
     assert_eq!(rec.replay.records, N - 20_000);
     assert_eq!(rec.last_seq, N);
@@ -92,7 +92,7 @@ fn snapshot_read_back_is_exactly_the_export() {
     let (info2, back) = store.read(5_000).unwrap();
     assert_eq!(info, info2);
     assert_eq!(back, snap);
-    let (_, restored) = store.load(5_000, limits()).unwrap();
+    let (_, mut restored) = store.load(5_000, limits()).unwrap();
     assert_eq!(restored.state_hash(), sm.state_hash());
     // Not newer than the newest: refused.
     assert!(matches!(store.write(&snap, sm.state_hash()), Err(Error::SnapshotInvalid { .. })));
@@ -101,7 +101,7 @@ fn snapshot_read_back_is_exactly_the_export() {
 #[test]
 fn a_snapshot_that_fails_verification_falls_back_to_the_previous_one() {
     let t = tempfile::tempdir().unwrap();
-    let live = run_live(t.path(), 12_000, &[4_000]);
+    let mut live = run_live(t.path(), 12_000, &[4_000]);
     let (_, sdir) = data_dirs(t.path());
     {
         // A snapshot at 8000 whose stored hash does not match its content.
@@ -116,7 +116,7 @@ fn a_snapshot_that_fails_verification_falls_back_to_the_previous_one() {
             Err(Error::SnapshotInvalid { seq: 8_000, .. })
         ));
     }
-    let rec = recover(t.path(), limits(), opts()).unwrap();
+    let mut rec = recover(t.path(), limits(), opts()).unwrap();
     assert_eq!(rec.snapshot.map(|s| s.seq), Some(4_000));
     assert_eq!(rec.skipped_snapshots.len(), 1);
     assert_eq!(rec.skipped_snapshots[0].0, 8_000);
@@ -126,7 +126,7 @@ fn a_snapshot_that_fails_verification_falls_back_to_the_previous_one() {
 #[test]
 fn a_snapshot_ahead_of_the_journal_is_skipped_and_a_lost_journal_is_refused() {
     let t = tempfile::tempdir().unwrap();
-    let live = run_live(t.path(), 3_000, &[1_000]);
+    let mut live = run_live(t.path(), 3_000, &[1_000]);
     let (jdir, sdir) = data_dirs(t.path());
     {
         let store = SnapshotStore::open(&sdir).unwrap();
@@ -136,7 +136,7 @@ fn a_snapshot_ahead_of_the_journal_is_skipped_and_a_lost_journal_is_refused() {
         }
         store.write(&sm.export(), sm.state_hash()).unwrap();
     }
-    let rec = recover(t.path(), limits(), opts()).unwrap();
+    let mut rec = recover(t.path(), limits(), opts()).unwrap();
     assert_eq!(rec.snapshot.map(|s| s.seq), Some(1_000));
     assert_eq!(rec.skipped_snapshots[0].0, 5_000);
     assert_eq!(rec.state.state_hash(), live.state_hash());
@@ -193,7 +193,7 @@ fn snapshotter_writes_on_its_thread_and_retention_follows() {
     );
     assert!(scan::list_segments(&jdir).unwrap()[0].0 > 1, "retention removed old segments");
     drop(store);
-    let rec = recover(t.path(), limits(), opts()).unwrap();
+    let mut rec = recover(t.path(), limits(), opts()).unwrap();
     assert_eq!(rec.state.state_hash(), sm.state_hash());
     assert_eq!(rec.replay.records, 0);
     assert_eq!(rec.snapshot.map(|s| s.seq), Some(20_001));

@@ -81,7 +81,7 @@ fn repair_cmd(dir: &Path) -> Result<(), String> {
 
 fn recover_cmd(dir: &Path) -> Result<(), String> {
     let opts = Options { policy: Policy::None, ..Options::default() };
-    let r = recover(dir, novate_core::Limits::default(), opts).map_err(|e| e.to_string())?;
+    let mut r = recover(dir, novate_core::Limits::default(), opts).map_err(|e| e.to_string())?;
     println!(
         "last_seq {} state_hash {:#018x} snapshot {:?} replayed {}",
         r.last_seq,
