@@ -443,22 +443,19 @@ struct Legs {
     rows: [u32; 2],
     col: u32,
     slots: [u32; 2],
-    /// The trade id's hash in the trade index, and the trade's record in the state digest
-    /// ([`trade_record`], not busted); 0: not computed (a hash that is 0 is just computed
-    /// again).
+    /// The trade id's hash in the trade index; 0: not computed (a hash that is 0 is just
+    /// computed again).
     trade_hash: u64,
-    trade_record: u64,
 }
 
 impl Legs {
-    const NONE: Legs =
-        Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0, trade_record: 0 };
+    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0 };
 }
 
-/// The hashes of a trade's keys in the state machine's indices and of its record in the state
-/// digest (all zero for any other command): a pure function of the command, so any thread can
-/// compute them ([`Prepared`]). The batch path uses them for its prefetches, its lookups
-/// ahead, the trade's duplicate check and the digest.
+/// The hashes of a trade's keys in the state machine's indices (all zero for any other
+/// command): a pure function of the command, so any thread can compute them ([`Prepared`]).
+/// The batch path uses them for its prefetches, its lookups ahead and the trade's duplicate
+/// check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct IndexHashes {
     /// Buyer and seller in the account index.
@@ -466,8 +463,6 @@ struct IndexHashes {
     /// Buyer's and seller's positions in the position index.
     positions: [u64; 2],
     trade: u64,
-    /// [`trade_record`] of the trade, not busted.
-    record: u64,
 }
 
 impl IndexHashes {
@@ -479,7 +474,6 @@ impl IndexHashes {
             accounts: [t.buy, t.sell].map(|a| FixedMap::hash(&a)),
             positions: [t.buy, t.sell].map(|a| FixedMap::hash(&PairKey::new(a, t.instrument))),
             trade: FixedMap::hash(&SeqKey(t.trade_id)),
-            record: trade_record(t, false),
         }
     }
 }
@@ -549,6 +543,9 @@ pub struct StateMachine {
     /// Instrument columns whose last price's record is out of the digest
     /// (`Instrument::last_record` 0), each listed once: at most `instruments_max`.
     dirty_prices: Vec<u32>,
+    /// The remembered trades whose records are in the digest: `trades[..trades_hashed]` (the
+    /// others were cleared since it was last settled).
+    trades_hashed: usize,
 }
 
 impl StateMachine {
@@ -588,6 +585,7 @@ impl StateMachine {
             digest: Digest::default(),
             dirty_positions: Vec::with_capacity(limits.positions_max as usize),
             dirty_prices: Vec::with_capacity(limits.instruments_max as usize),
+            trades_hashed: 0,
         })
     }
 
@@ -849,7 +847,7 @@ impl StateMachine {
         hashes: &IndexHashes,
         last: &mut (InstrumentId, u32),
     ) -> Legs {
-        let mut h = Legs { trade_hash: hashes.trade, trade_record: hashes.record, ..Legs::NONE };
+        let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
         h.col = if t.instrument == last.0 {
             last.1
         } else {
@@ -1064,11 +1062,8 @@ impl StateMachine {
         let index = self.trades.len() as u32;
         let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
+        // Its record goes into the digest when the digest is settled (`trades_hashed`).
         self.trades.push(TradeRecord { trade: *t, busted: false });
-        self.digest.add(match hints.trade_record {
-            r if r != 0 => r,
-            _ => trade_record(t, false),
-        });
         Ok(())
     }
 
@@ -1089,7 +1084,10 @@ impl StateMachine {
         // The reverse: the buyer sells and the seller buys the original quantity.
         self.book_legs(&t, Legs { rows, col, ..Legs::NONE }, mark, -t.qty, false)?;
         self.trades[index].busted = true;
-        self.digest.replace(trade_record(&t, false), trade_record(&t, true));
+        if index < self.trades_hashed {
+            self.digest.replace(trade_record(&t, false), trade_record(&t, true));
+        } // else: not in the digest yet, and hashed busted when it is
+
         Ok(())
     }
 
@@ -1816,6 +1814,7 @@ impl StateMachine {
         sm.last_seq = snap.last_seq;
         // Every record was set above, each position's too: the digest is the records'.
         sm.dirty_positions.clear();
+        sm.trades_hashed = sm.trades.len();
         sm.digest = snap.digest();
         Ok(sm)
     }
@@ -1838,11 +1837,12 @@ impl StateMachine {
         )
     }
 
-    /// Put the records of the positions and last prices changed since the digest was last
-    /// settled into it. A trade does not hash its two positions' new books and its price when
-    /// it writes them (~76 instructions a trade; PERFORMANCE.md, twentieth session): it takes
-    /// their old records out of the digest ([`unhash_position`](Self::unhash_position)), and
-    /// they are hashed here, once however many commands changed them.
+    /// Put the records of the positions and last prices changed, and of the trades cleared,
+    /// since the digest was last settled into it. A trade does not hash its two positions' new
+    /// books, its price or itself when it writes them (~76 + ~30 instructions a trade;
+    /// PERFORMANCE.md, twentieth session): it takes the old records out of the digest
+    /// ([`unhash_position`](Self::unhash_position)), and the new ones are hashed here, once
+    /// however many commands changed them.
     fn settle_digest(&mut self) {
         // The lists are emptied in place: they keep the capacity the unchecked pushes rely on.
         for &slot in &self.dirty_positions {
@@ -1858,6 +1858,10 @@ impl StateMachine {
             self.digest.add(ins.last_record);
         }
         self.dirty_prices.clear();
+        for r in &self.trades[self.trades_hashed..] {
+            self.digest.add(trade_record(&r.trade, r.busted));
+        }
+        self.trades_hashed = self.trades.len();
     }
 
     /// Take the record of the position in `slot`, whose book is being changed, out of the

@@ -481,7 +481,8 @@ const PINNED_HASH: &str = "58e850bea5f222d8";
 fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
     // Full tables: every position and instrument exists, so the lists of records changed since
     // the last state hash can hold each once and no more (a position changed twice listed twice
-    // would overrun them: debug builds check the capacity). The hashes equal a fresh replay's.
+    // would overrun them: debug builds check the capacity). Busts of trades hashed already and
+    // not yet. The hashes equal those of the exported records.
     let limits = Limits { accounts_max: 4, instruments_max: 2, positions_max: 8, trades_max: 512 };
     let (mut a, mut b) = (Sm::with(limits), Sm::with(limits));
     let mut cmds = vec![instrument(1, 1, 1_000), instrument(2, 50, 500)];
@@ -495,6 +496,11 @@ fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
         cmds.push(trade(k + 1, buy, sell, 1 + (k / 3 % 2) as u32, 1 + (k % 5) as i64, price));
         if k % 97 == 0 {
             cmds.push(Command::SettlementPrice { instrument: 2, price: 101 * P });
+        }
+        if k % 61 == 60 {
+            // A trade cleared long ago (in the digest at `b`'s next hash) and one just cleared.
+            cmds.push(Command::BustTrade { trade_id: k - 50 });
+            cmds.push(Command::BustTrade { trade_id: k + 1 });
         }
     }
     let mut hashes = Vec::new();
