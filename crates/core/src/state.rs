@@ -620,6 +620,8 @@ impl StateMachine {
             vec(&self.events),
             vec(&self.changed),
             vec(&self.scratch),
+            vec(&self.dirty_positions),
+            vec(&self.dirty_prices),
         ];
         populate_all(&tables)
     }
