@@ -480,6 +480,11 @@ fn main() {
             let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps, 0);
             let work = memory_floor(0, sz.n, sz.reps, FLOOR_WORK);
             let behind = memory_floor(FLOOR_LINES, sz.n, sz.reps, FLOOR_WORK);
+            // Layouts that would touch fewer lines: a position found in its own hash table (no
+            // index slot: 6), and an account in one line too (4).
+            let [six, four] = [6, 4].map(|l| memory_floor(l, sz.n, sz.reps, 0));
+            let [six_behind, four_behind] =
+                [6, 4].map(|l| memory_floor(l, sz.n, sz.reps, FLOOR_WORK));
             println!(
                 "memory floor (random 64 B lines of a {} MiB table, read and written, prefetched \
                  {} ahead, no computation): 1 line {one:.1} ns; {FLOOR_LINES} lines (a 1M-book \
@@ -495,6 +500,13 @@ fn main() {
                  independent compute an item take {behind:.1} ns: the lines add {:.1} ns \
                  (alone {floor:.1})",
                 behind - work
+            );
+            println!(
+                "memory floor of other layouts: 6 lines (a position in its own table, no index \
+                 slot) {six:.1} ns, behind compute +{:.1} ns; 4 lines (and an account in one \
+                 line) {four:.1} ns, behind compute +{:.1} ns",
+                six_behind - work,
+                four_behind - work
             );
             big = Some((probe, prefill, setup));
         }
