@@ -161,6 +161,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(batched, results, "apply_batch differs from apply");
     assert_eq!(b.state_hash(), hash);
 
-    let restored = StateMachine::restore(LIMITS, &snap).expect("an export restores");
+    let mut restored = StateMachine::restore(LIMITS, &snap).expect("an export restores");
     assert_eq!(restored.state_hash(), hash, "restore changed the hash");
 });
