@@ -1430,7 +1430,8 @@ impl SmThread {
 
     fn take_snapshot(&mut self, shared: &Shared, wait: bool) -> bool {
         self.since_snapshot = 0;
-        // The pause: a sequential copy into reused buffers; the hash is kept current (O(1)).
+        // The pause: a sequential copy into reused buffers; the hash is kept as commands apply
+        // and settles only the records changed since it was last read.
         let mut snap = self.spares.pop().unwrap_or_else(|| self.snapshots.spare());
         self.sm.export_into(&mut snap);
         let seq = snap.last_seq;

@@ -444,7 +444,8 @@ pub struct SnapshotWritten {
 
 /// What the snapshotter thread is asked to write.
 enum Job {
-    /// The state hash was computed by the caller (the state machine's own, O(1)); the snapshot
+    /// The state hash was computed by the caller (the state machine's own, kept as commands
+    /// apply: O(records changed since it was last read)); the snapshot
     /// may be in any order (`StateMachine::export_into`). The thread sorts it and checks that
     /// its records hash to that value before writing.
     Hashed(Snapshot, u64),
