@@ -251,6 +251,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Run {
     ns_per_op: f64,
     hist: Option<Histogram<u64>>,
+    /// After the batched runs (ms): `state_hash()` read after `hashed` trades (it hashes the
+    /// records of the positions and trades changed since the last read); a snapshot's copy
+    /// (`export_into`) alone, and with the hash of the `n` trades since (`export_hashed`).
+    reads: Option<Reads>,
+}
+
+struct Reads {
+    hashed: usize,
+    hash_ms: f64,
+    export_ms: f64,
+    export_hashed_ms: f64,
+}
+
+/// Time `f` in ms.
+fn ms(f: impl FnOnce()) -> f64 {
+    let t0 = Instant::now();
+    f();
+    t0.elapsed().as_secs_f64() * 1e3
 }
 
 fn bench_engine(
@@ -263,6 +281,9 @@ fn bench_engine(
 ) -> Run {
     let first = prefill.len() as u64 + 1;
     let mut sm = build(sc, setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
+    sm.state_hash(); // settles the setup's records
+    let (mut hash_ms, mut export_ms, mut export_hashed_ms) = (0.0, 0.0, 0.0);
+    let mut snap = novate_core::Snapshot::default();
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
     let mut times = Vec::new();
     let mut hist = latency_histogram();
@@ -287,12 +308,26 @@ fn bench_engine(
             }
         }
         let dt = t0.elapsed().as_secs_f64();
+        if batched && rep + 1 == sz.reps {
+            hash_ms = ms(|| {
+                black_box(sm.state_hash());
+            });
+        }
+        if batched && rep == sz.reps {
+            sm.export_into(&mut snap); // sizes the buffers (allocation and page faults)
+            export_ms = ms(|| sm.export_into(&mut snap));
+            export_hashed_ms = ms(|| {
+                black_box(sm.export_hashed(&mut snap));
+            });
+        }
         assert_eq!(ok, work.len(), "every benchmark trade must clear");
         if rep < sz.reps && rep > 0 || sz.reps == 1 {
             times.push(dt * 1e9 / work.len() as f64);
         }
     }
-    Run { ns_per_op: median(times), hist: (!batched).then_some(hist) }
+    let reads =
+        batched.then_some(Reads { hashed: sz.n * sz.reps, hash_ms, export_ms, export_hashed_ms });
+    Run { ns_per_op: median(times), hist: (!batched).then_some(hist), reads }
 }
 
 fn bench_peer(
@@ -333,7 +368,7 @@ fn bench_peer(
             times.push(dt * 1e9 / work.len() as f64);
         }
     }
-    Run { ns_per_op: median(times), hist: Some(hist) }
+    Run { ns_per_op: median(times), hist: Some(hist), reads: None }
 }
 
 /// Bytes of the memory-floor table: 4x this machine's 32 MiB L3 and larger than the 1M book's
@@ -450,6 +485,18 @@ fn main() {
                 "clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)",
                 batch.ns_per_op,
                 1e3 / batch.ns_per_op
+            );
+            let r = batch.reads.as_ref().expect("batched");
+            println!(
+                "clear_trade/{name}/novate state_hash after {} trades: {:.1} ms ({:.1} ns a \
+                 trade: the records they changed, hashed when read); a snapshot's export {:.1} \
+                 ms, with the hash of the {} trades since {:.1} ms",
+                r.hashed,
+                r.hash_ms,
+                r.hash_ms * 1e6 / r.hashed as f64,
+                r.export_ms,
+                sz.n,
+                r.export_hashed_ms
             );
             println!(
                 "clear_trade/{name}/peer HashMap: {:.1} ns/op ({:.2} M/s)",

@@ -508,9 +508,17 @@ fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
         a.ok(*c);
         b.ok(*c);
         if i % 150 == 149 {
-            // `b` is hashed now and then, `a` only at the end.
-            hashes.push(b.sm.state_hash());
-            assert_eq!(b.sm.export().state_hash(), *hashes.last().unwrap());
+            // `b` is hashed now and then (alone, or with a snapshot's export), `a` only at the
+            // end.
+            let want = b.sm.export();
+            if i % 300 == 149 {
+                hashes.push(b.sm.state_hash());
+            } else {
+                let mut snap = Snapshot::default();
+                hashes.push(b.sm.export_hashed(&mut snap));
+                assert_eq!(snap, want, "export_hashed exports what export does");
+            }
+            assert_eq!(want.state_hash(), *hashes.last().unwrap());
         }
     }
     assert_eq!(a.sm.positions_len(), 8, "every position is open");

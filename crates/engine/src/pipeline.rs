@@ -1430,12 +1430,12 @@ impl SmThread {
 
     fn take_snapshot(&mut self, shared: &Shared, wait: bool) -> bool {
         self.since_snapshot = 0;
-        // The pause: a sequential copy into reused buffers; the hash is kept as commands apply
-        // and settles only the records changed since it was last read.
+        // The pause: a sequential copy into reused buffers, which also hashes the records
+        // changed since the hash was last read (the rest of the hash is kept as commands apply).
         let mut snap = self.spares.pop().unwrap_or_else(|| self.snapshots.spare());
-        self.sm.export_into(&mut snap);
+        let hash = self.sm.export_hashed(&mut snap);
         let seq = snap.last_seq;
-        match self.snapshots.save(snap, self.sm.state_hash(), wait) {
+        match self.snapshots.save(snap, hash, wait) {
             Ok(()) => {
                 bump(&shared.metrics.snapshots, 1);
                 true
