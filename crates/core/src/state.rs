@@ -1877,29 +1877,47 @@ impl StateMachine {
     /// ([`unhash_position`](Self::unhash_position)), and the new ones are hashed here, once
     /// however many commands changed them.
     fn settle_digest(&mut self) {
-        // The lists are emptied in place: they keep the capacity the unchecked pushes rely on.
-        for (i, &slot) in self.dirty_positions.iter().enumerate() {
+        let more = self.settle_some(usize::MAX);
+        debug_assert!(!more, "an unbounded settle leaves nothing");
+    }
+
+    /// Settle up to `max` of the records the digest lacks (see `state_hash`): positions, then
+    /// last prices, then trades. True if some remain. For idle time (the engine's
+    /// state-machine thread, when no command waits): a later `state_hash()` then has less to
+    /// hash. Changes nothing visible.
+    pub fn settle_some(&mut self, max: usize) -> bool {
+        let mut budget = max;
+        // The lists are emptied from their ends, in place: they keep the capacity the unchecked
+        // pushes rely on.
+        while budget > 0 {
+            let Some(slot) = self.dirty_positions.pop() else { break };
             // The positions are anywhere in the table, out of cache on a large book: fetched
-            // ahead so that their misses overlap.
-            if let Some(&ahead) = self.dirty_positions.get(i + 4 * PREFETCH_DISTANCE) {
+            // ahead (the list is read from its end) so that their misses overlap.
+            let n = self.dirty_positions.len();
+            if let Some(&ahead) =
+                n.checked_sub(4 * PREFETCH_DISTANCE).map(|k| &self.dirty_positions[k])
+            {
                 prefetch_element(&self.positions, ahead as usize);
             }
             let p = &mut self.positions[slot as usize];
             let (account, ins) = (self.row_ids[p.account as usize], &self.instruments);
             p.record = position_record(account, ins[p.instrument as usize].spec.id, &p.book);
             self.digest.add(p.record);
+            budget -= 1;
         }
-        self.dirty_positions.clear();
-        for &col in &self.dirty_prices {
+        while budget > 0 {
+            let Some(col) = self.dirty_prices.pop() else { break };
             let ins = &mut self.instruments[col as usize];
             ins.last_record = last_price_record(ins.spec.id, ins.last_price);
             self.digest.add(ins.last_record);
+            budget -= 1;
         }
-        self.dirty_prices.clear();
-        for r in &self.trades[self.trades_hashed..] {
+        let end = self.trades_hashed.saturating_add(budget).min(self.trades.len());
+        for r in &self.trades[self.trades_hashed..end] {
             self.digest.add(trade_record(&r.trade, r.busted));
         }
-        self.trades_hashed = self.trades.len();
+        self.trades_hashed = end;
+        !self.dirty_positions.is_empty() || !self.dirty_prices.is_empty() || end < self.trades.len()
     }
 
     /// Take the record of the position in `slot`, whose book is being changed, out of the

@@ -482,7 +482,7 @@ fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
     // Full tables: every position and instrument exists, so the lists of records changed since
     // the last state hash can hold each once and no more (a position changed twice listed twice
     // would overrun them: debug builds check the capacity). Busts of trades hashed already and
-    // not yet. The hashes equal those of the exported records.
+    // not yet; partial settles now and then. The hashes equal those of the exported records.
     let limits = Limits { accounts_max: 4, instruments_max: 2, positions_max: 8, trades_max: 512 };
     let (mut a, mut b) = (Sm::with(limits), Sm::with(limits));
     let mut cmds = vec![instrument(1, 1, 1_000), instrument(2, 50, 500)];
@@ -507,6 +507,9 @@ fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
     for (i, c) in cmds.iter().enumerate() {
         a.ok(*c);
         b.ok(*c);
+        if i % 7 == 0 {
+            b.sm.settle_some(3); // as an idle engine does, a few records at a time
+        }
         if i % 150 == 149 {
             // `b` is hashed now and then (alone, or with a snapshot's export), `a` only at the
             // end.
@@ -522,6 +525,9 @@ fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
         }
     }
     assert_eq!(a.sm.positions_len(), 8, "every position is open");
+    assert!(a.sm.settle_some(5), "more than 5 records are out of the digest");
+    while a.sm.settle_some(5) {}
+    assert!(!b.sm.settle_some(usize::MAX), "an unbounded settle leaves nothing");
     assert_eq!(a.sm.state_hash(), b.sm.state_hash());
     assert_eq!(a.sm.state_hash(), a.sm.export().state_hash());
     assert_eq!(hashes.len(), cmds.len() / 150);

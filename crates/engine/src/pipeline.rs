@@ -1267,6 +1267,9 @@ const OUTS_PER_COMMAND: usize = 8;
 /// Snapshot buffers committed at start-up with `threads.prefault`: a store recycles the buffer
 /// of the snapshot before the latest, so from the third snapshot on the buffers are reused.
 const SNAPSHOT_SPARES: usize = 2;
+/// Records of the state digest an idle state-machine thread hashes before it looks for
+/// commands again (`StateMachine::settle_some`): ~16 x 30 ns at most on a book past the caches.
+const IDLE_SETTLE: usize = 16;
 
 struct SmThread {
     sm: StateMachine,
@@ -1332,6 +1335,13 @@ impl SmThread {
                 self.process(shared, a, &mut out) || self.process(shared, b, &mut out)
             });
             if n == 0 {
+                // Idle: hash a few of the records the state digest lacks, so that a later hash
+                // query or snapshot has less to do (a command that arrives meanwhile waits for
+                // at most IDLE_SETTLE records, ~0.5 us on a large book).
+                if self.sm.settle_some(IDLE_SETTLE) {
+                    waiter.reset();
+                    continue;
+                }
                 // The sequencer wakes this thread after each hand-over.
                 waiter.idle();
                 continue;
