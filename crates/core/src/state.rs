@@ -534,8 +534,9 @@ pub struct StateMachine {
     /// of a pure function: not state, not hashed, not in snapshots.
     valid_date: Date,
     /// Order-independent digest of every hashed record (see `state_hash`) but the position
-    /// books and last prices listed in `dirty_positions` and `dirty_prices`, which are added
-    /// when it is settled ([`settle_digest`](Self::settle_digest)): O(1) per change.
+    /// books and last prices listed in `dirty_positions` and `dirty_prices` and the trades
+    /// past `trades_hashed`, which are added when it is settled
+    /// ([`settle_some`](Self::settle_some)): O(1) per change.
     digest: Digest,
     /// Position slots whose record is out of the digest (`Position::record` 0), each listed
     /// once: at most `positions_max`.
@@ -1089,7 +1090,6 @@ impl StateMachine {
         if index < self.trades_hashed {
             self.digest.replace(trade_record(&t, false), trade_record(&t, true));
         } // else: not in the digest yet, and hashed busted when it is
-
         Ok(())
     }
 
@@ -1855,8 +1855,8 @@ impl StateMachine {
     /// A stable hash of the whole business state: every instrument, account, position and
     /// remembered trade (independent of internal layout, of insertion order and of
     /// `seq`/`ts`). The digest of the records is kept by every change, but for the records of
-    /// the positions and last prices changed since the last call, which are hashed now
-    /// ([`settle_digest`](Self::settle_digest)): O(1) per change, amortized.
+    /// the positions and last prices changed and the trades cleared since the last call, which
+    /// are hashed now ([`settle_digest`](Self::settle_digest)): O(1) per change, amortized.
     pub fn state_hash(&mut self) -> u64 {
         self.settle_digest();
         finish_hash(
