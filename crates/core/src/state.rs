@@ -1856,7 +1856,7 @@ impl StateMachine {
     /// remembered trade (independent of internal layout, of insertion order and of
     /// `seq`/`ts`). The digest of the records is kept by every change, but for the records of
     /// the positions and last prices changed and the trades cleared since the last call, which
-    /// are hashed now ([`settle_digest`](Self::settle_digest)): O(1) per change, amortized.
+    /// are hashed now ([`settle_some`](Self::settle_some)): O(1) per change, amortized.
     pub fn state_hash(&mut self) -> u64 {
         self.settle_digest();
         finish_hash(
