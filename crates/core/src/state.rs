@@ -204,7 +204,7 @@ struct Instrument {
     last_price: Price,
     /// `last_price_record(spec.id, last_price)`, the last price's record as the state digest
     /// holds it; 0 while it is out of the digest (the price changed since the digest was last
-    /// settled, and the column is in `dirty_prices`: see [`StateMachine::settle_digest`]).
+    /// settled, and the column is in `dirty_prices`: see [`StateMachine::settle_some`]).
     last_record: u64,
     /// Holder chunks (NONE if none) and the number of holders (positions, open or flat).
     holders_first: u32,
@@ -232,7 +232,7 @@ struct Position {
     instrument: u32,
     /// This position's record hash as the state digest holds it (derived from the other
     /// fields); 0 while it is out of the digest (the book changed since the digest was last
-    /// settled, and the slot is in `dirty_positions`: see [`StateMachine::settle_digest`]).
+    /// settled, and the slot is in `dirty_positions`: see [`StateMachine::settle_some`]).
     record: u64,
 }
 
@@ -1858,7 +1858,7 @@ impl StateMachine {
     /// the positions and last prices changed and the trades cleared since the last call, which
     /// are hashed now ([`settle_some`](Self::settle_some)): O(1) per change, amortized.
     pub fn state_hash(&mut self) -> u64 {
-        self.settle_digest();
+        self.settle_some(usize::MAX);
         finish_hash(
             [
                 self.instruments.len(),
@@ -1870,22 +1870,16 @@ impl StateMachine {
         )
     }
 
-    /// Put the records of the positions and last prices changed, and of the trades cleared,
-    /// since the digest was last settled into it. A trade does not hash its two positions' new
-    /// books, its price or itself when it writes them (~76 + ~30 instructions a trade;
-    /// PERFORMANCE.md, twentieth session): it takes the old records out of the digest
-    /// ([`unhash_position`](Self::unhash_position)), and the new ones are hashed here, once
-    /// however many commands changed them.
-    fn settle_digest(&mut self) {
-        let more = self.settle_some(usize::MAX);
-        debug_assert!(!more, "an unbounded settle leaves nothing");
-    }
-
-    /// Settle up to `max` of the records the digest lacks (see `state_hash`): positions, then
-    /// last prices, then trades. True if some remain. For idle time (the engine's
-    /// state-machine thread, when no command waits): a later `state_hash()` then has less to
-    /// hash. Changes nothing visible.
-    pub fn settle_some(&mut self, max: usize) -> bool {
+    /// Put up to `max` of the records the digest lacks into it: those of the positions and last
+    /// prices changed, then of the trades cleared, since it was last settled. Returns how many;
+    /// fewer than `max`: none is left. `state_hash()` settles them all; an idle engine settles
+    /// a few at a time, so that a later read has less to hash. Changes nothing visible.
+    ///
+    /// A trade does not hash its two positions' new books, its price or itself when it writes
+    /// them (~105 instructions a trade; PERFORMANCE.md, twentieth session): it takes the old
+    /// records out of the digest (`unhash`), and the new ones are hashed here, once however
+    /// many commands changed them.
+    pub fn settle_some(&mut self, max: usize) -> usize {
         let mut budget = max;
         // The lists are emptied from their ends, in place: they keep the capacity the unchecked
         // pushes rely on.
@@ -1912,26 +1906,24 @@ impl StateMachine {
             self.digest.add(ins.last_record);
             budget -= 1;
         }
-        let end = self.trades_hashed.saturating_add(budget).min(self.trades.len());
-        for r in &self.trades[self.trades_hashed..end] {
+        let start = self.trades_hashed;
+        let end = start.saturating_add(budget).min(self.trades.len());
+        for r in &self.trades[start..end] {
             self.digest.add(trade_record(&r.trade, r.busted));
         }
         self.trades_hashed = end;
-        !self.dirty_positions.is_empty() || !self.dirty_prices.is_empty() || end < self.trades.len()
+        max - budget + (end - start)
     }
 
     /// Take the record of the position in `slot`, whose book is being changed, out of the
     /// digest (if it is in: it may have changed already since the digest was settled).
     #[inline(always)]
     fn unhash_position(&mut self, slot: u32) {
-        // SAFETY: a slot of the position index (`at`).
-        let p = unsafe { at_mut(&mut self.positions, slot) };
-        if p.record != 0 {
-            self.digest.sub(std::mem::replace(&mut p.record, 0));
-            // SAFETY: a slot is listed only while its record is 0 (it is set again, non-zero,
-            // when the list is emptied), so at most once: at most `positions_max` slots, the
-            // list's capacity.
-            unsafe { push_unchecked(&mut self.dirty_positions, slot) };
+        // SAFETY: a slot of the position index (`at`); at most `positions_max` slots are
+        // listed, the list's capacity (`unhash`).
+        unsafe {
+            let p = at_mut(&mut self.positions, slot);
+            unhash(&mut self.digest, &mut p.record, &mut self.dirty_positions, slot);
         }
     }
 
@@ -1939,13 +1931,12 @@ impl StateMachine {
     /// digest (as [`unhash_position`](Self::unhash_position)).
     #[inline(always)]
     fn set_last_price(&mut self, col: u32, price: Price) {
-        // SAFETY: a column of the instrument index (`at`).
-        let ins = unsafe { at_mut(&mut self.instruments, col) };
-        ins.last_price = price;
-        if ins.last_record != 0 {
-            self.digest.sub(std::mem::replace(&mut ins.last_record, 0));
-            // SAFETY: as in `unhash_position`; at most `instruments_max` columns.
-            unsafe { push_unchecked(&mut self.dirty_prices, col) };
+        // SAFETY: a column of the instrument index (`at`); at most `instruments_max` columns
+        // are listed, the list's capacity (`unhash`).
+        unsafe {
+            let ins = at_mut(&mut self.instruments, col);
+            ins.last_price = price;
+            unhash(&mut self.digest, &mut ins.last_record, &mut self.dirty_prices, col);
         }
     }
 
@@ -2026,7 +2017,6 @@ impl Snapshot {
 
 // ---- the records state_hash covers (format 2: a digest of records) ---------------------------
 
-/// The hash of the counts of each kind of record and their digest.
 /// A used position slot's (account id, instrument id, book) for a snapshot; `None` for a lane
 /// no position holds yet (`account == NONE`, see `new_position`).
 #[inline]
@@ -2039,6 +2029,7 @@ fn exported(
         .then(|| (row_ids[p.account as usize], instruments[p.instrument as usize].0.id, p.book))
 }
 
+/// The hash of the counts of each kind of record and their digest.
 fn finish_hash(counts: [usize; 4], digest: Digest) -> u64 {
     let mut h = StableHasher::default();
     h.u64(2); // format 2: a sum of record hashes (format 1 hashed sorted records in order)
@@ -2143,6 +2134,22 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
     let loss = pnl < acct.loss_floor;
     let margin = excess < 0;
     Ok(u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3)
+}
+
+/// Take a `record` that changes out of `digest` and list its index `at` in `dirty`, unless it
+/// is out already (0: listed since the digest was last settled, which hashes the records
+/// listed and sets them again, never to 0).
+///
+/// # Safety
+/// `dirty` has room for one more: an index is listed only while its record is 0, so at most
+/// once, and the list holds as many as there are indices.
+#[inline(always)]
+unsafe fn unhash(digest: &mut Digest, record: &mut u64, dirty: &mut Vec<u32>, at: u32) {
+    if *record != 0 {
+        digest.sub(std::mem::replace(record, 0));
+        // SAFETY: the caller's contract.
+        unsafe { push_unchecked(dirty, at) };
+    }
 }
 
 /// `table[i]` without a bounds check, for the trade path, which indexes the same rows, column

@@ -525,9 +525,11 @@ fn a_state_hash_counts_records_changed_many_times_since_the_last_once() {
         }
     }
     assert_eq!(a.sm.positions_len(), 8, "every position is open");
-    assert!(a.sm.settle_some(5), "more than 5 records are out of the digest");
-    while a.sm.settle_some(5) {}
-    assert!(!b.sm.settle_some(usize::MAX), "an unbounded settle leaves nothing");
+    assert_eq!(a.sm.settle_some(5), 5, "more than 5 records are out of the digest");
+    while a.sm.settle_some(5) == 5 {}
+    assert_eq!(a.sm.settle_some(5), 0, "fewer than asked: none was left");
+    b.sm.settle_some(usize::MAX);
+    assert_eq!(b.sm.settle_some(1), 0, "an unbounded settle leaves nothing");
     assert_eq!(a.sm.state_hash(), b.sm.state_hash());
     assert_eq!(a.sm.state_hash(), a.sm.export().state_hash());
     assert_eq!(hashes.len(), cmds.len() / 150);

@@ -374,6 +374,9 @@ pub struct Metrics {
     pub subscription_overflows: AtomicU64,
     /// Pipeline steps taken by combining submitters instead of the pipeline thread.
     pub combined_steps: AtomicU64,
+    /// Records of the state digest hashed while the state machine had no command to apply
+    /// (`StateMachine::settle_some`), so that a hash query or snapshot has fewer left.
+    pub idle_settled: AtomicU64,
 }
 
 /// Add `n` to a counter that one stage writes (the stage's thread, or whoever holds the fused
@@ -1234,7 +1237,13 @@ fn fused(shared: &Shared) {
             // Idle: hash a few of the records the state digest lacks, as the split state-machine
             // thread does (`SmThread::run`); not when a submitter steps the stage (it returns
             // to its caller instead).
-            Step::Idle if stage.down.st.sm.settle_some(IDLE_SETTLE) => Step::Worked,
+            Step::Idle => match stage.down.st.sm.settle_some(IDLE_SETTLE) {
+                0 => Step::Idle,
+                n => {
+                    bump(&shared.metrics.idle_settled, n as u64);
+                    Step::Worked
+                }
+            },
             step => step,
         },
         Err(_) => Step::Done,
@@ -1344,8 +1353,12 @@ impl SmThread {
                 // Idle: hash a few of the records the state digest lacks, so that a later hash
                 // query or snapshot has less to do (a command that arrives meanwhile waits for
                 // at most IDLE_SETTLE records, ~0.5 us on a large book).
-                if self.sm.settle_some(IDLE_SETTLE) {
-                    waiter.reset();
+                let settled = self.sm.settle_some(IDLE_SETTLE);
+                if settled > 0 {
+                    bump(&shared.metrics.idle_settled, settled as u64);
+                }
+                if settled == IDLE_SETTLE {
+                    waiter.reset(); // more may be left
                     continue;
                 }
                 // The sequencer wakes this thread after each hand-over.

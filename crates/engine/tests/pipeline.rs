@@ -45,6 +45,34 @@ use common::trade_in_7 as trade;
 use common::GatedJournal;
 
 #[test]
+fn an_idle_engine_hashes_the_records_its_state_hash_lacks_before_it_is_asked() {
+    let engine = start(&cfg());
+    let mut c = engine.client();
+    let mut model = StateMachine::new(Limits {
+        accounts_max: 64,
+        instruments_max: 16,
+        positions_max: 256,
+        trades_max: 10_000,
+    })
+    .unwrap();
+    const TRADES: u64 = 300;
+    let trades = (0..TRADES).map(|t| trade(t + 1, 1, 2, 1 + (t % 5) as i64, 100 * PRICE_SCALE));
+    for (seq, cmd) in (1..).zip(setup_cmds().into_iter().chain(trades)) {
+        c.call(cmd).unwrap();
+        model.apply(&cmd, seq, 0).unwrap();
+    }
+    // No hash was asked for: each trade's record at least is out of the digest until the
+    // state-machine thread, with no command to apply, hashes it.
+    let settled = || engine.metrics().idle_settled.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while settled() < TRADES && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(settled() >= TRADES, "{} records hashed while idle", settled());
+    assert_eq!(c.state_hash().unwrap().1, model.state_hash());
+}
+
+#[test]
 fn acks_come_only_after_the_journal_commit() {
     let j = GatedJournal::new();
     let engine = Engine::start(&cfg(), Box::new(j.clone()), Box::new(MemSnapshots::new())).unwrap();
@@ -606,6 +634,7 @@ mod fused {
     }
 
     fused_twins!(
+        an_idle_engine_hashes_the_records_its_state_hash_lacks_before_it_is_asked,
         acks_come_only_after_the_journal_commit,
         a_full_ring_or_window_is_busy_and_nothing_is_dropped,
         calls_answer_with_typed_rejections_and_views_match_the_state_machine,
