@@ -853,14 +853,14 @@ impl StateMachine {
     /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
     /// (id, column; id 0, which no instrument has, before the first), updated here.
     ///
-    /// The batch's second stage: a holder's row is left for the third
-    /// ([`resolve_rows`](Self::resolve_rows)), which reads it from the position found here;
-    /// the account index is read only for an account that does not hold the instrument.
+    /// The batch's second stage: a holder's row and the column are left for the third
+    /// ([`resolve_rows`](Self::resolve_rows)), which reads them from the position found here;
+    /// the account index is read only for an account that does not hold the instrument, the
+    /// instrument index only when neither account holds it.
     #[inline(always)]
     fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
         let Command::ClearTrade(t) = cmd else { return Legs::NONE };
         let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
-        h.col = self.resolve_col(t.instrument, last);
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
             let key = PairKey::new(acct, t.instrument);
             if let Some(s) = self.position_index.get_hashed(&key, hashes.positions[k]) {
@@ -871,22 +871,27 @@ impl StateMachine {
                 h.rows[k] = r;
             }
         }
+        // A position found names the column too (the third stage reads it).
+        if h.slots == [NONE; 2] {
+            h.col = self.resolve_col(t.instrument, last);
+        }
         h
     }
 
-    /// The batch's third stage: the rows of the holders whose positions the second found, read
-    /// from the positions (prefetched by it), each account's line prefetched. A position's
-    /// account row is set when it is opened and never changes. Instead of a lookup in the
-    /// account index: two lookups a trade fewer, and on a book larger than the caches two
-    /// lines fewer to fetch (PERFORMANCE.md, twenty-first session).
+    /// The batch's third stage: the rows of the holders whose positions the second found, and
+    /// the column, read from the positions (prefetched by it), each account's line prefetched.
+    /// A position's account row and instrument column are set when it is opened and never
+    /// change. Instead of lookups in the account and instrument indices: three lookups a trade
+    /// fewer, and on a book larger than the caches two lines fewer to fetch (PERFORMANCE.md,
+    /// twenty-first session).
     #[inline(always)]
     fn resolve_rows(&self, h: &mut Legs) {
         for k in 0..2 {
             if h.slots[k] != NONE {
                 // SAFETY: a slot of the position index (`at`).
-                let row = unsafe { at(&self.positions, h.slots[k]) }.account;
-                prefetch_element_bytes(&self.accounts, row as usize, ACCOUNT_HOT_BYTES);
-                h.rows[k] = row;
+                let p = unsafe { at(&self.positions, h.slots[k]) };
+                prefetch_element_bytes(&self.accounts, p.account as usize, ACCOUNT_HOT_BYTES);
+                (h.rows[k], h.col) = (p.account, p.instrument);
             }
         }
     }
