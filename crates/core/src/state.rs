@@ -27,7 +27,7 @@ use crate::hash::{record, Digest, StableHasher};
 use crate::map::{
     prefetch, prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey,
 };
-use crate::position::{Book, Sums, Totals, Valued};
+use crate::position::{Book, MarkedFill, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
 
@@ -1325,23 +1325,37 @@ impl StateMachine {
     }
 
     /// [`book_legs`](Self::book_legs) for the common trade: both accounts hold the instrument
-    /// (`slots`), the trade does not move its mark, and both legs are computed in 64 bits
-    /// ([`leg64`](Self::leg64)). True when booked; false, with nothing changed, when a leg
-    /// cannot be computed so (then `book_legs` books the trade, or rejects it).
+    /// (`slots`), the trade does not move its mark, and both legs are within the ranges of
+    /// [`MarkedFill`] (every value involved fits in 64 bits, proven by one range check a leg
+    /// instead of an overflow check per operation: [`leg_held`](Self::leg_held)). True when
+    /// booked; false, with nothing changed, when a leg cannot be computed so (then `book_legs`
+    /// books the trade, or rejects it).
     #[inline(never)]
     fn book_held(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
         // SAFETY: a column of the instrument index (`at`).
-        let mark = unsafe { at(&self.instruments, col) }.mark();
-        let fill = Fill { d: t.qty, price: t.price, mark };
+        let ins = unsafe { at(&self.instruments, col) };
+        let (m, bps) = (ins.spec.multiplier, ins.spec.margin_bps);
+        let Some(fill) = MarkedFill::new(t.price, ins.mark(), m, bps) else { return false };
         // SAFETY: slots of the position index (`at`).
         let old = unsafe { [at(&self.positions, slots[0]), at(&self.positions, slots[1])] };
-        let Some(buy) = self.leg64_value(rows[0], col, &old[0].book, fill) else { return false };
-        let sell_fill = Fill { d: -t.qty, ..fill };
-        let Some(sell) = self.leg64_value(rows[1], col, &old[1].book, sell_fill) else {
+        let Some(buy) = self.leg_held(rows[0], &old[0].book, t.qty, &fill) else { return false };
+        let Some(sell) = self.leg_held(rows[1], &old[1].book, -t.qty, &fill) else {
             return false;
         };
         self.write_legs(t, rows, col, slots.map(Probe::Found), [buy, sell]);
         true
+    }
+
+    /// One leg of [`book_held`](Self::book_held): [`leg`](Self::leg) at an unchanged mark for
+    /// the common magnitudes ([`MarkedFill::leg`]); `None` when it cannot answer so.
+    #[inline(always)]
+    fn leg_held(&self, row: u32, old: &Book, d: Qty, fill: &MarkedFill) -> Option<Leg> {
+        // SAFETY: a row of the account index (`at`).
+        let acct = unsafe { at(&self.accounts, row) };
+        let (book, delta) = fill.leg(old, d)?;
+        let totals = acct.totals.shifted64(&delta)?;
+        let failed = checks(acct, &book, &totals).ok()?;
+        Some(Leg { book, totals, failed })
     }
 
     /// Write a trade's two legs, computed and checked: the accounts' totals, the positions
@@ -2418,6 +2432,51 @@ mod tests {
             let mut out = Leg::default();
             let fast = sm.leg(0, 0, &old, f, &mut out).map(|()| out);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
+        }
+
+        /// A leg at an unchanged mark for the common magnitudes (`leg_held`: the fill, the
+        /// change of terms, the totals, the checks) gives exactly what the exact path gives
+        /// wherever it answers, and answers for the ordinary magnitudes.
+        #[test]
+        fn a_leg_at_an_unchanged_mark_equals_the_exact_leg(
+            (m, bps) in (
+                prop_oneof![3 => 1i64..100, 1 => positive(100)],
+                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
+            ),
+            mark in prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
+            (qty, cost, realized) in (
+                prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)],
+                money(),
+                money(),
+            ),
+            (d, price) in (
+                prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(-i64::MAX)]
+                    .prop_filter("a fill is never 0", |d| *d != 0),
+                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
+            ),
+            (max_position, max_notional, max_loss) in (
+                prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
+                prop_oneof![Just(0), 0..(1i128 << 50), Just(i128::MAX)],
+                prop_oneof![Just(0), 0..(1i128 << 50), Just(i128::MAX)],
+            ),
+            (collateral, totals) in (money(), [money(), money(), money(), money()]),
+        ) {
+            let spec =
+                AccountSpec { id: 7, max_position, max_notional, max_loss, suspended: false };
+            let totals = Totals {
+                notional: totals[0],
+                unrealized: totals[1],
+                realized: totals[2],
+                margin: totals[3],
+            };
+            let sm = one_of_each(m, bps, mark, spec, collateral, totals);
+            let old = Book { qty, cost, realized };
+            let exact = sm.leg_exact(0, 0, old, Fill { d, price, mark });
+            let fill = MarkedFill::new(price, mark, m, bps);
+            prop_assert!(fill.is_some() || price.checked_mul(m).is_none() || mark.checked_mul(m).and_then(|x| x.checked_mul(bps)).is_none());
+            if let Some(leg) = fill.and_then(|f| sm.leg_held(0, &old, d, &f)) {
+                prop_assert_eq!(Ok(leg), exact);
+            }
         }
 
         /// A trade between two holders that does not move the mark, booked by `book_held` (its
