@@ -381,8 +381,8 @@ const FLOOR_TABLE_BYTES: usize = 128 << 20;
 /// lines do not stay in the L3 next to ~100 MB of positions and indices: without their prefetch a
 /// trade takes ~130 ns longer, PERFORMANCE.md, eighteenth session). Not counted: its trade-id
 /// slot, which it shares with the three ids before or after it (`SeqKey`: the bench's ids are
-/// consecutive, as a venue's are), and its two account-index slots (a 4 MiB table: not measured
-/// apart).
+/// consecutive, as a venue's are). A batched trade between holders reads no account-index slot:
+/// it finds a holder's row in its position (PERFORMANCE.md, twenty-first session).
 const FLOOR_LINES: usize = 8;
 
 /// Rounds of independent compute per item for the floor "behind compute": four chains of
