@@ -239,16 +239,17 @@ pub struct MarkedFill {
     mm: i64,
     /// `mark * m * margin_bps`: a unit's margin, times `BPS_SCALE`.
     mmb: i64,
-    /// `max(pm, mm)`.
-    k: u64,
+    /// [`MarkedFill::leg`] answers for unit counts below `2^units_bits`: then a count times
+    /// `max(pm, mm)` is below `FILL_RANGE` and times `mmb` below `MARGIN_RANGE`.
+    units_bits: u32,
 }
 
 /// [`MarkedFill::leg`] answers when `max(|qty|, |d|) * max(pm, mm)` is below this (every
 /// quantity's value then fits with room to add three of them)...
-const FILL_RANGE: u64 = 1 << 58;
+const FILL_RANGE_BITS: u32 = 58;
 /// ... and `max(|qty|, |d|) * mmb` below this (a margin's product, at most twice that, then
 /// fits in u64: as [`Valued::terms64`] requires of `notional * margin_bps`)...
-const MARGIN_RANGE: u64 = 1 << 63;
+const MARGIN_RANGE_BITS: u32 = 63;
 /// ... and the book's cost and realized are within +-2^61.
 const BOOK_RANGE: u128 = 1 << 61;
 
@@ -263,7 +264,12 @@ impl MarkedFill {
         if o1 | o2 | o3 | (price <= 0) | (m <= 0) | (mark <= 0) | (bps < 0) {
             return None;
         }
-        Some(MarkedFill { pm, mm, mmb, k: pm.max(mm) as u64 })
+        // x < 2^bits(x): a count below 2^(R - bits(x)) times x is below 2^R. (Up to twice as
+        // strict as the products themselves: the bound is checked with one shift a leg.)
+        let bits = |x: i64| u64::BITS - (x as u64).leading_zeros();
+        let fill = FILL_RANGE_BITS.checked_sub(bits(pm.max(mm)))?;
+        let units_bits = fill.min(MARGIN_RANGE_BITS - bits(mmb));
+        Some(MarkedFill { pm, mm, mmb, units_bits })
     }
 
     /// The book after filling `d` (SPEC.md rules 1 and 2, as [`Book::fill`]) and the change of
@@ -271,10 +277,10 @@ impl MarkedFill {
     /// margin), or `None` when the magnitudes are beyond the ranges above (the caller takes the
     /// exact path). Equal to the exact path wherever it answers (a property test holds it).
     ///
-    /// The bounds, with `s = max(|qty|, |d|)`, `K = max(pm, mm)`, `s * K < 2^58`,
-    /// `s * mmb < 2^63`, `|cost|, |realized| < 2^61`: every unit count is at most `2s`, every
-    /// value of units below `2 * 2^58`, the closed cost at most `|cost|`, a margin's product
-    /// below 2^64, so each result below is under 2^63 in magnitude.
+    /// The bounds, with `s = max(|qty|, |d|)` (below `2^units_bits`), `K = max(pm, mm)`,
+    /// `s * K < 2^58`, `s * mmb < 2^63`, `|cost|, |realized| < 2^61`: every unit count is at
+    /// most `2s`, every value of units below `2 * 2^58`, the closed cost at most `|cost|`, a
+    /// margin's product below 2^64, so each result below is under 2^63 in magnitude.
     ///
     /// No branch on the kind of fill either: whether a trade adds to, reduces, closes or flips
     /// a position is as random as the positions' sides, and a branch on it was mispredicted
@@ -285,11 +291,8 @@ impl MarkedFill {
     pub fn leg(&self, old: &Book, d: Qty) -> Option<(Book, [i64; 4])> {
         let in_book = |x: i128| (x as u128).wrapping_add(BOOK_RANGE) < 2 * BOOK_RANGE;
         let (qty, a, dd) = (old.qty, old.qty.unsigned_abs(), d.unsigned_abs());
-        let s = u128::from(a.max(dd));
-        let fits = (s * u128::from(self.k) < u128::from(FILL_RANGE))
-            & (s * u128::from(self.mmb as u64) < u128::from(MARGIN_RANGE))
-            & in_book(old.cost)
-            & in_book(old.realized);
+        // max(|qty|, |d|) < 2^units_bits.
+        let fits = ((a | dd) >> self.units_bits == 0) & in_book(old.cost) & in_book(old.realized);
         if !fits {
             return None;
         }
@@ -869,17 +872,19 @@ mod tests {
             let inside = Book { realized: inside.realized.clamp(-edge, edge - 1), ..inside };
             assert!(f.leg(&inside, 1).is_some(), "{inside:?}: within +-2^61");
         }
-        // s * max(price, mark) * m: 101e8 * 10 = 1.01e11 > 2^36, so 2^22 units reach 2^58.
+        // s * max(price, mark) * m: 101e8 * 10 = 1.01e11 < 2^37, so fewer than 2^21 units stay
+        // below 2^58 (2^22 units would not: the bound is up to twice as strict).
         let flat = MarkedFill::new(99 * PRICE_SCALE, 101 * PRICE_SCALE, 10, 0).expect("in range");
-        assert!(flat.leg(&b(1 << 21, 0, 0), 1).is_some());
-        assert_eq!(flat.leg(&b(1 << 22, 0, 0), 1), None, "|qty| * pm");
-        assert_eq!(flat.leg(&b(0, 0, 0), -(1 << 22)), None, "|d| * pm");
-        // s * mmb: a margin rate of 10x (100,000 bps) makes mmb 1.01e16 > 2^53, so 2^10 units
-        // reach 2^63.
+        assert!(flat.leg(&b((1 << 21) - 1, 0, 0), 1 - (1 << 21)).is_some());
+        assert_eq!(flat.leg(&b(1 << 21, 0, 0), 1), None, "|qty| * pm");
+        assert_eq!(flat.leg(&b(0, 0, 0), -(1 << 21)), None, "|d| * pm");
+        // s * mmb: a margin rate of 10x (100,000 bps) makes mmb 1.01e16 < 2^54, so fewer than
+        // 2^9 units stay below 2^63.
         let heavy =
             MarkedFill::new(PRICE_SCALE, 101 * PRICE_SCALE, 10, MARGIN_BPS_MAX).expect("ok");
-        assert!(heavy.leg(&b(1 << 9, 0, 0), 1).is_some());
-        assert_eq!(heavy.leg(&b(1 << 10, 0, 0), 1), None, "|qty| * mmb");
+        assert!(heavy.leg(&b((1 << 9) - 1, 0, 0), 1).is_some());
+        assert_eq!(heavy.leg(&b(1 << 9, 0, 0), 1), None, "|qty| * mmb");
+        assert!(MarkedFill::new(1 << 57, 1, 2, 0).is_none(), "a unit's value is 2^58");
         for (price, mark, m, bps) in [
             (i64::MAX, 1, 2, 0),
             (1, i64::MAX, 2, 0),
