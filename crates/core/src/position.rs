@@ -362,22 +362,14 @@ impl Totals {
         Some(Totals::from_parts(out))
     }
 
-    /// These totals plus `delta` (a position's terms, new minus old), or `None` if a total
-    /// would not fit in i128.
+    /// Add `delta` (a position's terms, new minus old) to these totals, which the caller
+    /// knows to be far enough from the bounds of i128 for the sums to fit.
     #[inline(always)]
-    pub fn shifted64(&self, delta: &[i64; 4]) -> Option<Totals> {
-        let t = self.parts();
-        let mut out = [0i128; 4];
-        let mut overflow = false;
-        for i in 0..4 {
-            let (x, o) = t[i].overflowing_add(i128::from(delta[i]));
-            out[i] = x;
-            overflow |= o;
-        }
-        if overflow {
-            return None;
-        }
-        Some(Totals::from_parts(out))
+    pub fn shift64(&mut self, delta: &[i64; 4]) {
+        self.notional += i128::from(delta[0]);
+        self.unrealized += i128::from(delta[1]);
+        self.realized += i128::from(delta[2]);
+        self.margin += i128::from(delta[3]);
     }
 
     /// These totals with one position's terms `old` replaced by `new`, or `None` if a total

@@ -1353,8 +1353,14 @@ impl StateMachine {
         // SAFETY: a row of the account index (`at`).
         let acct = unsafe { at(&self.accounts, row) };
         let (book, delta) = fill.leg(old, d)?;
-        let totals = acct.totals.shifted64(&delta)?;
-        let failed = checks(acct, &book, &totals).ok()?;
+        if !near_zero(acct) {
+            return None;
+        }
+        let mut totals = acct.totals;
+        totals.shift64(&delta);
+        let Totals { realized: r, unrealized: u, margin: m, .. } = totals;
+        let pnl = r + u;
+        let failed = risk_bits(acct, &book, &totals, pnl, acct.collateral + pnl - m);
         Some(Leg { book, totals, failed })
     }
 
@@ -2204,11 +2210,32 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
         let Valuation { pnl, excess, .. } = valuation(acct.collateral, totals)?;
         (pnl, excess)
     };
+    Ok(risk_bits(acct, book, totals, pnl, excess))
+}
+
+/// Whether an account's collateral and totals are within +-2^124: then adding a position's
+/// change of terms (each below 2^63 in magnitude: [`MarkedFill::leg`]) to its totals, and
+/// the P&L (`realized + unrealized`) and the excess (`collateral + P&L - margin`) of the sums,
+/// cannot overflow (below 2^127 in magnitude: 2^124 + 2 * (2^124 + 2^63) + 2^124 + 2^63);
+/// always, but for astronomical accounts.
+#[inline(always)]
+fn near_zero(acct: &Account) -> bool {
+    // 0 unless -2^124 <= x < 2^124 (the high word's top four bits are equal).
+    let far = |x: i128| ((x >> 64) as i64).wrapping_add(1 << 60) as u64 >> 61;
+    let t = &acct.totals;
+    (far(acct.collateral) | far(t.notional) | far(t.unrealized) | far(t.realized) | far(t.margin))
+        == 0
+}
+
+/// The post-trade checks' bits (bit i: `RISK_ORDER[i]` fails), from the account's limits and
+/// its new book, totals, P&L and excess.
+#[inline(always)]
+fn risk_bits(acct: &Account, book: &Book, totals: &Totals, pnl: Money, excess: Money) -> u8 {
     let pos = book.qty.unsigned_abs() > acct.position_cap;
     let notional = totals.notional > acct.notional_cap;
     let loss = pnl < acct.loss_floor;
     let margin = excess < 0;
-    Ok(u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3)
+    u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3
 }
 
 /// Take a `record` that changes out of `digest` and list its index `at` in `dirty`, unless it
@@ -2311,6 +2338,32 @@ fn equity(collateral: Money, t: &Totals) -> Result<Money, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn near_zero_is_collateral_and_totals_within_2_pow_124() {
+        let spec =
+            AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+        let edge = 1i128 << 124;
+        for (x, near) in
+            [(0, true), (edge - 1, true), (-edge, true), (edge, false), (-edge - 1, false)]
+        {
+            for field in 0..5 {
+                let mut a = Account::new(spec);
+                let t = &mut a.totals;
+                *[
+                    &mut a.collateral,
+                    &mut t.notional,
+                    &mut t.unrealized,
+                    &mut t.realized,
+                    &mut t.margin,
+                ]
+                .into_iter()
+                .nth(field)
+                .expect("five fields") = x;
+                assert_eq!(near_zero(&a), near, "field {field} = {x}");
+            }
+        }
+    }
 
     #[test]
     fn the_trade_date_cache_starts_with_a_valid_date() {
