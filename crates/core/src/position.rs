@@ -23,42 +23,6 @@ pub fn negate_if(x: i64, neg: bool) -> i64 {
     (x ^ mask).wrapping_sub(mask)
 }
 
-/// `a / b` truncating toward zero, with one 64-bit division and no branch. Rust's `/` on i64
-/// compiles (for generic x86-64) to a test of whether both operands fit in 32 bits and a
-/// branch to a 32-bit division: on the trade path the dividend's size follows a position's
-/// side (0 when a fill adds to it), as random as the positions, so that branch was
-/// mispredicted about half the time.
-///
-/// # Safety
-/// `b != 0` and `b != -1` (the two cases in which the division faults: a zero divisor, and
-/// `i64::MIN / -1`).
-#[inline(always)]
-pub unsafe fn div64(a: i64, b: i64) -> i64 {
-    debug_assert!(b != 0 && b != -1, "div64 by {b}");
-    #[cfg(target_arch = "x86_64")]
-    {
-        let q: i64;
-        // SAFETY: `cqo` sign-extends rax into rdx, `idiv` divides rdx:rax by `b`, quotient in
-        // rax (remainder in rdx, discarded); it faults only for the divisors the caller
-        // excludes. No memory or stack is touched; the flags are clobbered (asm!'s default).
-        unsafe {
-            std::arch::asm!(
-                "cqo",
-                "idiv {b}",
-                b = in(reg) b,
-                inout("rax") a => q,
-                out("rdx") _,
-                options(pure, nomem, nostack),
-            );
-        }
-        q
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        a / b
-    }
-}
-
 /// `q * p * m` in money, exact or `None`.
 #[inline]
 pub fn value(q: i128, p: Price, m: i64) -> Option<Money> {
@@ -113,13 +77,15 @@ impl Book {
         let (open, dd) = (qty.unsigned_abs(), d.unsigned_abs());
         // |qty| or |d| = 2^63 (MIN) would make the casts below lie.
         let big = (open | dd) > i64::MAX as u64;
+        // |qty| as a divisor, at most i64::MAX (qty = i64::MIN is `big`).
+        let a = open.min(i64::MAX as u64);
         // Units closed: min(|d|, |qty|) when d is against the position, else 0 (and 0 when
         // qty == 0: then |qty| = 0).
-        let c = dd.min(open) as i64 & (qty ^ d) >> 63;
-        let (cost_c, o2) = cost.overflowing_mul(c);
-        // Truncating toward zero like i128's division; 0 when qty == 0 (c = 0 then).
-        // SAFETY: the divisor is in 1..=i64::MAX or i64::MIN (|qty| <= 2^63): never 0 or -1.
-        let closed = unsafe { div64(cost_c, open.max(1) as i64) };
+        let c = dd.min(a) as i64 & (qty ^ d) >> 63;
+        // cost * c / |qty| (the product exact in 128 bits), truncating toward zero like i128's
+        // division; 0 when qty == 0 (c = 0 then).
+        // SAFETY: 0 <= c <= a <= a.max(1), and a.max(1) >= 1.
+        let closed = unsafe { mul_div64(cost, c, a.max(1) as i64) };
         let (vc, o3) = c.overflowing_mul(pm);
         let signed_vc = negate_if(vc, qty < 0); // c = 0 if qty == 0
         let (gain, o4) = signed_vc.overflowing_sub(closed);
@@ -127,12 +93,11 @@ impl Book {
         // The units that open: |d| - c >= 0, at p (wrapping: only when `big`).
         let (v, o6) = (dd as i64).wrapping_sub(c).overflowing_mul(pm);
         let opened = negate_if(v, d < 0);
-        // |closed| <= |cost|, of the same sign, so cost - closed cannot overflow (wrapping: it
-        // does only when `cost * c` did).
-        let (cost, o7) = cost.wrapping_sub(closed).overflowing_add(opened);
+        // |closed| <= |cost|, of the same sign, so cost - closed cannot overflow.
+        let (cost, o7) = (cost - closed).overflowing_add(opened);
         let (q, o8) = qty.overflowing_add(d);
         // A non-positive p * m (never valid input) would make the sign tricks above lie.
-        if wide | big | o1 | o2 | o3 | o4 | o5 | o6 | o7 | o8 | (pm <= 0) {
+        if wide | big | o1 | o3 | o4 | o5 | o6 | o7 | o8 | (pm <= 0) {
             return None;
         }
         Some(Book { qty: q, cost: cost.into(), realized: realized.into() })
@@ -193,7 +158,10 @@ impl Book {
 }
 
 /// `a * b / d` truncating toward zero, the product exact in 128 bits, with no branch: one
-/// `imul` and one `idiv`.
+/// `imul` and one `idiv`. (Rust's `/` on i64 compiles, for generic x86-64, to a test of
+/// whether both operands fit in 32 bits and a branch to a 32-bit division; on the trade path
+/// the dividend's size follows a position's side, as random as the positions, so that branch
+/// was mispredicted about half the time. And a 128-bit division would be a library call.)
 ///
 /// # Safety
 /// `0 <= b <= d` and `d >= 1`: then `|a * b / d| <= |a|`, so the quotient fits (the division
@@ -790,9 +758,12 @@ mod tests {
         for a in xs {
             assert_eq!(negate_if(a, false), a);
             assert_eq!(negate_if(a, true), a.wrapping_neg());
-            for b in xs.into_iter().filter(|&b| b != 0 && b != -1) {
-                // SAFETY: b is neither 0 nor -1.
-                assert_eq!(unsafe { div64(a, b) }, a / b, "{a} / {b}");
+            for d in [1, 3, 7, 1 << 40, i64::MAX - 1, i64::MAX] {
+                for b in [0, 1, d / 3, d / 2, d - 1, d] {
+                    let exact = i128::from(a) * i128::from(b) / i128::from(d);
+                    // SAFETY: 0 <= b <= d and d >= 1.
+                    assert_eq!(i128::from(unsafe { mul_div64(a, b, d) }), exact, "{a} * {b} / {d}");
+                }
             }
         }
     }
@@ -813,11 +784,16 @@ mod tests {
             (b(1, i128::from(i64::MAX), 0), 1, 1, 1),     // cost + d * p * m
             (b(i64::MIN, 0, 0), 1, 1, 1),                 // |qty| = 2^63
             (b(1, 0, 0), -1, 0, 1),                       // p * m <= 0
-            (b(3, i128::from(i64::MAX / 2), 0), -3, 1, 1), // cost * c
             (b(-1, -2, i128::from(i64::MAX)), 1, 1, 1),   // realized + gain
         ];
         for (book, d, p, m) in declines {
             assert_eq!(book.fill64(d, p, m), None, "{book:?} {d} {p} {m}");
+        }
+        // cost * c beyond 64 bits: the product is exact in 128 (`mul_div64`), so it answers.
+        let rich = b(3, i128::from(i64::MAX / 2), 0);
+        for d in [-1, -2, -3, -5] {
+            assert_eq!(rich.fill64(d, 1, 1), rich.fill_wide(d, 1, 1), "{d}");
+            assert!(rich.fill64(d, 1, 1).is_some());
         }
     }
 
