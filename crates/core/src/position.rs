@@ -208,7 +208,8 @@ pub struct MarkedFill {
     /// `mark * m * margin_bps`: a unit's margin, times `BPS_SCALE`.
     mmb: i64,
     /// [`MarkedFill::leg`] answers for unit counts below `2^units_bits`: then a count times
-    /// `max(pm, mm)` is below `FILL_RANGE` and times `mmb` below `MARGIN_RANGE`.
+    /// `max(pm, mm)` is below `2^FILL_RANGE_BITS` and times `mmb` below
+    /// `2^MARGIN_RANGE_BITS`.
     units_bits: u32,
 }
 

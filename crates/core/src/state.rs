@@ -35,7 +35,8 @@ use crate::valuation::{value_columns, Columns};
 pub const CHUNK_POSITIONS: usize = 4;
 /// Holder slots per 64-byte holder chunk (15 slots + the next-chunk index).
 pub const CHUNK_HOLDERS: usize = 15;
-/// Commands ahead whose positions `apply_batch` prefetches (two stages of this distance).
+/// Commands ahead whose positions `apply_batch` looks up (its second stage; its first
+/// prefetches their index slots twice this far ahead).
 pub const PREFETCH_DISTANCE: usize = 4;
 /// Commands ahead whose accounts `apply_batch` prefetches (its third stage, after their
 /// positions: see `StateMachine::resolve_rows`).
@@ -662,10 +663,10 @@ impl StateMachine {
 
     /// A trade's lookups with their cache misses overlapped: every index slot it reads is
     /// prefetched at once, then the index entries are read and its accounts' and positions'
-    /// lines prefetched at once ([`resolve`](Self::resolve)): two rounds of misses, each in
-    /// parallel, instead of one dependent miss after another (on a book larger than the
-    /// caches, most of a lone command's time: 829-857 -> 444-452 ns a trade on the 1M-position
-    /// book, PERFORMANCE.md, fifteenth session).
+    /// lines prefetched at once ([`resolve_trade`](Self::resolve_trade)): two rounds of
+    /// misses, each in parallel, instead of one dependent miss after another (on a book larger
+    /// than the caches, most of a lone command's time: 829-857 -> 444-452 ns a trade on the
+    /// 1M-position book, PERFORMANCE.md, fifteenth session).
     #[inline(always)]
     fn look_up_overlapped(&self, t: &Trade, h: &IndexHashes) -> Legs {
         self.prefetch_slots(*h);
@@ -721,9 +722,10 @@ impl StateMachine {
     }
 
     /// Apply a batch in order, calling `on_result(i, result)` for each command. Equivalent to
-    /// calling [`apply`](Self::apply) one by one; it prefetches, in two stages, the index
-    /// slots and then the accounts and positions of the trades `PREFETCH_DISTANCE` and
-    /// `2 * PREFETCH_DISTANCE` commands ahead so their cache misses overlap.
+    /// calling [`apply`](Self::apply) one by one; it prefetches, in three stages, the index
+    /// slots of the trades `2 * PREFETCH_DISTANCE` commands ahead, then the positions they
+    /// name `PREFETCH_DISTANCE` ahead, then the accounts those name `ROW_DISTANCE` ahead, so
+    /// their cache misses overlap.
     pub fn apply_batch(
         &mut self,
         batch: &[Sequenced],
@@ -793,7 +795,8 @@ impl StateMachine {
         }
     }
 
-    /// Prefetch the index slots of a trade's accounts, positions and trade id; their hashes.
+    /// Prefetch the index slots of a trade's positions and trade id (the batch's first
+    /// stage); the hashes of its keys.
     #[inline(always)]
     fn prefetch_index(&self, item: &impl BatchItem) -> IndexHashes {
         let item = item.item();
@@ -2516,7 +2519,8 @@ mod tests {
             let sm = one_of_each(m, bps, mark, spec, collateral, totals);
             let old = Book { qty, cost, realized };
             let exact = sm.leg_exact(0, 0, old, Fill { d, price, mark });
-            let leg = MarkedFill::new(price, mark, m, bps).and_then(|f| sm.leg_held(0, &old, d, &f));
+            let fill = MarkedFill::new(price, mark, m, bps);
+            let leg = fill.and_then(|f| sm.leg_held(0, &old, d, &f));
             // Far inside every range: MarkedFill's (units below 2^21 here), near_zero's.
             let ordinary = qty.unsigned_abs().max(d.unsigned_abs()) < 1 << 16
                 && price.max(mark) < 1 << 24
