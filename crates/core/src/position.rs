@@ -60,47 +60,26 @@ impl Book {
         }
     }
 
-    /// [`fill`](Self::fill) in 64-bit arithmetic for the common case (cost, realized and every
-    /// value involved fit in i64); `None` says only "not in 64 bits" and the caller takes the
-    /// exact path. Equal to the exact path wherever it answers (a property test holds it).
-    ///
-    /// Without a branch on the kind of fill: whether a trade adds to, reduces, closes or flips
-    /// a position is as random as the positions' sides, so a branch on it was mispredicted
-    /// about half the time (one mispredict a trade in the core bench's workload). One formula
-    /// covers all four: `c` units close (0 unless `d` is against the position), the closed
-    /// cost is `cost * c / |qty|`, and the other `|d| - c` units open at `p`.
+    /// [`fill`](Self::fill) in 64-bit arithmetic for the common magnitudes; `None` says only
+    /// "not in 64 bits" and the caller takes the exact path. Equal to the exact path wherever
+    /// it answers (a property test holds it). It answers when `p * m` fits and is positive,
+    /// `max(|qty|, |d|) * p * m < 2^58` and the cost and realized are within +-2^61: then
+    /// `fill_in_range` cannot overflow (one range check instead of an overflow check per
+    /// operation).
     #[inline]
     pub fn fill64(self, d: Qty, p: Price, m: i64) -> Option<Book> {
-        let (qty, cost, realized) = (self.qty, self.cost as i64, self.realized as i64);
-        let wide = i128::from(cost) != self.cost || i128::from(realized) != self.realized;
-        let (pm, o1) = p.overflowing_mul(m);
-        let (open, dd) = (qty.unsigned_abs(), d.unsigned_abs());
-        // |qty| or |d| = 2^63 (MIN) would make the casts below lie.
-        let big = (open | dd) > i64::MAX as u64;
-        // |qty| as a divisor, at most i64::MAX (qty = i64::MIN is `big`).
-        let a = open.min(i64::MAX as u64);
-        // Units closed: min(|d|, |qty|) when d is against the position, else 0 (and 0 when
-        // qty == 0: then |qty| = 0).
-        let c = dd.min(a) as i64 & (qty ^ d) >> 63;
-        // cost * c / |qty| (the product exact in 128 bits), truncating toward zero like i128's
-        // division; 0 when qty == 0 (c = 0 then).
-        // SAFETY: 0 <= c <= a <= a.max(1), and a.max(1) >= 1.
-        let closed = unsafe { mul_div64(cost, c, a.max(1) as i64) };
-        let (vc, o3) = c.overflowing_mul(pm);
-        let signed_vc = negate_if(vc, qty < 0); // c = 0 if qty == 0
-        let (gain, o4) = signed_vc.overflowing_sub(closed);
-        let (realized, o5) = realized.overflowing_add(gain);
-        // The units that open: |d| - c >= 0, at p (wrapping: only when `big`).
-        let (v, o6) = (dd as i64).wrapping_sub(c).overflowing_mul(pm);
-        let opened = negate_if(v, d < 0);
-        // |closed| <= |cost|, of the same sign, so cost - closed cannot overflow.
-        let (cost, o7) = (cost - closed).overflowing_add(opened);
-        let (q, o8) = qty.overflowing_add(d);
-        // A non-positive p * m (never valid input) would make the sign tricks above lie.
-        if wide | big | o1 | o3 | o4 | o5 | o6 | o7 | o8 | (pm <= 0) {
+        let (pm, o) = p.overflowing_mul(m);
+        let s = u128::from(self.qty.unsigned_abs().max(d.unsigned_abs()));
+        let fits = !o
+            & (pm > 0)
+            & ((s * u128::from(pm as u64)) >> FILL_RANGE_BITS == 0)
+            & in_book_range(self.cost)
+            & in_book_range(self.realized);
+        if !fits {
             return None;
         }
-        Some(Book { qty: q, cost: cost.into(), realized: realized.into() })
+        let (book, _) = fill_in_range(self.qty, self.cost as i64, self.realized as i64, d, pm);
+        Some(book)
     }
 
     /// [`fill`](Self::fill) in exact i128 arithmetic, SPEC.md's rules written literally.
@@ -195,6 +174,46 @@ pub unsafe fn mul_div64(a: i64, b: i64, d: i64) -> i64 {
     }
 }
 
+/// Whether a book's cost or realized is within the range `fill_in_range` takes: +-2^61.
+#[inline(always)]
+fn in_book_range(x: Money) -> bool {
+    (x as u128).wrapping_add(BOOK_RANGE) < 2 * BOOK_RANGE
+}
+
+/// A fill of `d` (buy > 0) at `pm` (price times multiplier, > 0) of the book `qty`, `cost`,
+/// `realized` (SPEC.md "Positions (average cost)", rules 1 and 2): the new book and the P&L
+/// the fill realizes. In 64-bit arithmetic with no overflow check: the callers check that
+/// `max(|qty|, |d|) * pm < 2^58` and `|cost|, |realized| < 2^61` ([`Book::fill64`],
+/// [`MarkedFill::leg`]), and then every value below is under 2^63 in magnitude (a unit
+/// count is at most `2 * max(|qty|, |d|)`, a value of units below 2^59, the closed cost at
+/// most `|cost|`).
+///
+/// No branch on the kind of fill: whether a trade adds to, reduces, closes or flips a
+/// position is as random as the positions' sides, and a branch on it was mispredicted about
+/// half the time. One formula covers all four: `c` units close (0 unless `d` is against the
+/// position), the closed cost is `cost * c / |qty|`, and the other `|d| - c` units open.
+#[inline(always)]
+fn fill_in_range(qty: Qty, cost: i64, realized: i64, d: Qty, pm: i64) -> (Book, i64) {
+    // |qty| as a divisor, at most i64::MAX (so it stays positive whatever the input).
+    let (a, dd) = (qty.unsigned_abs().min(i64::MAX as u64), d.unsigned_abs());
+    // Units closed: min(|d|, |qty|) when d is against the position, else 0 (and 0 when
+    // qty == 0: then |qty| = 0).
+    let c = dd.min(a) as i64 & (qty ^ d) >> 63;
+    // cost * c / |qty| (the product exact in 128 bits), truncating toward zero like i128's
+    // division; 0 when qty == 0.
+    // SAFETY: 0 <= c <= a <= a.max(1), and a.max(1) >= 1.
+    let closed = unsafe { mul_div64(cost, c, a.max(1) as i64) };
+    let gain = negate_if(c * pm, qty < 0) - closed;
+    let opened = negate_if((dd as i64 - c) * pm, d < 0);
+    // |closed| <= |cost|, of the same sign: cost - closed is between 0 and cost.
+    let book = Book {
+        qty: qty + d,
+        cost: (cost - closed + opened).into(),
+        realized: (realized + gain).into(),
+    };
+    (book, gain)
+}
+
 /// A fill at `price` of a position valued at one mark before and after it (a trade that does
 /// not move its instrument's mark), computed for the common magnitudes with no overflow check
 /// per operation: one range check per leg ([`MarkedFill::leg`]) proves that nothing in it can
@@ -249,41 +268,25 @@ impl MarkedFill {
     /// The bounds, with `s = max(|qty|, |d|)` (below `2^units_bits`), `K = max(pm, mm)`,
     /// `s * K < 2^58`, `s * mmb < 2^63`, `|cost|, |realized| < 2^61`: every unit count is at
     /// most `2s`, every value of units below `2 * 2^58`, the closed cost at most `|cost|`, a
-    /// margin's product below 2^64, so each result below is under 2^63 in magnitude.
-    ///
-    /// No branch on the kind of fill either: whether a trade adds to, reduces, closes or flips
-    /// a position is as random as the positions' sides, and a branch on it was mispredicted
-    /// about half the time. One formula covers all four: `c` units close (0 unless `d` is
-    /// against the position), the closed cost is `cost * c / |qty|`, and the other `|d| - c`
-    /// units open at the price.
+    /// margin's product below 2^64, so each result below is under 2^63 in magnitude. The fill
+    /// itself is `fill_in_range`'s.
     #[inline(always)]
     pub fn leg(&self, old: &Book, d: Qty) -> Option<(Book, [i64; 4])> {
-        let in_book = |x: i128| (x as u128).wrapping_add(BOOK_RANGE) < 2 * BOOK_RANGE;
-        let (qty, a, dd) = (old.qty, old.qty.unsigned_abs(), d.unsigned_abs());
+        let (qty, a) = (old.qty, old.qty.unsigned_abs());
         // max(|qty|, |d|) < 2^units_bits.
-        let fits = ((a | dd) >> self.units_bits == 0) & in_book(old.cost) & in_book(old.realized);
-        if !fits {
+        let units = (a | d.unsigned_abs()) >> self.units_bits == 0;
+        if !(units & in_book_range(old.cost) & in_book_range(old.realized)) {
             return None;
         }
-        let (cost, realized) = (old.cost as i64, old.realized as i64);
-        // Units closed: min(|d|, |qty|) when d is against the position, else 0 (and 0 when
-        // qty == 0: then |qty| = 0).
-        let c = dd.min(a) as i64 & (qty ^ d) >> 63;
-        // SAFETY: 0 <= c <= |qty| <= |qty|.max(1) (and |qty| < 2^58 here).
-        let closed = unsafe { mul_div64(cost, c, a.max(1) as i64) };
-        let gain = negate_if(c * self.pm, qty < 0) - closed; // c = 0 if qty == 0
-        let opened = negate_if((dd as i64 - c) * self.pm, d < 0);
-        let book = Book {
-            qty: qty + d,
-            cost: (cost - closed + opened).into(),
-            realized: (realized + gain).into(),
-        };
-        let (n_old, n_new) = (a as i64 * self.mm, (qty + d).abs() * self.mm);
+        let cost = old.cost as i64;
+        let (book, gain) = fill_in_range(qty, cost, old.realized as i64, d, self.pm);
+        let (q, cost_new) = (book.qty, book.cost as i64);
+        let (n_old, n_new) = (a as i64 * self.mm, q.abs() * self.mm);
         let bps = BPS_SCALE as u64;
         let (g_old, g_new) =
-            ((a * self.mmb as u64) / bps, ((qty + d).unsigned_abs() * self.mmb as u64) / bps);
+            ((a * self.mmb as u64) / bps, (q.unsigned_abs() * self.mmb as u64) / bps);
         let u_old = negate_if(n_old, qty < 0) - cost;
-        let u_new = negate_if(n_new, qty + d < 0) - (cost - closed + opened);
+        let u_new = negate_if(n_new, q < 0) - cost_new;
         Some((book, [n_new - n_old, u_new - u_old, gain, g_new as i64 - g_old as i64]))
     }
 }
@@ -786,12 +789,25 @@ mod tests {
             (b(i64::MIN, 0, 0), 1, 1, 1),                 // |qty| = 2^63
             (b(1, 0, 0), -1, 0, 1),                       // p * m <= 0
             (b(-1, -2, i128::from(i64::MAX)), 1, 1, 1),   // realized + gain
+            (b(1, 1 << 61, 0), 1, 1, 1),                  // cost at 2^61
+            (b(1, 0, -(1 << 61) - 1), 1, 1, 1),           // realized below -2^61
+            (b(1, 0, 0), 1, 1 << 57, 2),                  // |qty| * p * m = 2^58
         ];
         for (book, d, p, m) in declines {
             assert_eq!(book.fill64(d, p, m), None, "{book:?} {d} {p} {m}");
         }
+        // Just inside each of those three bounds it answers.
+        for (book, d, p, m) in [
+            (b(1, (1 << 61) - 1, 0), -1, 1, 1),
+            (b(1, 0, -(1 << 61)), 1, 1, 1),
+            (b(-1, 0, 0), 1, (1 << 57) - 1, 2),
+        ] {
+            let fast = book.fill64(d, p, m);
+            assert!(fast.is_some(), "{book:?} {d} {p} {m}");
+            assert_eq!(fast, book.fill_wide(d, p, m));
+        }
         // cost * c beyond 64 bits: the product is exact in 128 (`mul_div64`), so it answers.
-        let rich = b(3, i128::from(i64::MAX / 2), 0);
+        let rich = b(3, 1 << 60, 0);
         for d in [-1, -2, -3, -5] {
             assert_eq!(rich.fill64(d, 1, 1), rich.fill_wide(d, 1, 1), "{d}");
             assert!(rich.fill64(d, 1, 1).is_some());
@@ -918,19 +934,31 @@ mod tests {
     }
 
     proptest! {
-
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        /// Where it answers, equal to the exact fill; and it answers far inside its ranges.
         #[test]
         fn fill64_equals_the_exact_fill_where_it_answers(
-            v in prop_oneof![valued(), small_valued()],
-            d in prop_oneof![-1_000i64..1_000, any::<i64>(), Just(i64::MIN), Just(i64::MAX)],
-            p in prop_oneof![1i64..1 << 40, 1..i64::MAX, Just(i64::MAX)],
-            m in prop_oneof![1i64..1_000, 1..i64::MAX],
+            (v, d, p, m) in prop_oneof![
+                near_marked_bounds().prop_map(|(v, d, p)| (v, d, p, v.multiplier)),
+                (prop_oneof![valued(), small_valued()],
+                 prop_oneof![-1_000i64..1_000, any::<i64>(), Just(i64::MIN), Just(i64::MAX)]
+                    .prop_filter("a fill is never 0", |d| *d != 0),
+                 prop_oneof![1i64..1 << 40, 1..i64::MAX, Just(i64::MAX)],
+                 prop_oneof![1i64..1_000, 1..i64::MAX]),
+            ],
         ) {
-            prop_assume!(d != 0);
-            if let Some(fast) = v.book.fill64(d, p, m) {
+            let fast = v.book.fill64(d, p, m);
+            if let Some(fast) = fast {
                 prop_assert_eq!(Some(fast), v.book.fill_wide(d, p, m));
             }
+            let s = v.book.qty.unsigned_abs().max(d.unsigned_abs());
+            let ordinary = p.checked_mul(m).is_some_and(|pm| u128::from(s) * (pm as u128) < 1 << 50)
+                && [v.book.cost, v.book.realized].iter().all(|x| x.unsigned_abs() < 1 << 50);
+            prop_assert!(fast.is_some() || !ordinary, "an ordinary fill answers");
         }
+    }
+
+    proptest! {
 
         #[test]
         fn wide_sum_is_exact(xs in proptest::collection::vec(any::<i128>(), 0..20)) {
