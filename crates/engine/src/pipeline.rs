@@ -1237,12 +1237,9 @@ fn fused(shared: &Shared) {
             // Idle: hash a few of the records the state digest lacks, as the split state-machine
             // thread does (`SmThread::run`); not when a submitter steps the stage (it returns
             // to its caller instead).
-            Step::Idle => match stage.down.st.sm.settle_some(IDLE_SETTLE) {
+            Step::Idle => match settle_idle(&mut stage.down.st.sm, shared) {
                 0 => Step::Idle,
-                n => {
-                    bump(&shared.metrics.idle_settled, n as u64);
-                    Step::Worked
-                }
+                _ => Step::Worked,
             },
             step => step,
         },
@@ -1285,6 +1282,16 @@ const SNAPSHOT_SPARES: usize = 2;
 /// Records of the state digest an idle state-machine thread hashes before it looks for
 /// commands again (`StateMachine::settle_some`): ~16 x 30 ns at most on a book past the caches.
 const IDLE_SETTLE: usize = 16;
+
+/// Hash up to `IDLE_SETTLE` of the records the state digest lacks, for a state-machine stage
+/// with no command to apply, and count them (`Metrics::idle_settled`); how many.
+fn settle_idle(sm: &mut StateMachine, shared: &Shared) -> usize {
+    let n = sm.settle_some(IDLE_SETTLE);
+    if n > 0 {
+        bump(&shared.metrics.idle_settled, n as u64);
+    }
+    n
+}
 
 struct SmThread {
     sm: StateMachine,
@@ -1353,11 +1360,7 @@ impl SmThread {
                 // Idle: hash a few of the records the state digest lacks, so that a later hash
                 // query or snapshot has less to do (a command that arrives meanwhile waits for
                 // at most IDLE_SETTLE records, ~0.5 us on a large book).
-                let settled = self.sm.settle_some(IDLE_SETTLE);
-                if settled > 0 {
-                    bump(&shared.metrics.idle_settled, settled as u64);
-                }
-                if settled == IDLE_SETTLE {
+                if settle_idle(&mut self.sm, shared) == IDLE_SETTLE {
                     waiter.reset(); // more may be left
                     continue;
                 }
