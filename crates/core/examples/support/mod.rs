@@ -21,7 +21,9 @@ impl Book {
             let spec =
                 AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
             b.apply(Command::UpsertAccount(spec));
-            b.apply(Command::AdjustCollateral { account: id, amount: 1 << 90 });
+            // 10^9 of the currency, as the core bench funds its accounts.
+            let amount = 1_000_000_000 * i128::from(PRICE_SCALE);
+            b.apply(Command::AdjustCollateral { account: id, amount });
         }
         b
     }
