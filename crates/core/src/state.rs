@@ -121,58 +121,128 @@ impl Limits {
     }
 }
 
-/// An account, its fields ordered so that a trade on a position it holds, or a CheckOrder,
-/// reads and writes only its first two cache lines (totals; collateral, limits as the checks
-/// read them, suspension and position count), never the third (its limits as given, its chunks,
-/// touched when it opens a position, and its id): see `ACCOUNT_HOT_BYTES`. Its spec is
-/// [`Account::spec`].
+/// An account's funds and limits as a trade between two holders reads and writes them, in
+/// one cache line: its totals and collateral in 64 bits while they fit (narrow), and its
+/// limits as the checks compare them. Set only by [`Account::set_funds`] and
+/// [`Account::set_spec`].
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Narrow {
+    /// The totals (notional, unrealized, realized, margin, as [`Totals`]) while narrow; a
+    /// margin of [`WIDE`] (which no margin is: margins are never negative) says that the funds
+    /// did not fit in 64 bits and are the account's wide fields.
+    totals: [i64; 4],
+    /// The collateral while narrow.
+    collateral: i64,
+    /// The limits as the checks compare them, "0 = none" already turned into a bound that
+    /// nothing passes (no `!= 0` test per check), clamped to i64: MaxNotional fails when the
+    /// notional is above `notional_cap` (`i64::MAX`: none), MaxLoss when the P&L is below
+    /// `loss_floor` (`i64::MIN`: none), MaxPosition when `|qty|` is above `position_cap`
+    /// (`u64::MAX`: none). A narrow notional or P&L passes a clamped bound exactly when it
+    /// passes the limit itself ([`Account::notional_cap`], [`Account::loss_floor`]).
+    notional_cap: i64,
+    loss_floor: i64,
+    position_cap: u64,
+}
+
+/// [`Narrow::totals`]' margin when the account's funds are wide.
+const WIDE: Money64 = i64::MIN;
+type Money64 = i64;
+
+impl Narrow {
+    /// The totals moved by a position's change of terms `delta` (as [`MarkedFill::leg`] gives
+    /// it) and the post-trade checks of those totals and the new book's `qty` ([`checks`]'
+    /// bits), in 64-bit arithmetic; `None` when the funds are wide or a value does not fit in
+    /// 64 bits (then the exact path answers). Equal to the exact path wherever it answers: the
+    /// collateral and totals are exact while narrow, so are the sums checked here, and their
+    /// equity and excess fit in i128 (so `checks` would not fail).
+    #[inline(always)]
+    fn shifted(&self, qty: Qty, delta: &[i64; 4]) -> Option<([Money64; 4], u8)> {
+        let t = self.totals;
+        if t[3] == WIDE {
+            return None;
+        }
+        let n = [
+            t[0].checked_add(delta[0])?,
+            t[1].checked_add(delta[1])?,
+            t[2].checked_add(delta[2])?,
+            t[3].checked_add(delta[3])?,
+        ];
+        // A margin is never negative, so never WIDE; only a state set directly (a test's)
+        // could reach it.
+        if n[3] == WIDE {
+            return None;
+        }
+        let pnl = n[2].checked_add(n[1])?;
+        let excess = self.collateral.checked_add(pnl)?.checked_sub(n[3])?;
+        let pos = qty.unsigned_abs() > self.position_cap;
+        let (notional, loss) = (n[0] > self.notional_cap, pnl < self.loss_floor);
+        Some((
+            n,
+            u8::from(pos)
+                | u8::from(notional) << 1
+                | u8::from(loss) << 2
+                | u8::from(excess < 0) << 3,
+        ))
+    }
+}
+
+/// An account, its fields ordered so that a trade on a position it holds reads and writes
+/// only its first cache line ([`Narrow`]: funds and limits), a CheckOrder or the opening of a
+/// position the second too (its limits as given, suspension, position count and chunks), and
+/// only an account whose funds do not fit in 64 bits the third (its wide funds): see
+/// `ACCOUNT_HOLDER_BYTES`, `ACCOUNT_HOT_BYTES`. Its spec is [`Account::spec`].
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Account {
-    /// Exact totals of its positions' value terms at current marks (derived, not hashed).
-    totals: Totals,
-    collateral: Money,
-    /// The limits as the checks compare them, "0 = none" already turned into a bound that
-    /// nothing passes (no `!= 0` test per check): MaxNotional fails when the notional is above
-    /// `notional_cap` (`i128::MAX`: none), MaxLoss when the P&L is below `loss_floor`
-    /// (`-max_loss`; `i128::MIN`: none), MaxPosition when `|qty|` is above `position_cap`
-    /// (`u64::MAX`: none). Set only by [`Account::set_spec`].
-    notional_cap: Money,
-    loss_floor: Money,
-    position_cap: u64,
-    positions: u32,
-    suspended: bool,
+    narrow: Narrow,
     /// The limits as given (0: none), for its spec.
     max_notional: Money,
     max_loss: Money,
     max_position: Qty,
+    positions: u32,
+    suspended: bool,
     /// Its position chunks: the first and the one it fills next (NONE before its first
     /// position); `chunk_next` links them.
     first_chunk: u32,
     last_chunk: u32,
     id: AccountId,
+    /// Exact totals of its positions' value terms at current marks (derived, not hashed) and
+    /// its collateral, while its funds are wide (`Narrow::totals`); stale while narrow. Read
+    /// them with [`Account::totals`] and [`Account::collateral`].
+    wide_totals: Totals,
+    wide_collateral: Money,
 }
 
-/// The bytes at the start of an [`Account`] that trades and CheckOrders touch (prefetched).
+/// The bytes at the start of an [`Account`] that a trade between holders touches
+/// ([`Narrow`]: prefetched by the batch's third stage).
+const ACCOUNT_HOLDER_BYTES: usize = 64;
+/// The bytes at the start of an [`Account`] that a trade or a CheckOrder touches
+/// (prefetched): its limits, suspension and chunks too.
 const ACCOUNT_HOT_BYTES: usize = 128;
-const _: () = assert!(std::mem::offset_of!(Account, suspended) < ACCOUNT_HOT_BYTES);
+const _: () = assert!(std::mem::size_of::<Narrow>() == ACCOUNT_HOLDER_BYTES);
+const _: () = assert!(std::mem::offset_of!(Account, id) < ACCOUNT_HOT_BYTES);
 
 impl Account {
     fn new(spec: AccountSpec) -> Account {
         let mut a = Account {
-            totals: Totals::default(),
-            collateral: 0,
-            notional_cap: 0,
-            loss_floor: 0,
-            position_cap: 0,
-            positions: 0,
-            suspended: false,
+            narrow: Narrow {
+                totals: [0; 4],
+                collateral: 0,
+                notional_cap: 0,
+                loss_floor: 0,
+                position_cap: 0,
+            },
             max_notional: 0,
             max_loss: 0,
             max_position: 0,
+            positions: 0,
+            suspended: false,
             first_chunk: NONE,
             last_chunk: NONE,
             id: 0,
+            wide_totals: Totals::default(),
+            wide_collateral: 0,
         };
         a.set_spec(spec);
         a
@@ -192,10 +262,73 @@ impl Account {
     fn set_spec(&mut self, s: AccountSpec) {
         (self.id, self.max_position, self.max_notional, self.max_loss, self.suspended) =
             (s.id, s.max_position, s.max_notional, s.max_loss, s.suspended);
-        self.notional_cap = if s.max_notional == 0 { i128::MAX } else { s.max_notional };
-        // -max_loss fits: max_loss >= 0.
-        self.loss_floor = if s.max_loss == 0 { i128::MIN } else { -s.max_loss };
-        self.position_cap = if s.max_position == 0 { u64::MAX } else { s.max_position as u64 };
+        self.narrow.notional_cap = self.notional_cap().min(i64::MAX.into()) as i64;
+        self.narrow.loss_floor = self.loss_floor().max(i64::MIN.into()) as i64;
+        self.narrow.position_cap =
+            if s.max_position == 0 { u64::MAX } else { s.max_position as u64 };
+    }
+
+    /// MaxNotional fails when the notional is above this (`i128::MAX`: no limit).
+    fn notional_cap(&self) -> Money {
+        if self.max_notional == 0 {
+            i128::MAX
+        } else {
+            self.max_notional
+        }
+    }
+
+    /// MaxLoss fails when the P&L is below this (`i128::MIN`: no limit). Fits: `max_loss >= 0`.
+    fn loss_floor(&self) -> Money {
+        if self.max_loss == 0 {
+            i128::MIN
+        } else {
+            -self.max_loss
+        }
+    }
+
+    fn is_wide(&self) -> bool {
+        self.narrow.totals[3] == WIDE
+    }
+
+    fn collateral(&self) -> Money {
+        if self.is_wide() {
+            self.wide_collateral
+        } else {
+            self.narrow.collateral.into()
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        if self.is_wide() {
+            return self.wide_totals;
+        }
+        let [notional, unrealized, realized, margin] = self.narrow.totals.map(i128::from);
+        Totals { notional, unrealized, realized, margin }
+    }
+
+    /// Set the collateral and totals: narrow when all five fit in 64 bits (and the margin is
+    /// not [`WIDE`]), else wide.
+    fn set_funds(&mut self, collateral: Money, t: Totals) {
+        let narrow = (|| {
+            let c = i64::try_from(collateral).ok()?;
+            let [n, u, r, m] = [t.notional, t.unrealized, t.realized, t.margin].map(i64::try_from);
+            Some((c, [n.ok()?, u.ok()?, r.ok()?, m.ok().filter(|&m| m != WIDE)?]))
+        })();
+        match narrow {
+            Some((c, totals)) => (self.narrow.collateral, self.narrow.totals) = (c, totals),
+            None => {
+                (self.wide_collateral, self.wide_totals) = (collateral, t);
+                self.narrow.totals[3] = WIDE;
+            }
+        }
+    }
+
+    fn set_totals(&mut self, t: Totals) {
+        self.set_funds(self.collateral(), t);
+    }
+
+    fn set_collateral(&mut self, collateral: Money) {
+        self.set_funds(collateral, self.totals());
     }
 }
 
@@ -241,8 +374,9 @@ struct Position {
 }
 
 const _: () = assert!(std::mem::size_of::<Position>() == 64);
-// Spec (64 B), collateral, totals and chunk links: three lines a trade reads together.
-const _: () = assert!(std::mem::size_of::<Account>() == 192);
+// Narrow funds and limits; the spec, counts and chunk links; the wide funds (80 B): four lines,
+// of which a trade between holders touches one.
+const _: () = assert!(std::mem::size_of::<Account>() == 256);
 
 /// One cache line of an instrument's holder list.
 #[derive(Clone, Copy, Debug, Default)]
@@ -893,7 +1027,7 @@ impl StateMachine {
             if h.slots[k] != NONE {
                 // SAFETY: a slot of the position index (`at`).
                 let p = unsafe { at(&self.positions, h.slots[k]) };
-                prefetch_element_bytes(&self.accounts, p.account as usize, ACCOUNT_HOT_BYTES);
+                prefetch_element_bytes(&self.accounts, p.account as usize, ACCOUNT_HOLDER_BYTES);
                 (h.rows[k], h.col) = (p.account, p.instrument);
             }
         }
@@ -996,9 +1130,9 @@ impl StateMachine {
         match self.account_index.get(&spec.id) {
             Some(row) => {
                 let a = &mut self.accounts[row as usize];
-                let old = account_record(&a.spec(), a.collateral);
+                let old = account_record(&a.spec(), a.collateral());
                 a.set_spec(spec);
-                self.digest.replace(old, account_record(&spec, a.collateral));
+                self.digest.replace(old, account_record(&spec, a.collateral()));
             }
             None => {
                 let row = self.accounts.len() as u32;
@@ -1015,18 +1149,18 @@ impl StateMachine {
     fn adjust_collateral(&mut self, account: AccountId, amount: Money) -> Result<(), Reject> {
         let row = self.account_row(account)?;
         let acct = self.accounts[row as usize];
-        let balance = acct.collateral.checked_add(amount).ok_or(Reject::Overflow)?;
+        let balance = acct.collateral().checked_add(amount).ok_or(Reject::Overflow)?;
         if amount < 0 && balance < 0 {
             return Err(Reject::InsufficientCollateral);
         }
         // A deposit too can overflow the account's equity (the account invariant).
-        let v = valuation(balance, &acct.totals)?;
+        let v = valuation(balance, &acct.totals())?;
         if amount < 0 && v.excess < 0 {
             return Err(Reject::Margin);
         }
-        self.accounts[row as usize].collateral = balance;
+        self.accounts[row as usize].set_collateral(balance);
         self.digest.replace(
-            account_record(&acct.spec(), acct.collateral),
+            account_record(&acct.spec(), acct.collateral()),
             account_record(&acct.spec(), balance),
         );
         self.events.push(Event::CollateralChanged { account, amount, balance });
@@ -1118,8 +1252,12 @@ impl StateMachine {
         // at least TRADE_EVENTS_MAX + 1).
         unsafe { push_unchecked(&mut self.events, Event::TradeCleared { trade_id: t.trade_id }) };
         let held = hints.slots[0] != NONE && hints.slots[1] != NONE && !moves_mark;
-        if !(held && self.book_held(t, [buy_row, sell_row], col, hints.slots)) {
-            let legs = Legs { rows: [buy_row, sell_row], col, slots: hints.slots, ..Legs::NONE };
+        let rows = [buy_row, sell_row];
+        if !(held
+            && (self.book_held(t, rows, col, hints.slots)
+                || self.book_held_wide(t, rows, col, hints.slots)))
+        {
+            let legs = Legs { rows, col, slots: hints.slots, ..Legs::NONE };
             self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         }
         // SAFETY: as above.
@@ -1189,8 +1327,8 @@ impl StateMachine {
                 let new = at_s(settled).terms().ok_or(Reject::Overflow)?;
                 let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
                 let acct = &self.accounts[row as usize];
-                let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
-                valuation(acct.collateral, &totals)?;
+                let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
+                valuation(acct.collateral(), &totals)?;
                 self.scratch[open] = (acct.id, slot);
                 open += 1;
             }
@@ -1214,10 +1352,10 @@ impl StateMachine {
             self.unhash_position(slot);
             self.changed.push(slot);
             let acct = &mut self.accounts[p.account as usize];
-            let Some(totals) = acct.totals.replaced(&old, &new) else {
+            let Some(totals) = acct.totals().replaced(&old, &new) else {
                 unreachable!("checked in pass 1")
             };
-            acct.totals = totals;
+            acct.set_totals(totals);
             self.events.push(Event::VariationMargin { account, instrument, amount });
         }
         Ok(())
@@ -1264,8 +1402,8 @@ impl StateMachine {
             let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
             let new = valued(book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
             let acct = &sm.accounts[row as usize];
-            let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
-            valuation(acct.collateral, &totals).map(|_| totals)
+            let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
+            valuation(acct.collateral(), &totals).map(|_| totals)
         };
         for &(row, slot) in &self.scratch {
             revalued(self, row, slot)?;
@@ -1276,7 +1414,7 @@ impl StateMachine {
                 prefetch(&self.positions[ahead as usize]);
             }
             let Ok(totals) = revalued(self, row, slot) else { unreachable!("checked in pass 1") };
-            self.accounts[row as usize].totals = totals;
+            self.accounts[row as usize].set_totals(totals);
         }
         Ok(())
     }
@@ -1323,50 +1461,66 @@ impl StateMachine {
             let bps = self.instruments[col as usize].spec.margin_bps;
             self.revalue_holders(col, mark, bps, slots.map(|s| s.unwrap_or(NONE)))?;
         }
-        self.write_legs(t, rows, col, probes, [buy, sell]);
+        self.accounts[rows[0] as usize].set_totals(buy.totals);
+        self.accounts[rows[1] as usize].set_totals(sell.totals);
+        self.write_legs(t, rows, col, probes, [(buy.book, buy.failed), (sell.book, sell.failed)]);
         Ok(())
     }
 
     /// [`book_legs`](Self::book_legs) for the common trade: both accounts hold the instrument
-    /// (`slots`), the trade does not move its mark, and both legs are within the ranges of
+    /// (`slots`), the trade does not move its mark, both legs are within the ranges of
     /// [`MarkedFill`] (every value involved fits in 64 bits, proven by one range check a leg
-    /// instead of an overflow check per operation: [`leg_held`](Self::leg_held)). True when
-    /// booked; false, with nothing changed, when a leg cannot be computed so (then `book_legs`
-    /// books the trade, or rejects it).
+    /// instead of an overflow check per operation) and both accounts' funds are narrow
+    /// ([`NarrowLeg`]). True when booked; false, with nothing changed, when a leg cannot be
+    /// computed so (then [`book_held_wide`](Self::book_held_wide) or `book_legs` books the
+    /// trade, or rejects it).
     #[inline(never)]
     fn book_held(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
+        self.book_held_by::<NarrowLeg>(t, rows, col, slots)
+    }
+
+    /// [`book_held`](Self::book_held) for accounts whose funds do not fit in 64 bits (or whose
+    /// sums would not): their totals in 128 bits (the [`HeldLeg`] of [`Leg`]).
+    #[cold]
+    #[inline(never)]
+    fn book_held_wide(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
+        self.book_held_by::<Leg>(t, rows, col, slots)
+    }
+
+    /// A trade between holders at an unchanged mark, each leg computed as `L` computes it
+    /// (`None`: it cannot answer, and nothing is changed).
+    #[inline(always)]
+    fn book_held_by<L: HeldLeg>(
+        &mut self,
+        t: &Trade,
+        rows: [u32; 2],
+        col: u32,
+        slots: [u32; 2],
+    ) -> bool {
         // SAFETY: a column of the instrument index (`at`).
         let ins = unsafe { at(&self.instruments, col) };
         let (m, bps) = (ins.spec.multiplier, ins.spec.margin_bps);
         let Some(fill) = MarkedFill::new(t.price, ins.mark(), m, bps) else { return false };
-        // SAFETY: slots of the position index (`at`).
-        let old = unsafe { [at(&self.positions, slots[0]), at(&self.positions, slots[1])] };
-        let Some(buy) = self.leg_held(rows[0], &old[0].book, t.qty, &fill) else { return false };
-        let Some(sell) = self.leg_held(rows[1], &old[1].book, -t.qty, &fill) else {
-            return false;
+        // SAFETY: slots of the position index and rows of the account index (`at`).
+        let (old, accounts) = unsafe {
+            (
+                [at(&self.positions, slots[0]), at(&self.positions, slots[1])],
+                [at(&self.accounts, rows[0]), at(&self.accounts, rows[1])],
+            )
         };
+        let Some(buy) = L::leg(accounts[0], &old[0].book, t.qty, &fill) else { return false };
+        let Some(sell) = L::leg(accounts[1], &old[1].book, -t.qty, &fill) else { return false };
+        // SAFETY: as above.
+        let buy = buy.write(unsafe { at_mut(&mut self.accounts, rows[0]) });
+        // SAFETY: as above.
+        let sell = sell.write(unsafe { at_mut(&mut self.accounts, rows[1]) });
         self.write_legs(t, rows, col, slots.map(Probe::Found), [buy, sell]);
         true
     }
 
-    /// One leg of [`book_held`](Self::book_held): [`leg`](Self::leg) at an unchanged mark for
-    /// the common magnitudes ([`MarkedFill::leg`]); `None` when it cannot answer so.
-    #[inline(always)]
-    fn leg_held(&self, row: u32, old: &Book, d: Qty, fill: &MarkedFill) -> Option<Leg> {
-        // SAFETY: a row of the account index (`at`).
-        let acct = unsafe { at(&self.accounts, row) };
-        let (book, delta) = fill.leg(old, d)?;
-        if !near_zero(acct) {
-            return None;
-        }
-        let mut totals = acct.totals;
-        totals.shift64(&delta);
-        let failed = risk_bits_in_range(acct, &book, &totals);
-        Some(Leg { book, totals, failed })
-    }
-
-    /// Write a trade's two legs, computed and checked: the accounts' totals, the positions
-    /// (with their events), then the breach events.
+    /// Write a trade's two legs, computed and checked, the accounts' totals written already:
+    /// the positions (with their events), then the breach events. `legs`: each leg's new book
+    /// and the checks that failed ([`Leg::failed`]).
     #[inline(always)]
     fn write_legs(
         &mut self,
@@ -1374,17 +1528,13 @@ impl StateMachine {
         rows: [u32; 2],
         col: u32,
         probes: [Probe; 2],
-        legs: [Leg; 2],
+        legs: [(Book, u8); 2],
     ) {
-        let ([buy, sell], ids) = (legs, [t.buy, t.sell]);
-        // SAFETY: rows of the account index (`at`).
-        unsafe { at_mut(&mut self.accounts, rows[0]).totals = buy.totals };
-        // SAFETY: as above.
-        unsafe { at_mut(&mut self.accounts, rows[1]).totals = sell.totals };
-        self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy.book);
-        self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell.book);
-        if (buy.failed | sell.failed) != 0 {
-            self.breach_events(ids, rows, [buy.failed, sell.failed]);
+        let ([(buy, buy_failed), (sell, sell_failed)], ids) = (legs, [t.buy, t.sell]);
+        self.write_leg(probes[0], rows[0], col, ids[0], t.instrument, buy);
+        self.write_leg(probes[1], rows[1], col, ids[1], t.instrument, sell);
+        if (buy_failed | sell_failed) != 0 {
+            self.breach_events(ids, rows, [buy_failed, sell_failed]);
         }
     }
 
@@ -1442,7 +1592,7 @@ impl StateMachine {
                 // Valued already by `checks` (the same collateral, and the totals written since):
                 // cannot fail.
                 let acct = &self.accounts[rows[leg] as usize];
-                let v = valuation(acct.collateral, &acct.totals);
+                let v = valuation(acct.collateral(), &acct.totals());
                 debug_assert!(v.is_ok(), "checks valued these totals");
                 if let Ok(v) = v {
                     // Fits: see `Valuation::excess`.
@@ -1546,7 +1696,7 @@ impl StateMachine {
         let book = old.fill64(f.d, f.price, ins.spec.multiplier)?;
         let o = valued(*old, ins.mark(), ins).terms64();
         let n = valued(book, f.mark, ins).terms64();
-        let totals = acct.totals.replaced64(&o?, &n?)?;
+        let totals = acct.totals().replaced64(&o?, &n?)?;
         let failed = checks(acct, &book, &totals).ok()?;
         Some(Leg { book, totals, failed })
     }
@@ -1560,7 +1710,7 @@ impl StateMachine {
         let book = old.fill(f.d, f.price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
         let old = valued(old, ins.mark(), ins).terms().ok_or(Reject::Overflow)?;
         let new = valued(book, f.mark, ins).terms().ok_or(Reject::Overflow)?;
-        let totals = acct.totals.replaced(&old, &new).ok_or(Reject::Overflow)?;
+        let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
         let failed = checks(acct, &book, &totals)?;
         Ok(Leg { book, totals, failed })
     }
@@ -1603,13 +1753,13 @@ impl StateMachine {
     pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
         let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
         // `Err(Overflow)` only for a state that breaks the account invariant (none does).
-        let Valuation { equity, excess, .. } = valuation(a.collateral, &a.totals)?;
+        let Valuation { equity, excess, .. } = valuation(a.collateral(), &a.totals())?;
         Ok(AccountView {
             spec: a.spec(),
-            collateral: a.collateral,
-            totals: a.totals,
+            collateral: a.collateral(),
+            totals: a.totals(),
             equity,
-            margin: a.totals.margin,
+            margin: a.totals().margin,
             excess,
             positions: a.positions,
         })
@@ -1621,11 +1771,11 @@ impl StateMachine {
     pub fn account_funds_at(&self, row: u32) -> Option<AccountFunds> {
         let a = self.accounts.get(row as usize)?;
         Some(AccountFunds {
-            collateral: a.collateral,
-            totals: a.totals,
+            collateral: a.collateral(),
+            totals: a.totals(),
             positions: a.positions,
             // Always true: the account invariant (SEMANTICS.md, "Overflow").
-            valued: valuation(a.collateral, &a.totals).is_ok(),
+            valued: valuation(a.collateral(), &a.totals()).is_ok(),
         })
     }
 
@@ -1836,7 +1986,7 @@ impl StateMachine {
         snap.instruments
             .extend(self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)));
         snap.accounts.clear();
-        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec(), a.collateral)));
+        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec(), a.collateral())));
         snap.positions.clear();
         reserve_huge(&mut snap.positions, self.positions_len as usize);
     }
@@ -1874,7 +2024,7 @@ impl StateMachine {
             if sm.accounts.len() == before {
                 return Err(Invalid("repeated account id"));
             }
-            sm.accounts[before].collateral = collateral;
+            sm.accounts[before].set_collateral(collateral);
         }
         if snap.positions.len() > limits.positions_max as usize {
             return Err(Invalid("more positions than positions_max"));
@@ -1900,12 +2050,13 @@ impl StateMachine {
             sums[row as usize].add(&terms.ok_or(Invalid("a position's value overflows"))?);
         }
         for (a, s) in sm.accounts.iter_mut().zip(&sums) {
-            if a.collateral < 0 {
+            if a.collateral() < 0 {
                 return Err(Invalid("negative collateral"));
             }
             let overflows = Invalid("an account's value overflows");
-            a.totals = s.totals().ok_or(overflows)?;
-            valuation(a.collateral, &a.totals).map_err(|_| overflows)?;
+            let totals = s.totals().ok_or(overflows)?;
+            valuation(a.collateral(), &totals).map_err(|_| overflows)?;
+            a.set_totals(totals);
         }
         if snap.trades.len() > limits.trades_max as usize {
             return Err(Invalid("more trades than trades_max"));
@@ -2197,10 +2348,10 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
     // 1 unless -2^125 <= x < 2^125 (the high word's top three bits are equal).
     let far = |x: i128| ((x >> 64) as i64).wrapping_add(1 << 61) as u64 >> 62;
     let Totals { realized: r, unrealized: u, margin: m, .. } = *totals;
-    if (far(acct.collateral) | far(r) | far(u) | far(m)) == 0 {
+    if (far(acct.collateral()) | far(r) | far(u) | far(m)) == 0 {
         return Ok(risk_bits_in_range(acct, book, totals));
     }
-    let Valuation { pnl, excess, .. } = valuation(acct.collateral, totals)?;
+    let Valuation { pnl, excess, .. } = valuation(acct.collateral(), totals)?;
     Ok(risk_bits(acct, book, totals, pnl, excess))
 }
 
@@ -2209,7 +2360,58 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
 #[inline(always)]
 fn risk_bits_in_range(acct: &Account, book: &Book, totals: &Totals) -> u8 {
     let pnl = totals.realized + totals.unrealized;
-    risk_bits(acct, book, totals, pnl, acct.collateral + pnl - totals.margin)
+    risk_bits(acct, book, totals, pnl, acct.collateral() + pnl - totals.margin)
+}
+
+/// One leg of a trade between holders at an unchanged mark ([`StateMachine::book_held_by`]).
+trait HeldLeg: Sized {
+    /// The leg for the common magnitudes ([`MarkedFill::leg`]), or `None` when it cannot
+    /// answer so. Equal to [`StateMachine::leg`] wherever it answers.
+    fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<Self>;
+    /// Write the account's new totals; the leg's new book and the checks that fail.
+    fn write(self, acct: &mut Account) -> (Book, u8);
+}
+
+/// A leg of a narrow account ([`Narrow::shifted`]): the new book, the account's new narrow
+/// totals and the checks that fail.
+struct NarrowLeg(Book, [Money64; 4], u8);
+
+impl HeldLeg for NarrowLeg {
+    #[inline(always)]
+    fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<NarrowLeg> {
+        let (book, delta) = fill.leg(old, d)?;
+        let (totals, failed) = acct.narrow.shifted(book.qty, &delta)?;
+        Some(NarrowLeg(book, totals, failed))
+    }
+
+    #[inline(always)]
+    fn write(self, acct: &mut Account) -> (Book, u8) {
+        acct.narrow.totals = self.1;
+        (self.0, self.2)
+    }
+}
+
+/// A leg of an account whose funds are wide, or whose sums are: its totals in 128 bits,
+/// shifted by the position's change of terms without checks while they and the collateral
+/// are within +-2^124 ([`near_zero`]).
+impl HeldLeg for Leg {
+    #[inline(always)]
+    fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<Leg> {
+        let (book, delta) = fill.leg(old, d)?;
+        let mut totals = acct.totals();
+        if !near_zero(acct.collateral(), &totals) {
+            return None;
+        }
+        totals.shift64(&delta);
+        let failed = risk_bits_in_range(acct, &book, &totals);
+        Some(Leg { book, totals, failed })
+    }
+
+    #[inline(always)]
+    fn write(self, acct: &mut Account) -> (Book, u8) {
+        acct.set_totals(self.totals);
+        (self.book, self.failed)
+    }
 }
 
 /// Whether an account's collateral and totals are within +-2^124: then adding a position's
@@ -2217,22 +2419,19 @@ fn risk_bits_in_range(acct: &Account, book: &Book, totals: &Totals) -> u8 {
 /// the P&L (`realized + unrealized`) and the excess (`collateral + P&L - margin`) of the sums,
 /// cannot overflow (below 2^127 in magnitude: 2^124 + 2 * (2^124 + 2^63) + 2^124 + 2^63);
 /// always, but for astronomical accounts.
-#[inline(always)]
-fn near_zero(acct: &Account) -> bool {
+fn near_zero(collateral: Money, t: &Totals) -> bool {
     // 0 unless -2^124 <= x < 2^124 (the high word's top four bits are equal).
     let far = |x: i128| ((x >> 64) as i64).wrapping_add(1 << 60) as u64 >> 61;
-    let t = &acct.totals;
-    (far(acct.collateral) | far(t.notional) | far(t.unrealized) | far(t.realized) | far(t.margin))
-        == 0
+    (far(collateral) | far(t.notional) | far(t.unrealized) | far(t.realized) | far(t.margin)) == 0
 }
 
 /// The post-trade checks' bits (bit i: `RISK_ORDER[i]` fails), from the account's limits and
 /// its new book, totals, P&L and excess.
 #[inline(always)]
 fn risk_bits(acct: &Account, book: &Book, totals: &Totals, pnl: Money, excess: Money) -> u8 {
-    let pos = book.qty.unsigned_abs() > acct.position_cap;
-    let notional = totals.notional > acct.notional_cap;
-    let loss = pnl < acct.loss_floor;
+    let pos = book.qty.unsigned_abs() > acct.narrow.position_cap;
+    let notional = totals.notional > acct.notional_cap();
+    let loss = pnl < acct.loss_floor();
     let margin = excess < 0;
     u8::from(pos) | u8::from(notional) << 1 | u8::from(loss) << 2 | u8::from(margin) << 3
 }
@@ -2339,27 +2538,97 @@ mod tests {
     use super::*;
 
     #[test]
-    fn near_zero_is_collateral_and_totals_within_2_pow_124() {
+    fn funds_are_narrow_exactly_when_they_fit_in_64_bits_and_round_trip_either_way() {
         let spec =
             AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+        let (max, min) = (i128::from(i64::MAX), i128::from(i64::MIN));
+        for (x, fits) in [(0, true), (max, true), (min, true), (max + 1, false), (min - 1, false)] {
+            for field in 0..5 {
+                let mut parts = [1, 2, 3, 4, 5];
+                parts[field] = x;
+                let t = Totals {
+                    notional: parts[1],
+                    unrealized: parts[2],
+                    realized: parts[3],
+                    margin: parts[4],
+                };
+                let mut a = Account::new(spec);
+                a.set_funds(parts[0], t);
+                // i64::MIN is the wide mark, and no margin: a margin of it is wide.
+                let narrow = fits && !(field == 4 && x == min);
+                assert_eq!(a.is_wide(), !narrow, "field {field} = {x}");
+                assert_eq!((a.collateral(), a.totals()), (parts[0], t), "field {field} = {x}");
+                // And back: wide funds that fit again are narrow again.
+                a.set_funds(7, Totals { notional: 8, unrealized: -9, realized: 10, margin: 11 });
+                assert!(!a.is_wide());
+                assert_eq!(a.totals().unrealized, -9);
+                assert_eq!(a.collateral(), 7);
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_checks_fail_just_past_each_bound_and_decline_what_does_not_fit() {
+        let spec = AccountSpec {
+            id: 1,
+            max_position: 10,
+            max_notional: 1_000,
+            max_loss: 50,
+            suspended: false,
+        };
+        let mut a = Account::new(spec);
+        // Collateral 100; notional 900, unrealized -20, realized -10, margin 70: excess 0.
+        a.set_funds(100, Totals { notional: 900, unrealized: -20, realized: -10, margin: 70 });
+        let n = a.narrow;
+        let bits = |qty: Qty, delta: [i64; 4]| n.shifted(qty, &delta).map(|(_, f)| f);
+        assert_eq!(n.shifted(10, &[0; 4]), Some(([900, -20, -10, 70], 0)), "all at their bounds");
+        assert_eq!(bits(11, [0; 4]), Some(1), "MaxPosition past 10");
+        assert_eq!(bits(-11, [0; 4]), Some(1), "MaxPosition of a short");
+        assert_eq!(bits(0, [100, 0, 0, 0]), Some(0), "notional 1,000 is the limit");
+        assert_eq!(bits(0, [101, 0, 0, 0]), Some(2), "MaxNotional past 1,000");
+        assert_eq!(bits(0, [0, -20, 0, -20]), Some(0), "P&L -50 is the limit, excess 0");
+        assert_eq!(bits(0, [0, -21, 0, -21]), Some(4), "MaxLoss past -50, excess 0");
+        assert_eq!(bits(0, [0, 0, 0, 1]), Some(8), "excess -1: a margin call");
+        assert_eq!(bits(0, [0, 0, 1, 1]), Some(0), "excess 0 again");
+        assert_eq!(bits(0, [i64::MAX, 0, 0, 0]), None, "a notional beyond 64 bits");
+        a.set_funds(i64::MAX.into(), a.totals());
+        assert_eq!(a.narrow.shifted(0, &[0, 0, 100, 0]), None, "an equity beyond 64 bits");
+        a.set_funds(i128::from(i64::MAX) + 1, a.totals());
+        assert_eq!(a.narrow.shifted(0, &[0; 4]), None, "wide funds");
+    }
+
+    #[test]
+    fn the_clamped_caps_decide_as_the_limits_for_narrow_values() {
+        let (max, min) = (i128::from(i64::MAX), i128::from(i64::MIN));
+        for limit in [0, 1, 1_000, max - 1, max, max + 1, i128::MAX] {
+            let spec = AccountSpec {
+                id: 1,
+                max_position: 0,
+                max_notional: limit,
+                max_loss: limit,
+                suspended: false,
+            };
+            let a = Account::new(spec);
+            for x in [0, 1, 999, 1_000, 1_001, max - 1, max, -1_000, -1_001, min + 1, min] {
+                let narrow = x as i64;
+                assert_eq!(narrow > a.narrow.notional_cap, x > a.notional_cap(), "{limit} {x}");
+                assert_eq!(narrow < a.narrow.loss_floor, x < a.loss_floor(), "{limit} {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn near_zero_is_collateral_and_totals_within_2_pow_124() {
         let edge = 1i128 << 124;
         for (x, near) in
             [(0, true), (edge - 1, true), (-edge, true), (edge, false), (-edge - 1, false)]
         {
             for field in 0..5 {
-                let mut a = Account::new(spec);
-                let t = &mut a.totals;
-                *[
-                    &mut a.collateral,
-                    &mut t.notional,
-                    &mut t.unrealized,
-                    &mut t.realized,
-                    &mut t.margin,
-                ]
-                .into_iter()
-                .nth(field)
-                .expect("five fields") = x;
-                assert_eq!(near_zero(&a), near, "field {field} = {x}");
+                let mut parts = [0; 5];
+                parts[field] = x;
+                let [c, notional, unrealized, realized, margin] = parts;
+                let t = Totals { notional, unrealized, realized, margin };
+                assert_eq!(near_zero(c, &t), near, "field {field} = {x}");
             }
         }
     }
@@ -2456,8 +2725,7 @@ mod tests {
         sm.apply(&Command::UpsertInstrument(ins), 1, 0).expect("instrument");
         sm.apply(&Command::UpsertAccount(spec), 2, 0).expect("account");
         sm.instruments[0].explicit_mark = mark;
-        sm.accounts[0].collateral = collateral;
-        sm.accounts[0].totals = totals;
+        sm.accounts[0].set_funds(collateral, totals);
         sm
     }
 
@@ -2490,9 +2758,9 @@ mod tests {
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
         }
 
-        /// A leg at an unchanged mark for the common magnitudes (`leg_held`: the fill, the
-        /// change of terms, the totals, the checks) gives exactly what the exact path gives
-        /// wherever it answers, and answers for the ordinary magnitudes.
+        /// A leg at an unchanged mark for the common magnitudes (`NarrowLeg` and `Leg` as
+        /// `HeldLeg`s: the fill, the change of terms, the totals, the checks) gives exactly what
+        /// the exact path gives wherever it answers, and answers for the ordinary magnitudes.
         #[test]
         fn a_leg_at_an_unchanged_mark_equals_the_exact_leg(
             (m, bps) in (
@@ -2516,18 +2784,25 @@ mod tests {
             let old = Book { qty, cost, realized };
             let exact = sm.leg_exact(0, 0, old, Fill { d, price, mark });
             let fill = MarkedFill::new(price, mark, m, bps);
-            let leg = fill.and_then(|f| sm.leg_held(0, &old, d, &f));
-            // Far inside every range: MarkedFill's (units below 2^21 here), near_zero's.
+            let acct = &sm.accounts[0];
+            let narrow = fill.and_then(|f| NarrowLeg::leg(acct, &old, d, &f)).map(|l| {
+                let NarrowLeg(book, t, failed) = l;
+                let [notional, unrealized, realized, margin] = t.map(i128::from);
+                Leg { book, totals: Totals { notional, unrealized, realized, margin }, failed }
+            });
+            let wide = fill.and_then(|f| Leg::leg(acct, &old, d, &f));
+            // Far inside MarkedFill's ranges (units below 2^21 here)...
             let ordinary = qty.unsigned_abs().max(d.unsigned_abs()) < 1 << 16
                 && price.max(mark) < 1 << 24
                 && m < 100
                 && bps <= 2_000
-                && [cost, realized].iter().all(|x| x.unsigned_abs() < 1 << 60)
-                && [collateral, totals.notional, totals.unrealized, totals.realized, totals.margin]
-                    .iter()
-                    .all(|x| x.unsigned_abs() < 1 << 100);
-            prop_assert!(leg.is_some() || !ordinary, "an ordinary leg answers");
-            if let Some(leg) = leg {
+                && [cost, realized].iter().all(|x| x.unsigned_abs() < 1 << 60);
+            // ... and the funds far from 64 bits' bounds (narrow) or 128 bits' (wide).
+            let funds = [collateral, totals.notional, totals.unrealized, totals.realized, totals.margin];
+            let below = |bits: u32| funds.iter().all(|x| x.unsigned_abs() < 1 << bits);
+            prop_assert!(narrow.is_some() || !(ordinary && below(61)), "a narrow leg answers");
+            prop_assert!(wide.is_some() || !(ordinary && below(100)), "a wide leg answers");
+            for leg in [narrow, wide].into_iter().flatten() {
                 prop_assert_eq!(Ok(leg), exact);
             }
         }
@@ -2622,8 +2897,8 @@ mod tests {
         ) {
             let spec =
                 AccountSpec { id: 7, max_position, max_notional, max_loss, suspended: false };
-            let acct = Account::new(spec);
-            let acct = Account { collateral, ..acct };
+            let mut acct = Account::new(spec);
+            acct.set_collateral(collateral);
             let t = Totals {
                 notional: parts[0],
                 unrealized: parts[1],
