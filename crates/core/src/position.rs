@@ -268,7 +268,8 @@ impl MarkedFill {
     /// The bounds, with `s = max(|qty|, |d|)` (below `2^units_bits`), `K = max(pm, mm)`,
     /// `s * K < 2^58`, `s * mmb < 2^63`, `|cost|, |realized| < 2^61`: every unit count is at
     /// most `2s`, every value of units below `2 * 2^58`, the closed cost at most `|cost|`, a
-    /// margin's product below 2^64, so each result below is under 2^63 in magnitude. The fill
+    /// margin's product below 2^64, so each result below is under 2^63 in magnitude, and a
+    /// margin (a product over `BPS_SCALE`) below 2^51: so is the change of margin. The fill
     /// itself is `fill_in_range`'s.
     #[inline(always)]
     pub fn leg(&self, old: &Book, d: Qty) -> Option<(Book, [i64; 4])> {
@@ -281,12 +282,15 @@ impl MarkedFill {
         let cost = old.cost as i64;
         let (book, gain) = fill_in_range(qty, cost, old.realized as i64, d, self.pm);
         let (q, cost_new) = (book.qty, book.cost as i64);
-        let (n_old, n_new) = (a as i64 * self.mm, q.abs() * self.mm);
+        // The position's signed value at the mark before and after (`qty * mark * m`; its
+        // magnitude is the notional), computed signed: an absolute value first was compiled to
+        // a branch on the new side, as random as the trades.
+        let (v_old, v_new) = (qty * self.mm, q * self.mm);
+        let (n_old, n_new) = (v_old.unsigned_abs() as i64, v_new.unsigned_abs() as i64);
         let bps = BPS_SCALE as u64;
         let (g_old, g_new) =
             ((a * self.mmb as u64) / bps, (q.unsigned_abs() * self.mmb as u64) / bps);
-        let u_old = negate_if(n_old, qty < 0) - cost;
-        let u_new = negate_if(n_new, q < 0) - cost_new;
+        let (u_old, u_new) = (v_old - cost, v_new - cost_new);
         Some((book, [n_new - n_old, u_new - u_old, gain, g_new as i64 - g_old as i64]))
     }
 }
