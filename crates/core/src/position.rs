@@ -241,23 +241,72 @@ const MARGIN_RANGE_BITS: u32 = 63;
 /// ... and the book's cost and realized are within +-2^61.
 const BOOK_RANGE: u128 = 1 << 61;
 
+/// The part of a [`MarkedFill`] that depends on the instrument alone: a unit's value and
+/// margin at its mark, kept with the instrument and computed again whenever its mark or terms
+/// change, so that a trade computes only its own price's part ([`MarkedUnit::fill`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarkedUnit {
+    /// The mark these are for; 0 (no mark is) when a product does not fit or an input is out
+    /// of its domain: then no fill is computed from it.
+    mark: Price,
+    /// `mark * m`.
+    mm: i64,
+    /// `mark * m * margin_bps`.
+    mmb: i64,
+    /// `bits(mm)`, and `MARGIN_RANGE_BITS - bits(mmb)`: a unit count below `2^margin_bits`
+    /// times `mmb` is below `2^MARGIN_RANGE_BITS`.
+    mm_bits: u32,
+    margin_bits: u32,
+}
+
+/// The bit length of a non-negative `x`: `x < 2^bits(x)`.
+#[inline(always)]
+fn bits(x: i64) -> u32 {
+    u64::BITS - (x as u64).leading_zeros()
+}
+
+impl MarkedUnit {
+    /// For an instrument of multiplier `m` and margin rate `bps` at `mark` (any values: out of
+    /// their domain, `mark`, `m` > 0 and `bps` >= 0, it computes no fill).
+    pub fn new(mark: Price, m: i64, bps: Bps) -> MarkedUnit {
+        let (mm, o1) = mark.overflowing_mul(m);
+        let (mmb, o2) = mm.overflowing_mul(bps);
+        if o1 | o2 | (m <= 0) | (mark <= 0) | (bps < 0) {
+            return MarkedUnit::default();
+        }
+        let (mm_bits, margin_bits) = (bits(mm), MARGIN_RANGE_BITS - bits(mmb));
+        MarkedUnit { mark, mm, mmb, mm_bits, margin_bits }
+    }
+
+    /// The mark these are for (0: none).
+    #[inline(always)]
+    pub fn mark(&self) -> Price {
+        self.mark
+    }
+
+    /// The fill at `price` of an instrument of multiplier `m` (the one these were computed
+    /// for) valued at this mark before and after; `None` when `price * m` does not fit, an
+    /// input is out of its domain or this is for no mark.
+    #[inline(always)]
+    pub fn fill(&self, price: Price, m: i64) -> Option<MarkedFill> {
+        let (pm, o) = price.overflowing_mul(m);
+        if o | (price <= 0) | (self.mark == 0) {
+            return None;
+        }
+        // (Up to twice as strict as the products themselves: the bound is checked with one
+        // shift a leg.)
+        let fill = FILL_RANGE_BITS.checked_sub(bits(pm).max(self.mm_bits))?;
+        let units_bits = fill.min(self.margin_bits);
+        Some(MarkedFill { pm, mm: self.mm, mmb: self.mmb, units_bits })
+    }
+}
+
 impl MarkedFill {
     /// `None` when a product does not fit or an input is out of its domain (`price`, `m` and
     /// `mark` > 0, `bps` >= 0: always, for validated instruments and trades).
     #[inline(always)]
     pub fn new(price: Price, mark: Price, m: i64, bps: Bps) -> Option<MarkedFill> {
-        let (pm, o1) = price.overflowing_mul(m);
-        let (mm, o2) = mark.overflowing_mul(m);
-        let (mmb, o3) = mm.overflowing_mul(bps);
-        if o1 | o2 | o3 | (price <= 0) | (m <= 0) | (mark <= 0) | (bps < 0) {
-            return None;
-        }
-        // x < 2^bits(x): a count below 2^(R - bits(x)) times x is below 2^R. (Up to twice as
-        // strict as the products themselves: the bound is checked with one shift a leg.)
-        let bits = |x: i64| u64::BITS - (x as u64).leading_zeros();
-        let fill = FILL_RANGE_BITS.checked_sub(bits(pm.max(mm)))?;
-        let units_bits = fill.min(MARGIN_RANGE_BITS - bits(mmb));
-        Some(MarkedFill { pm, mm, mmb, units_bits })
+        MarkedUnit::new(mark, m, bps).fill(price, m)
     }
 
     /// The book after filling `d` (SPEC.md rules 1 and 2, as [`Book::fill`]) and the change of

@@ -27,7 +27,7 @@ use crate::hash::{record, Digest, StableHasher};
 use crate::map::{
     prefetch, prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey,
 };
-use crate::position::{Book, MarkedFill, Sums, Totals, Valued};
+use crate::position::{Book, MarkedFill, MarkedUnit, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
 
@@ -345,9 +345,17 @@ struct Instrument {
     holders_first: u32,
     holders_last: u32,
     holders: u32,
+    /// A unit's value and margin at the mark ([`Instrument::mark`]), for the trades that do
+    /// not move it: set by [`Instrument::refresh`] whenever the mark or the spec changes.
+    unit: MarkedUnit,
 }
 
 impl Instrument {
+    /// Compute [`unit`](Self::unit) again, after the mark or the spec changed.
+    fn refresh(&mut self) {
+        self.unit = MarkedUnit::new(self.mark(), self.spec.multiplier, self.spec.margin_bps);
+    }
+
     /// SPEC.md: the last settlement or mark price, else the last cleared trade price (0: none).
     fn mark(&self) -> Price {
         if self.explicit_mark != 0 {
@@ -1090,6 +1098,7 @@ impl StateMachine {
                     self.revalue_holders(col, ins.mark(), spec.margin_bps, [NONE; 2])?;
                 }
                 self.instruments[col as usize].spec = spec;
+                self.instruments[col as usize].refresh();
                 self.digest.replace(
                     instrument_record(&ins.spec, ins.explicit_mark),
                     instrument_record(&spec, ins.explicit_mark),
@@ -1108,6 +1117,8 @@ impl StateMachine {
                     holders_first: NONE,
                     holders_last: NONE,
                     holders: 0,
+                    // No mark yet.
+                    unit: MarkedUnit::default(),
                 };
                 self.digest.add(instrument_record(&spec, 0));
                 self.digest.add(ins.last_record);
@@ -1497,8 +1508,11 @@ impl StateMachine {
     ) -> bool {
         // SAFETY: a column of the instrument index (`at`).
         let ins = unsafe { at(&self.instruments, col) };
-        let (m, bps) = (ins.spec.multiplier, ins.spec.margin_bps);
-        let Some(fill) = MarkedFill::new(t.price, ins.mark(), m, bps) else { return false };
+        let m = ins.spec.multiplier;
+        debug_assert_eq!(ins.unit, MarkedUnit::new(ins.mark(), m, ins.spec.margin_bps), "fresh");
+        // The unit is for the mark (a trade that moves it does not come here), but for an
+        // instrument with none yet (then for no mark, and the fill is None).
+        let Some(fill) = ins.unit.fill(t.price, m) else { return false };
         // SAFETY: slots of the position index and rows of the account index (`at`).
         let (old, accounts) = unsafe {
             (
@@ -2015,6 +2029,7 @@ impl StateMachine {
             ins.explicit_mark = mark;
             // The digest is set from the snapshot's records below.
             (ins.last_price, ins.last_record) = (last, last_price_record(spec.id, last));
+            ins.refresh();
         }
         for &(spec, collateral) in &snap.accounts {
             let before = sm.accounts.len();
@@ -2160,6 +2175,10 @@ impl StateMachine {
         unsafe {
             let ins = at_mut(&mut self.instruments, col);
             ins.last_price = price;
+            if ins.explicit_mark == 0 {
+                // The last price is the mark.
+                ins.refresh();
+            }
             unhash(&mut self.digest, &mut ins.last_record, &mut self.dirty_prices, col);
         }
     }
@@ -2168,6 +2187,7 @@ impl StateMachine {
         let ins = &mut self.instruments[col as usize];
         let old = instrument_record(&ins.spec, ins.explicit_mark);
         ins.explicit_mark = price;
+        ins.refresh();
         self.digest.replace(old, instrument_record(&ins.spec, price));
     }
 }
@@ -2725,6 +2745,7 @@ mod tests {
         sm.apply(&Command::UpsertInstrument(ins), 1, 0).expect("instrument");
         sm.apply(&Command::UpsertAccount(spec), 2, 0).expect("account");
         sm.instruments[0].explicit_mark = mark;
+        sm.instruments[0].refresh();
         sm.accounts[0].set_funds(collateral, totals);
         sm
     }
