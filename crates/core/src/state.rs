@@ -2390,22 +2390,25 @@ trait HeldLeg: Sized {
     fn write(self, acct: &mut Account) -> (Book, u8);
 }
 
-/// A leg of a narrow account ([`Narrow::shifted`]): the new book, the account's new narrow
-/// totals and the checks that fail.
-struct NarrowLeg(Book, [Money64; 4], u8);
+/// A leg of a narrow account ([`Narrow::shifted`]): the new book's quantity, cost and
+/// realized (in 64 bits, as [`MarkedFill::leg`] computes them: kept so, a leg's results
+/// take fewer registers until they are written), the account's new narrow totals and the
+/// checks that fail.
+struct NarrowLeg([i64; 3], [Money64; 4], u8);
 
 impl HeldLeg for NarrowLeg {
     #[inline(always)]
     fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<NarrowLeg> {
         let (book, delta) = fill.leg(old, d)?;
         let (totals, failed) = acct.narrow.shifted(book.qty, &delta)?;
-        Some(NarrowLeg(book, totals, failed))
+        Some(NarrowLeg([book.qty, book.cost as i64, book.realized as i64], totals, failed))
     }
 
     #[inline(always)]
     fn write(self, acct: &mut Account) -> (Book, u8) {
         acct.narrow.totals = self.1;
-        (self.0, self.2)
+        let [qty, cost, realized] = self.0;
+        (Book { qty, cost: cost.into(), realized: realized.into() }, self.2)
     }
 }
 
@@ -2807,7 +2810,8 @@ mod tests {
             let fill = MarkedFill::new(price, mark, m, bps);
             let acct = &sm.accounts[0];
             let narrow = fill.and_then(|f| NarrowLeg::leg(acct, &old, d, &f)).map(|l| {
-                let NarrowLeg(book, t, failed) = l;
+                let NarrowLeg([qty, cost, realized], t, failed) = l;
+                let book = Book { qty, cost: cost.into(), realized: realized.into() };
                 let [notional, unrealized, realized, margin] = t.map(i128::from);
                 Leg { book, totals: Totals { notional, unrealized, realized, margin }, failed }
             });
