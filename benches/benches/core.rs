@@ -377,13 +377,14 @@ fn bench_peer(
 const FLOOR_TABLE_BYTES: usize = 128 << 20;
 
 /// Lines of a trade on the uniform 1M book that come from DRAM: its two positions, their two
-/// position-index slots, and its two accounts' two hot lines each (100k accounts' 12.8 MB of hot
-/// lines do not stay in the L3 next to ~100 MB of positions and indices: without their prefetch a
-/// trade takes ~130 ns longer, PERFORMANCE.md, eighteenth session). Not counted: its trade-id
-/// slot, which it shares with the three ids before or after it (`SeqKey`: the bench's ids are
-/// consecutive, as a venue's are). A batched trade between holders reads no account-index slot:
-/// it finds a holder's row in its position (PERFORMANCE.md, twenty-first session).
-const FLOOR_LINES: usize = 8;
+/// position-index slots, and its two accounts' hot lines, one each (100k accounts' 6.4 MB of
+/// hot lines do not stay in the L3 next to ~100 MB of positions and indices: without their
+/// prefetch a trade took ~130 ns longer, PERFORMANCE.md, eighteenth session; an account's funds
+/// fit in one line since the twenty-second). Not counted: its trade-id slot, which it shares with
+/// the three ids before or after it (`SeqKey`: the bench's ids are consecutive, as a venue's
+/// are). A batched trade between holders reads no account-index slot: it finds a holder's row
+/// in its position (PERFORMANCE.md, twenty-first session).
+const FLOOR_LINES: usize = 6;
 
 /// Rounds of independent compute per item for the floor "behind compute": four chains of
 /// multiplies, rotates and adds (117-129 ns an item here), about a cache-resident trade's time.
@@ -527,11 +528,10 @@ fn main() {
             let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps, 0);
             let work = memory_floor(0, sz.n, sz.reps, FLOOR_WORK);
             let behind = memory_floor(FLOOR_LINES, sz.n, sz.reps, FLOOR_WORK);
-            // Layouts that would touch fewer lines: a position found in its own hash table (no
-            // index slot: 6), and an account in one line too (4).
-            let [six, four] = [6, 4].map(|l| memory_floor(l, sz.n, sz.reps, 0));
-            let [six_behind, four_behind] =
-                [6, 4].map(|l| memory_floor(l, sz.n, sz.reps, FLOOR_WORK));
+            // A layout that would touch fewer lines: a position found in its own hash table (no
+            // index slot: 4).
+            let four = memory_floor(4, sz.n, sz.reps, 0);
+            let four_behind = memory_floor(4, sz.n, sz.reps, FLOOR_WORK);
             println!(
                 "memory floor (random 64 B lines of a {} MiB table, read and written, prefetched \
                  {} ahead, no computation): 1 line {one:.1} ns; {FLOOR_LINES} lines (a 1M-book \
@@ -549,10 +549,8 @@ fn main() {
                 behind - work
             );
             println!(
-                "memory floor of other layouts: 6 lines (a position in its own table, no index \
-                 slot) {six:.1} ns, behind compute +{:.1} ns; 4 lines (and an account in one \
-                 line) {four:.1} ns, behind compute +{:.1} ns",
-                six_behind - work,
+                "memory floor of another layout: 4 lines (a position in its own table, no index \
+                 slot) {four:.1} ns, behind compute +{:.1} ns",
                 four_behind - work
             );
             big = Some((probe, prefill, setup));
