@@ -963,7 +963,7 @@ impl StateMachine {
     #[inline(always)]
     fn prefetch_positions(&self, h: IndexHashes) {
         for p in h.positions {
-            self.position_index.prefetch_hashed(p);
+            self.position_index.prefetch_hashed_probe(p);
         }
         self.trade_index.prefetch_hashed(h.trade);
     }
