@@ -1,8 +1,10 @@
 //! A fixed in-process pipeline workload for instruction counting (load-independent), the
 //! engine bench's shape: 1,000 accounts, one marked instrument, ClearTrades submitted with the
 //! client's window full, every answer counted.
-//! `valgrind --tool=callgrind target/release/examples/pipeline_loop N [split|fused]` for N and
-//! 0 trades; the difference divided by N is instructions per trade through the pipeline.
+//! `valgrind --tool=callgrind target/release/examples/pipeline_loop N [split|fused] [wide]` for
+//! N and 0 trades; the difference divided by N is instructions per trade through the pipeline.
+//! The accounts hold 10^9 of the currency each, or with `wide` 2^80 units (funds beyond 64 bits:
+//! the state machine's wide path).
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let stages = args.next().unwrap_or_else(|| "fused".into());
+    let wide = args.next().is_some_and(|a| a == "wide");
     let mut c = Config::default();
     c.engine.accounts_max = 1_001;
     c.engine.instruments_max = 16;
@@ -29,7 +32,9 @@ fn main() {
     for id in 1..=1_000 {
         let a = AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
         cl.call(Command::UpsertAccount(a)).expect("account");
-        cl.call(Command::AdjustCollateral { account: id, amount: 1 << 80 }).expect("collateral");
+        // 10^9 of the currency, as the core bench funds its accounts.
+        let amount = if wide { 1 << 80 } else { 1_000_000_000 * i128::from(PRICE_SCALE) };
+        cl.call(Command::AdjustCollateral { account: id, amount }).expect("collateral");
     }
     let mut acks = 0u64;
     let mut count =
