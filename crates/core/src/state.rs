@@ -121,50 +121,49 @@ impl Limits {
     }
 }
 
-/// An account's funds and limits as a trade between two holders reads and writes them, in
-/// one cache line: its totals and collateral in 64 bits while they fit (narrow), and its
-/// limits as the checks compare them. Set only by [`Account::set_funds`] and
-/// [`Account::set_spec`].
+/// An account's totals and the bounds of its post-trade checks as a trade between two holders
+/// reads and writes them, in one cache line, in 64 bits: the totals as offsets from the
+/// account's base ([`Account::base`], exact, set whenever the funds are set:
+/// [`Account::set_funds`]), the bounds with the base and the collateral taken out. A trade
+/// moves the offsets by its change of terms while they fit ([`Narrow::shifted`]); the base
+/// absorbs any magnitude, so an account of any size trades in 64 bits.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Narrow {
-    /// The totals (notional, unrealized, realized, margin, as [`Totals`]) while narrow; a
-    /// margin of [`WIDE`] (which no margin is: margins are never negative) says that the funds
-    /// did not fit in 64 bits and are the account's wide fields.
-    totals: [i64; 4],
-    /// The collateral while narrow.
-    collateral: i64,
-    /// The limits as the checks compare them, "0 = none" already turned into a bound that
-    /// nothing passes (no `!= 0` test per check), clamped to i64: MaxNotional fails when the
-    /// notional is above `notional_cap` (`i64::MAX`: none), MaxLoss when the P&L is below
-    /// `loss_floor` (`i64::MIN`: none), MaxPosition when `|qty|` is above `position_cap`
-    /// (`u64::MAX`: none). A narrow notional or P&L passes a clamped bound exactly when it
-    /// passes the limit itself ([`Account::notional_cap`], [`Account::loss_floor`]).
-    notional_cap: i64,
-    loss_floor: i64,
+    /// The totals (notional, unrealized, realized, margin, as [`Totals`]) less the base's
+    /// (0 while the funds are wide).
+    totals: [Money64; 4],
+    /// The checks' bounds for the offsets, clamped to i64 (a clamped bound decides as the
+    /// exact one for every offset, or the funds are wide): MaxNotional fails when the notional
+    /// offset is above `notional_cap`, MaxLoss when the P&L offset (realized + unrealized) is
+    /// below `loss_floor`, Margin when the excess offset (P&L - margin) is below
+    /// `excess_floor`, MaxPosition when `|qty|` is above `position_cap` (`u64::MAX`: none;
+    /// [`WIDE`], which no limit is: the funds are wide, the base alone, and the narrow path
+    /// declines the account: an account astronomically far out, see `Account::set_funds`).
+    notional_cap: Money64,
+    loss_floor: Money64,
+    excess_floor: Money64,
     position_cap: u64,
 }
 
-/// [`Narrow::totals`]' margin when the account's funds are wide.
-const WIDE: Money64 = i64::MIN;
+/// [`Narrow::position_cap`] when the account's funds are wide (a limit of 0 is none).
+const WIDE: u64 = 0;
 type Money64 = i64;
 
 impl Narrow {
-    /// The totals moved by a position's change of terms `delta` (as [`MarkedFill::leg`] gives
-    /// it) and the post-trade checks of those totals and the new book's `qty` ([`checks`]'
-    /// bits), in 64-bit arithmetic; `None` when the funds are wide or a value does not fit in
-    /// 64 bits (then the exact path answers). Equal to the exact path wherever it answers: the
-    /// collateral and totals are exact while narrow, so are the sums checked here, and their
-    /// equity and excess fit in i128 (so `checks` would not fail).
+    /// The offsets moved by a position's change of terms `delta` (as [`MarkedFill::leg`] gives
+    /// it) and the post-trade checks of the totals and the new book's `qty` ([`checks`]' bits),
+    /// in 64-bit arithmetic; `None` when the funds are wide or an offset does not fit in 64
+    /// bits (then the exact path answers). Equal to the exact path wherever it answers: the
+    /// base and the collateral are within +-2^124 (`Account::set_funds`), so the exact totals,
+    /// equity and excess fit in i128 and `checks` would not fail, and each bound decides as
+    /// the limit does.
     #[inline(always)]
     fn shifted(&self, qty: Qty, delta: &[i64; 4]) -> Option<([Money64; 4], u8)> {
-        let t = self.totals;
-        // Wide funds (a margin of WIDE), or a negative margin, which no state reaches but one
-        // set directly (a test's). Then the new margin is not WIDE either: a change of margin
-        // is above -2^51 ([`MarkedFill::leg`]).
-        if t[3] < 0 {
+        if self.position_cap == WIDE {
             return None;
         }
+        let t = self.totals;
         let n = [
             t[0].checked_add(delta[0])?,
             t[1].checked_add(delta[1])?,
@@ -172,7 +171,7 @@ impl Narrow {
             t[3].checked_add(delta[3])?,
         ];
         let pnl = n[2].checked_add(n[1])?;
-        let excess = self.collateral.checked_add(pnl)?.checked_sub(n[3])?;
+        let excess = pnl.checked_sub(n[3])?;
         let pos = qty.unsigned_abs() > self.position_cap;
         let (notional, loss) = (n[0] > self.notional_cap, pnl < self.loss_floor);
         Some((
@@ -180,16 +179,16 @@ impl Narrow {
             u8::from(pos)
                 | u8::from(notional) << 1
                 | u8::from(loss) << 2
-                | u8::from(excess < 0) << 3,
+                | u8::from(excess < self.excess_floor) << 3,
         ))
     }
 }
 
 /// An account, its fields ordered so that a trade on a position it holds reads and writes
-/// only its first cache line ([`Narrow`]: funds and limits), a CheckOrder or the opening of a
-/// position the second too (its limits as given, suspension, position count and chunks), and
-/// only an account whose funds do not fit in 64 bits the third (its wide funds): see
-/// `ACCOUNT_HOLDER_BYTES`, `ACCOUNT_HOT_BYTES`. Its spec is [`Account::spec`].
+/// only its first cache line ([`Narrow`]), a CheckOrder or the opening of a position the
+/// second and third too (its limits as given, suspension, position count and chunks; its base
+/// and collateral): see `ACCOUNT_HOLDER_BYTES`, `ACCOUNT_HOT_BYTES`. Its spec is
+/// [`Account::spec`].
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Account {
@@ -205,11 +204,11 @@ struct Account {
     first_chunk: u32,
     last_chunk: u32,
     id: AccountId,
-    /// Exact totals of its positions' value terms at current marks (derived, not hashed) and
-    /// its collateral, while its funds are wide (`Narrow::totals`); stale while narrow. Read
-    /// them with [`Account::totals`] and [`Account::collateral`].
-    wide_totals: Totals,
-    wide_collateral: Money,
+    /// Exact totals of its positions' value terms at current marks (derived, not hashed),
+    /// less the offsets in `narrow` (all of them while its funds are wide). Read the totals
+    /// with [`Account::totals`].
+    base: Totals,
+    collateral: Money,
 }
 
 /// The bytes at the start of an [`Account`] that a trade between holders touches
@@ -226,9 +225,9 @@ impl Account {
         let mut a = Account {
             narrow: Narrow {
                 totals: [0; 4],
-                collateral: 0,
                 notional_cap: 0,
                 loss_floor: 0,
+                excess_floor: 0,
                 position_cap: 0,
             },
             max_notional: 0,
@@ -239,8 +238,8 @@ impl Account {
             first_chunk: NONE,
             last_chunk: NONE,
             id: 0,
-            wide_totals: Totals::default(),
-            wide_collateral: 0,
+            base: Totals::default(),
+            collateral: 0,
         };
         a.set_spec(spec);
         a
@@ -258,12 +257,11 @@ impl Account {
 
     /// Set the spec; its limits are non-negative (`upsert_account` checks).
     fn set_spec(&mut self, s: AccountSpec) {
+        let totals = self.totals();
         (self.id, self.max_position, self.max_notional, self.max_loss, self.suspended) =
             (s.id, s.max_position, s.max_notional, s.max_loss, s.suspended);
-        self.narrow.notional_cap = self.notional_cap().min(i64::MAX.into()) as i64;
-        self.narrow.loss_floor = self.loss_floor().max(i64::MIN.into()) as i64;
-        self.narrow.position_cap =
-            if s.max_position == 0 { u64::MAX } else { s.max_position as u64 };
+        // The bounds follow the limits.
+        self.set_funds(self.collateral, totals);
     }
 
     /// MaxNotional fails when the notional is above this (`i128::MAX`: no limit).
@@ -284,45 +282,93 @@ impl Account {
         }
     }
 
+    /// MaxPosition fails when `|qty|` is above this (`u64::MAX`: no limit).
+    fn position_cap(&self) -> u64 {
+        match self.max_position {
+            0 => u64::MAX,
+            m => m as u64,
+        }
+    }
+
     fn is_wide(&self) -> bool {
-        self.narrow.totals[3] == WIDE
+        self.narrow.position_cap == WIDE
     }
 
     fn collateral(&self) -> Money {
-        if self.is_wide() {
-            self.wide_collateral
-        } else {
-            self.narrow.collateral.into()
-        }
+        self.collateral
     }
 
     fn totals(&self) -> Totals {
-        if self.is_wide() {
-            return self.wide_totals;
+        let [n, u, r, m] = self.narrow.totals.map(i128::from);
+        // Fit: the base is within +-2^124 while the funds are narrow, and the offsets are 0
+        // while they are wide.
+        let b = &self.base;
+        Totals {
+            notional: b.notional + n,
+            unrealized: b.unrealized + u,
+            realized: b.realized + r,
+            margin: b.margin + m,
         }
-        let [notional, unrealized, realized, margin] = self.narrow.totals.map(i128::from);
-        Totals { notional, unrealized, realized, margin }
     }
 
-    /// Set the collateral and totals: narrow when all five fit in 64 bits (and the margin is
-    /// not [`WIDE`]), else wide.
+    /// Set the collateral and the totals: the totals become the base, the offsets 0, and the
+    /// bounds are the limits and the collateral less the base. Wide (the narrow path declines
+    /// the account's trades) when the collateral or a total is beyond +-2^124, or a bound
+    /// clamped to i64 would not decide as the limit does: a check that always fails whatever
+    /// the offset (the account is beyond the limit by more than 2^63), whose bound is beyond
+    /// the offsets' range on the failing side. Astronomical accounts only.
     fn set_funds(&mut self, collateral: Money, t: Totals) {
-        let narrow = (|| {
-            let c = i64::try_from(collateral).ok()?;
-            let [n, u, r, m] = [t.notional, t.unrealized, t.realized, t.margin].map(i64::try_from);
-            Some((c, [n.ok()?, u.ok()?, r.ok()?, m.ok().filter(|&m| m != WIDE)?]))
-        })();
-        match narrow {
-            Some((c, totals)) => (self.narrow.collateral, self.narrow.totals) = (c, totals),
-            None => {
-                (self.wide_collateral, self.wide_totals) = (collateral, t);
-                self.narrow.totals[3] = WIDE;
+        (self.collateral, self.base) = (collateral, t);
+        let bounds = (|| {
+            if !near_zero(collateral, &t) {
+                return None;
             }
+            // Within +-2^124 each: the sums below fit, and so do the limits less them.
+            let (pnl, min, max) = (t.realized + t.unrealized, i64::MIN.into(), i64::MAX.into());
+            // notional_base + offset > cap  <=>  offset > cap - notional_base.
+            let notional = self.notional_cap().saturating_sub(t.notional);
+            // pnl_base + offset < floor  <=>  offset < floor - pnl_base.
+            let loss = self.loss_floor().saturating_sub(pnl);
+            // collateral + pnl_base - margin_base + offset < 0  <=>  offset < -(...).
+            let excess = -(collateral + pnl - t.margin);
+            // A bound past the offsets' range on the side where the check fails would fail
+            // every offset, but a clamped one not the offset at the clamp.
+            if notional < min || loss > max || excess > max {
+                return None;
+            }
+            let clamp = |x: i128| x.clamp(min, max) as i64;
+            Some([clamp(notional), clamp(loss), clamp(excess)])
+        })();
+        // Not WIDE: a limit of 0 is none, u64::MAX.
+        let position_cap = self.position_cap();
+        let n = &mut self.narrow;
+        n.totals = [0; 4];
+        match bounds {
+            Some([notional, loss, excess]) => {
+                (n.notional_cap, n.loss_floor, n.excess_floor, n.position_cap) =
+                    (notional, loss, excess, position_cap);
+            }
+            None => n.position_cap = WIDE,
         }
     }
 
+    /// Set the totals: as offsets from the base when they fit (the bounds stay), else as the
+    /// new base ([`set_funds`](Self::set_funds)).
     fn set_totals(&mut self, t: Totals) {
-        self.set_funds(self.collateral(), t);
+        let b = &self.base;
+        let offset = |x: Money, base: Money| i64::try_from(x.checked_sub(base)?).ok();
+        let offsets = (|| {
+            Some([
+                offset(t.notional, b.notional)?,
+                offset(t.unrealized, b.unrealized)?,
+                offset(t.realized, b.realized)?,
+                offset(t.margin, b.margin)?,
+            ])
+        })();
+        match offsets {
+            Some(o) if !self.is_wide() => self.narrow.totals = o,
+            _ => self.set_funds(self.collateral, t),
+        }
     }
 
     fn set_collateral(&mut self, collateral: Money) {
@@ -1262,10 +1308,7 @@ impl StateMachine {
         unsafe { push_unchecked(&mut self.events, Event::TradeCleared { trade_id: t.trade_id }) };
         let held = hints.slots[0] != NONE && hints.slots[1] != NONE && !moves_mark;
         let rows = [buy_row, sell_row];
-        if !(held
-            && (self.book_held(t, rows, col, hints.slots)
-                || self.book_held_wide(t, rows, col, hints.slots)))
-        {
+        if !(held && self.book_held(t, rows, col, hints.slots)) {
             let legs = Legs { rows, col, slots: hints.slots, ..Legs::NONE };
             self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         }
@@ -1479,33 +1522,11 @@ impl StateMachine {
     /// [`book_legs`](Self::book_legs) for the common trade: both accounts hold the instrument
     /// (`slots`), the trade does not move its mark, both legs are within the ranges of
     /// [`MarkedFill`] (every value involved fits in 64 bits, proven by one range check a leg
-    /// instead of an overflow check per operation) and both accounts' funds are narrow
-    /// ([`NarrowLeg`]). True when booked; false, with nothing changed, when a leg cannot be
-    /// computed so (then [`book_held_wide`](Self::book_held_wide) or `book_legs` books the
-    /// trade, or rejects it).
+    /// instead of an overflow check per operation) and both accounts' totals move within their
+    /// 64-bit offsets ([`Narrow::shifted`]). True when booked; false, with nothing changed,
+    /// when a leg cannot be computed so (then `book_legs` books the trade, or rejects it).
     #[inline(never)]
     fn book_held(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
-        self.book_held_by::<NarrowLeg>(t, rows, col, slots)
-    }
-
-    /// [`book_held`](Self::book_held) for accounts whose funds do not fit in 64 bits (or whose
-    /// sums would not): their totals in 128 bits (the [`HeldLeg`] of [`Leg`]).
-    #[cold]
-    #[inline(never)]
-    fn book_held_wide(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
-        self.book_held_by::<Leg>(t, rows, col, slots)
-    }
-
-    /// A trade between holders at an unchanged mark, each leg computed as `L` computes it
-    /// (`None`: it cannot answer, and nothing is changed).
-    #[inline(always)]
-    fn book_held_by<L: HeldLeg>(
-        &mut self,
-        t: &Trade,
-        rows: [u32; 2],
-        col: u32,
-        slots: [u32; 2],
-    ) -> bool {
         // SAFETY: a column of the instrument index (`at`).
         let ins = unsafe { at(&self.instruments, col) };
         let m = ins.spec.multiplier;
@@ -1520,8 +1541,12 @@ impl StateMachine {
                 [at(&self.accounts, rows[0]), at(&self.accounts, rows[1])],
             )
         };
-        let Some(buy) = L::leg(accounts[0], &old[0].book, t.qty, &fill) else { return false };
-        let Some(sell) = L::leg(accounts[1], &old[1].book, -t.qty, &fill) else { return false };
+        let Some(buy) = HeldLeg::of(accounts[0], &old[0].book, t.qty, &fill) else {
+            return false;
+        };
+        let Some(sell) = HeldLeg::of(accounts[1], &old[1].book, -t.qty, &fill) else {
+            return false;
+        };
         // SAFETY: as above.
         let buy = buy.write(unsafe { at_mut(&mut self.accounts, rows[0]) });
         // SAFETY: as above.
@@ -2381,57 +2406,28 @@ fn risk_bits_in_range(acct: &Account, book: &Book, totals: &Totals) -> u8 {
     risk_bits(acct, book, totals, pnl, acct.collateral() + pnl - totals.margin)
 }
 
-/// One leg of a trade between holders at an unchanged mark ([`StateMachine::book_held_by`]).
-trait HeldLeg: Sized {
-    /// The leg for the common magnitudes ([`MarkedFill::leg`]), or `None` when it cannot
-    /// answer so. Equal to [`StateMachine::leg`] wherever it answers.
-    fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<Self>;
-    /// Write the account's new totals; the leg's new book and the checks that fail.
-    fn write(self, acct: &mut Account) -> (Book, u8);
-}
+/// One leg of a trade between holders at an unchanged mark ([`StateMachine::book_held`]): the
+/// new book's quantity, cost and realized (in 64 bits, as [`MarkedFill::leg`] computes them:
+/// kept so, a leg's results take fewer registers until they are written), the account's new
+/// totals' offsets ([`Narrow::shifted`]) and the checks that fail.
+struct HeldLeg([i64; 3], [Money64; 4], u8);
 
-/// A leg of a narrow account ([`Narrow::shifted`]): the new book's quantity, cost and
-/// realized (in 64 bits, as [`MarkedFill::leg`] computes them: kept so, a leg's results
-/// take fewer registers until they are written), the account's new narrow totals and the
-/// checks that fail.
-struct NarrowLeg([i64; 3], [Money64; 4], u8);
-
-impl HeldLeg for NarrowLeg {
+impl HeldLeg {
+    /// The leg for the common magnitudes, or `None` when it cannot answer so. Equal to
+    /// [`StateMachine::leg`] wherever it answers.
     #[inline(always)]
-    fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<NarrowLeg> {
+    fn of(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<HeldLeg> {
         let (book, delta) = fill.leg(old, d)?;
         let (totals, failed) = acct.narrow.shifted(book.qty, &delta)?;
-        Some(NarrowLeg([book.qty, book.cost as i64, book.realized as i64], totals, failed))
+        Some(HeldLeg([book.qty, book.cost as i64, book.realized as i64], totals, failed))
     }
 
+    /// Write the account's new totals; the leg's new book and the checks that fail.
     #[inline(always)]
     fn write(self, acct: &mut Account) -> (Book, u8) {
         acct.narrow.totals = self.1;
         let [qty, cost, realized] = self.0;
         (Book { qty, cost: cost.into(), realized: realized.into() }, self.2)
-    }
-}
-
-/// A leg of an account whose funds are wide, or whose sums are: its totals in 128 bits,
-/// shifted by the position's change of terms without checks while they and the collateral
-/// are within +-2^124 ([`near_zero`]).
-impl HeldLeg for Leg {
-    #[inline(always)]
-    fn leg(acct: &Account, old: &Book, d: Qty, fill: &MarkedFill) -> Option<Leg> {
-        let (book, delta) = fill.leg(old, d)?;
-        let mut totals = acct.totals();
-        if !near_zero(acct.collateral(), &totals) {
-            return None;
-        }
-        totals.shift64(&delta);
-        let failed = risk_bits_in_range(acct, &book, &totals);
-        Some(Leg { book, totals, failed })
-    }
-
-    #[inline(always)]
-    fn write(self, acct: &mut Account) -> (Book, u8) {
-        acct.set_totals(self.totals);
-        (self.book, self.failed)
     }
 }
 
@@ -2450,7 +2446,7 @@ fn near_zero(collateral: Money, t: &Totals) -> bool {
 /// its new book, totals, P&L and excess.
 #[inline(always)]
 fn risk_bits(acct: &Account, book: &Book, totals: &Totals, pnl: Money, excess: Money) -> u8 {
-    let pos = book.qty.unsigned_abs() > acct.narrow.position_cap;
+    let pos = book.qty.unsigned_abs() > acct.position_cap();
     let notional = totals.notional > acct.notional_cap();
     let loss = pnl < acct.loss_floor();
     let margin = excess < 0;
@@ -2559,33 +2555,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn funds_are_narrow_exactly_when_they_fit_in_64_bits_and_round_trip_either_way() {
+    fn funds_round_trip_and_are_wide_only_beyond_2_pow_124_or_2_pow_63_under_margin() {
         let spec =
             AccountSpec { id: 1, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
-        let (max, min) = (i128::from(i64::MAX), i128::from(i64::MIN));
-        for (x, fits) in [(0, true), (max, true), (min, true), (max + 1, false), (min - 1, false)] {
+        let (edge, big) = (1i128 << 124, i128::from(i64::MAX) + 1);
+        for x in [0, big, -big, -big + 1, edge - 1, -edge, edge, -edge - 1, i128::MIN, i128::MAX] {
             for field in 0..5 {
-                let mut parts = [1, 2, 3, 4, 5];
+                let mut parts = [0; 5];
                 parts[field] = x;
-                let t = Totals {
-                    notional: parts[1],
-                    unrealized: parts[2],
-                    realized: parts[3],
-                    margin: parts[4],
-                };
+                let [c, notional, unrealized, realized, margin] = parts;
+                let t = Totals { notional, unrealized, realized, margin };
                 let mut a = Account::new(spec);
-                a.set_funds(parts[0], t);
-                // i64::MIN is the wide mark, and no margin: a margin of it is wide.
-                let narrow = fits && !(field == 4 && x == min);
-                assert_eq!(a.is_wide(), !narrow, "field {field} = {x}");
-                assert_eq!((a.collateral(), a.totals()), (parts[0], t), "field {field} = {x}");
-                // And back: wide funds that fit again are narrow again.
+                a.set_funds(c, t);
+                let near = parts.iter().all(|p| (-edge..edge).contains(p));
+                // With no limits, only a margin call's bound can be out of reach: an excess of
+                // -2^63 or less (the only non-zero part is x).
+                let excess = if field == 4 {
+                    x.saturating_neg()
+                } else if field == 1 {
+                    0
+                } else {
+                    x
+                };
+                let wide = !near || excess <= i64::MIN.into();
+                assert_eq!(a.is_wide(), wide, "field {field} = {x}");
+                assert_eq!((a.collateral(), a.totals()), (c, t), "field {field} = {x}");
+                // And back: funds within range again are narrow again.
                 a.set_funds(7, Totals { notional: 8, unrealized: -9, realized: 10, margin: 11 });
                 assert!(!a.is_wide());
                 assert_eq!(a.totals().unrealized, -9);
                 assert_eq!(a.collateral(), 7);
             }
         }
+        // Offsets move the totals from the base.
+        let mut a = Account::new(spec);
+        let t = Totals { notional: big, unrealized: -big, realized: 5, margin: big };
+        a.set_funds(2 * big, t);
+        a.narrow.totals = [1, -2, 3, -4];
+        let moved =
+            Totals { notional: big + 1, unrealized: -big - 2, realized: 8, margin: big - 4 };
+        assert_eq!(a.totals(), moved);
     }
 
     #[test]
@@ -2602,7 +2611,7 @@ mod tests {
         a.set_funds(100, Totals { notional: 900, unrealized: -20, realized: -10, margin: 70 });
         let n = a.narrow;
         let bits = |qty: Qty, delta: [i64; 4]| n.shifted(qty, &delta).map(|(_, f)| f);
-        assert_eq!(n.shifted(10, &[0; 4]), Some(([900, -20, -10, 70], 0)), "all at their bounds");
+        assert_eq!(n.shifted(10, &[0; 4]), Some(([0; 4], 0)), "all at their bounds");
         assert_eq!(bits(11, [0; 4]), Some(1), "MaxPosition past 10");
         assert_eq!(bits(-11, [0; 4]), Some(1), "MaxPosition of a short");
         assert_eq!(bits(0, [100, 0, 0, 0]), Some(0), "notional 1,000 is the limit");
@@ -2611,33 +2620,36 @@ mod tests {
         assert_eq!(bits(0, [0, -21, 0, -21]), Some(4), "MaxLoss past -50, excess 0");
         assert_eq!(bits(0, [0, 0, 0, 1]), Some(8), "excess -1: a margin call");
         assert_eq!(bits(0, [0, 0, 1, 1]), Some(0), "excess 0 again");
-        assert_eq!(bits(0, [i64::MAX, 0, 0, 0]), None, "a notional beyond 64 bits");
-        a.set_funds(i64::MAX.into(), a.totals());
-        assert_eq!(a.narrow.shifted(0, &[0, 0, 100, 0]), None, "an equity beyond 64 bits");
-        a.set_funds(i128::from(i64::MAX) + 1, a.totals());
+        let mut moved = n;
+        moved.totals = [i64::MAX, 0, 0, 0];
+        assert_eq!(moved.shifted(0, &[1, 0, 0, 0]), None, "a notional offset beyond 64 bits");
+        moved.totals = [0, i64::MAX, 0, 0];
+        assert_eq!(moved.shifted(0, &[0, 0, 1, 0]), None, "a P&L offset beyond 64 bits");
+        moved.totals = [0, 0, 0, 1];
+        assert_eq!(moved.shifted(0, &[0, 0, 0, -1]), Some(([0; 4], 0)), "a margin offset of 0");
+        moved.totals = [0, 0, 0, i64::MIN + 1];
+        assert_eq!(moved.shifted(0, &[0, 0, 0, -2]), None, "a margin offset beyond 64 bits");
+        // Far from 64 bits, by the base: the same checks, offsets from there.
+        let far = 1i128 << 100;
+        let t = Totals { notional: 900, unrealized: -far - 20, realized: far - 10, margin: 70 };
+        a.set_funds(100, t);
+        assert_eq!(a.narrow.shifted(10, &[100, 0, 0, 0]), Some(([100, 0, 0, 0], 0)));
+        assert_eq!(a.narrow.shifted(10, &[0, -21, 0, -21]).map(|(_, f)| f), Some(4));
+        a.set_funds(1 << 124, a.totals());
         assert_eq!(a.narrow.shifted(0, &[0; 4]), None, "wide funds");
-        a.set_funds(100, Totals { margin: -1, ..a.totals() });
-        assert_eq!(a.narrow.shifted(0, &[0, 0, 0, 1]), None, "a negative margin, set directly");
-    }
-
-    #[test]
-    fn the_clamped_caps_decide_as_the_limits_for_narrow_values() {
-        let (max, min) = (i128::from(i64::MAX), i128::from(i64::MIN));
-        for limit in [0, 1, 1_000, max - 1, max, max + 1, i128::MAX] {
-            let spec = AccountSpec {
-                id: 1,
-                max_position: 0,
-                max_notional: limit,
-                max_loss: limit,
-                suspended: false,
-            };
-            let a = Account::new(spec);
-            for x in [0, 1, 999, 1_000, 1_001, max - 1, max, -1_000, -1_001, min + 1, min] {
-                let narrow = x as i64;
-                assert_eq!(narrow > a.narrow.notional_cap, x > a.notional_cap(), "{limit} {x}");
-                assert_eq!(narrow < a.narrow.loss_floor, x < a.loss_floor(), "{limit} {x}");
-            }
-        }
+        // Beyond a limit by more than 2^63: every offset fails the check; wide.
+        a.set_funds(0, Totals { notional: 1_000 + (1 << 64), ..Totals::default() });
+        assert!(a.is_wide(), "a notional past its limit by 2^64");
+        a.set_funds(1 << 65, Totals { realized: -50 - (1 << 64), ..Totals::default() });
+        assert!(a.is_wide(), "a P&L past its limit by 2^64");
+        a.set_funds(0, Totals { margin: 1 << 63, ..Totals::default() });
+        assert!(a.is_wide(), "a margin past the equity by 2^63");
+        // (5 - 2^63 fits in 64 bits: an offset from that base.)
+        a.set_totals(Totals { margin: 5, ..Totals::default() });
+        assert!(!a.is_wide(), "narrow again once the margin is back");
+        assert_eq!(a.totals().margin, 5);
+        a.set_funds(1 << 65, Totals { notional: 1_000, realized: -50, ..Totals::default() });
+        assert!(!a.is_wide(), "at the limits");
     }
 
     #[test]
@@ -2714,6 +2726,15 @@ mod tests {
         prop_oneof![8 => 1..small, 1 => Just(i64::MAX), 1 => 1..i64::MAX]
     }
 
+    /// A 64-bit offset or change: mostly small, with each bound and any value reachable.
+    fn offset() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            8 => -1_000_000i64..1_000_000,
+            1 => prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(i64::MIN + 1), Just(i64::MAX - 1)],
+            1 => any::<i64>(),
+        ]
+    }
+
     /// An account's limits (none, ordinary or extreme), collateral and totals (of every
     /// magnitude), for the leg tests.
     fn account_state() -> impl Strategy<Value = (AccountSpec, Money, Totals)> {
@@ -2782,9 +2803,9 @@ mod tests {
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
         }
 
-        /// A leg at an unchanged mark for the common magnitudes (`NarrowLeg` and `Leg` as
-        /// `HeldLeg`s: the fill, the change of terms, the totals, the checks) gives exactly what
-        /// the exact path gives wherever it answers, and answers for the ordinary magnitudes.
+        /// A leg at an unchanged mark for the common magnitudes (`HeldLeg`: the fill, the change
+        /// of terms, the totals, the checks) gives exactly what the exact path gives wherever
+        /// it answers, and answers for the ordinary magnitudes.
         #[test]
         fn a_leg_at_an_unchanged_mark_equals_the_exact_leg(
             (m, bps) in (
@@ -2809,27 +2830,23 @@ mod tests {
             let exact = sm.leg_exact(0, 0, old, Fill { d, price, mark });
             let fill = MarkedFill::new(price, mark, m, bps);
             let acct = &sm.accounts[0];
-            let narrow = fill.and_then(|f| NarrowLeg::leg(acct, &old, d, &f)).map(|l| {
-                let NarrowLeg([qty, cost, realized], t, failed) = l;
+            let leg = fill.and_then(|f| HeldLeg::of(acct, &old, d, &f)).map(|l| {
+                let HeldLeg([qty, cost, realized], t, failed) = l;
                 let book = Book { qty, cost: cost.into(), realized: realized.into() };
-                let [notional, unrealized, realized, margin] = t.map(i128::from);
-                Leg { book, totals: Totals { notional, unrealized, realized, margin }, failed }
+                let mut moved = *acct;
+                moved.narrow.totals = t;
+                Leg { book, totals: moved.totals(), failed }
             });
-            let wide = fill.and_then(|f| Leg::leg(acct, &old, d, &f));
-            // Far inside MarkedFill's ranges (units below 2^21 here)...
+            // Far inside MarkedFill's ranges (units below 2^21 here), and an account that is not
+            // wide (its funds far from 128 bits' bounds, its limits not passed by 2^63).
             let ordinary = qty.unsigned_abs().max(d.unsigned_abs()) < 1 << 16
                 && price.max(mark) < 1 << 24
                 && m < 100
                 && bps <= 2_000
-                && [cost, realized].iter().all(|x| x.unsigned_abs() < 1 << 60);
-            // ... and the funds far from 64 bits' bounds (narrow) or 128 bits' (wide).
-            let funds = [collateral, totals.notional, totals.unrealized, totals.realized, totals.margin];
-            let below = |bits: u32| funds.iter().all(|x| x.unsigned_abs() < 1 << bits);
-            // (A margin is never negative; the narrow leg declines one set so.)
-            let narrow_ordinary = ordinary && below(61) && totals.margin >= 0;
-            prop_assert!(narrow.is_some() || !narrow_ordinary, "a narrow leg answers");
-            prop_assert!(wide.is_some() || !(ordinary && below(100)), "a wide leg answers");
-            for leg in [narrow, wide].into_iter().flatten() {
+                && [cost, realized].iter().all(|x| x.unsigned_abs() < 1 << 60)
+                && !acct.is_wide();
+            prop_assert!(leg.is_some() || !ordinary, "an ordinary leg answers");
+            if let Some(leg) = leg {
                 prop_assert_eq!(Ok(leg), exact);
             }
         }
@@ -2906,6 +2923,49 @@ mod tests {
             prop_assert_eq!(held.state_hash(), general.state_hash());
             for id in 1..=3 {
                 prop_assert_eq!(held.account(id), general.account(id));
+            }
+        }
+
+        /// The narrow checks (offsets from the base, their bounds clamped to i64) decide as the
+        /// checks of the exact totals wherever they answer, at every magnitude of the base,
+        /// the collateral, the limits, the offsets and the change; they decline only an
+        /// account whose funds are wide or a sum beyond 64 bits.
+        #[test]
+        fn narrow_checks_equal_the_exact_checks(
+            (max_position, max_notional, max_loss) in (
+                prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
+                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
+                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
+            ),
+            qty in prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)],
+            (collateral, base) in (far_money(), [far_money(), far_money(), far_money(), far_money()]),
+            offsets in [offset(), offset(), offset(), offset()],
+            delta in [offset(), offset(), offset(), offset()],
+        ) {
+            let spec =
+                AccountSpec { id: 7, max_position, max_notional, max_loss, suspended: false };
+            let mut a = Account::new(spec);
+            let [notional, unrealized, realized, margin] = base;
+            a.set_funds(collateral, Totals { notional, unrealized, realized, margin });
+            if !a.is_wide() {
+                a.narrow.totals = offsets;
+            }
+            let sum = |x: [i64; 4]| x.map(i128::from);
+            let (o, d) = (sum(offsets), sum(delta));
+            let moved = [o[0] + d[0], o[1] + d[1], o[2] + d[2], o[3] + d[3]];
+            let (pnl, fits) = (moved[2] + moved[1], |x: i128| i64::try_from(x).is_ok());
+            let answers = !a.is_wide()
+                && moved.iter().all(|&x| fits(x))
+                && fits(pnl)
+                && fits(pnl - moved[3]);
+            let narrow = a.narrow.shifted(qty, &delta);
+            prop_assert_eq!(narrow.is_some(), answers);
+            if let Some((n, failed)) = narrow {
+                prop_assert_eq!(sum(n), moved);
+                let mut after = a;
+                after.narrow.totals = n;
+                let book = Book { qty, cost: 0, realized: 0 };
+                prop_assert_eq!(Ok(failed), checks(&after, &book, &after.totals()));
             }
         }
 
