@@ -185,10 +185,9 @@ impl Narrow {
 }
 
 /// An account, its fields ordered so that a trade on a position it holds reads and writes
-/// only its first cache line ([`Narrow`]), a CheckOrder or the opening of a position the
-/// second and third too (its limits as given, suspension, position count and chunks; its base
-/// and collateral): see `ACCOUNT_HOLDER_BYTES`, `ACCOUNT_HOT_BYTES`. Its spec is
-/// [`Account::spec`].
+/// only its first cache line ([`Narrow`]); a CheckOrder or a trade that opens a position
+/// reads the other three too (its limits as given, suspension, position count and chunks; its
+/// base; its collateral): see `ACCOUNT_HOLDER_BYTES`. Its spec is [`Account::spec`].
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Account {
@@ -212,13 +211,9 @@ struct Account {
 }
 
 /// The bytes at the start of an [`Account`] that a trade between holders touches
-/// ([`Narrow`]: prefetched by the batch's third stage).
+/// ([`Narrow`]), all that is prefetched for one; for anything else, the whole account is.
 const ACCOUNT_HOLDER_BYTES: usize = 64;
-/// The bytes at the start of an [`Account`] that a trade or a CheckOrder touches
-/// (prefetched): its limits, suspension and chunks too.
-const ACCOUNT_HOT_BYTES: usize = 128;
 const _: () = assert!(std::mem::size_of::<Narrow>() == ACCOUNT_HOLDER_BYTES);
-const _: () = assert!(std::mem::offset_of!(Account, id) < ACCOUNT_HOT_BYTES);
 
 impl Account {
     fn new(spec: AccountSpec) -> Account {
@@ -426,9 +421,10 @@ struct Position {
 }
 
 const _: () = assert!(std::mem::size_of::<Position>() == 64);
-// Narrow funds and limits; the spec, counts and chunk links; the wide funds (80 B): four lines,
-// of which a trade between holders touches one.
-const _: () = assert!(std::mem::size_of::<Account>() == 256);
+// The narrow line; the spec, counts and chunk links; the base; the collateral: four lines, of
+// which a trade between holders touches one.
+const ACCOUNT_BYTES: usize = std::mem::size_of::<Account>();
+const _: () = assert!(ACCOUNT_BYTES == 256);
 
 /// One cache line of an instrument's holder list.
 #[derive(Clone, Copy, Debug, Default)]
@@ -1015,22 +1011,26 @@ impl StateMachine {
     }
 
     /// The row of `account` and the slot of its position in `instrument` (`None` if absent),
-    /// from the hashes `h` of their index keys, each found line prefetched: the second of a
-    /// lookup's two rounds of cache misses (the first prefetched the index slots).
+    /// from the hashes `h` of their index keys, each found line prefetched (of the account,
+    /// `held_bytes` when it holds the position, else all): the second of a lookup's two
+    /// rounds of cache misses (the first prefetched the index slots).
     #[inline(always)]
     fn find_holder(
         &self,
         account: AccountId,
         instrument: InstrumentId,
         h: [u64; 2],
+        held_bytes: usize,
     ) -> (Option<u32>, Option<u32>) {
-        let row = self.account_index.get_hashed(&account, h[0]);
-        if let Some(r) = row {
-            prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_HOT_BYTES);
-        }
         let slot = self.position_index.get_hashed(&PairKey::new(account, instrument), h[1]);
         if let Some(s) = slot {
             prefetch_element(&self.positions, s as usize);
+        }
+        let row = self.account_index.get_hashed(&account, h[0]);
+        if let Some(r) = row {
+            // Opening a position reads all of the account.
+            let bytes = if slot.is_some() { held_bytes } else { ACCOUNT_BYTES };
+            prefetch_element_bytes(&self.accounts, r as usize, bytes);
         }
         (row, slot)
     }
@@ -1056,7 +1056,7 @@ impl StateMachine {
                 prefetch_element(&self.positions, s as usize);
                 h.slots[k] = s;
             } else if let Some(r) = self.account_index.get_hashed(&acct, hashes.accounts[k]) {
-                prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_HOT_BYTES);
+                prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_BYTES);
                 h.rows[k] = r;
             }
         }
@@ -1112,7 +1112,8 @@ impl StateMachine {
         h.col = self.resolve_col(t.instrument, last);
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
             let keys = [hashes.accounts[k], hashes.positions[k]];
-            let (row, slot) = self.find_holder(acct, t.instrument, keys);
+            // A holder's trade reads the account's first line.
+            let (row, slot) = self.find_holder(acct, t.instrument, keys, ACCOUNT_HOLDER_BYTES);
             h.rows[k] = row.unwrap_or(NONE);
             h.slots[k] = slot.unwrap_or(NONE);
         }
@@ -1241,7 +1242,8 @@ impl StateMachine {
         let keys = [FixedMap::hash(&account), FixedMap::hash(&PairKey::new(account, instrument))];
         self.account_index.prefetch_hashed(keys[0]);
         self.position_index.prefetch_hashed(keys[1]);
-        let (row, slot) = self.find_holder(account, instrument, keys);
+        // A CheckOrder reads all of the account (its limits, suspension, base and collateral).
+        let (row, slot) = self.find_holder(account, instrument, keys, ACCOUNT_BYTES);
         let row = row.ok_or(Reject::UnknownAccount)?;
         let col = self.instrument_col(instrument)?;
         if self.accounts[row as usize].suspended {
