@@ -214,6 +214,9 @@ struct Account {
 /// ([`Narrow`]), all that is prefetched for one; for anything else, the whole account is.
 const ACCOUNT_HOLDER_BYTES: usize = 64;
 const _: () = assert!(std::mem::size_of::<Narrow>() == ACCOUNT_HOLDER_BYTES);
+/// The bytes at the start of an [`Account`] that a CheckOrder reads: its suspension too.
+const ACCOUNT_ORDER_BYTES: usize = 128;
+const _: () = assert!(std::mem::offset_of!(Account, suspended) < ACCOUNT_ORDER_BYTES);
 
 impl Account {
     fn new(spec: AccountSpec) -> Account {
@@ -1242,19 +1245,35 @@ impl StateMachine {
         let keys = [FixedMap::hash(&account), FixedMap::hash(&PairKey::new(account, instrument))];
         self.account_index.prefetch_hashed(keys[0]);
         self.position_index.prefetch_hashed(keys[1]);
-        // A CheckOrder reads all of the account (its limits, suspension, base and collateral).
-        let (row, slot) = self.find_holder(account, instrument, keys, ACCOUNT_BYTES);
+        // A CheckOrder reads the account's narrow line and its suspension (the rest only if
+        // the order's what-if is beyond the held leg's ranges).
+        let (row, slot) = self.find_holder(account, instrument, keys, ACCOUNT_ORDER_BYTES);
         let row = row.ok_or(Reject::UnknownAccount)?;
         let col = self.instrument_col(instrument)?;
-        if self.accounts[row as usize].suspended {
+        let acct = &self.accounts[row as usize];
+        if acct.suspended {
             return Err(Reject::Suspended);
         }
         let ins = &self.instruments[col as usize];
-        let mark = if ins.mark() != 0 { ins.mark() } else { price };
         let old = slot.map_or(&NO_BOOK, |s| &self.positions[s as usize].book);
-        let mut out = Leg::default();
-        self.leg(row, col, old, Fill { d, price, mark }, &mut out)?;
-        match out.failed {
+        // At the instrument's mark, the order is a held leg's what-if (its unit is for that
+        // mark); with no mark yet, it is valued at its own price (the exact path).
+        let m = ins.spec.multiplier;
+        debug_assert_eq!(ins.unit, MarkedUnit::new(ins.mark(), m, ins.spec.margin_bps), "fresh");
+        let held = (ins.mark() != 0)
+            .then(|| ins.unit.fill(price, m))
+            .flatten()
+            .and_then(|fill| HeldLeg::of(acct, old, d, &fill));
+        let failed = match held {
+            Some(HeldLeg(_, _, failed)) => failed,
+            None => {
+                let mark = if ins.mark() != 0 { ins.mark() } else { price };
+                let mut out = Leg::default();
+                self.leg(row, col, old, Fill { d, price, mark }, &mut out)?;
+                out.failed
+            }
+        };
+        match failed {
             0 => {
                 self.events.push(Event::OrderAccepted { account, instrument });
                 Ok(())
