@@ -4,6 +4,8 @@
 //! `trade_loop N batch` applies the same trades with `apply_batch`, 256 at a time; `held`
 //! (after N, with or without `batch`) first opens every account's position in every
 //! instrument, so that no trade opens one (the core bench's workload: trades between holders).
+//! `order` (after N, with `held`) applies a CheckOrder of each trade's buyer instead of the
+//! trade: instructions per CheckOrder.
 
 mod support;
 use novate_core::*;
@@ -12,6 +14,7 @@ fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mode: Vec<String> = std::env::args().skip(2).collect();
     let batched = mode.iter().any(|a| a == "batch");
+    let orders = mode.iter().any(|a| a == "order");
     let limits = Limits {
         accounts_max: 1_000,
         instruments_max: 100,
@@ -53,7 +56,14 @@ fn main() {
             price: (95 + ((x >> 40) % 10) as i64) * PRICE_SCALE,
             trade_date: 20260105,
         };
-        if batched {
+        if orders {
+            let side = if t.qty % 2 == 0 { Side::Buy } else { Side::Sell };
+            let (account, instrument, qty, price) = (t.buy, t.instrument, t.qty, t.price);
+            let order = Command::CheckOrder { account, instrument, side, qty, price };
+            // Accepted or rejected by a check, it is counted.
+            book.apply(order);
+            ok += 1;
+        } else if batched {
             batch.push(Command::ClearTrade(t));
             if batch.len() == 256 || trade_id == n {
                 ok += book.apply_batch(&batch);
