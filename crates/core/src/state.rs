@@ -1521,6 +1521,9 @@ impl StateMachine {
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
         }
+        if !moves_mark && self.book_marked(t, qty, rows, col, probes) {
+            return Ok(());
+        }
         let old = |s: Option<u32>| {
             // SAFETY: a slot of the position index (`at`).
             s.map_or(&NO_BOOK, |s| unsafe { &at(&self.positions, s).book })
@@ -1540,14 +1543,47 @@ impl StateMachine {
         Ok(())
     }
 
-    /// [`book_legs`](Self::book_legs) for the common trade: both accounts hold the instrument
-    /// (`slots`), the trade does not move its mark, both legs are within the ranges of
-    /// [`MarkedFill`] (every value involved fits in 64 bits, proven by one range check a leg
-    /// instead of an overflow check per operation) and both accounts' totals move within their
-    /// 64-bit offsets ([`Narrow::shifted`]). True when booked; false, with nothing changed,
-    /// when a leg cannot be computed so (then `book_legs` books the trade, or rejects it).
+    /// [`book_legs`](Self::book_legs) for the common trade: `qty` bought by `rows[0]` and sold
+    /// by `rows[1]` at a price that does not move the instrument's mark (`probes`: each
+    /// account's position, or where a new one goes; a new one is within capacity), both legs
+    /// within the ranges of [`MarkedFill`] (every value involved fits in 64 bits, proven by
+    /// one range check a leg instead of an overflow check per operation) and both accounts'
+    /// totals moving within their 64-bit offsets ([`Narrow::shifted`]). True when booked;
+    /// false, with nothing changed, when a leg cannot be computed so (then `book_legs` books
+    /// the trade, or rejects it).
+    ///
+    /// `clear_trade` calls it first for a trade between holders, its lookups made
+    /// ([`book_held`](Self::book_held)); `book_legs` after its own lookups, for the others
+    /// and for a bust ([`book_marked`](Self::book_marked)). Two copies, so that the first's
+    /// positions are known to exist (no branch to open one: ~40 instructions a trade).
     #[inline(never)]
     fn book_held(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
+        self.book_at_mark(t, t.qty, rows, col, slots.map(Probe::Found))
+    }
+
+    /// [`book_held`](Self::book_held) for `book_legs`: any position may be new.
+    #[inline(never)]
+    fn book_marked(
+        &mut self,
+        t: &Trade,
+        qty: Qty,
+        rows: [u32; 2],
+        col: u32,
+        probes: [Probe; 2],
+    ) -> bool {
+        self.book_at_mark(t, qty, rows, col, probes)
+    }
+
+    /// [`book_held`](Self::book_held) and [`book_marked`](Self::book_marked).
+    #[inline(always)]
+    fn book_at_mark(
+        &mut self,
+        t: &Trade,
+        qty: Qty,
+        rows: [u32; 2],
+        col: u32,
+        probes: [Probe; 2],
+    ) -> bool {
         // SAFETY: a column of the instrument index (`at`).
         let ins = unsafe { at(&self.instruments, col) };
         let m = ins.spec.multiplier;
@@ -1555,24 +1591,20 @@ impl StateMachine {
         // The unit is for the mark (a trade that moves it does not come here), but for an
         // instrument with none yet (then for no mark, and the fill is None).
         let Some(fill) = ins.unit.fill(t.price, m) else { return false };
-        // SAFETY: slots of the position index and rows of the account index (`at`).
-        let (old, accounts) = unsafe {
-            (
-                [at(&self.positions, slots[0]), at(&self.positions, slots[1])],
-                [at(&self.accounts, rows[0]), at(&self.accounts, rows[1])],
-            )
-        };
-        let Some(buy) = HeldLeg::of(accounts[0], &old[0].book, t.qty, &fill) else {
-            return false;
-        };
-        let Some(sell) = HeldLeg::of(accounts[1], &old[1].book, -t.qty, &fill) else {
-            return false;
-        };
+        let old = probes.map(|p| match p {
+            // SAFETY: a slot of the position index (`at`).
+            Probe::Found(s) => unsafe { &at(&self.positions, s).book },
+            Probe::Vacant(_) => &NO_BOOK,
+        });
+        // SAFETY: rows of the account index (`at`).
+        let accounts = unsafe { [at(&self.accounts, rows[0]), at(&self.accounts, rows[1])] };
+        let Some(buy) = HeldLeg::of(accounts[0], old[0], qty, &fill) else { return false };
+        let Some(sell) = HeldLeg::of(accounts[1], old[1], -qty, &fill) else { return false };
         // SAFETY: as above.
         let buy = buy.write(unsafe { at_mut(&mut self.accounts, rows[0]) });
         // SAFETY: as above.
         let sell = sell.write(unsafe { at_mut(&mut self.accounts, rows[1]) });
-        self.write_legs(t, rows, col, slots.map(Probe::Found), [buy, sell]);
+        self.write_legs(t, rows, col, probes, [buy, sell]);
         true
     }
 
