@@ -217,7 +217,8 @@ fn fill_in_range(qty: Qty, cost: i64, realized: i64, d: Qty, pm: i64) -> (Book, 
 /// A fill at `price` of a position valued at one mark before and after it (a trade that does
 /// not move its instrument's mark), computed for the common magnitudes with no overflow check
 /// per operation: one range check per leg ([`MarkedFill::leg`]) proves that nothing in it can
-/// overflow 64 bits. The per-instrument products are computed once a trade, for both legs.
+/// overflow 64 bits. Built from the instrument's [`MarkedUnit`] (its part at the mark, kept with
+/// the instrument) and the trade's price, once a trade, for both legs.
 #[derive(Clone, Copy, Debug)]
 pub struct MarkedFill {
     /// `price * m`: the money of one unit at the fill's price.

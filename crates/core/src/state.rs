@@ -2484,10 +2484,10 @@ impl HeldLeg {
     }
 }
 
-/// Whether an account's collateral and totals are within +-2^124: then adding a position's
-/// change of terms (each below 2^63 in magnitude: [`MarkedFill::leg`]) to its totals, and
-/// the P&L (`realized + unrealized`) and the excess (`collateral + P&L - margin`) of the sums,
-/// cannot overflow (below 2^127 in magnitude: 2^124 + 2 * (2^124 + 2^63) + 2^124 + 2^63);
+/// Whether an account's collateral and totals are within +-2^124: then the totals moved by
+/// 64-bit offsets ([`Narrow`]), their P&L (`realized + unrealized`) and excess (`collateral +
+/// P&L - margin`) cannot overflow (below 2^127 in magnitude: 2^124 + 2 * (2^124 + 2^63) +
+/// 2^124 + 2^63), and neither can the bounds [`Account::set_funds`] computes from them;
 /// always, but for astronomical accounts.
 fn near_zero(collateral: Money, t: &Totals) -> bool {
     // 0 unless -2^124 <= x < 2^124 (the high word's top four bits are equal).
