@@ -2779,6 +2779,21 @@ mod tests {
         prop_oneof![8 => 1..small, 1 => Just(i64::MAX), 1 => 1..i64::MAX]
     }
 
+    /// An account's limits (max position, notional, loss): none, ordinary, any money, or the
+    /// largest.
+    fn limits() -> impl Strategy<Value = (Qty, Money, Money)> {
+        (
+            prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
+            prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
+            prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
+        )
+    }
+
+    /// A position's quantity: ordinary, or either bound.
+    fn position_qty() -> impl Strategy<Value = Qty> {
+        prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)]
+    }
+
     /// A 64-bit offset or change: mostly small, with each bound and any value reachable.
     fn offset() -> impl Strategy<Value = i64> {
         prop_oneof![
@@ -2985,12 +3000,8 @@ mod tests {
         /// account whose funds are wide or a sum beyond 64 bits.
         #[test]
         fn narrow_checks_equal_the_exact_checks(
-            (max_position, max_notional, max_loss) in (
-                prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
-                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
-                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
-            ),
-            qty in prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)],
+            (max_position, max_notional, max_loss) in limits(),
+            qty in position_qty(),
             (collateral, base) in (far_money(), [far_money(), far_money(), far_money(), far_money()]),
             offsets in [offset(), offset(), offset(), offset()],
             delta in [offset(), offset(), offset(), offset()],
@@ -3027,12 +3038,8 @@ mod tests {
         /// arithmetic, `Err(Overflow)` included, at every magnitude and at each range bound.
         #[test]
         fn the_checks_equal_the_rules_written_literally(
-            (max_position, max_notional, max_loss) in (
-                prop_oneof![Just(0), 1..1_000_000i64, Just(i64::MAX)],
-                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
-                prop_oneof![Just(0), money().prop_map(|x| x.saturating_abs()), Just(i128::MAX)],
-            ),
-            qty in prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)],
+            (max_position, max_notional, max_loss) in limits(),
+            qty in position_qty(),
             (collateral, parts) in (far_money(), [far_money(), far_money(), far_money(), far_money()]),
         ) {
             let spec =
