@@ -279,12 +279,6 @@ impl MarkedUnit {
         MarkedUnit { mark, mm, mmb, mm_bits, margin_bits }
     }
 
-    /// The mark these are for (0: none).
-    #[inline(always)]
-    pub fn mark(&self) -> Price {
-        self.mark
-    }
-
     /// The fill at `price` of an instrument of multiplier `m` (the one these were computed
     /// for) valued at this mark before and after; `None` when `price * m` does not fit, an
     /// input is out of its domain or this is for no mark.
