@@ -382,16 +382,6 @@ impl Totals {
         Some(Totals::from_parts(out))
     }
 
-    /// Add `delta` (a position's terms, new minus old) to these totals, which the caller
-    /// knows to be far enough from the bounds of i128 for the sums to fit.
-    #[inline(always)]
-    pub fn shift64(&mut self, delta: &[i64; 4]) {
-        self.notional += i128::from(delta[0]);
-        self.unrealized += i128::from(delta[1]);
-        self.realized += i128::from(delta[2]);
-        self.margin += i128::from(delta[3]);
-    }
-
     /// These totals with one position's terms `old` replaced by `new`, or `None` if a total
     /// would not fit in i128. Exact whatever the magnitudes (the difference of two i128 terms
     /// may not fit in i128 itself: then it goes through a [`WideSum`]); equal to
