@@ -3,8 +3,8 @@
 //! client's window full, every answer counted.
 //! `valgrind --tool=callgrind target/release/examples/pipeline_loop N [split|fused] [wide]` for
 //! N and 0 trades; the difference divided by N is instructions per trade through the pipeline.
-//! The accounts hold 10^9 of the currency each, or with `wide` 2^80 units (funds beyond 64 bits:
-//! the state machine's wide path).
+//! The accounts hold 10^9 of the currency each, or with `wide` 2^80 units (funds beyond 64 bits,
+//! which the state machine holds as 64-bit offsets from an exact base: the same path).
 
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ fn main() {
     for id in 1..=1_000 {
         let a = AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
         cl.call(Command::UpsertAccount(a)).expect("account");
-        // 10^9 of the currency, as the core bench funds its accounts.
+        // 10^9 of the currency, as the core bench funds its accounts; or 2^80 units.
         let amount = if wide { 1 << 80 } else { 1_000_000_000 * i128::from(PRICE_SCALE) };
         cl.call(Command::AdjustCollateral { account: id, amount }).expect("collateral");
     }
