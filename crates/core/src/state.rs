@@ -292,10 +292,6 @@ impl Account {
         self.narrow.position_cap == WIDE
     }
 
-    fn collateral(&self) -> Money {
-        self.collateral
-    }
-
     fn totals(&self) -> Totals {
         let [n, u, r, m] = self.narrow.totals.map(i128::from);
         // Fit: the base is within +-2^124 while the funds are narrow, and the offsets are 0
@@ -1204,9 +1200,9 @@ impl StateMachine {
         match self.account_index.get(&spec.id) {
             Some(row) => {
                 let a = &mut self.accounts[row as usize];
-                let old = account_record(&a.spec(), a.collateral());
+                let old = account_record(&a.spec(), a.collateral);
                 a.set_spec(spec);
-                self.digest.replace(old, account_record(&spec, a.collateral()));
+                self.digest.replace(old, account_record(&spec, a.collateral));
             }
             None => {
                 let row = self.accounts.len() as u32;
@@ -1223,7 +1219,7 @@ impl StateMachine {
     fn adjust_collateral(&mut self, account: AccountId, amount: Money) -> Result<(), Reject> {
         let row = self.account_row(account)?;
         let acct = self.accounts[row as usize];
-        let balance = acct.collateral().checked_add(amount).ok_or(Reject::Overflow)?;
+        let balance = acct.collateral.checked_add(amount).ok_or(Reject::Overflow)?;
         if amount < 0 && balance < 0 {
             return Err(Reject::InsufficientCollateral);
         }
@@ -1234,7 +1230,7 @@ impl StateMachine {
         }
         self.accounts[row as usize].set_collateral(balance);
         self.digest.replace(
-            account_record(&acct.spec(), acct.collateral()),
+            account_record(&acct.spec(), acct.collateral),
             account_record(&acct.spec(), balance),
         );
         self.events.push(Event::CollateralChanged { account, amount, balance });
@@ -1416,7 +1412,7 @@ impl StateMachine {
                 let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
                 let acct = &self.accounts[row as usize];
                 let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
-                valuation(acct.collateral(), &totals)?;
+                valuation(acct.collateral, &totals)?;
                 self.scratch[open] = (acct.id, slot);
                 open += 1;
             }
@@ -1491,7 +1487,7 @@ impl StateMachine {
             let new = valued(book, mark, &new_ins).terms().ok_or(Reject::Overflow)?;
             let acct = &sm.accounts[row as usize];
             let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
-            valuation(acct.collateral(), &totals).map(|_| totals)
+            valuation(acct.collateral, &totals).map(|_| totals)
         };
         for &(row, slot) in &self.scratch {
             revalued(self, row, slot)?;
@@ -1536,7 +1532,7 @@ impl StateMachine {
         if self.positions_len + new_positions > self.limits.positions_max {
             return Err(Reject::PositionCapacity);
         }
-        if !moves_mark && !self.exact_legs() && self.book_marked(t, qty, rows, col, probes) {
+        if !moves_mark && !self.exact_legs() && self.book_at_mark(t, qty, rows, col, probes) {
             return Ok(());
         }
         let old = |s: Option<u32>| {
@@ -1567,29 +1563,17 @@ impl StateMachine {
     /// false, with nothing changed, when a leg cannot be computed so (then `book_legs` books
     /// the trade, or rejects it).
     ///
-    /// `clear_trade` calls it first for a trade between holders, its lookups made
-    /// ([`book_held`](Self::book_held)); `book_legs` after its own lookups, for the others
-    /// and for a bust ([`book_marked`](Self::book_marked)). Two copies, so that the first's
-    /// positions are known to exist (no branch to open one: ~40 instructions a trade).
+    /// `clear_trade` calls it first for a trade between holders, its lookups made;
+    /// `book_legs` calls [`book_at_mark`](Self::book_at_mark) (inlined there) after its own
+    /// lookups, for the others and for a bust. Two copies, so that in this one the positions
+    /// are known to exist (no branch to open one: ~40 instructions a trade).
     #[inline(never)]
     fn book_held(&mut self, t: &Trade, rows: [u32; 2], col: u32, slots: [u32; 2]) -> bool {
         self.book_at_mark(t, t.qty, rows, col, slots.map(Probe::Found))
     }
 
-    /// [`book_held`](Self::book_held) for `book_legs`: any position may be new.
-    #[inline(never)]
-    fn book_marked(
-        &mut self,
-        t: &Trade,
-        qty: Qty,
-        rows: [u32; 2],
-        col: u32,
-        probes: [Probe; 2],
-    ) -> bool {
-        self.book_at_mark(t, qty, rows, col, probes)
-    }
-
-    /// [`book_held`](Self::book_held) and [`book_marked`](Self::book_marked).
+    /// [`book_held`](Self::book_held), and inlined into `book_legs` for any position that may
+    /// be new.
     #[inline(always)]
     fn book_at_mark(
         &mut self,
@@ -1697,7 +1681,7 @@ impl StateMachine {
                 // Valued already by `checks` (the same collateral, and the totals written since):
                 // cannot fail.
                 let acct = &self.accounts[rows[leg] as usize];
-                let v = valuation(acct.collateral(), &acct.totals());
+                let v = valuation(acct.collateral, &acct.totals());
                 debug_assert!(v.is_ok(), "checks valued these totals");
                 if let Ok(v) = v {
                     // Fits: see `Valuation::excess`.
@@ -1858,10 +1842,10 @@ impl StateMachine {
     pub fn account_at(&self, row: u32) -> Result<AccountView, Reject> {
         let a = self.accounts.get(row as usize).ok_or(Reject::UnknownAccount)?;
         // `Err(Overflow)` only for a state that breaks the account invariant (none does).
-        let Valuation { equity, excess, .. } = valuation(a.collateral(), &a.totals())?;
+        let Valuation { equity, excess, .. } = valuation(a.collateral, &a.totals())?;
         Ok(AccountView {
             spec: a.spec(),
-            collateral: a.collateral(),
+            collateral: a.collateral,
             totals: a.totals(),
             equity,
             margin: a.totals().margin,
@@ -1876,11 +1860,11 @@ impl StateMachine {
     pub fn account_funds_at(&self, row: u32) -> Option<AccountFunds> {
         let a = self.accounts.get(row as usize)?;
         Some(AccountFunds {
-            collateral: a.collateral(),
+            collateral: a.collateral,
             totals: a.totals(),
             positions: a.positions,
             // Always true: the account invariant (SEMANTICS.md, "Overflow").
-            valued: valuation(a.collateral(), &a.totals()).is_ok(),
+            valued: valuation(a.collateral, &a.totals()).is_ok(),
         })
     }
 
@@ -2091,7 +2075,7 @@ impl StateMachine {
         snap.instruments
             .extend(self.instruments.iter().map(|i| (i.spec, i.explicit_mark, i.last_price)));
         snap.accounts.clear();
-        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec(), a.collateral())));
+        snap.accounts.extend(self.accounts.iter().map(|a| (a.spec(), a.collateral)));
         snap.positions.clear();
         reserve_huge(&mut snap.positions, self.positions_len as usize);
     }
@@ -2156,12 +2140,12 @@ impl StateMachine {
             sums[row as usize].add(&terms.ok_or(Invalid("a position's value overflows"))?);
         }
         for (a, s) in sm.accounts.iter_mut().zip(&sums) {
-            if a.collateral() < 0 {
+            if a.collateral < 0 {
                 return Err(Invalid("negative collateral"));
             }
             let overflows = Invalid("an account's value overflows");
             let totals = s.totals().ok_or(overflows)?;
-            valuation(a.collateral(), &totals).map_err(|_| overflows)?;
+            valuation(a.collateral, &totals).map_err(|_| overflows)?;
             a.set_totals(totals);
         }
         if snap.trades.len() > limits.trades_max as usize {
@@ -2459,10 +2443,10 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
     // 1 unless -2^125 <= x < 2^125 (the high word's top three bits are equal).
     let far = |x: i128| ((x >> 64) as i64).wrapping_add(1 << 61) as u64 >> 62;
     let Totals { realized: r, unrealized: u, margin: m, .. } = *totals;
-    if (far(acct.collateral()) | far(r) | far(u) | far(m)) == 0 {
+    if (far(acct.collateral) | far(r) | far(u) | far(m)) == 0 {
         return Ok(risk_bits_in_range(acct, book, totals));
     }
-    let Valuation { pnl, excess, .. } = valuation(acct.collateral(), totals)?;
+    let Valuation { pnl, excess, .. } = valuation(acct.collateral, totals)?;
     Ok(risk_bits(acct, book, totals, pnl, excess))
 }
 
@@ -2471,7 +2455,7 @@ fn checks(acct: &Account, book: &Book, totals: &Totals) -> Result<u8, Reject> {
 #[inline(always)]
 fn risk_bits_in_range(acct: &Account, book: &Book, totals: &Totals) -> u8 {
     let pnl = totals.realized + totals.unrealized;
-    risk_bits(acct, book, totals, pnl, acct.collateral() + pnl - totals.margin)
+    risk_bits(acct, book, totals, pnl, acct.collateral + pnl - totals.margin)
 }
 
 /// One leg of a trade between holders at an unchanged mark ([`StateMachine::book_held`]): the
@@ -2647,12 +2631,12 @@ mod tests {
                 };
                 let wide = !near || excess <= i64::MIN.into();
                 assert_eq!(a.is_wide(), wide, "field {field} = {x}");
-                assert_eq!((a.collateral(), a.totals()), (c, t), "field {field} = {x}");
+                assert_eq!((a.collateral, a.totals()), (c, t), "field {field} = {x}");
                 // And back: funds within range again are narrow again.
                 a.set_funds(7, Totals { notional: 8, unrealized: -9, realized: 10, margin: 11 });
                 assert!(!a.is_wide());
                 assert_eq!(a.totals().unrealized, -9);
-                assert_eq!(a.collateral(), 7);
+                assert_eq!(a.collateral, 7);
             }
         }
         // Offsets move the totals from the base.
