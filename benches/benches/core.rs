@@ -561,6 +561,50 @@ fn main() {
     }
 }
 
+/// The same CheckOrders one by one (`apply`) and in batches of `BATCH` (`apply_batch`, as the
+/// pipeline applies them), each the median of 5 passes: ns per order and the ratio. Both
+/// must accept and reject the same orders.
+fn check_order_batched(sm: &mut StateMachine, orders: &[Command]) {
+    let seqd: Vec<Sequenced> = (1..)
+        .zip(orders)
+        .map(|(seq, &cmd)| Sequenced { seq, ts: 0, cmd })
+        .collect();
+    let per_order = |t: Instant| t.elapsed().as_secs_f64() * 1e9 / seqd.len() as f64;
+    let (mut lone_ok, mut batch_ok) = (0, 0);
+    let lone = median(
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                for s in &seqd {
+                    lone_ok += usize::from(sm.apply(&s.cmd, s.seq, s.ts).is_ok());
+                }
+                per_order(t)
+            })
+            .collect(),
+    );
+    let batched = median(
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                for chunk in seqd.chunks(BATCH) {
+                    sm.apply_batch(chunk, |_, r| batch_ok += usize::from(r.is_ok()));
+                }
+                per_order(t)
+            })
+            .collect(),
+    );
+    assert_eq!(lone_ok, batch_ok, "apply and apply_batch must accept the same orders");
+    println!(
+        "check_order/novate apply: {lone:.1} ns/op ({:.2} M/s); apply_batch({BATCH}): \
+         {batched:.1} ns/op ({:.2} M/s); apply/apply_batch = {:.2}x ({} of {} accepted)",
+        1e3 / lone,
+        1e3 / batched,
+        lone / batched,
+        lone_ok / 5,
+        seqd.len()
+    );
+}
+
 fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Command]) {
     let mut c = Criterion::default()
         .configure_from_args()
@@ -595,6 +639,7 @@ fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Comm
         hist.record(t.elapsed().as_nanos() as u64).expect("in range");
     }
     println!("{}", report("check_order/novate latency", &hist));
+    check_order_batched(&mut sm2, &orders);
 
     // Batch valuation over ~1M positions: the AVX2 kernel over columns vs its scalar twin over
     // the same columns, and the row-wise (AoS) kernel, all checked equal first.
