@@ -565,10 +565,8 @@ fn main() {
 /// pipeline applies them), each the median of 5 passes: ns per order and the ratio. Both
 /// must accept and reject the same orders.
 fn check_order_batched(sm: &mut StateMachine, orders: &[Command]) {
-    let seqd: Vec<Sequenced> = (1..)
-        .zip(orders)
-        .map(|(seq, &cmd)| Sequenced { seq, ts: 0, cmd })
-        .collect();
+    let seqd: Vec<Sequenced> =
+        (1..).zip(orders).map(|(seq, &cmd)| Sequenced { seq, ts: 0, cmd }).collect();
     let per_order = |t: Instant| t.elapsed().as_secs_f64() * 1e9 / seqd.len() as f64;
     let (mut lone_ok, mut batch_ok) = (0, 0);
     let lone = median(

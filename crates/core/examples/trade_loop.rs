@@ -4,8 +4,8 @@
 //! `trade_loop N batch` applies the same trades with `apply_batch`, 256 at a time; `held`
 //! (after N, with or without `batch`) first opens every account's position in every
 //! instrument, so that no trade opens one (the core bench's workload: trades between holders).
-//! `order` (after N, with `held`) applies a CheckOrder of each trade's buyer instead of the
-//! trade: instructions per CheckOrder.
+//! `order` (after N, with `held`, with or without `batch`) applies a CheckOrder of each
+//! trade's buyer instead of the trade: instructions per CheckOrder.
 
 mod support;
 use novate_core::*;
@@ -56,21 +56,26 @@ fn main() {
             price: (95 + ((x >> 40) % 10) as i64) * PRICE_SCALE,
             trade_date: 20260105,
         };
-        if orders {
+        let cmd = if orders {
             let side = if t.qty % 2 == 0 { Side::Buy } else { Side::Sell };
             let (account, instrument, qty, price) = (t.buy, t.instrument, t.qty, t.price);
-            let order = Command::CheckOrder { account, instrument, side, qty, price };
-            // Accepted or rejected by a check, it is counted.
-            book.apply(order);
-            ok += 1;
-        } else if batched {
-            batch.push(Command::ClearTrade(t));
+            Command::CheckOrder { account, instrument, side, qty, price }
+        } else {
+            Command::ClearTrade(t)
+        };
+        if batched {
+            batch.push(cmd);
             if batch.len() == 256 || trade_id == n {
-                ok += book.apply_batch(&batch);
+                let accepted = book.apply_batch(&batch);
+                // An order accepted or rejected by a check is counted.
+                ok += if orders { batch.len() as u64 } else { accepted };
                 batch.clear();
             }
+        } else if orders {
+            book.apply(cmd);
+            ok += 1;
         } else {
-            ok += u64::from(book.apply(Command::ClearTrade(t)));
+            ok += u64::from(book.apply(cmd));
         }
     }
     println!("{ok} of {n} trades cleared, {} positions", book.sm.positions_len());

@@ -150,6 +150,43 @@ fn check_order_on_a_reducing_order_passes_a_position_limit_breached_before() {
     s.ok(order(20, 1, Side::Sell, 3, P)); // |8-3| = 5 <= 5
 }
 
+/// `apply_batch` looks a CheckOrder's account, instrument and position up commands ahead of
+/// applying it: what the commands before it in the batch create (the account, the instrument,
+/// the position) and change (the book) must count, as one by one.
+#[test]
+fn a_batched_check_order_sees_what_the_commands_before_it_created_and_changed() {
+    let cmds = [
+        instrument(3, 1, 1_000),
+        account_with(20, 5, 0, 0),
+        deposit(20, 1_000 * P as i128),
+        trade(1, 20, 10, 3, 8, P), // opens 20's position in 3: +8 (a breach of 5)
+        order(20, 3, Side::Buy, 1, P), // 9 > 5: needs the position opened above
+        order(99, 3, Side::Buy, 1, P),
+        order(20, 3, Side::Sell, 13, P), // |8 - 13| = 5
+        trade(2, 20, 10, 3, 1, P),       // +9: the book changes after the position is known
+        order(20, 3, Side::Sell, 3, P),  // |9 - 3| = 6 > 5
+        order(20, 3, Side::Sell, 4, P),  // 5
+        order(20, 3, Side::Buy, 0, P),
+    ];
+    let mut one = setup();
+    let want: Vec<_> = cmds.iter().map(|&c| one.apply(c)).collect();
+    let mut batched = setup();
+    let first = batched.seq + 1;
+    let batch: Vec<Sequenced> =
+        (first..).zip(cmds).map(|(seq, cmd)| Sequenced { seq, ts: 0, cmd }).collect();
+    let mut got = Vec::new();
+    batched.sm.apply_batch(&batch, |_, r| got.push(r.map(|e| e.to_vec())));
+    assert_eq!(got, want, "apply_batch equals apply, command by command");
+    let accepted = Ok(vec![Event::OrderAccepted { account: 20, instrument: 3 }]);
+    assert_eq!(got[4], Err(Reject::MaxPosition));
+    assert_eq!(got[5], Err(Reject::UnknownAccount));
+    assert_eq!(got[6], accepted);
+    assert_eq!(got[8], Err(Reject::MaxPosition));
+    assert_eq!(got[9], accepted);
+    assert_eq!(got[10], Err(Reject::InvalidQuantity));
+    assert_eq!(batched.sm.state_hash(), one.sm.state_hash());
+}
+
 #[test]
 fn clear_trade_books_then_reports_breaches_and_margin_calls() {
     let mut s = setup();
