@@ -1141,7 +1141,8 @@ impl StateMachine {
     ) -> Legs {
         let keys = [hashes.accounts[0], hashes.positions[0]];
         let (row, slot) = self.find_holder(account, instrument, keys, ACCOUNT_ORDER_BYTES);
-        let col = self.resolve_col(instrument, last);
+        // A position found names the column (the third stage reads it, as a trade's).
+        let col = if slot.is_some() { NONE } else { self.resolve_col(instrument, last) };
         let (rows, slots) = ([row.unwrap_or(NONE), NONE], [slot.unwrap_or(NONE), NONE]);
         Legs { rows, col, slots, ..Legs::NONE }
     }
