@@ -603,6 +603,34 @@ fn check_order_batched(sm: &mut StateMachine, orders: &[Command]) {
     );
 }
 
+/// A new mark for every instrument in turn, each re-valuing all its holders (~1k on the 1M
+/// book): ns per MarkPrice and per holder, the median of 5 passes (the marks alternate
+/// between 101 and 100, so every pass moves every mark).
+fn mark_prices(sm: &mut StateMachine, instruments: u32) {
+    let holders = sm.positions_len() as f64;
+    let mut seq = sm.last_seq();
+    let passes: Vec<f64> = (0..5)
+        .map(|pass| {
+            let price = if pass % 2 == 0 { 101 } else { 100 } * PRICE_SCALE;
+            let t = Instant::now();
+            for instrument in 1..=instruments {
+                seq += 1;
+                let cmd = Command::MarkPrice { instrument, price };
+                assert!(sm.apply(&cmd, seq, 0).is_ok(), "a mark is accepted");
+            }
+            t.elapsed().as_secs_f64() * 1e9
+        })
+        .collect();
+    let pass = median(passes);
+    println!(
+        "mark_price/novate: {:.1} us a MarkPrice ({:.0} holders each on average), {:.1} ns a \
+         holder re-valued",
+        pass / 1e3 / f64::from(instruments),
+        holders / f64::from(instruments),
+        pass / holders
+    );
+}
+
 fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Command]) {
     let mut c = Criterion::default()
         .configure_from_args()
@@ -638,6 +666,7 @@ fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Comm
     }
     println!("{}", report("check_order/novate latency", &hist));
     check_order_batched(&mut sm2, &orders);
+    mark_prices(&mut sm2, sc.instruments);
 
     // Batch valuation over ~1M positions: the AVX2 kernel over columns vs its scalar twin over
     // the same columns, and the row-wise (AoS) kernel, all checked equal first.
