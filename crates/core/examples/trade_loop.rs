@@ -5,7 +5,9 @@
 //! (after N, with or without `batch`) first opens every account's position in every
 //! instrument, so that no trade opens one (the core bench's workload: trades between holders).
 //! `order` (after N, with `held`, with or without `batch`) applies a CheckOrder of each
-//! trade's buyer instead of the trade: instructions per CheckOrder.
+//! trade's buyer instead of the trade: instructions per CheckOrder. `mark` (after N, with
+//! `held`) applies N MarkPrices instead, instrument after instrument, each re-valuing the
+//! instrument's 1,000 holders: instructions per MarkPrice (over 1,000: per holder).
 
 mod support;
 use novate_core::*;
@@ -15,6 +17,7 @@ fn main() {
     let mode: Vec<String> = std::env::args().skip(2).collect();
     let batched = mode.iter().any(|a| a == "batch");
     let orders = mode.iter().any(|a| a == "order");
+    let marks = mode.iter().any(|a| a == "mark");
     let limits = Limits {
         accounts_max: 1_000,
         instruments_max: 100,
@@ -40,6 +43,16 @@ fn main() {
                 assert!(book.apply(Command::ClearTrade(t)), "an opening trade clears");
             }
         }
+    }
+    if marks {
+        for k in 0..n {
+            // Every mark moves: 101, then 100 on the next round of the instruments.
+            let price = if (k / 100) % 2 == 0 { 101 } else { 100 } * PRICE_SCALE;
+            let instrument = 1 + (k % 100) as u32;
+            assert!(book.apply(Command::MarkPrice { instrument, price }), "a mark is accepted");
+        }
+        println!("{n} marks, {} positions", book.sm.positions_len());
+        return;
     }
     let mut x = 12345u64;
     let mut ok = 0;

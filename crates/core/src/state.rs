@@ -24,9 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{
-    prefetch, prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey,
-};
+use crate::map::{prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey};
 use crate::position::{Book, MarkedFill, MarkedUnit, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
@@ -41,6 +39,10 @@ pub const PREFETCH_DISTANCE: usize = 4;
 /// Commands ahead whose accounts `apply_batch` prefetches (its third stage, after their
 /// positions: see `StateMachine::resolve_rows`).
 const ROW_DISTANCE: usize = PREFETCH_DISTANCE / 2;
+/// Holders ahead whose position and account lines a walk over an instrument's holders
+/// prefetches (`collect_holders`, `revalue_holders`, `settlement_price`): a holder's
+/// re-valuation is a few hundred instructions, a fetch from DRAM as long as several.
+const HOLDER_DISTANCE: usize = 8;
 /// Events one ClearTrade or BustTrade can emit: cleared, 2 positions, 2 x (3 breaches + call).
 pub const TRADE_EVENTS_MAX: usize = 11;
 const NONE: u32 = u32::MAX;
@@ -1485,6 +1487,7 @@ impl StateMachine {
         self.collect_holders(col, [NONE; 2]);
         let mut open = 0;
         for i in 0..self.scratch.len() {
+            self.prefetch_holder(self.scratch.get(i + HOLDER_DISTANCE));
             let (row, slot) = self.scratch[i];
             let book = self.positions[slot as usize].book;
             if book.qty != 0 {
@@ -1505,6 +1508,10 @@ impl StateMachine {
         self.set_explicit_mark(col, price);
         self.events.push(Event::MarkChanged { instrument, price });
         for i in 0..self.scratch.len() {
+            // In account order now: the positions ahead (their accounts were read by pass 1).
+            if let Some(&(_, ahead)) = self.scratch.get(i + HOLDER_DISTANCE) {
+                prefetch_element(&self.positions, ahead as usize);
+            }
             let (account, slot) = self.scratch[i];
             let p = self.positions[slot as usize];
             let (Some((book, amount)), Some(old)) = (
@@ -1528,13 +1535,35 @@ impl StateMachine {
     }
 
     /// Fill `self.scratch` with (account row, slot) of every holder of `col` but `skip`.
+    ///
+    /// The slots first (from the holder list, read in order), then each position's row, its
+    /// line prefetched `2 * HOLDER_DISTANCE` holders ahead (reading a row is all this loop
+    /// does) and its account's lines as soon as the row is known, for the passes that follow.
     fn collect_holders(&mut self, col: u32, skip: [u32; 2]) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        for slot in self.holder_slots(col).filter(|s| !skip.contains(s)) {
-            scratch.push((u64::from(self.positions[slot as usize].account), slot));
+        // No allocation: an instrument has at most one holder per account, and the scratch
+        // holds `accounts_max`.
+        scratch.extend(self.holder_slots(col).filter(|s| !skip.contains(s)).map(|s| (0, s)));
+        for i in 0..scratch.len() {
+            if let Some(&(_, ahead)) = scratch.get(i + 2 * HOLDER_DISTANCE) {
+                prefetch_element(&self.positions, ahead as usize);
+            }
+            let row = self.positions[scratch[i].1 as usize].account;
+            prefetch_element_bytes(&self.accounts, row as usize, ACCOUNT_BYTES);
+            scratch[i].0 = u64::from(row);
         }
         self.scratch = scratch;
+    }
+
+    /// Prefetch the position and the account of the holder `ahead` (account row, slot) of a
+    /// walk over `scratch`, if there is one.
+    #[inline(always)]
+    fn prefetch_holder(&self, ahead: Option<&(u64, u32)>) {
+        if let Some(&(row, slot)) = ahead {
+            prefetch_element(&self.positions, slot as usize);
+            prefetch_element_bytes(&self.accounts, row as usize, ACCOUNT_BYTES);
+        }
     }
 
     /// The position slots of every holder of `col`, in holder order (chunk by chunk).
@@ -1571,14 +1600,14 @@ impl StateMachine {
             let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
             valuation(acct.collateral, &totals).map(|_| totals)
         };
-        for &(row, slot) in &self.scratch {
+        for i in 0..self.scratch.len() {
+            self.prefetch_holder(self.scratch.get(i + HOLDER_DISTANCE));
+            let (row, slot) = self.scratch[i];
             revalued(self, row, slot)?;
         }
         for i in 0..self.scratch.len() {
             let (row, slot) = self.scratch[i];
-            if let Some(&(_, ahead)) = self.scratch.get(i + PREFETCH_DISTANCE) {
-                prefetch(&self.positions[ahead as usize]);
-            }
+            self.prefetch_holder(self.scratch.get(i + HOLDER_DISTANCE));
             let Ok(totals) = revalued(self, row, slot) else { unreachable!("checked in pass 1") };
             self.accounts[row as usize].set_totals(totals);
         }
