@@ -296,6 +296,39 @@ impl MarkedUnit {
     }
 }
 
+impl MarkedUnit {
+    /// The change of a book's [`Terms`] (notional, unrealized, realized, margin) when its
+    /// instrument's mark and margin rate move from this unit's to `to`'s (a unit of the same
+    /// multiplier), or `None` when the magnitudes are beyond the ranges of
+    /// [`MarkedFill::leg`] at either mark (the caller takes the exact path). Equal to the
+    /// exact terms' difference wherever it answers (a property test holds it).
+    ///
+    /// The bounds: `|qty|` below `2^(58 - bits(mm))` and `2^margin_bits` at both marks, so
+    /// each value `qty * mm` is below 2^58 in magnitude and each margin product `|qty| * mmb`
+    /// below 2^63; the cost within +-2^61, so the unrealized (`qty * mm - cost`) fits at
+    /// both marks, as the exact terms require. The realized does not move.
+    #[inline(always)]
+    pub fn moved(&self, to: &MarkedUnit, book: &Book) -> Option<[i64; 4]> {
+        if self.mark == 0 || to.mark == 0 || !in_book_range(book.cost) {
+            return None;
+        }
+        let qty = book.qty;
+        let units = FILL_RANGE_BITS
+            .checked_sub(self.mm_bits.max(to.mm_bits))?
+            .min(self.margin_bits)
+            .min(to.margin_bits);
+        let a = qty.unsigned_abs();
+        if a >> units != 0 {
+            return None;
+        }
+        let (v_old, v_new) = (qty * self.mm, qty * to.mm);
+        let (n_old, n_new) = (v_old.unsigned_abs() as i64, v_new.unsigned_abs() as i64);
+        let bps = BPS_SCALE as u64;
+        let (g_old, g_new) = ((a * self.mmb as u64) / bps, (a * to.mmb as u64) / bps);
+        Some([n_new - n_old, v_new - v_old, 0, g_new as i64 - g_old as i64])
+    }
+}
+
 impl MarkedFill {
     /// `None` when a product does not fit or an input is out of its domain (`price`, `m` and
     /// `mark` > 0, `bps` >= 0: always, for validated instruments and trades).

@@ -160,6 +160,24 @@ impl Narrow {
     /// base and the collateral are within +-2^124 (`Account::set_funds`), so the exact totals,
     /// equity and excess fit in i128 and `checks` would not fail, and each bound decides as
     /// the limit does.
+    /// The offsets moved by `delta`, unchecked against the limits (a re-valuation at a new mark
+    /// checks none): `None` when the funds are wide or an offset does not fit in 64 bits. Then
+    /// the exact totals (the base plus these) can be valued ([`valuation`] cannot overflow:
+    /// see [`shifted`](Self::shifted)).
+    #[inline(always)]
+    fn moved(&self, delta: &[i64; 4]) -> Option<[Money64; 4]> {
+        if self.position_cap == WIDE {
+            return None;
+        }
+        let t = self.totals;
+        Some([
+            t[0].checked_add(delta[0])?,
+            t[1].checked_add(delta[1])?,
+            t[2].checked_add(delta[2])?,
+            t[3].checked_add(delta[3])?,
+        ])
+    }
+
     #[inline(always)]
     fn shifted(&self, qty: Qty, delta: &[i64; 4]) -> Option<([Money64; 4], u8)> {
         if self.position_cap == WIDE {
@@ -758,7 +776,8 @@ pub struct StateMachine {
     /// The remembered trades whose records are in the digest: `trades[..trades_hashed]` (the
     /// others were cleared since it was last settled).
     trades_hashed: usize,
-    /// Tests only: every leg of `book_legs` through the exact path ([`leg`](Self::leg)), so
+    /// Tests only: every leg of `book_legs` and every holder re-valued at a new mark through
+    /// the exact path ([`leg`](Self::leg), [`revalue_holders`](Self::revalue_holders)), so
     /// that a test can hold the 64-bit legs to it.
     #[cfg(test)]
     exact_legs: bool,
@@ -1582,6 +1601,12 @@ impl StateMachine {
     /// Pass 1 checks that every new value fits and that every holder's account can still be
     /// valued; pass 2 moves each account's totals by the difference. On `Err(Overflow)` nothing
     /// changed.
+    ///
+    /// A holder within the common magnitudes is re-valued in 64 bits: the change of its terms
+    /// from the instrument's [`MarkedUnit`] to the new mark's ([`MarkedUnit::moved`]) moves its
+    /// account's offsets ([`Narrow::moved`]); it cannot fail then, and equals the exact path.
+    /// The others take the exact path (`revalued`). Each account holds one position of the
+    /// instrument, so pass 2 sees every account as pass 1 did, and decides alike.
     fn revalue_holders(
         &mut self,
         col: u32,
@@ -1591,7 +1616,18 @@ impl StateMachine {
     ) -> Result<(), Reject> {
         let ins = self.instruments[col as usize];
         let new_ins = Instrument { spec: InstrumentSpec { margin_bps: bps, ..ins.spec }, ..ins };
+        debug_assert_eq!(
+            ins.unit,
+            MarkedUnit::new(ins.mark(), ins.spec.multiplier, ins.spec.margin_bps)
+        );
+        let (from, to) = (ins.unit, MarkedUnit::new(mark, ins.spec.multiplier, bps));
+        let narrow = !self.exact_legs();
         self.collect_holders(col, skip);
+        let moved = |sm: &StateMachine, row: u64, slot: u32| {
+            // SAFETY: a row and a slot of the indices (`collect_holders`; `at`).
+            let (acct, p) = unsafe { (at(&sm.accounts, row as u32), at(&sm.positions, slot)) };
+            narrow.then(|| from.moved(&to, &p.book)).flatten().and_then(|d| acct.narrow.moved(&d))
+        };
         let revalued = |sm: &StateMachine, row: u64, slot: u32| {
             let book = sm.positions[slot as usize].book;
             let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
@@ -1603,11 +1639,18 @@ impl StateMachine {
         for i in 0..self.scratch.len() {
             self.prefetch_holder(self.scratch.get(i + HOLDER_DISTANCE));
             let (row, slot) = self.scratch[i];
-            revalued(self, row, slot)?;
+            if moved(self, row, slot).is_none() {
+                revalued(self, row, slot)?;
+            }
         }
         for i in 0..self.scratch.len() {
             let (row, slot) = self.scratch[i];
             self.prefetch_holder(self.scratch.get(i + HOLDER_DISTANCE));
+            if let Some(offsets) = moved(self, row, slot) {
+                // SAFETY: as above.
+                unsafe { at_mut(&mut self.accounts, row as u32) }.narrow.totals = offsets;
+                continue;
+            }
             let Ok(totals) = revalued(self, row, slot) else { unreachable!("checked in pass 1") };
             self.accounts[row as usize].set_totals(totals);
         }
@@ -2979,6 +3022,63 @@ mod tests {
             let mut out = Leg::default();
             let fast = sm.leg(0, 0, &old, f, &mut out).map(|()| out);
             prop_assert_eq!(fast, sm.leg_exact(0, 0, old, f));
+        }
+
+        /// A holder re-valued at a new mark and margin rate in 64 bits (`MarkedUnit::moved`, then
+        /// `Narrow::moved`) ends with exactly the totals of the exact path (`revalue_holders`'s
+        /// `revalued`: both terms, the totals' replace, the valuation) wherever it answers, and
+        /// answers for the ordinary magnitudes.
+        #[test]
+        fn a_holder_revalued_in_64_bits_equals_the_exact_revaluation(
+            (m, bps, new_bps) in (
+                prop_oneof![3 => 1i64..100, 1 => positive(100)],
+                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
+                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
+            ),
+            (mark, new_mark) in (
+                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
+                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
+            ),
+            (qty, cost, realized) in (
+                prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)],
+                prop_oneof![
+                    3 => -(1i128 << 40)..1 << 40,
+                    1 => money(),
+                    1 => prop_oneof![Just(i128::MAX - 7), Just(i128::MIN + 7)],
+                ],
+                money(),
+            ),
+            (spec, collateral, totals) in account_state(),
+        ) {
+            let sm = one_of_each(m, bps, mark, spec, collateral, totals);
+            let (ins, acct) = (sm.instruments[0], &sm.accounts[0]);
+            let book = Book { qty, cost, realized };
+            let new_ins =
+                Instrument { spec: InstrumentSpec { margin_bps: new_bps, ..ins.spec }, ..ins };
+            let old = valued(book, ins.mark(), &ins).terms();
+            let new = valued(book, new_mark, &new_ins).terms();
+            let exact = old
+                .zip(new)
+                .and_then(|(old, new)| acct.totals().replaced(&old, &new))
+                .filter(|t| valuation(acct.collateral, t).is_ok());
+            let fast = ins
+                .unit
+                .moved(&MarkedUnit::new(new_mark, m, new_bps), &book)
+                .and_then(|d| acct.narrow.moved(&d))
+                .map(|offsets| {
+                    let mut moved = *acct;
+                    moved.narrow.totals = offsets;
+                    moved.totals()
+                });
+            let ordinary = qty.unsigned_abs() < 1 << 16
+                && mark.max(new_mark) < 1 << 24
+                && m < 100
+                && cost.unsigned_abs() < 1 << 60
+                && !acct.is_wide();
+            prop_assert!(fast.is_some() || !ordinary, "an ordinary holder answers");
+            if fast.is_some() {
+                prop_assert_eq!(fast, exact);
+            }
         }
 
         /// A leg at an unchanged mark for the common magnitudes (`HeldLeg`: the fill, the change
