@@ -7,7 +7,8 @@
 //! `order` (after N, with `held`, with or without `batch`) applies a CheckOrder of each
 //! trade's buyer instead of the trade: instructions per CheckOrder. `mark` (after N, with
 //! `held`) applies N MarkPrices instead, instrument after instrument, each re-valuing the
-//! instrument's 1,000 holders: instructions per MarkPrice (over 1,000: per holder).
+//! instrument's 1,000 holders: instructions per MarkPrice (over 1,000: per holder); `settle`
+//! SettlementPrices, each settling the 1,000.
 
 mod support;
 use novate_core::*;
@@ -18,6 +19,7 @@ fn main() {
     let batched = mode.iter().any(|a| a == "batch");
     let orders = mode.iter().any(|a| a == "order");
     let marks = mode.iter().any(|a| a == "mark");
+    let settles = mode.iter().any(|a| a == "settle");
     let limits = Limits {
         accounts_max: 1_000,
         instruments_max: 100,
@@ -44,12 +46,17 @@ fn main() {
             }
         }
     }
-    if marks {
+    if marks || settles {
         for k in 0..n {
             // Every mark moves: 101, then 100 on the next round of the instruments.
             let price = if (k / 100) % 2 == 0 { 101 } else { 100 } * PRICE_SCALE;
             let instrument = 1 + (k % 100) as u32;
-            assert!(book.apply(Command::MarkPrice { instrument, price }), "a mark is accepted");
+            let cmd = if settles {
+                Command::SettlementPrice { instrument, price }
+            } else {
+                Command::MarkPrice { instrument, price }
+            };
+            assert!(book.apply(cmd), "a mark is accepted");
         }
         println!("{n} marks, {} positions", book.sm.positions_len());
         return;
