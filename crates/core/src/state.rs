@@ -1043,26 +1043,14 @@ impl StateMachine {
     fn prefetch_index(&self, item: &impl BatchItem) -> IndexHashes {
         let item = item.item();
         // Not the accounts' index slots: the batch finds a holder's row in its position.
-        let Command::ClearTrade(ref t) = item.sequenced().cmd else {
-            if matches!(item.sequenced().cmd, Command::CheckOrder { .. }) {
-                return self.prefetch_order(item);
-            }
-            return IndexHashes::default();
+        let h = match item.sequenced().cmd {
+            Command::ClearTrade(ref t) => item.trade_hashes(t),
+            // Its position as a trade's buyer's (the seller's and the trade id's hashes are 0:
+            // their prefetches fetch the first line of each index, which costs nothing).
+            Command::CheckOrder { .. } => item.index_hashes(),
+            _ => return IndexHashes::default(),
         };
-        let h = item.trade_hashes(t);
         self.prefetch_positions(h);
-        h
-    }
-
-    /// [`prefetch_index`](Self::prefetch_index) of a CheckOrder: its account's and position's
-    /// index slots. Not inlined: the batch loop's code for trades stays as it was (inlined,
-    /// ~19 instructions a trade more).
-    #[cold]
-    #[inline(never)]
-    fn prefetch_order(&self, item: Item<'_>) -> IndexHashes {
-        let h = item.index_hashes();
-        self.account_index.prefetch_hashed(h.accounts[0]);
-        self.position_index.prefetch_hashed_probe(h.positions[0]);
         h
     }
 
@@ -1110,8 +1098,9 @@ impl StateMachine {
         (row, slot)
     }
 
-    /// Look up (and prefetch) the accounts, instrument and positions of a trade ahead of
-    /// applying it. Only hits are kept: rows, columns and slots never move or disappear, so a
+    /// Look up (and prefetch) the accounts, instrument and positions of a trade (or of a
+    /// CheckOrder: as a trade's buyer, with no seller) ahead of applying it. Only hits are
+    /// kept: rows, columns and slots never move or disappear, so a
     /// hit is still true when the trade is applied; a miss (an account or position that a
     /// command in between may create) is looked up again then.
     /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
@@ -1120,18 +1109,21 @@ impl StateMachine {
     /// The batch's second stage: a holder's row and the column are left for the third
     /// ([`resolve_rows`](Self::resolve_rows)), which reads them from the position found here;
     /// the account index is read only for an account that does not hold the instrument, the
-    /// instrument index only when neither account holds it.
+    /// instrument index only when neither account holds it. (A CheckOrder reads its account's
+    /// second line too, its suspension, which the third stage does not prefetch: on a book
+    /// larger than the caches, one more line to wait for, mostly from the L3, than prefetching
+    /// it for every trade would cost the trades.)
     #[inline(always)]
     fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
-        let Command::ClearTrade(t) = cmd else {
-            if let Command::CheckOrder { account, instrument, .. } = *cmd {
-                return self.resolve_order(account, instrument, hashes, last);
-            }
-            return Legs::NONE;
+        // A CheckOrder as a trade's buyer, with no seller.
+        let (accounts, instrument, legs) = match *cmd {
+            Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument, 2),
+            Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument, 1),
+            _ => return Legs::NONE,
         };
         let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
-        for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
-            let key = PairKey::new(acct, t.instrument);
+        for (k, acct) in accounts.into_iter().enumerate().take(legs) {
+            let key = PairKey::new(acct, instrument);
             if let Some(s) = self.position_index.get_hashed(&key, hashes.positions[k]) {
                 prefetch_element(&self.positions, s as usize);
                 h.slots[k] = s;
@@ -1142,30 +1134,9 @@ impl StateMachine {
         }
         // A position found names the column too (the third stage reads it).
         if h.slots == [NONE; 2] {
-            h.col = self.resolve_col(t.instrument, last);
+            h.col = self.resolve_col(instrument, last);
         }
         h
-    }
-
-    /// [`resolve`](Self::resolve) of a CheckOrder: its account's row from the index (its slot
-    /// prefetched by the first stage), not from its position (an order reads two lines of the
-    /// account), and its position's slot, each line prefetched. Not inlined, as
-    /// [`prefetch_order`](Self::prefetch_order).
-    #[cold]
-    #[inline(never)]
-    fn resolve_order(
-        &self,
-        account: AccountId,
-        instrument: InstrumentId,
-        hashes: &IndexHashes,
-        last: &mut (InstrumentId, u32),
-    ) -> Legs {
-        let keys = [hashes.accounts[0], hashes.positions[0]];
-        let (row, slot) = self.find_holder(account, instrument, keys, ACCOUNT_ORDER_BYTES);
-        // A position found names the column (the third stage reads it, as a trade's).
-        let col = if slot.is_some() { NONE } else { self.resolve_col(instrument, last) };
-        let (rows, slots) = ([row.unwrap_or(NONE), NONE], [slot.unwrap_or(NONE), NONE]);
-        Legs { rows, col, slots, ..Legs::NONE }
     }
 
     /// The batch's third stage: the rows of the holders whose positions the second found, and
