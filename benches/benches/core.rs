@@ -603,25 +603,40 @@ fn check_order_batched(sm: &mut StateMachine, orders: &[Command]) {
     );
 }
 
-/// A new mark for every instrument in turn, each re-valuing all its holders (~1k on the 1M
-/// book): ns per MarkPrice and per holder, the median of 5 passes (the marks alternate
-/// between 101 and 100, so every pass moves every mark).
-fn mark_prices(sm: &mut StateMachine, instruments: u32) {
-    let holders = sm.positions_len() as f64;
+/// The median of `passes` passes over every instrument, each applying `cmd(instrument, pass)`
+/// (which must be accepted): ns a pass.
+fn instrument_passes(
+    sm: &mut StateMachine,
+    instruments: u32,
+    passes: usize,
+    cmd: impl Fn(InstrumentId, usize) -> Command,
+) -> f64 {
     let mut seq = sm.last_seq();
-    let passes: Vec<f64> = (0..5)
+    let times = (0..passes)
         .map(|pass| {
-            let price = if pass % 2 == 0 { 101 } else { 100 } * PRICE_SCALE;
             let t = Instant::now();
             for instrument in 1..=instruments {
                 seq += 1;
-                let cmd = Command::MarkPrice { instrument, price };
-                assert!(sm.apply(&cmd, seq, 0).is_ok(), "a mark is accepted");
+                let c = cmd(instrument, pass);
+                assert!(sm.apply(&c, seq, 0).is_ok(), "{c:?} is accepted");
             }
             t.elapsed().as_secs_f64() * 1e9
         })
         .collect();
-    let pass = median(passes);
+    median(times)
+}
+
+/// A new mark for every instrument in turn, each re-valuing all its holders (~1k on the 1M
+/// book): ns per MarkPrice and per holder, the median of 5 passes (the marks alternate
+/// between 101 and 100, so every pass moves every mark). Then the day's settlement of the
+/// whole book: a SettlementPrice for every instrument (each settles every holder's
+/// variation, in account order), the median of 3 passes.
+fn mark_prices(sm: &mut StateMachine, instruments: u32) {
+    let holders = sm.positions_len() as f64;
+    let pass = instrument_passes(sm, instruments, 5, |instrument, pass| {
+        let price = if pass % 2 == 0 { 101 } else { 100 } * PRICE_SCALE;
+        Command::MarkPrice { instrument, price }
+    });
     println!(
         "mark_price/novate: {:.1} us a MarkPrice ({:.0} holders each on average), {:.1} ns a \
          holder re-valued",
@@ -629,21 +644,10 @@ fn mark_prices(sm: &mut StateMachine, instruments: u32) {
         holders / f64::from(instruments),
         pass / holders
     );
-    // The day's settlement of the whole book: a SettlementPrice for every instrument (each
-    // settles every holder's variation, in account order).
-    let passes: Vec<f64> = (0..3)
-        .map(|pass| {
-            let price = if pass % 2 == 0 { 102 } else { 99 } * PRICE_SCALE;
-            let t = Instant::now();
-            for instrument in 1..=instruments {
-                seq += 1;
-                let cmd = Command::SettlementPrice { instrument, price };
-                assert!(sm.apply(&cmd, seq, 0).is_ok(), "a settlement is accepted");
-            }
-            t.elapsed().as_secs_f64() * 1e9
-        })
-        .collect();
-    let pass = median(passes);
+    let pass = instrument_passes(sm, instruments, 3, |instrument, pass| {
+        let price = if pass % 2 == 0 { 102 } else { 99 } * PRICE_SCALE;
+        Command::SettlementPrice { instrument, price }
+    });
     println!(
         "settlement_price/novate: {:.1} ms the whole book, {:.1} ns a holder settled",
         pass / 1e6,

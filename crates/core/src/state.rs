@@ -2939,6 +2939,33 @@ mod tests {
         )
     }
 
+    /// An instrument's multiplier and margin rate: mostly ordinary, any valid one reachable.
+    fn unit_terms() -> impl Strategy<Value = (i64, Bps)> {
+        (
+            prop_oneof![3 => 1i64..100, 1 => positive(100)],
+            prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
+        )
+    }
+
+    /// A price or mark: mostly below 2^24, any positive one reachable.
+    fn held_price() -> impl Strategy<Value = i64> {
+        prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)]
+    }
+
+    /// A held position's quantity: mostly small, or either bound.
+    fn held_qty() -> impl Strategy<Value = Qty> {
+        prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)]
+    }
+
+    /// A book's cost or realized: mostly small, any money, or next to i128's bounds.
+    fn book_money() -> impl Strategy<Value = Money> {
+        prop_oneof![
+            3 => -(1i128 << 40)..1 << 40,
+            1 => money(),
+            1 => prop_oneof![Just(i128::MAX - 7), Just(i128::MIN + 7)],
+        ]
+    }
+
     /// A position's quantity: ordinary, or either bound.
     fn position_qty() -> impl Strategy<Value = Qty> {
         prop_oneof![-1_000_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN)]
@@ -3027,24 +3054,9 @@ mod tests {
         /// answers for the ordinary magnitudes.
         #[test]
         fn a_holder_revalued_in_64_bits_equals_the_exact_revaluation(
-            (m, bps, new_bps) in (
-                prop_oneof![3 => 1i64..100, 1 => positive(100)],
-                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
-                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
-            ),
-            (mark, new_mark) in (
-                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
-                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
-            ),
-            (qty, cost, realized) in (
-                prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)],
-                prop_oneof![
-                    3 => -(1i128 << 40)..1 << 40,
-                    1 => money(),
-                    1 => prop_oneof![Just(i128::MAX - 7), Just(i128::MIN + 7)],
-                ],
-                money(),
-            ),
+            ((m, bps), (_, new_bps)) in (unit_terms(), unit_terms()),
+            (mark, new_mark) in (held_price(), held_price()),
+            (qty, cost, realized) in (held_qty(), book_money(), money()),
             (spec, collateral, totals) in account_state(),
         ) {
             let sm = one_of_each(m, bps, mark, spec, collateral, totals);
@@ -3084,23 +3096,9 @@ mod tests {
         /// and answers for the ordinary magnitudes.
         #[test]
         fn a_holder_settled_in_64_bits_equals_the_exact_settlement(
-            (m, bps) in (
-                prop_oneof![3 => 1i64..100, 1 => positive(100)],
-                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
-            ),
-            (mark, s) in (
-                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
-                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
-            ),
-            (qty, cost, realized) in (
-                prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)],
-                prop_oneof![
-                    3 => -(1i128 << 40)..1 << 40,
-                    1 => money(),
-                    1 => prop_oneof![Just(i128::MAX - 7), Just(i128::MIN + 7)],
-                ],
-                prop_oneof![3 => money(), 1 => prop_oneof![Just(i128::MAX - 7), Just(i128::MIN + 7)]],
-            ),
+            (m, bps) in unit_terms(),
+            (mark, s) in (held_price(), held_price()),
+            (qty, cost, realized) in (held_qty(), book_money(), book_money()),
             (spec, collateral, totals) in account_state(),
         ) {
             let sm = one_of_each(m, bps, mark, spec, collateral, totals);
@@ -3134,20 +3132,13 @@ mod tests {
         /// it answers, and answers for the ordinary magnitudes.
         #[test]
         fn a_leg_at_an_unchanged_mark_equals_the_exact_leg(
-            (m, bps) in (
-                prop_oneof![3 => 1i64..100, 1 => positive(100)],
-                prop_oneof![3 => 0i64..=2_000, 1 => 0..=MARGIN_BPS_MAX],
-            ),
-            mark in prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
-            (qty, cost, realized) in (
-                prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(i64::MIN)],
-                money(),
-                money(),
-            ),
+            (m, bps) in unit_terms(),
+            mark in held_price(),
+            (qty, cost, realized) in (held_qty(), money(), money()),
             (d, price) in (
                 prop_oneof![8 => -10_000i64..10_000, 1 => Just(i64::MAX), 1 => Just(-i64::MAX)]
                     .prop_filter("a fill is never 0", |d| *d != 0),
-                prop_oneof![4 => 1i64..1 << 24, 1 => positive(1 << 34)],
+                held_price(),
             ),
             (spec, collateral, totals) in account_state(),
         ) {
