@@ -294,9 +294,7 @@ impl MarkedUnit {
         let units_bits = fill.min(self.margin_bits);
         Some(MarkedFill { pm, mm: self.mm, mmb: self.mmb, units_bits })
     }
-}
 
-impl MarkedUnit {
     /// The change of a book's [`Terms`] (notional, unrealized, realized, margin) when its
     /// instrument's mark and margin rate move from this unit's to `to`'s (a unit of the same
     /// multiplier), or `None` when the magnitudes are beyond the ranges of
