@@ -153,13 +153,6 @@ const WIDE: u64 = 0;
 type Money64 = i64;
 
 impl Narrow {
-    /// The offsets moved by a position's change of terms `delta` (as [`MarkedFill::leg`] gives
-    /// it) and the post-trade checks of the totals and the new book's `qty` ([`checks`]' bits),
-    /// in 64-bit arithmetic; `None` when the funds are wide or an offset does not fit in 64
-    /// bits (then the exact path answers). Equal to the exact path wherever it answers: the
-    /// base and the collateral are within +-2^124 (`Account::set_funds`), so the exact totals,
-    /// equity and excess fit in i128 and `checks` would not fail, and each bound decides as
-    /// the limit does.
     /// The offsets moved by `delta`, unchecked against the limits (a re-valuation at a new mark
     /// checks none): `None` when the funds are wide or an offset does not fit in 64 bits. Then
     /// the exact totals (the base plus these) can be valued ([`valuation`] cannot overflow:
@@ -178,18 +171,16 @@ impl Narrow {
         ])
     }
 
+    /// The offsets moved by a position's change of terms `delta` (as [`MarkedFill::leg`] gives
+    /// it) and the post-trade checks of the totals and the new book's `qty` ([`checks`]' bits),
+    /// in 64-bit arithmetic; `None` when the funds are wide or an offset does not fit in 64
+    /// bits (then the exact path answers). Equal to the exact path wherever it answers: the
+    /// base and the collateral are within +-2^124 (`Account::set_funds`), so the exact totals,
+    /// equity and excess fit in i128 and `checks` would not fail, and each bound decides as
+    /// the limit does.
     #[inline(always)]
     fn shifted(&self, qty: Qty, delta: &[i64; 4]) -> Option<([Money64; 4], u8)> {
-        if self.position_cap == WIDE {
-            return None;
-        }
-        let t = self.totals;
-        let n = [
-            t[0].checked_add(delta[0])?,
-            t[1].checked_add(delta[1])?,
-            t[2].checked_add(delta[2])?,
-            t[3].checked_add(delta[3])?,
-        ];
+        let n = self.moved(delta)?;
         let pnl = n[2].checked_add(n[1])?;
         let excess = pnl.checked_sub(n[3])?;
         let pos = qty.unsigned_abs() > self.position_cap;
@@ -670,9 +661,9 @@ impl Legs {
 
 /// The hashes of a trade's keys in the state machine's indices (of a CheckOrder, its account
 /// and position as the buyer's, and account 0's, which is none, as the seller's; all zero for
-/// any other command): a pure function of the
-/// command, so any thread can compute them ([`Prepared`]). The batch path uses them for its
-/// prefetches, its lookups ahead and the trade's duplicate check.
+/// any other command): a pure function of the command, so any thread can compute them
+/// ([`Prepared`]). The batch path uses them for its prefetches, its lookups ahead and the
+/// trade's duplicate check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct IndexHashes {
     /// Buyer and seller in the account index.
@@ -1100,8 +1091,8 @@ impl StateMachine {
 
     /// Look up (and prefetch) the accounts, instrument and positions of a trade (or of a
     /// CheckOrder: as a trade's buyer, with no seller) ahead of applying it. Only hits are
-    /// kept: rows, columns and slots never move or disappear, so a
-    /// hit is still true when the trade is applied; a miss (an account or position that a
+    /// kept: rows, columns and slots never move or disappear, so a hit is still true when the
+    /// trade is applied; a miss (an account or position that a
     /// command in between may create) is looked up again then.
     /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
     /// (id, column; id 0, which no instrument has, before the first), updated here.
@@ -1494,20 +1485,20 @@ impl StateMachine {
             self.prefetch_holder(self.scratch.get(i + HOLDER_DISTANCE));
             let (row, slot) = self.scratch[i];
             let book = self.positions[slot as usize].book;
-            if book.qty != 0 && settled64(self, &book, row as u32).is_some() {
-                self.scratch[open] = (self.accounts[row as usize].id, slot);
-                open += 1;
-            } else if book.qty != 0 {
+            if book.qty == 0 {
+                continue;
+            }
+            let acct = &self.accounts[row as usize];
+            if settled64(self, &book, row as u32).is_none() {
                 let (settled, _) =
                     book.settle(price, ins.spec.multiplier).ok_or(Reject::Overflow)?;
                 let new = at_s(settled).terms().ok_or(Reject::Overflow)?;
                 let old = valued(book, ins.mark(), &ins).terms().ok_or(Reject::Overflow)?;
-                let acct = &self.accounts[row as usize];
                 let totals = acct.totals().replaced(&old, &new).ok_or(Reject::Overflow)?;
                 valuation(acct.collateral, &totals)?;
-                self.scratch[open] = (acct.id, slot);
-                open += 1;
             }
+            self.scratch[open] = (acct.id, slot);
+            open += 1;
         }
         self.scratch.truncate(open);
         self.scratch.sort_unstable();
