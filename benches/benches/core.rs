@@ -9,7 +9,7 @@
 
 use criterion::{black_box, Criterion};
 use hdrhistogram::Histogram;
-use novate_benches::{latency_histogram, report, SplitMix};
+use novate_benches::{latency_histogram, report, SplitMix, Timer};
 use novate_core::*;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -297,10 +297,11 @@ fn bench_engine(
             }
         } else if rep == sz.reps {
             // The last repetition times every command (adds the timer's own cost, reported).
+            let timer = Timer::default();
             for s in &work {
-                let t = Instant::now();
+                let t = timer.start();
                 ok += usize::from(sm.apply(&s.cmd, s.seq, s.ts).is_ok());
-                hist.record(t.elapsed().as_nanos() as u64).expect("in range");
+                hist.record(timer.ns_since(t)).expect("in range");
             }
         } else {
             for s in &work {
@@ -353,14 +354,15 @@ fn bench_peer(
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
     let mut times = Vec::new();
     let mut hist = latency_histogram();
+    let timer = Timer::default();
     for rep in 0..=sz.reps {
         let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
         let t0 = Instant::now();
         for s in &work {
-            let t = Instant::now();
+            let t = timer.start();
             black_box(peer.apply(&s.cmd).expect("peer clears"));
             if rep == sz.reps {
-                hist.record(t.elapsed().as_nanos() as u64).expect("in range");
+                hist.record(timer.ns_since(t)).expect("in range");
             }
         }
         let dt = t0.elapsed().as_secs_f64();
@@ -433,20 +435,26 @@ fn memory_floor(lines: usize, items: usize, reps: usize, work: u32) -> f64 {
     median(times[1..].to_vec()) // the first round warms the TLB
 }
 
-fn timer_overhead_ns() -> u64 {
-    let mut h = latency_histogram();
+/// The median cost of one timing of nothing: with [`Timer`] (the per-command timer) and, for
+/// comparison, with `Instant`.
+fn timer_overhead_ns() -> (u64, u64) {
+    let (mut tsc, mut os) = (latency_histogram(), latency_histogram());
+    let timer = Timer::default();
     for _ in 0..100_000 {
+        let t = timer.start();
+        tsc.record(black_box(timer.ns_since(t))).expect("in range");
         let t = Instant::now();
-        h.record(black_box(t.elapsed()).as_nanos() as u64).expect("in range");
+        os.record(black_box(t.elapsed()).as_nanos() as u64).expect("in range");
     }
-    h.value_at_quantile(0.5)
+    (tsc.value_at_quantile(0.5), os.value_at_quantile(0.5))
 }
 
 fn main() {
     let sz = sizes();
+    let (tsc, os) = timer_overhead_ns();
     println!(
-        "timer overhead (Instant pair): p50 {} ns, included in the per-command percentiles",
-        timer_overhead_ns()
+        "timer overhead: p50 {tsc} ns (TSC pair, included in the per-command percentiles; an \
+         Instant pair {os} ns)"
     );
     let mut big = None;
     let only = std::env::var("NOVATE_BENCH_SCALE").ok();
@@ -683,10 +691,11 @@ fn criterion_part(sc: Scale, sm: &StateMachine, prefill: &[Trade], setup: &[Comm
         })
     });
     let mut hist = latency_histogram();
+    let timer = Timer::default();
     for (k, o) in orders.iter().enumerate() {
-        let t = Instant::now();
+        let t = timer.start();
         black_box(sm2.apply(o, k as u64, 0).is_ok());
-        hist.record(t.elapsed().as_nanos() as u64).expect("in range");
+        hist.record(timer.ns_since(t)).expect("in range");
     }
     println!("{}", report("check_order/novate latency", &hist));
     check_order_batched(&mut sm2, &orders);
