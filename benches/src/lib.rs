@@ -23,8 +23,9 @@ impl SplitMix {
 
 /// The clock of per-command latencies: the CPU's time-stamp counter through `quanta`,
 /// calibrated to nanoseconds against the OS clock when created (the OS clock itself where the
-/// counter is not invariant). A pair of reads costs ~12 ns on the bench machine against
-/// `Instant`'s ~27-30, so a percentile of a ~70 ns command carries less of its timer.
+/// counter is not invariant). A pair of reads costs ~10 ns on the bench machine against
+/// `Instant`'s ~30 (the core bench prints both), so a percentile of a ~70 ns command carries
+/// less of its timer.
 pub struct Timer(quanta::Clock);
 
 impl Default for Timer {
