@@ -2931,6 +2931,24 @@ mod tests {
         )
     }
 
+    /// Whether a holder's magnitudes are ordinary: there the 64-bit holder paths
+    /// (`MarkedUnit::moved`, `MarkedUnit::settled`) must answer. `price_max` is the larger of
+    /// the old and new marks.
+    fn ordinary_holder(qty: Qty, price_max: Price, m: i64, cost: Money, acct: &Account) -> bool {
+        qty.unsigned_abs() < 1 << 16
+            && price_max < 1 << 24
+            && m < 100
+            && cost.unsigned_abs() < 1 << 60
+            && !acct.is_wide()
+    }
+
+    /// `acct`'s totals with its offsets moved by `d` ([`Narrow::moved`]), if they fit.
+    fn moved_totals(acct: &Account, d: &[i64; 4]) -> Option<Totals> {
+        let mut moved = *acct;
+        moved.narrow.totals = acct.narrow.moved(d)?;
+        Some(moved.totals())
+    }
+
     /// An instrument's multiplier and margin rate: mostly ordinary, any valid one reachable.
     fn unit_terms() -> impl Strategy<Value = (i64, Bps)> {
         (
@@ -3065,17 +3083,8 @@ mod tests {
             let fast = ins
                 .unit
                 .moved(&MarkedUnit::new(new_mark, m, new_bps), &book)
-                .and_then(|d| acct.narrow.moved(&d))
-                .map(|offsets| {
-                    let mut moved = *acct;
-                    moved.narrow.totals = offsets;
-                    moved.totals()
-                });
-            let ordinary = qty.unsigned_abs() < 1 << 16
-                && mark.max(new_mark) < 1 << 24
-                && m < 100
-                && cost.unsigned_abs() < 1 << 60
-                && !acct.is_wide();
+                .and_then(|d| moved_totals(acct, &d));
+            let ordinary = ordinary_holder(qty, mark.max(new_mark), m, cost, acct);
             prop_assert!(fast.is_some() || !ordinary, "an ordinary holder answers");
             if fast.is_some() {
                 prop_assert_eq!(fast, exact);
@@ -3102,17 +3111,12 @@ mod tests {
                 let t = acct.totals().replaced(&old, &new)?;
                 valuation(acct.collateral, &t).ok().map(|_| (settled, variation, t))
             });
-            let fast = ins.unit.settled(&MarkedUnit::new(s, m, bps), &book).and_then(|(b, d)| {
-                let mut moved = *acct;
-                moved.narrow.totals = acct.narrow.moved(&d)?;
-                Some((b, Money::from(d[2]), moved.totals()))
-            });
-            let ordinary = qty.unsigned_abs() < 1 << 16
-                && mark.max(s) < 1 << 24
-                && m < 100
-                && cost.unsigned_abs() < 1 << 60
-                && realized.unsigned_abs() < 1 << 120
-                && !acct.is_wide();
+            let fast = ins
+                .unit
+                .settled(&MarkedUnit::new(s, m, bps), &book)
+                .and_then(|(b, d)| Some((b, Money::from(d[2]), moved_totals(acct, &d)?)));
+            let ordinary = ordinary_holder(qty, mark.max(s), m, cost, acct)
+                && realized.unsigned_abs() < 1 << 120;
             prop_assert!(fast.is_some() || !ordinary, "an ordinary holder answers");
             if fast.is_some() {
                 prop_assert_eq!(fast, exact);
