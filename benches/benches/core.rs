@@ -334,6 +334,44 @@ fn bench_engine(
     Run { ns_per_op: median(times), hist: (!batched).then_some(hist), reads }
 }
 
+/// `apply_batch` split in its two stages, each timed per batch of `BATCH`: the lookups
+/// (`resolve_ahead`) and the rest (`apply_resolved`, which equals `apply_batch` given them).
+/// The second is what the state machine's core would do if another core made the lookups, as
+/// the pipeline's sequencer already hashes the keys (`Prepared`). ns per trade of each, the
+/// median of the repetitions.
+fn bench_split(
+    sc: Scale,
+    setup: &[Command],
+    prefill: &[Trade],
+    zipf: Option<&Zipf>,
+    sz: &Sizes,
+) -> (f64, f64) {
+    let first = prefill.len() as u64 + 1;
+    let mut sm = build(sc, setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
+    let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
+    let (mut lookups, mut rest) = (Vec::new(), Vec::new());
+    let mut hints = Vec::with_capacity(BATCH);
+    let timer = Timer::default();
+    for rep in 0..=sz.reps {
+        let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
+        let (mut ok, mut look_ns, mut apply_ns) = (0usize, 0u64, 0u64);
+        for chunk in work.chunks(BATCH) {
+            let t = timer.start();
+            sm.resolve_ahead(chunk, &mut hints);
+            look_ns += timer.ns_since(t);
+            let t = timer.start();
+            sm.apply_resolved(chunk, &mut hints, |_, r| ok += usize::from(r.is_ok()));
+            apply_ns += timer.ns_since(t);
+        }
+        assert_eq!(ok, work.len(), "every benchmark trade must clear");
+        if rep < sz.reps && rep > 0 || sz.reps == 1 {
+            lookups.push(look_ns as f64 / work.len() as f64);
+            rest.push(apply_ns as f64 / work.len() as f64);
+        }
+    }
+    (median(lookups), median(rest))
+}
+
 fn bench_peer(
     setup: &[Command],
     prefill: &[Trade],
@@ -485,6 +523,7 @@ fn main() {
             let one = bench_engine(sc, &setup, &prefill, z, false, &sz);
             let batch = bench_engine(sc, &setup, &prefill, z, true, &sz);
             let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
+            let (lookups, rest) = bench_split(sc, &setup, &prefill, z, &sz);
             if z.is_none() {
                 uniform_batch = batch.ns_per_op;
             }
@@ -497,6 +536,12 @@ fn main() {
                 "clear_trade/{name}/novate apply_batch({BATCH}): {:.1} ns/op ({:.2} M/s)",
                 batch.ns_per_op,
                 1e3 / batch.ns_per_op
+            );
+            println!(
+                "clear_trade/{name}/novate apply_batch split in two stages: lookups {lookups:.1} \
+                 ns/op, the rest {rest:.1} ns/op ({:.2} M/s; apply_batch / the rest = {:.2}x)",
+                1e3 / rest,
+                batch.ns_per_op / rest
             );
             let r = batch.reads.as_ref().expect("batched");
             println!(

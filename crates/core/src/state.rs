@@ -659,6 +659,12 @@ impl Legs {
     const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0 };
 }
 
+/// A command's lookups made by [`StateMachine::resolve_ahead`], for
+/// [`StateMachine::apply_resolved`] (a measurement of a two-stage split).
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Resolved(Legs);
+
 /// The hashes of a trade's keys in the state machine's indices (of a CheckOrder, its account
 /// and position as the buyer's, and account 0's, which is none, as the seller's; all zero for
 /// any other command): a pure function of the command, so any thread can compute them
@@ -1027,6 +1033,99 @@ impl StateMachine {
             };
             let me = &*self;
             on_result(i, ok.map(|()| &me.events[..]), me);
+        }
+    }
+
+    /// The first half of a batch split in two stages, for measuring what a stage on another
+    /// core could take off the state machine's (`benches/benches/core.rs`, "split"): the
+    /// lookups of every command of `batch` (its positions' slots, prefetching their index
+    /// slots `2 * PREFETCH_DISTANCE` ahead; an account's row where it holds no position; the
+    /// column where neither account does), into `out`, without touching a position's or an
+    /// account's line. [`apply_resolved`](Self::apply_resolved) is the second half.
+    #[doc(hidden)]
+    pub fn resolve_ahead(&self, batch: &[Sequenced], out: &mut Vec<Resolved>) {
+        const AHEAD: usize = 2 * PREFETCH_DISTANCE;
+        const RING: usize = (AHEAD + 1).next_power_of_two() - 1;
+        let mut hashes = [IndexHashes::default(); RING + 1];
+        let prefetch = |h: &IndexHashes| {
+            for p in h.positions {
+                self.position_index.prefetch_hashed_probe(p);
+            }
+        };
+        for (k, s) in batch.iter().enumerate().take(AHEAD) {
+            hashes[k] = IndexHashes::of(&s.cmd);
+            prefetch(&hashes[k]);
+        }
+        out.clear();
+        let mut last = (0, NONE);
+        for (i, s) in batch.iter().enumerate() {
+            if let Some(far) = batch.get(i + AHEAD) {
+                hashes[(i + AHEAD) & RING] = IndexHashes::of(&far.cmd);
+                prefetch(&hashes[(i + AHEAD) & RING]);
+            }
+            let h = &hashes[i & RING];
+            let (accounts, instrument) = match s.cmd {
+                Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument),
+                Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
+                _ => {
+                    out.push(Resolved(Legs::NONE));
+                    continue;
+                }
+            };
+            let mut legs = Legs { trade_hash: h.trade, ..Legs::NONE };
+            for (k, acct) in accounts.into_iter().enumerate() {
+                let key = PairKey::new(acct, instrument);
+                if let Some(slot) = self.position_index.get_hashed(&key, h.positions[k]) {
+                    legs.slots[k] = slot;
+                } else if let Some(r) = self.account_index.get_hashed(&acct, h.accounts[k]) {
+                    legs.rows[k] = r;
+                }
+            }
+            if legs.slots == [NONE; 2] {
+                legs.col = self.resolve_col(instrument, &mut last);
+            }
+            out.push(Resolved(legs));
+        }
+    }
+
+    /// The second half of [`resolve_ahead`](Self::resolve_ahead): apply `batch` with the
+    /// lookups `hints` made for it (`hints[i]` for `batch[i]`; any that a command before it
+    /// may have changed, a miss, is looked up again, as in `apply_batch`), prefetching the
+    /// positions and trade-id slots `PREFETCH_DISTANCE` ahead and the accounts (read from the
+    /// positions) `ROW_DISTANCE` ahead. Equivalent to `apply_batch`.
+    #[doc(hidden)]
+    pub fn apply_resolved(
+        &mut self,
+        batch: &[Sequenced],
+        hints: &mut [Resolved],
+        mut on_result: impl FnMut(usize, Result<&[Event], Reject>),
+    ) {
+        assert_eq!(batch.len(), hints.len(), "a hint for every command");
+        let prefetch = |sm: &StateMachine, h: &Legs| {
+            for k in 0..2 {
+                if h.slots[k] != NONE {
+                    prefetch_element(&sm.positions, h.slots[k] as usize);
+                } else if h.rows[k] != NONE {
+                    prefetch_element_bytes(&sm.accounts, h.rows[k] as usize, ACCOUNT_BYTES);
+                }
+            }
+            sm.trade_index.prefetch_hashed(h.trade_hash);
+        };
+        for h in hints.iter().take(PREFETCH_DISTANCE) {
+            prefetch(self, &h.0);
+        }
+        for h in hints.iter_mut().take(ROW_DISTANCE) {
+            self.resolve_rows(&mut h.0);
+        }
+        for (i, s) in batch.iter().enumerate() {
+            if let Some(h) = hints.get(i + PREFETCH_DISTANCE) {
+                prefetch(self, &h.0);
+            }
+            if let Some(h) = hints.get_mut(i + ROW_DISTANCE) {
+                self.resolve_rows(&mut h.0);
+            }
+            let ok = self.apply_hinted(&s.cmd, s.seq, s.ts, &hints[i].0).map(|_| ());
+            on_result(i, ok.map(|()| &self.events[..]));
         }
     }
 
