@@ -1006,7 +1006,8 @@ impl StateMachine {
                 hashes[k] = self.prefetch_index(far);
             }
             for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-                hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
+                hints[k] =
+                    self.resolve::<true>(&near.item().sequenced().cmd, &hashes[k], &mut last);
             }
             for hint in hints.iter_mut().take(ROW_DISTANCE.min(batch.len())) {
                 self.resolve_rows(hint);
@@ -1021,7 +1022,8 @@ impl StateMachine {
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                     let k = (i + PREFETCH_DISTANCE) & RING;
-                    hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
+                    hints[k] =
+                        self.resolve::<true>(&near.item().sequenced().cmd, &hashes[k], &mut last);
                 }
                 if i + ROW_DISTANCE < batch.len() {
                     self.resolve_rows(&mut hints[(i + ROW_DISTANCE) & RING]);
@@ -1040,8 +1042,8 @@ impl StateMachine {
     /// core could take off the state machine's (`benches/benches/core.rs`, "split"): the
     /// lookups of every command of `batch` (its positions' slots, prefetching their index
     /// slots `2 * PREFETCH_DISTANCE` ahead; an account's row where it holds no position; the
-    /// column where neither account does), into `out`, without touching a position's or an
-    /// account's line. [`apply_resolved`](Self::apply_resolved) is the second half.
+    /// column where neither account does: [`resolve`](Self::resolve) without its prefetches),
+    /// into `out`, without touching a position's or an account's line. [`apply_resolved`](Self::apply_resolved) is the second half.
     #[doc(hidden)]
     pub fn resolve_ahead(&self, batch: &[Sequenced], out: &mut Vec<Resolved>) {
         const AHEAD: usize = 2 * PREFETCH_DISTANCE;
@@ -1063,28 +1065,7 @@ impl StateMachine {
                 hashes[(i + AHEAD) & RING] = IndexHashes::of(&far.cmd);
                 prefetch(&hashes[(i + AHEAD) & RING]);
             }
-            let h = &hashes[i & RING];
-            let (accounts, instrument) = match s.cmd {
-                Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument),
-                Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
-                _ => {
-                    out.push(Resolved(Legs::NONE));
-                    continue;
-                }
-            };
-            let mut legs = Legs { trade_hash: h.trade, ..Legs::NONE };
-            for (k, acct) in accounts.into_iter().enumerate() {
-                let key = PairKey::new(acct, instrument);
-                if let Some(slot) = self.position_index.get_hashed(&key, h.positions[k]) {
-                    legs.slots[k] = slot;
-                } else if let Some(r) = self.account_index.get_hashed(&acct, h.accounts[k]) {
-                    legs.rows[k] = r;
-                }
-            }
-            if legs.slots == [NONE; 2] {
-                legs.col = self.resolve_col(instrument, &mut last);
-            }
-            out.push(Resolved(legs));
+            out.push(Resolved(self.resolve::<false>(&s.cmd, &hashes[i & RING], &mut last)));
         }
     }
 
@@ -1194,7 +1175,8 @@ impl StateMachine {
     /// trade is applied; a miss (an account or position that a
     /// command in between may create) is looked up again then.
     /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
-    /// (id, column; id 0, which no instrument has, before the first), updated here.
+    /// (id, column; id 0, which no instrument has, before the first), updated here. Without
+    /// `PREFETCH`, the lookups alone ([`resolve_ahead`](Self::resolve_ahead)).
     ///
     /// The batch's second stage: a holder's row and the column are left for the third
     /// ([`resolve_rows`](Self::resolve_rows)), which reads them from the position found here;
@@ -1204,7 +1186,12 @@ impl StateMachine {
     /// larger than the caches, one more line to wait for, mostly from the L3, than prefetching
     /// it for every trade would cost the trades.)
     #[inline(always)]
-    fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
+    fn resolve<const PREFETCH: bool>(
+        &self,
+        cmd: &Command,
+        hashes: &IndexHashes,
+        last: &mut (InstrumentId, u32),
+    ) -> Legs {
         // A CheckOrder as a trade's buyer; its seller is account 0, which is none: its lookups
         // find nothing.
         let (accounts, instrument) = match *cmd {
@@ -1216,10 +1203,14 @@ impl StateMachine {
         for (k, acct) in accounts.into_iter().enumerate() {
             let key = PairKey::new(acct, instrument);
             if let Some(s) = self.position_index.get_hashed(&key, hashes.positions[k]) {
-                prefetch_element(&self.positions, s as usize);
+                if PREFETCH {
+                    prefetch_element(&self.positions, s as usize);
+                }
                 h.slots[k] = s;
             } else if let Some(r) = self.account_index.get_hashed(&acct, hashes.accounts[k]) {
-                prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_BYTES);
+                if PREFETCH {
+                    prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_BYTES);
+                }
                 h.rows[k] = r;
             }
         }
