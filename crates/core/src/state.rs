@@ -1043,7 +1043,8 @@ impl StateMachine {
     /// lookups of every command of `batch` (its positions' slots, prefetching their index
     /// slots `2 * PREFETCH_DISTANCE` ahead; an account's row where it holds no position; the
     /// column where neither account does: [`resolve`](Self::resolve) without its prefetches),
-    /// into `out`, without touching a position's or an account's line. [`apply_resolved`](Self::apply_resolved) is the second half.
+    /// into `out`, without touching a position's or an account's line.
+    /// [`apply_resolved`](Self::apply_resolved) is the second half.
     #[doc(hidden)]
     pub fn resolve_ahead(&self, batch: &[Sequenced], out: &mut Vec<Resolved>) {
         const AHEAD: usize = 2 * PREFETCH_DISTANCE;
