@@ -8,7 +8,9 @@
 //! trade's buyer instead of the trade: instructions per CheckOrder. `mark` (after N, with
 //! `held`) applies N MarkPrices instead, instrument after instrument, each re-valuing the
 //! instrument's 1,000 holders: instructions per MarkPrice (over 1,000: per holder); `settle`
-//! SettlementPrices, each settling the 1,000.
+//! SettlementPrices, each settling the 1,000. `split` (instead of `batch`) applies the batches
+//! in `apply_batch`'s two stages (`resolve_ahead`, `apply_resolved`); `lookups` makes only the
+//! first stage's lookups and applies nothing.
 
 mod support;
 use novate_core::*;
@@ -16,7 +18,11 @@ use novate_core::*;
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mode: Vec<String> = std::env::args().skip(2).collect();
-    let batched = mode.iter().any(|a| a == "batch");
+    // `split` and `lookups`: batches as `batch` does, in `apply_batch`'s two stages; `lookups`
+    // makes the first stage's lookups alone and applies nothing (instructions of the lookups).
+    let split = mode.iter().any(|a| a == "split");
+    let lookups_only = mode.iter().any(|a| a == "lookups");
+    let batched = split || lookups_only || mode.iter().any(|a| a == "batch");
     let orders = mode.iter().any(|a| a == "order");
     let marks = mode.iter().any(|a| a == "mark");
     let settles = mode.iter().any(|a| a == "settle");
@@ -86,7 +92,11 @@ fn main() {
         if batched {
             batch.push(cmd);
             if batch.len() == 256 || trade_id == n {
-                let accepted = book.apply_batch(&batch);
+                let accepted = if split || lookups_only {
+                    book.apply_split(&batch, lookups_only)
+                } else {
+                    book.apply_batch(&batch)
+                };
                 // An order accepted or rejected by a check is counted.
                 ok += if orders { batch.len() as u64 } else { accepted };
                 batch.clear();

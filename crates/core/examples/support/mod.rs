@@ -37,15 +37,33 @@ impl Book {
     /// Apply `cmds` with `apply_batch`; how many were accepted.
     #[allow(dead_code)] // used by trade_loop only
     pub fn apply_batch(&mut self, cmds: &[Command]) -> u64 {
-        let batch: Vec<Sequenced> = cmds
-            .iter()
+        let batch = self.sequence(cmds);
+        let mut ok = 0;
+        self.sm.apply_batch(&batch, |_, r| ok += u64::from(r.is_ok()));
+        ok
+    }
+
+    /// [`apply_batch`](Self::apply_batch) in its two stages (`resolve_ahead`, then
+    /// `apply_resolved`); with `lookups_only`, the first stage alone (nothing is applied).
+    #[allow(dead_code)] // used by trade_loop only
+    pub fn apply_split(&mut self, cmds: &[Command], lookups_only: bool) -> u64 {
+        let batch = self.sequence(cmds);
+        let mut hints = Vec::with_capacity(batch.len());
+        self.sm.resolve_ahead(&batch, &mut hints);
+        if lookups_only {
+            return std::hint::black_box(hints).len() as u64;
+        }
+        let mut ok = 0;
+        self.sm.apply_resolved(&batch, &mut hints, |_, r| ok += u64::from(r.is_ok()));
+        ok
+    }
+
+    fn sequence(&mut self, cmds: &[Command]) -> Vec<Sequenced> {
+        cmds.iter()
             .map(|&cmd| {
                 self.seq += 1;
                 Sequenced { seq: self.seq, ts: 0, cmd }
             })
-            .collect();
-        let mut ok = 0;
-        self.sm.apply_batch(&batch, |_, r| ok += u64::from(r.is_ok()));
-        ok
+            .collect()
     }
 }
