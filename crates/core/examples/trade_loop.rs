@@ -10,7 +10,9 @@
 //! instrument's 1,000 holders: instructions per MarkPrice (over 1,000: per holder); `settle`
 //! SettlementPrices, each settling the 1,000. `split` (instead of `batch`) applies the batches
 //! in `apply_batch`'s two stages (`resolve_ahead`, `apply_resolved`); `lookups` makes only the
-//! first stage's lookups and applies nothing.
+//! first stage's lookups and applies nothing. The trades' ids come in order, after the ids of
+//! `held`'s opening trades; with `late` they are all below those (the trade index's map path,
+//! as for ids that arrive late or far apart).
 
 mod support;
 use novate_core::*;
@@ -22,6 +24,9 @@ fn main() {
     // makes the first stage's lookups alone and applies nothing (instructions of the lookups).
     let split = mode.iter().any(|a| a == "split");
     let lookups_only = mode.iter().any(|a| a == "lookups");
+    // The first of the workload's ids: after the opening trades' (1 ..= 50,000), or below.
+    let (first_opening, first_id) =
+        if mode.iter().any(|a| a == "late") { (1 << 40, 1) } else { (1, 1 << 20) };
     let batched = split || lookups_only || mode.iter().any(|a| a == "batch");
     let orders = mode.iter().any(|a| a == "order");
     let marks = mode.iter().any(|a| a == "mark");
@@ -35,10 +40,9 @@ fn main() {
     let mut book = support::Book::new(limits, 1_000, 100);
     if mode.iter().any(|a| a == "held") {
         // Accounts 2k + 1 and 2k + 2 trade each instrument once: 100,000 positions.
-        let mut trade_id = 1 << 40; // apart from the workload's ids
+        let mut trade_id = first_opening;
         for instrument in 1..=100 {
             for buy in (1..=1_000).step_by(2) {
-                trade_id += 1;
                 let t = Trade {
                     trade_id,
                     buy,
@@ -49,6 +53,7 @@ fn main() {
                     trade_date: 20260105,
                 };
                 assert!(book.apply(Command::ClearTrade(t)), "an opening trade clears");
+                trade_id += 1;
             }
         }
     }
@@ -70,7 +75,8 @@ fn main() {
     let mut x = 12345u64;
     let mut ok = 0;
     let mut batch = Vec::with_capacity(256);
-    for trade_id in 1..=n {
+    for k in 1..=n {
+        let trade_id = first_id + k - 1;
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let (buy, sell) = (1 + (x >> 33) % 1_000, 1 + (x >> 13) % 1_000);
         let t = Trade {
@@ -91,7 +97,7 @@ fn main() {
         };
         if batched {
             batch.push(cmd);
-            if batch.len() == 256 || trade_id == n {
+            if batch.len() == 256 || k == n {
                 let accepted = if split || lookups_only {
                     book.apply_split(&batch, lookups_only)
                 } else {

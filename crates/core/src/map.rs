@@ -48,10 +48,11 @@ impl MapKey for u64 {
     }
 }
 
-/// A key that usually arrives in increasing order (venue execution ids): groups of four
-/// consecutive ids share one 64-byte line of the table, and the groups are spread by the full
-/// mixer. A run of new ids then costs one cache miss per four, and crafted ids cannot cluster
-/// more than four to a group.
+/// A key that usually arrives in increasing order (venue execution ids; the map of a
+/// [`TradeIndex`] holds those that are not the next in order, or are outside its bitmap's
+/// range): groups of four consecutive ids share one 64-byte line of the table, and the groups
+/// are spread by the full mixer. A run of new ids then costs one cache miss per four, and
+/// crafted ids cannot cluster more than four to a group.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SeqKey(pub u64);
 
@@ -274,6 +275,203 @@ impl<K: MapKey> FixedMap<K> {
         prefetch_element(&self.entries, i);
         // The same line when `i` is in its first half (16-byte entries or smaller).
         prefetch_element(&self.entries, (i + 2) & self.mask);
+    }
+}
+
+/// Ids per item of a [`TradeIndex`] that its bitmap spans: ids that average at most this far
+/// apart stay in the bitmap's range for the index's whole capacity (8 bytes of bitmap an item).
+pub const TRADE_ID_SPAN: u64 = 64;
+
+/// Trade ids -> their index in the state machine's trade table: the duplicate check and the
+/// lookup of a bust.
+///
+/// Venues number their executions in increasing order. So the index keeps a bitmap of the ids
+/// it holds over a range that starts at the first id (`TRADE_ID_SPAN` ids per item of
+/// capacity), and the ids of that range that were above every id before them in a sorted list
+/// (their values beside them). An id above the largest so far, in the range, cannot be a
+/// duplicate: it is appended to the list and its bit set, with no hash, no probe and no
+/// random line. An id in the range that arrives late is a duplicate if its bit is set (one
+/// line, usually a recent one); if not, it goes into a hash map of the others, with its bit
+/// set. An id outside the range (below the first id, or far above) is only in the map, as
+/// every id would be without the list. No order of ids costs more than the map alone would,
+/// but a bust of an id in the list (a binary search, rare).
+///
+/// The layout follows only from the ids' order, so it is the same on every replica and after
+/// a replay or a snapshot's import (which inserts the trades in order).
+pub struct TradeIndex {
+    /// The first id inserted: bit 0 of the bitmap (0 before the first).
+    base: u64,
+    /// The ids in `[base, base + range)` are in the bitmap's range (every id before the first
+    /// is inserted, which makes it the list's first).
+    range: u64,
+    /// Bit `id - base`: `id` is in the index (a bit is set only for an id of the range).
+    bits: Box<[u64]>,
+    /// The largest id in the list (0 before the first).
+    max: u64,
+    /// The ids of the range that were above every id before them, ascending; `at` holds
+    /// their values.
+    ids: Box<[u64]>,
+    at: Box<[u32]>,
+    /// How many of `ids` and `at` are used.
+    ascending: usize,
+    /// The ids that are not in the list, with their values.
+    others: FixedMap<SeqKey>,
+    /// Ids held (`ascending` plus the map's).
+    len: usize,
+    items_max: usize,
+}
+
+/// Where a new trade id goes ([`TradeIndex::vacancy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TradeVacancy {
+    /// At the end of the list: the id is above every id so far, in the bitmap's range.
+    Ascending,
+    /// In the map, from this slot on ([`FixedMap::insert_at`]), and in the bitmap: a late id
+    /// of its range.
+    Late(usize),
+    /// In the map only: an id outside the bitmap's range.
+    Other(usize),
+}
+
+impl TradeIndex {
+    /// An index holding at most `items_max` ids.
+    pub fn new(items_max: usize) -> Self {
+        let items = items_max.max(1);
+        TradeIndex {
+            base: 0,
+            range: u64::MAX,
+            // SAFETY: all-zero u64s and u32s are valid.
+            bits: unsafe { zeroed_slice((items as u64 * TRADE_ID_SPAN).div_ceil(64) as usize) },
+            max: 0,
+            // SAFETY: as above.
+            ids: unsafe { zeroed_slice(items) },
+            // SAFETY: as above.
+            at: unsafe { zeroed_slice(items) },
+            ascending: 0,
+            others: FixedMap::new(items_max),
+            len: 0,
+            items_max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len >= self.items_max
+    }
+
+    /// Whether `id` (not 0) would be appended to the list: above every id so far, in the
+    /// bitmap's range.
+    #[inline(always)]
+    fn is_next(&self, id: u64) -> bool {
+        id > self.max && id - self.base < self.range
+    }
+
+    /// `id`'s bit in the bitmap, if at or below the largest id (in the list's range, so
+    /// after the first).
+    #[inline(always)]
+    fn late_bit(&self, id: u64) -> Option<(usize, u64)> {
+        let off = id.wrapping_sub(self.base);
+        // `off <= max - base < range`: a word of the bitmap (`new` sized it for the range).
+        (id <= self.max && off < self.range).then_some(((off / 64) as usize, 1 << (off % 64)))
+    }
+
+    /// Where the id `id` (not 0) would go, or `None` if it is there already (a duplicate).
+    #[inline(always)]
+    pub fn vacancy(&self, id: u64) -> Option<TradeVacancy> {
+        debug_assert!(id != 0);
+        if self.is_next(id) {
+            return Some(TradeVacancy::Ascending);
+        }
+        self.vacancy_in_map(id)
+    }
+
+    /// [`vacancy`](Self::vacancy) of an id that goes to the map if new.
+    #[inline(always)]
+    fn vacancy_in_map(&self, id: u64) -> Option<TradeVacancy> {
+        let late = self.late_bit(id);
+        if late.is_some_and(|(word, bit)| self.bits[word] & bit != 0) {
+            return None;
+        }
+        match self.others.find(&SeqKey(id)) {
+            // Only for an id outside the range: one in it is in the map only if its bit is set.
+            Probe::Found(_) => None,
+            Probe::Vacant(at) if late.is_some() => Some(TradeVacancy::Late(at)),
+            Probe::Vacant(at) => Some(TradeVacancy::Other(at)),
+        }
+    }
+
+    /// Insert the id `id` with the value `index` where [`vacancy`](Self::vacancy) said (with no
+    /// other id inserted since). `Err(Full)` at the item limit.
+    #[inline(always)]
+    pub fn insert(&mut self, v: TradeVacancy, id: u64, index: u32) -> Result<(), Full> {
+        if self.is_full() {
+            return Err(Full);
+        }
+        match v {
+            TradeVacancy::Ascending => {
+                debug_assert!(self.is_next(id));
+                if self.ascending == 0 {
+                    (self.base, self.range) = (id, self.ids.len() as u64 * TRADE_ID_SPAN);
+                }
+                let (off, n) = (id - self.base, self.ascending);
+                // SAFETY: `off < range`, which the bitmap spans (`new`); `n <= len < items_max
+                // <= ids.len() == at.len()` (not full, checked above).
+                unsafe {
+                    *self.bits.get_unchecked_mut((off / 64) as usize) |= 1 << (off % 64);
+                    *self.ids.get_unchecked_mut(n) = id;
+                    *self.at.get_unchecked_mut(n) = index;
+                }
+                (self.ascending, self.max) = (n + 1, id);
+            }
+            TradeVacancy::Late(at) => {
+                let (word, bit) = self.late_bit(id).expect("a late vacancy is for a late id");
+                self.others.insert_at(at, SeqKey(id), index)?;
+                self.bits[word] |= bit;
+            }
+            TradeVacancy::Other(at) => self.others.insert_at(at, SeqKey(id), index)?,
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The value of `id`, if present.
+    pub fn get(&self, id: u64) -> Option<u32> {
+        if id == 0 || self.is_next(id) {
+            return None;
+        }
+        if self.late_bit(id).is_some_and(|(word, bit)| self.bits[word] & bit == 0) {
+            return None;
+        }
+        self.others.get(&SeqKey(id)).or_else(|| {
+            let ids = &self.ids[..self.ascending];
+            ids.binary_search(&id).ok().map(|k| self.at[k])
+        })
+    }
+
+    /// Hint the CPU to load the map slot that [`vacancy`](Self::vacancy) of `id` reads first,
+    /// if it reads one: not for the next id in order.
+    #[inline(always)]
+    pub fn prefetch(&self, id: u64) {
+        if !self.is_next(id) {
+            self.others.prefetch(&SeqKey(id));
+        }
+    }
+
+    /// The index's memory (the bitmap, the list and its values, the map), for [`populate`].
+    pub fn memory(&self) -> [(*const u8, usize); 4] {
+        [
+            (self.bits.as_ptr().cast(), std::mem::size_of_val(&*self.bits)),
+            (self.ids.as_ptr().cast(), std::mem::size_of_val(&*self.ids)),
+            (self.at.as_ptr().cast(), std::mem::size_of_val(&*self.at)),
+            self.others.memory(),
+        ]
     }
 }
 
@@ -560,6 +758,98 @@ mod tests {
         check(&[3u64, 77, 1 << 40], &[4, 78]);
         check(&[SeqKey(1), SeqKey(2), SeqKey(3), SeqKey(4), SeqKey(9)], &[SeqKey(5), SeqKey(8)]);
         check(&[PairKey::new(1, 2), PairKey::new(2, 1)], &[PairKey::new(1, 1)]);
+    }
+
+    /// The trade index against a `HashMap` for id streams of every shape it must take: in
+    /// order, in order with gaps filled late, duplicated, random, and descending.
+    #[test]
+    fn the_trade_index_agrees_with_a_hash_map() {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut kinds = std::collections::HashSet::new();
+        for shape in 0..6 {
+            let n = 3_000;
+            let mut index = TradeIndex::new(n);
+            let mut model = std::collections::HashMap::new();
+            let mut next = 0;
+            for i in 0..3 * n as u64 {
+                let id = match shape {
+                    // In order.
+                    0 => next + 1,
+                    // In order with gaps, some filled late; duplicates.
+                    1 if rand(4) == 0 => 1 + rand(next + 1),
+                    1 => next + 1 + rand(3),
+                    // Mostly duplicates.
+                    2 => 1 + rand(next / 2 + 10),
+                    // Random.
+                    3 => 1 + rand(1 << 40),
+                    // Descending.
+                    4 => (1 << 20) - 3 * i,
+                    // Two venues' ids interleaved, the second's far above the first's.
+                    _ => 1 + i / 2 + (i % 2) * (1 << 40),
+                };
+                next = next.max(id);
+                let vacancy = index.vacancy(id);
+                assert_eq!(vacancy.is_none(), model.contains_key(&id), "shape {shape}, id {id}");
+                if let Some(v) = vacancy {
+                    kinds.insert(std::mem::discriminant(&v));
+                    let value = model.len() as u32;
+                    if model.len() == n {
+                        assert!(index.is_full());
+                        assert_eq!(index.insert(v, id, value), Err(Full));
+                        continue;
+                    }
+                    index.insert(v, id, value).unwrap();
+                    model.insert(id, value);
+                }
+                assert_eq!(index.len(), model.len());
+            }
+            for probe in (0..=next + 2).step_by(1 + next as usize / 5_000) {
+                assert_eq!(index.get(probe), model.get(&probe).copied(), "shape {shape}");
+            }
+            for (&id, &value) in &model {
+                assert_eq!(index.get(id), Some(value), "shape {shape}");
+            }
+        }
+        assert_eq!(kinds.len(), 3, "every kind of vacancy taken");
+    }
+
+    #[test]
+    fn ids_in_order_skip_the_map_and_others_use_it() {
+        let mut index = TradeIndex::new(16);
+        for id in [10, 20, 30, 40] {
+            assert_eq!(index.vacancy(id), Some(TradeVacancy::Ascending));
+            index.insert(TradeVacancy::Ascending, id, id as u32).unwrap();
+        }
+        assert_eq!(index.others.len(), 0);
+        for id in [10, 20, 30, 40] {
+            assert_eq!(index.vacancy(id), None);
+            assert_eq!(index.get(id), Some(id as u32));
+        }
+        // The bitmap spans 16 * 64 ids from the first.
+        let far = 10 + 16 * TRADE_ID_SPAN;
+        assert_eq!(index.vacancy(far - 1), Some(TradeVacancy::Ascending));
+        for id in [5, far, far + 7] {
+            assert!(matches!(index.vacancy(id), Some(TradeVacancy::Other(_))), "{id}");
+        }
+        for id in [15, 25, 35] {
+            assert!(matches!(index.vacancy(id), Some(TradeVacancy::Late(_))), "{id}");
+            assert_eq!(index.get(id), None);
+        }
+        for (id, value) in [(25, 99), (far, 98), (5, 97)] {
+            let v = index.vacancy(id).unwrap();
+            index.insert(v, id, value).unwrap();
+            assert_eq!((index.get(id), index.vacancy(id)), (Some(value), None));
+        }
+        assert_eq!(index.others.len(), 3);
+        // An id outside the range never moves the list's largest.
+        assert_eq!(index.vacancy(41), Some(TradeVacancy::Ascending));
+        assert_eq!((index.get(0), index.get(41)), (None, None));
     }
 
     #[test]

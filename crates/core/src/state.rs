@@ -24,7 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, SeqKey};
+use crate::map::{prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, TradeIndex};
 use crate::position::{Book, MarkedFill, MarkedUnit, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
@@ -650,13 +650,10 @@ struct Legs {
     rows: [u32; 2],
     col: u32,
     slots: [u32; 2],
-    /// The trade id's hash in the trade index; 0: not computed (a hash that is 0 is just
-    /// computed again).
-    trade_hash: u64,
 }
 
 impl Legs {
-    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2], trade_hash: 0 };
+    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
 }
 
 /// A command's lookups made by [`StateMachine::resolve_ahead`], for
@@ -676,7 +673,9 @@ struct IndexHashes {
     accounts: [u64; 2],
     /// Buyer's and seller's positions in the position index.
     positions: [u64; 2],
-    trade: u64,
+    /// The trade's id (0 for any other command): the trade index reads its map for an id
+    /// that is not the next in order, and hashes it then ([`TradeIndex`]).
+    trade_id: u64,
 }
 
 impl IndexHashes {
@@ -689,7 +688,7 @@ impl IndexHashes {
             Command::CheckOrder { account, instrument, .. } => IndexHashes {
                 accounts: [account, 0].map(|a| FixedMap::hash(&a)),
                 positions: [account, 0].map(|a| FixedMap::hash(&PairKey::new(a, instrument))),
-                trade: 0,
+                trade_id: 0,
             },
             _ => IndexHashes::default(),
         }
@@ -701,7 +700,7 @@ impl IndexHashes {
         IndexHashes {
             accounts: [t.buy, t.sell].map(|a| FixedMap::hash(&a)),
             positions: [t.buy, t.sell].map(|a| FixedMap::hash(&PairKey::new(a, t.instrument))),
-            trade: FixedMap::hash(&SeqKey(t.trade_id)),
+            trade_id: t.trade_id,
         }
     }
 }
@@ -749,7 +748,7 @@ pub struct StateMachine {
     positions_len: u32,
     holder_chunks: Box<[HolderChunk]>,
     holder_chunks_used: u32,
-    trade_index: FixedMap<SeqKey>,
+    trade_index: TradeIndex,
     trades: Vec<TradeRecord>,
     events: Vec<Event>,
     /// Position slots whose book the last accepted command changed (see `changed_positions`).
@@ -808,7 +807,7 @@ impl StateMachine {
             // SAFETY: an all-zero HolderChunk is valid plain data (never read before written).
             holder_chunks: unsafe { crate::map::zeroed_slice(limits.holder_chunks()) },
             holder_chunks_used: 0,
-            trade_index: FixedMap::new(limits.trades_max as usize),
+            trade_index: TradeIndex::new(limits.trades_max as usize),
             trades: with_capacity_huge(limits.trades_max as usize),
             events: Vec::with_capacity(a + TRADE_EVENTS_MAX + 1),
             // A settlement changes at most one position per account; a trade two.
@@ -850,6 +849,7 @@ impl StateMachine {
         fn boxed<T>(b: &[T]) -> (*const u8, usize) {
             (b.as_ptr().cast(), std::mem::size_of_val(b))
         }
+        let [trade_bits, trade_ids, trade_slots, trade_map] = self.trade_index.memory();
         let tables = [
             self.account_index.memory(),
             vec(&self.accounts),
@@ -860,7 +860,10 @@ impl StateMachine {
             boxed(&self.positions),
             boxed(&self.chunk_next),
             boxed(&self.holder_chunks),
-            self.trade_index.memory(),
+            trade_bits,
+            trade_ids,
+            trade_slots,
+            trade_map,
             vec(&self.trades),
             vec(&self.events),
             vec(&self.changed),
@@ -910,14 +913,6 @@ impl StateMachine {
     #[inline(always)]
     fn look_up_overlapped(&self, t: &Trade, h: &IndexHashes) -> Legs {
         self.prefetch_slots(*h);
-        if t.trade_id & 3 == 0 {
-            // Trade ids mostly come in order, four to a line of the trade index (`SeqKey`), and
-            // the lines of successive groups are far apart: at the first id of a group, fetch the
-            // next group's line, four trades before it is needed (a lone command has no batch to
-            // look ahead in). Ids that do not come in order waste one fetch in four trades.
-            let next = SeqKey(t.trade_id.wrapping_add(4));
-            self.trade_index.prefetch_hashed(FixedMap::<SeqKey>::hash(&next));
-        }
         self.resolve_trade(t, h, &mut (0, NONE))
     }
 
@@ -1083,7 +1078,7 @@ impl StateMachine {
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>),
     ) {
         assert_eq!(batch.len(), hints.len(), "a hint for every command");
-        let prefetch = |sm: &StateMachine, h: &Legs| {
+        let prefetch = |sm: &StateMachine, h: &Legs, cmd: &Command| {
             for k in 0..2 {
                 if h.slots[k] != NONE {
                     prefetch_element(&sm.positions, h.slots[k] as usize);
@@ -1091,17 +1086,19 @@ impl StateMachine {
                     prefetch_element_bytes(&sm.accounts, h.rows[k] as usize, ACCOUNT_BYTES);
                 }
             }
-            sm.trade_index.prefetch_hashed(h.trade_hash);
+            if let Command::ClearTrade(t) = cmd {
+                sm.trade_index.prefetch(t.trade_id);
+            }
         };
-        for h in hints.iter().take(PREFETCH_DISTANCE) {
-            prefetch(self, &h.0);
+        for (h, s) in hints.iter().zip(batch).take(PREFETCH_DISTANCE) {
+            prefetch(self, &h.0, &s.cmd);
         }
         for h in hints.iter_mut().take(ROW_DISTANCE) {
             self.resolve_rows(&mut h.0);
         }
         for (i, s) in batch.iter().enumerate() {
             if let Some(h) = hints.get(i + PREFETCH_DISTANCE) {
-                prefetch(self, &h.0);
+                prefetch(self, &h.0, &batch[i + PREFETCH_DISTANCE].cmd);
             }
             if let Some(h) = hints.get_mut(i + ROW_DISTANCE) {
                 self.resolve_rows(&mut h.0);
@@ -1142,7 +1139,7 @@ impl StateMachine {
         for p in h.positions {
             self.position_index.prefetch_hashed_probe(p);
         }
-        self.trade_index.prefetch_hashed(h.trade);
+        self.trade_index.prefetch(h.trade_id);
     }
 
     /// The row of `account` and the slot of its position in `instrument` (`None` if absent),
@@ -1200,7 +1197,7 @@ impl StateMachine {
             Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
             _ => return Legs::NONE,
         };
-        let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
+        let mut h = Legs::NONE;
         for (k, acct) in accounts.into_iter().enumerate() {
             let key = PairKey::new(acct, instrument);
             if let Some(s) = self.position_index.get_hashed(&key, hashes.positions[k]) {
@@ -1263,7 +1260,7 @@ impl StateMachine {
         hashes: &IndexHashes,
         last: &mut (InstrumentId, u32),
     ) -> Legs {
-        let mut h = Legs { trade_hash: hashes.trade, ..Legs::NONE };
+        let mut h = Legs::NONE;
         h.col = self.resolve_col(t.instrument, last);
         for (k, acct) in [t.buy, t.sell].into_iter().enumerate() {
             let keys = [hashes.accounts[k], hashes.positions[k]];
@@ -1476,12 +1473,7 @@ impl StateMachine {
         let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
         let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
         let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
-        let key = SeqKey(t.trade_id);
-        let probe = match hints.trade_hash {
-            h if h != 0 => self.trade_index.find_hashed(&key, h),
-            _ => self.trade_index.find(&key),
-        };
-        let Probe::Vacant(trade_at) = probe else {
+        let Some(trade_at) = self.trade_index.vacancy(t.trade_id) else {
             return Err(Reject::Duplicate);
         };
         if self.trade_index.is_full() {
@@ -1498,7 +1490,7 @@ impl StateMachine {
         let held = hints.slots[0] != NONE && hints.slots[1] != NONE && !moves_mark;
         let rows = [buy_row, sell_row];
         if !(held && self.book_held(t, rows, col, hints.slots)) {
-            let legs = Legs { rows, col, slots: hints.slots, ..Legs::NONE };
+            let legs = Legs { rows, col, slots: hints.slots };
             self.book_legs(t, legs, mark, t.qty, moves_mark)?;
         }
         // SAFETY: as above.
@@ -1506,7 +1498,7 @@ impl StateMachine {
             self.set_last_price(col, t.price);
         }
         let index = self.trades.len() as u32;
-        let inserted = self.trade_index.insert_at(trade_at, SeqKey(t.trade_id), index);
+        let inserted = self.trade_index.insert(trade_at, t.trade_id, index);
         debug_assert!(inserted.is_ok(), "capacity was checked above");
         // Its record goes into the digest when the digest is settled (`trades_hashed`).
         self.trades.push(TradeRecord { trade: *t, busted: false });
@@ -1517,7 +1509,7 @@ impl StateMachine {
         if trade_id == 0 {
             return Err(Reject::InvalidId);
         }
-        let index = self.trade_index.get(&SeqKey(trade_id)).ok_or(Reject::UnknownTrade)? as usize;
+        let index = self.trade_index.get(trade_id).ok_or(Reject::UnknownTrade)? as usize;
         let rec = self.trades[index];
         if rec.busted {
             return Err(Reject::AlreadyBusted);
@@ -2169,7 +2161,7 @@ impl StateMachine {
 
     /// The trade and whether it was busted.
     pub fn trade(&self, id: TradeId) -> Option<(Trade, bool)> {
-        let r = self.trades[self.trade_index.get(&SeqKey(id))? as usize];
+        let r = self.trades[self.trade_index.get(id)? as usize];
         Some((r.trade, r.busted))
     }
 
@@ -2386,11 +2378,13 @@ impl StateMachine {
             return Err(Invalid("more trades than trades_max"));
         }
         for &(trade, busted) in &snap.trades {
-            if trade.trade_id == 0 || sm.trade_index.get(&SeqKey(trade.trade_id)).is_some() {
-                return Err(Invalid("repeated or zero trade id"));
-            }
+            let vacancy = match trade.trade_id {
+                0 => None,
+                id => sm.trade_index.vacancy(id),
+            };
+            let vacancy = vacancy.ok_or(Invalid("repeated or zero trade id"))?;
             let index = sm.trades.len() as u32;
-            sm.trade_index.insert(SeqKey(trade.trade_id), index).map_err(|_| Invalid("trades"))?;
+            sm.trade_index.insert(vacancy, trade.trade_id, index).map_err(|_| Invalid("trades"))?;
             sm.trades.push(TradeRecord { trade, busted });
         }
         sm.events.clear();

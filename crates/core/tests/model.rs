@@ -500,11 +500,18 @@ impl Gen {
                 Command::SettlementPrice { instrument: self.instrument(), price: self.price() }
             }
             _ => {
-                let id = if self.below(30) == 0 {
-                    self.below(*next_trade + 1)
-                } else {
-                    *next_trade += 1;
-                    *next_trade
+                // Mostly the next id; sometimes one skipped ahead (the ids between come late,
+                // out of order, or never) or an earlier one (a late id, a duplicate, or 0).
+                let id = match self.below(30) {
+                    0 => self.below(*next_trade + 1),
+                    1 => {
+                        *next_trade += 2 + *next_trade % 3;
+                        *next_trade
+                    }
+                    _ => {
+                        *next_trade += 1;
+                        *next_trade
+                    }
                 };
                 Command::ClearTrade(Trade {
                     trade_id: id,
