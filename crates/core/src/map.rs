@@ -296,14 +296,15 @@ pub const TRADE_ID_SPAN: u64 = 64;
 /// every id would be without the list. No order of ids costs more than the map alone would,
 /// but a bust of an id in the list (a binary search, rare).
 ///
-/// The layout follows only from the ids' order, so it is the same on every replica and after
-/// a replay or a snapshot's import (which inserts the trades in order).
+/// Its answers depend only on the ids and values it holds; its layout on their order too (a
+/// snapshot lists its trades in id order, so an imported index may hold in its list ids that
+/// the exporter's held in its map), which nothing reads.
 pub struct TradeIndex {
     /// The first id inserted: bit 0 of the bitmap (0 before the first).
     base: u64,
-    /// The ids in `[base, base + range)` are in the bitmap's range (every id before the first
-    /// is inserted, which makes it the list's first).
-    range: u64,
+    /// The largest offset from `base` in the bitmap's range (`u64::MAX` before the first id
+    /// is inserted: every id is in range then, so the first always goes to the list).
+    last_off: u64,
     /// Bit `id - base`: `id` is in the index (a bit is set only for an id of the range).
     bits: Box<[u64]>,
     /// The largest id in the list (0 before the first).
@@ -339,7 +340,7 @@ impl TradeIndex {
         let items = items_max.max(1);
         TradeIndex {
             base: 0,
-            range: u64::MAX,
+            last_off: u64::MAX,
             // SAFETY: all-zero u64s and u32s are valid.
             bits: unsafe { zeroed_slice((items as u64 * TRADE_ID_SPAN).div_ceil(64) as usize) },
             max: 0,
@@ -370,7 +371,7 @@ impl TradeIndex {
     /// bitmap's range.
     #[inline(always)]
     fn is_next(&self, id: u64) -> bool {
-        id > self.max && id - self.base < self.range
+        id > self.max && id - self.base <= self.last_off
     }
 
     /// `id`'s bit in the bitmap, if at or below the largest id (in the list's range, so
@@ -378,8 +379,8 @@ impl TradeIndex {
     #[inline(always)]
     fn late_bit(&self, id: u64) -> Option<(usize, u64)> {
         let off = id.wrapping_sub(self.base);
-        // `off <= max - base < range`: a word of the bitmap (`new` sized it for the range).
-        (id <= self.max && off < self.range).then_some(((off / 64) as usize, 1 << (off % 64)))
+        // `off <= max - base <= last_off`: a word of the bitmap (`new` sized it for the range).
+        (id <= self.max && off <= self.last_off).then_some(((off / 64) as usize, 1 << (off % 64)))
     }
 
     /// Where the id `id` (not 0) would go, or `None` if it is there already (a duplicate).
@@ -418,10 +419,10 @@ impl TradeIndex {
             TradeVacancy::Ascending => {
                 debug_assert!(self.is_next(id));
                 if self.ascending == 0 {
-                    (self.base, self.range) = (id, self.ids.len() as u64 * TRADE_ID_SPAN);
+                    (self.base, self.last_off) = (id, self.ids.len() as u64 * TRADE_ID_SPAN - 1);
                 }
                 let (off, n) = (id - self.base, self.ascending);
-                // SAFETY: `off < range`, which the bitmap spans (`new`); `n <= len < items_max
+                // SAFETY: `off <= last_off`, which the bitmap spans (`new`); `n <= len < items_max
                 // <= ids.len() == at.len()` (not full, checked above).
                 unsafe {
                     *self.bits.get_unchecked_mut((off / 64) as usize) |= 1 << (off % 64);
@@ -850,6 +851,21 @@ mod tests {
         // An id outside the range never moves the list's largest.
         assert_eq!(index.vacancy(41), Some(TradeVacancy::Ascending));
         assert_eq!((index.get(0), index.get(41)), (None, None));
+
+        // The largest ids: the first always starts the list, wherever the range then ends.
+        for first in [u64::MAX, u64::MAX - 5] {
+            let mut index = TradeIndex::new(4);
+            for id in [first, u64::MAX, u64::MAX - 7, u64::MAX - 6] {
+                if let Some(v) = index.vacancy(id) {
+                    index.insert(v, id, id as u32).unwrap();
+                }
+                assert_eq!((index.vacancy(id), index.get(id)), (None, Some(id as u32)), "{id}");
+            }
+            assert_eq!(index.ids[0], first);
+            for id in [first, u64::MAX, u64::MAX - 7, u64::MAX - 6] {
+                assert_eq!(index.vacancy(id), None, "{id} is held");
+            }
+        }
     }
 
     #[test]
