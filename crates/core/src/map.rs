@@ -820,6 +820,45 @@ mod tests {
         assert_eq!(kinds.len(), 3, "every kind of vacancy taken");
     }
 
+    proptest::proptest! {
+        /// Any sequence of ids (near the first, near the largest, anywhere), against a
+        /// `HashMap`, in a small index that fills up.
+        #[test]
+        fn the_trade_index_agrees_with_a_hash_map_for_any_ids(
+            steps in proptest::collection::vec((0u8..4, proptest::num::u64::ANY), 1..400),
+        ) {
+            let n = 256;
+            let mut index = TradeIndex::new(n);
+            let mut model = std::collections::HashMap::new();
+            let mut last = 1u64;
+            for (shape, x) in steps {
+                let id = match shape {
+                    0 => last.saturating_add(x % 8),
+                    1 => last.saturating_sub(x % 8),
+                    2 => u64::MAX - x % 8,
+                    _ => x,
+                }
+                .max(1);
+                last = id;
+                let v = index.vacancy(id);
+                proptest::prop_assert_eq!(v.is_none(), model.contains_key(&id));
+                if let Some(v) = v {
+                    let value = model.len() as u32;
+                    if model.len() == n {
+                        proptest::prop_assert_eq!(index.insert(v, id, value), Err(Full));
+                    } else {
+                        index.insert(v, id, value).unwrap();
+                        model.insert(id, value);
+                    }
+                }
+                proptest::prop_assert_eq!(index.get(id), model.get(&id).copied());
+            }
+            for (&id, &value) in &model {
+                proptest::prop_assert_eq!(index.get(id), Some(value));
+            }
+        }
+    }
+
     #[test]
     fn ids_in_order_skip_the_map_and_others_use_it() {
         let mut index = TradeIndex::new(16);
