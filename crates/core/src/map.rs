@@ -422,10 +422,11 @@ impl TradeIndex {
                     (self.base, self.last_off) = (id, self.ids.len() as u64 * TRADE_ID_SPAN - 1);
                 }
                 let (off, n) = (id - self.base, self.ascending);
-                // SAFETY: `off <= last_off`, which the bitmap spans (`new`); `n <= len < items_max
-                // <= ids.len() == at.len()` (not full, checked above).
+                // Checked: an id that is not the next (a caller's mistake) may be out of range.
+                self.bits[(off / 64) as usize] |= 1 << (off % 64);
+                // SAFETY: `n = ascending <= len < items_max <= ids.len() == at.len()` (not
+                // full, checked above; `len` counts every id of the list).
                 unsafe {
-                    *self.bits.get_unchecked_mut((off / 64) as usize) |= 1 << (off % 64);
                     *self.ids.get_unchecked_mut(n) = id;
                     *self.at.get_unchecked_mut(n) = index;
                 }
@@ -857,6 +858,16 @@ mod tests {
                 proptest::prop_assert_eq!(index.get(id), Some(value));
             }
         }
+    }
+
+    /// `insert` is safe to call wrongly: an "ascending" id far out of range panics, it does not
+    /// write past the bitmap.
+    #[test]
+    #[should_panic]
+    fn an_ascending_vacancy_for_an_id_out_of_range_panics() {
+        let mut index = TradeIndex::new(4);
+        index.insert(TradeVacancy::Ascending, 1_000, 0).unwrap();
+        let _ = index.insert(TradeVacancy::Ascending, 1_000 + 1_000 * TRADE_ID_SPAN, 1);
     }
 
     #[test]
