@@ -1469,10 +1469,12 @@ impl StateMachine {
         if t.buy == t.sell {
             return Err(Reject::SelfTrade);
         }
-        let hint = |h: u32| if h != NONE { Some(h) } else { None };
-        let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
-        let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
-        let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
+        // The batch's lookups ahead found all three (nearly every trade of a batch): no
+        // `Result` to unpack.
+        let [buy_row, sell_row, col] = match [hints.rows[0], hints.rows[1], hints.col] {
+            found if !found.contains(&NONE) => found,
+            _ => self.trade_lookups(t, hints)?,
+        };
         let Some(trade_at) = self.trade_index.vacancy(t.trade_id) else {
             return Err(Reject::Duplicate);
         };
@@ -1503,6 +1505,17 @@ impl StateMachine {
         // Its record goes into the digest when the digest is settled (`trades_hashed`).
         self.trades.push(TradeRecord { trade: *t, busted: false });
         Ok(())
+    }
+
+    /// A trade's buyer's and seller's rows and its instrument's column: the hints that were
+    /// found, and lookups for the others (`NONE`), in SPEC.md's reject order.
+    #[inline(never)]
+    fn trade_lookups(&self, t: &Trade, hints: &Legs) -> Result<[u32; 3], Reject> {
+        let hint = |h: u32| if h != NONE { Some(h) } else { None };
+        let buy_row = hint(hints.rows[0]).map_or_else(|| self.account_row(t.buy), Ok)?;
+        let sell_row = hint(hints.rows[1]).map_or_else(|| self.account_row(t.sell), Ok)?;
+        let col = hint(hints.col).map_or_else(|| self.instrument_col(t.instrument), Ok)?;
+        Ok([buy_row, sell_row, col])
     }
 
     fn bust_trade(&mut self, trade_id: TradeId) -> Result<(), Reject> {
