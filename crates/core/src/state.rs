@@ -34,11 +34,14 @@ pub const CHUNK_POSITIONS: usize = 4;
 /// Holder slots per 64-byte holder chunk (15 slots + the next-chunk index).
 pub const CHUNK_HOLDERS: usize = 15;
 /// Commands ahead whose positions `apply_batch` looks up (its second stage; its first
-/// prefetches their index slots twice this far ahead).
-pub const PREFETCH_DISTANCE: usize = 4;
+/// prefetches their index slots twice this far ahead). 8 (it was 4) takes ~10 % off a trade
+/// on the 1M-position book on a Zen 4 VM, and changes nothing on the cache-resident books; 12
+/// was no better and 16 worse (PERFORMANCE.md, twenty-seventh session).
+pub const PREFETCH_DISTANCE: usize = 8;
 /// Commands ahead whose accounts `apply_batch` prefetches (its third stage, after their
-/// positions: see `StateMachine::resolve_rows`).
-const ROW_DISTANCE: usize = PREFETCH_DISTANCE / 2;
+/// positions: see `StateMachine::resolve_rows`): the account's line, mostly from the L3,
+/// comes in time; a position's, from DRAM, needs the longer lead (4 here was slower, and 1).
+const ROW_DISTANCE: usize = 2;
 /// Holders ahead whose position and account lines a walk over an instrument's holders
 /// prefetches (`collect_holders`, `revalue_holders`, `settlement_price`): a holder's
 /// re-valuation is a few hundred instructions, a fetch from DRAM as long as several.
