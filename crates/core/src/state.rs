@@ -34,7 +34,7 @@ pub const CHUNK_POSITIONS: usize = 4;
 /// Holder slots per 64-byte holder chunk (15 slots + the next-chunk index).
 pub const CHUNK_HOLDERS: usize = 15;
 /// Commands ahead whose positions `apply_batch` looks up (its second stage; its first
-/// prefetches their index slots twice this far ahead). 8 (it was 4) takes ~10 % off a trade
+/// prefetches their index slots twice this far ahead). 8 (it was 4) takes 6-10 % off a trade
 /// on the 1M-position book on a Zen 4 VM, and changes nothing on the cache-resident books; 12
 /// was no better and 16 worse (PERFORMANCE.md, twenty-seventh session).
 pub const PREFETCH_DISTANCE: usize = 8;
@@ -1472,8 +1472,8 @@ impl StateMachine {
         if t.buy == t.sell {
             return Err(Reject::SelfTrade);
         }
-        // The batch's lookups ahead found all three (nearly every trade of a batch): no
-        // `Result` to unpack.
+        // The lookups made ahead (the batch's, or `apply`'s own) found all three, as for
+        // nearly every trade: no `Result` to unpack.
         let [buy_row, sell_row, col] = match [hints.rows[0], hints.rows[1], hints.col] {
             found if !found.contains(&NONE) => found,
             _ => self.trade_lookups(t, hints)?,
