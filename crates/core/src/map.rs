@@ -315,11 +315,8 @@ pub struct TradeIndex {
     at: Box<[u32]>,
     /// How many of `ids` and `at` are used.
     ascending: usize,
-    /// The ids that are not in the list, with their values.
+    /// The ids that are not in the list, with their values. Its item limit is the index's.
     others: FixedMap<SeqKey>,
-    /// Ids held (`ascending` plus the map's).
-    len: usize,
-    items_max: usize,
 }
 
 /// Where a new trade id goes ([`TradeIndex::vacancy`]).
@@ -350,21 +347,20 @@ impl TradeIndex {
             at: unsafe { zeroed_slice(items) },
             ascending: 0,
             others: FixedMap::new(items_max),
-            len: 0,
-            items_max,
         }
     }
 
+    /// Ids held: the list's and the map's.
     pub fn len(&self) -> usize {
-        self.len
+        self.ascending + self.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub fn is_full(&self) -> bool {
-        self.len >= self.items_max
+        self.len() >= self.others.items_max
     }
 
     /// Whether `id` (not 0) would be appended to the list: above every id so far, in the
@@ -424,8 +420,8 @@ impl TradeIndex {
                 let (off, n) = (id - self.base, self.ascending);
                 // Checked: an id that is not the next (a caller's mistake) may be out of range.
                 self.bits[(off / 64) as usize] |= 1 << (off % 64);
-                // SAFETY: `n = ascending <= len < items_max <= ids.len() == at.len()` (not
-                // full, checked above; `len` counts every id of the list).
+                // SAFETY: `n = ascending <= len() < items_max <= ids.len() == at.len()` (not
+                // full, checked above; `len()` counts every id of the list).
                 unsafe {
                     *self.ids.get_unchecked_mut(n) = id;
                     *self.at.get_unchecked_mut(n) = index;
@@ -439,7 +435,6 @@ impl TradeIndex {
             }
             TradeVacancy::Other(at) => self.others.insert_at(at, SeqKey(id), index)?,
         }
-        self.len += 1;
         Ok(())
     }
 
