@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use novate_benches::{latency_histogram, report, SplitMix, Timer};
 use novate_core::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 const PREFILL_PER_ACCOUNT: u64 = 5; // each prefill trade opens up to 2 positions
@@ -441,13 +442,22 @@ const FLOOR_LINES: usize = 6;
 /// multiplies, rotates and adds (117-129 ns an item here), about a cache-resident trade's time.
 const FLOOR_WORK: u32 = 100;
 
+/// Items the other core's prefetcher runs ahead of the measured core in the two-core memory
+/// floor: far enough that its lines have arrived when the measured core prefetches them
+/// (128-512 measured the same here), near enough that they are still in its 1 MiB L2 (256
+/// items of 6 lines are 96 KiB).
+const HELPER_LEAD: usize = 256;
+
 /// The memory floor of a trade on a book larger than the caches: `items` random 64-byte lines
 /// of a `FLOOR_TABLE_BYTES` table read and written, `lines` per item, each prefetched
 /// `2 * PREFETCH_DISTANCE` items ahead as `apply_batch` prefetches, then `work` rounds of
 /// compute that depends on no line (0: none): ns per item, the median of `reps`. With no work,
 /// what no layout touching that many random lines can beat here; with work, less the same work
 /// alone (`lines` 0), what the lines still cost when there is other work to hide them behind.
-fn memory_floor(lines: usize, items: usize, reps: usize, work: u32) -> f64 {
+/// With `helper`, the machine's other core prefetches every item's lines [`HELPER_LEAD`] items
+/// ahead of this one (the thread is pinned to CPU 0 and the helper to CPU 1 while timed): what
+/// the lines cost when both cores fetch them, as a lookup stage on the other core would.
+fn memory_floor(lines: usize, items: usize, reps: usize, work: u32, helper: bool) -> f64 {
     let n = FLOOR_TABLE_BYTES / 64;
     // SAFETY: all-zero bits are a valid [u64; 8].
     let mut table: Box<[[u64; 8]]> = unsafe { novate_core::map::zeroed_slice(n) };
@@ -458,30 +468,74 @@ fn memory_floor(lines: usize, items: usize, reps: usize, work: u32) -> f64 {
     let mut times = Vec::new();
     let mut acc = 0u64;
     let mut chains = [1u64, 2, 3, 4];
+    // The helper only prefetches (a hint, not an access): it holds the table's address, never a
+    // reference into it.
+    let base = table.as_ptr() as usize;
+    let progress = AtomicUsize::new(0);
+    if helper {
+        let _ = novate_mem::cpu::pin_current_thread(0);
+    }
     for _ in 0..=reps {
-        let t0 = Instant::now();
-        for i in 0..items {
-            for &j in idx.get((i + ahead) * lines..(i + ahead + 1) * lines).unwrap_or(&[]) {
-                novate_core::map::prefetch(&table[j as usize]);
+        progress.store(0, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            if helper {
+                s.spawn(|| prefetch_ahead(base, &idx, lines, &progress));
             }
-            for &j in &idx[i * lines..(i + 1) * lines] {
-                let line = &mut table[j as usize];
-                line[0] = line[0].wrapping_add(acc);
-                acc ^= line[1];
+            let t0 = Instant::now();
+            for i in 0..items {
+                if i % 16 == 0 {
+                    // Relaxed: it only paces the helper; no data is passed through it.
+                    progress.store(i, Ordering::Relaxed);
+                }
+                for &j in idx.get((i + ahead) * lines..(i + ahead + 1) * lines).unwrap_or(&[]) {
+                    novate_core::map::prefetch(&table[j as usize]);
+                }
+                for &j in &idx[i * lines..(i + 1) * lines] {
+                    let line = &mut table[j as usize];
+                    line[0] = line[0].wrapping_add(acc);
+                    acc ^= line[1];
+                }
+                let [mut a, mut b, mut c, mut d] = chains;
+                for _ in 0..work {
+                    a = a.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    b = b.rotate_left(7) ^ a;
+                    c = c.wrapping_add(b >> 3);
+                    d ^= c.wrapping_mul(3);
+                }
+                chains = black_box([a, b, c, d]);
             }
-            let [mut a, mut b, mut c, mut d] = chains;
-            for _ in 0..work {
-                a = a.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                b = b.rotate_left(7) ^ a;
-                c = c.wrapping_add(b >> 3);
-                d ^= c.wrapping_mul(3);
-            }
-            chains = black_box([a, b, c, d]);
-        }
-        times.push(t0.elapsed().as_secs_f64() * 1e9 / items as f64);
+            times.push(t0.elapsed().as_secs_f64() * 1e9 / items as f64);
+            progress.store(usize::MAX, Ordering::Relaxed); // the helper's loop ends
+        });
+    }
+    if helper {
+        let _ =
+            novate_mem::cpu::set_affinity(&(0..novate_mem::cpu::cpus_online()).collect::<Vec<_>>());
     }
     black_box(acc);
     median(times[1..].to_vec()) // the first round warms the TLB
+}
+
+/// The two-core memory floor's helper (on CPU 1): prefetches each item's lines of the table at
+/// `base`, at most [`HELPER_LEAD`] items ahead of the measured core's `progress`, until it has
+/// gone through every item or `progress` is `usize::MAX`.
+fn prefetch_ahead(base: usize, idx: &[u32], lines: usize, progress: &AtomicUsize) {
+    let _ = novate_mem::cpu::pin_current_thread(1);
+    for (i, item) in idx.chunks_exact(lines).enumerate() {
+        loop {
+            let at = progress.load(Ordering::Relaxed);
+            if at == usize::MAX {
+                return;
+            }
+            if i <= at + HELPER_LEAD {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        for &j in item {
+            novate_core::map::prefetch_ptr((base + 64 * j as usize) as *const u8);
+        }
+    }
 }
 
 /// The median cost of one timing of nothing: with [`Timer`] (the per-command timer) and, for
@@ -588,14 +642,17 @@ fn main() {
             );
         }
         if sc.name == "1m" {
-            let one = memory_floor(1, sz.n, sz.reps, 0);
-            let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps, 0);
-            let work = memory_floor(0, sz.n, sz.reps, FLOOR_WORK);
-            let behind = memory_floor(FLOOR_LINES, sz.n, sz.reps, FLOOR_WORK);
+            let one = memory_floor(1, sz.n, sz.reps, 0, false);
+            let floor = memory_floor(FLOOR_LINES, sz.n, sz.reps, 0, false);
+            let work = memory_floor(0, sz.n, sz.reps, FLOOR_WORK, false);
+            let behind = memory_floor(FLOOR_LINES, sz.n, sz.reps, FLOOR_WORK, false);
             // A layout that would touch fewer lines: a position found in its own hash table (no
             // index slot: 4).
-            let four = memory_floor(4, sz.n, sz.reps, 0);
-            let four_behind = memory_floor(4, sz.n, sz.reps, FLOOR_WORK);
+            let four = memory_floor(4, sz.n, sz.reps, 0, false);
+            let four_behind = memory_floor(4, sz.n, sz.reps, FLOOR_WORK, false);
+            // Both cores fetching the lines (a lookup stage on the other core).
+            let two_cores = memory_floor(FLOOR_LINES, sz.n, sz.reps, 0, true);
+            let two_cores_four = memory_floor(4, sz.n, sz.reps, 0, true);
             println!(
                 "memory floor (random 64 B lines of a {} MiB table, read and written, prefetched \
                  {} ahead, no computation): 1 line {one:.1} ns; {FLOOR_LINES} lines (a 1M-book \
@@ -616,6 +673,13 @@ fn main() {
                 "memory floor of another layout: 4 lines (a position in its own table, no index \
                  slot) {four:.1} ns, behind compute +{:.1} ns",
                 four_behind - work
+            );
+            println!(
+                "memory floor on two cores (the other core prefetching every line {HELPER_LEAD} \
+                 items ahead): {FLOOR_LINES} lines {two_cores:.1} ns (one core {floor:.1}), 4 \
+                 lines {two_cores_four:.1} ns (one core {four:.1}); 1m/uniform apply_batch / \
+                 two-core floor = {:.2}x",
+                uniform_batch / two_cores
             );
             big = Some((probe, prefill, setup));
         }
