@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod hash;
+pub mod lookahead;
 pub mod map;
 pub mod position;
 pub mod state;
@@ -13,6 +14,7 @@ pub mod units;
 pub mod valuation;
 
 pub use command::*;
+pub use lookahead::{LookupStage, JOB_MAX};
 pub use position::{value_batch, value_scalar, Book, Sums, Terms, Totals, Valued, WideSum};
 pub use state::*;
 pub use units::*;

@@ -4,6 +4,16 @@
 //! twice the item limit (load factor <= 0.5), so linear probing always finds an empty slot within
 //! a short run and every loop is bounded by the table size. The hash is fixed (no random seed):
 //! lookups are deterministic, and nothing is ever iterated in table order to produce output.
+//!
+//! A map's slots are atomic words, shared with its [`MapReader`]s: another thread may look keys
+//! up while the map's owner inserts (the batch's lookup stage on another core,
+//! [`crate::lookahead`]). Keys are only ever inserted, so a key a reader finds stays there with
+//! its value; a reader may miss a key inserted meanwhile.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A key with a reserved "empty" value.
 pub trait MapKey: Copy + Eq {
@@ -11,6 +21,9 @@ pub trait MapKey: Copy + Eq {
     const EMPTY: Self;
     fn hash64(&self) -> u64;
     fn is_zero(&self) -> bool;
+    /// The key as a slot stores it: a low word, never 0 but for the empty key's (the engine's
+    /// ids start at 1), and a high word.
+    fn words(&self) -> (u64, u32);
 }
 
 /// Murmur3's 64-bit finaliser: a fast, well-mixing bijection.
@@ -46,6 +59,10 @@ impl MapKey for u64 {
     fn is_zero(&self) -> bool {
         *self == 0
     }
+    #[inline(always)]
+    fn words(&self) -> (u64, u32) {
+        (*self, 0)
+    }
 }
 
 /// A key that usually arrives in increasing order (venue execution ids; the map of a
@@ -64,6 +81,10 @@ impl MapKey for SeqKey {
     }
     fn is_zero(&self) -> bool {
         self.0 == 0
+    }
+    #[inline(always)]
+    fn words(&self) -> (u64, u32) {
+        (self.0, 0)
     }
 }
 
@@ -93,13 +114,46 @@ impl MapKey for PairKey {
     fn is_zero(&self) -> bool {
         self.0 == [0; 3]
     }
+    /// The account (its id; 0 is no account's) and the instrument.
+    #[inline(always)]
+    fn words(&self) -> (u64, u32) {
+        (u64::from(self.0[0]) | u64::from(self.0[1]) << 32, self.0[2])
+    }
 }
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Entry<K> {
-    key: K,
-    val: u32,
+/// One slot: its key's low word (0: empty), and its key's high word in the low half of `hi`
+/// with the value in the high half. The owner writes `hi`, then `lo` with `Release`; a reader
+/// loads `lo` with `Acquire`, then `hi`. So a reader that sees a key's low word sees the rest
+/// of its slot, and a slot whose low word it sees as 0 is empty or still being written: a key
+/// it looks for cannot lie past it (linear probing, no removals: every slot between a key's
+/// home and its own was full when it was inserted). On x86-64 these loads and stores are plain
+/// moves.
+#[repr(C, align(16))]
+struct Slot {
+    lo: AtomicU64,
+    hi: AtomicU64,
+}
+
+/// The lookups of a [`FixedMap`], on the map's slots: the map's own ([`FixedMap`] derefs to
+/// it), or a copy for another thread ([`FixedMap::reader`]), which keeps the slots allocated.
+pub struct MapReader<K> {
+    /// The slots; `base` points at the first.
+    slots: Arc<Box<[Slot]>>,
+    base: NonNull<Slot>,
+    mask: usize,
+    _key: PhantomData<fn() -> K>,
+}
+
+// SAFETY: `base` points into `slots`, which the reader keeps alive (an `Arc`), and every access
+// through it is to an atomic word: the reader is as thread-safe as `Arc<Box<[Slot]>>` is.
+unsafe impl<K> Send for MapReader<K> {}
+// SAFETY: as above.
+unsafe impl<K> Sync for MapReader<K> {}
+
+impl<K> Clone for MapReader<K> {
+    fn clone(&self) -> Self {
+        MapReader { slots: self.slots.clone(), base: self.base, mask: self.mask, _key: PhantomData }
+    }
 }
 
 /// What [`FixedMap::find`] saw: the key's value, or the empty slot its probe ended on.
@@ -114,24 +168,146 @@ pub enum Probe {
 pub struct Full;
 
 pub struct FixedMap<K: MapKey> {
-    entries: Box<[Entry<K>]>,
-    mask: usize,
+    reader: MapReader<K>,
     len: usize,
     items_max: usize,
+}
+
+impl<K: MapKey> std::ops::Deref for FixedMap<K> {
+    type Target = MapReader<K>;
+    #[inline(always)]
+    fn deref(&self) -> &MapReader<K> {
+        &self.reader
+    }
+}
+
+impl<K: MapKey> MapReader<K> {
+    /// The slot `i & mask`, read without a bounds check: it is always in the table.
+    #[inline(always)]
+    fn slot(&self, i: usize) -> &Slot {
+        // SAFETY: `slots.len() == mask + 1` (both set in `FixedMap::new`, never changed), so
+        // `i & mask` is a slot of the allocation `slots` keeps alive.
+        unsafe { &*self.base.as_ptr().add(i & self.mask) }
+    }
+
+    #[inline]
+    fn home(&self, key: &K) -> usize {
+        key.hash64() as usize & self.mask
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<u32> {
+        self.get_hashed(key, key.hash64())
+    }
+
+    /// [`get`](Self::get) with `hash == FixedMap::hash(key)` computed before.
+    #[inline]
+    pub fn get_hashed(&self, key: &K, hash: u64) -> Option<u32> {
+        self.probe(key, hash).ok()
+    }
+
+    /// Look `key` up once: its value, or where a later [`FixedMap::insert_at`] can put it
+    /// without probing again (on a reader, the vacancy means nothing). A key whose low word is
+    /// 0 (the empty key) is never found.
+    #[inline]
+    pub fn find(&self, key: &K) -> Probe {
+        self.find_hashed(key, key.hash64())
+    }
+
+    /// [`find`](Self::find) with `hash == FixedMap::hash(key)` computed before.
+    #[inline]
+    pub fn find_hashed(&self, key: &K, hash: u64) -> Probe {
+        match self.probe(key, hash) {
+            Ok(v) => Probe::Found(v),
+            Err(at) => Probe::Vacant(at),
+        }
+    }
+
+    /// The linear probe for `key` from its home slot: its value, or the empty slot it ended
+    /// on (`& mask`).
+    #[inline(always)]
+    fn probe(&self, key: &K, hash: u64) -> Result<u32, usize> {
+        debug_assert_eq!(hash, key.hash64());
+        let (lo, hi) = key.words();
+        let mut i = hash as usize;
+        // Bounded by the table's size (`last`; an empty slot comes first anyway: the load
+        // factor is <= 0.5). Tested at the end, so that a key in its home slot (most are)
+        // costs no loop set-up.
+        let last = i.wrapping_add(self.mask);
+        loop {
+            let s = self.slot(i);
+            // Acquire: pairs with `insert_at`'s Release store of `lo` (see `Slot`).
+            let found = s.lo.load(Ordering::Acquire);
+            if found == 0 {
+                return Err(i & self.mask);
+            }
+            if found == lo {
+                // Relaxed: ordered after the Acquire load above.
+                let word = s.hi.load(Ordering::Relaxed);
+                if word as u32 == hi {
+                    return Ok((word >> 32) as u32);
+                }
+            }
+            if i == last {
+                return Err(i & self.mask);
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+
+    /// The table's memory (every slot), for [`populate`].
+    pub fn memory(&self) -> (*const u8, usize) {
+        (self.base.as_ptr().cast_const().cast(), (self.mask + 1) * std::mem::size_of::<Slot>())
+    }
+
+    /// Hint the CPU to load the key's home slot (no effect on results).
+    #[inline]
+    pub fn prefetch(&self, key: &K) {
+        self.prefetch_hashed(key.hash64());
+    }
+
+    /// [`prefetch`](Self::prefetch) the home slot of the key whose hash is `hash`.
+    #[inline]
+    pub fn prefetch_hashed(&self, hash: u64) {
+        prefetch(self.slot(hash as usize));
+    }
+
+    /// [`prefetch_hashed`](Self::prefetch_hashed), and the line after the home slot's too
+    /// when the home slot is in the second half of its line: a key found one or two slots
+    /// past its home (linear probing; at a load factor near 0.5 about a third of the keys
+    /// are) is then in a line prefetched as well.
+    #[inline]
+    pub fn prefetch_hashed_probe(&self, hash: u64) {
+        let i = hash as usize;
+        prefetch(self.slot(i));
+        // The same line when `i` is in its first half (16-byte slots, four to a line).
+        prefetch(self.slot(i + 2));
+    }
 }
 
 impl<K: MapKey> FixedMap<K> {
     /// A map holding at most `items_max` keys.
     pub fn new(items_max: usize) -> Self {
         let slots = (items_max.max(4) * 2).next_power_of_two();
-        assert!(K::EMPTY.is_zero(), "empty keys are all-zero bytes");
-        FixedMap {
-            // SAFETY: an all-zero entry is the EMPTY key (checked above) with value 0: valid.
-            entries: unsafe { zeroed_slice(slots) },
-            mask: slots - 1,
-            len: 0,
-            items_max,
-        }
+        assert!(K::EMPTY.is_zero() && K::EMPTY.words() == (0, 0), "empty keys are all-zero");
+        // SAFETY: all-zero atomic words are valid (an empty slot).
+        let table: Box<[Slot]> = unsafe { zeroed_slice(slots) };
+        let slots = Arc::new(table);
+        let (base, mask) = (NonNull::from(&slots[0]), slots_mask(&slots));
+        FixedMap { reader: MapReader { slots, base, mask, _key: PhantomData }, len: 0, items_max }
+    }
+
+    /// `key`'s hash, for a [`prefetch_hashed`](MapReader::prefetch_hashed) and the lookups
+    /// after it (`*_hashed`), so the key is hashed once for all of them.
+    #[inline]
+    pub fn hash(key: &K) -> u64 {
+        key.hash64()
+    }
+
+    /// A reader of this map's slots for another thread: it sees every key inserted before it
+    /// looks, and may or may not see one inserted while it looks (see [`Slot`]).
+    pub fn reader(&self) -> MapReader<K> {
+        self.reader.clone()
     }
 
     pub fn len(&self) -> usize {
@@ -146,82 +322,6 @@ impl<K: MapKey> FixedMap<K> {
         self.len >= self.items_max
     }
 
-    /// The entry in slot `i & mask`, read without a bounds check: it is always in the table.
-    #[inline(always)]
-    fn entry(&self, i: usize) -> &Entry<K> {
-        let i = i & self.mask;
-        debug_assert!(i < self.entries.len());
-        // SAFETY: `entries.len() == mask + 1` (both set in `new`, never changed), so
-        // `i & mask < entries.len()`.
-        unsafe { self.entries.get_unchecked(i) }
-    }
-
-    #[inline]
-    fn home(&self, key: &K) -> usize {
-        key.hash64() as usize & self.mask
-    }
-
-    /// `key`'s hash, for a [`prefetch_hashed`](Self::prefetch_hashed) and the lookups after
-    /// it (`*_hashed`), so the key is hashed once for all of them.
-    #[inline]
-    pub fn hash(key: &K) -> u64 {
-        key.hash64()
-    }
-
-    #[inline]
-    pub fn get(&self, key: &K) -> Option<u32> {
-        self.get_hashed(key, key.hash64())
-    }
-
-    /// [`get`](Self::get) with `hash == FixedMap::hash(key)` computed before.
-    #[inline]
-    pub fn get_hashed(&self, key: &K, hash: u64) -> Option<u32> {
-        debug_assert_eq!(hash, key.hash64());
-        if *key == K::EMPTY {
-            return None;
-        }
-        let mut i = hash as usize & self.mask;
-        // Bounded: the load factor is <= 0.5, so an empty slot exists.
-        for _ in 0..=self.mask {
-            let e = self.entry(i);
-            if e.key == *key {
-                return Some(e.val);
-            }
-            if e.key == K::EMPTY {
-                return None;
-            }
-            i = (i + 1) & self.mask;
-        }
-        None
-    }
-
-    /// Look `key` up once: its value, or where a later [`insert_at`](Self::insert_at) can
-    /// put it without probing again. `key` must not be the empty key.
-    #[inline]
-    pub fn find(&self, key: &K) -> Probe {
-        self.find_hashed(key, key.hash64())
-    }
-
-    /// [`find`](Self::find) with `hash == FixedMap::hash(key)` computed before.
-    #[inline]
-    pub fn find_hashed(&self, key: &K, hash: u64) -> Probe {
-        debug_assert!(*key != K::EMPTY);
-        debug_assert_eq!(hash, key.hash64());
-        let mut i = hash as usize & self.mask;
-        // Bounded: the load factor is <= 0.5, so an empty slot exists.
-        for _ in 0..=self.mask {
-            let e = self.entry(i);
-            if e.key == *key {
-                return Probe::Found(e.val);
-            }
-            if e.key == K::EMPTY {
-                break;
-            }
-            i = (i + 1) & self.mask;
-        }
-        Probe::Vacant(i)
-    }
-
     /// Insert a key that is not present. The caller checks `get` first.
     pub fn insert(&mut self, key: K, val: u32) -> Result<(), Full> {
         debug_assert!(key != K::EMPTY && self.get(&key).is_none());
@@ -230,52 +330,45 @@ impl<K: MapKey> FixedMap<K> {
     }
 
     /// Insert a key that is not present, starting the probe at `at`: its home slot, or the
-    /// vacancy a [`find`](Self::find) of it returned (still right if other keys were inserted
-    /// since: the probe goes on from there to the next empty slot).
+    /// vacancy a [`find`](MapReader::find) of it returned (still right if other keys were
+    /// inserted since: the probe goes on from there to the next empty slot).
+    ///
+    /// Panics if the key's low word is 0 (the engine's ids start at 1; see [`MapKey::words`]).
     #[inline]
     pub fn insert_at(&mut self, at: usize, key: K, val: u32) -> Result<(), Full> {
-        debug_assert!(key != K::EMPTY && self.get(&key).is_none());
+        debug_assert!(self.get(&key).is_none());
+        let (lo, hi) = key.words();
+        assert!(lo != 0, "a key's low word is never 0");
         if self.is_full() {
             return Err(Full);
         }
-        let mut i = at & self.mask;
-        while self.entry(i).key != K::EMPTY {
-            i = (i + 1) & self.mask;
+        let mut i = at;
+        while self.slot(i).lo.load(Ordering::Relaxed) != 0 {
+            i += 1;
         }
-        self.entries[i] = Entry { key, val };
+        let s = self.slot(i);
+        s.hi.store(u64::from(val) << 32 | u64::from(hi), Ordering::Relaxed);
+        // Release: a reader that sees `lo` sees `hi` (see `Slot`).
+        s.lo.store(lo, Ordering::Release);
         self.len += 1;
         Ok(())
     }
+}
 
-    /// The table's memory (every slot), for [`populate`].
-    pub fn memory(&self) -> (*const u8, usize) {
-        (self.entries.as_ptr().cast(), std::mem::size_of_val(&*self.entries))
+#[cfg(test)]
+impl<K: MapKey> MapReader<K> {
+    /// The key words in slot `i & mask`, if it holds a key.
+    fn words_at(&self, i: usize) -> Option<(u64, u32)> {
+        let s = self.slot(i);
+        let lo = s.lo.load(Ordering::Acquire);
+        (lo != 0).then(|| (lo, s.hi.load(Ordering::Relaxed) as u32))
     }
+}
 
-    /// Hint the CPU to load the key's home slot (no effect on results).
-    #[inline]
-    pub fn prefetch(&self, key: &K) {
-        prefetch(&self.entries[self.home(key)]);
-    }
-
-    /// [`prefetch`](Self::prefetch) the home slot of the key whose hash is `hash`.
-    #[inline]
-    pub fn prefetch_hashed(&self, hash: u64) {
-        // No bounds check: the slot is in the table anyway (`mask` is its length minus one).
-        prefetch_element(&self.entries, hash as usize & self.mask);
-    }
-
-    /// [`prefetch_hashed`](Self::prefetch_hashed), and the line after the home slot's too
-    /// when the home slot is in the second half of its line: a key found one or two slots
-    /// past its home (linear probing; at a load factor near 0.5 about a third of the keys
-    /// are) is then in a line prefetched as well.
-    #[inline]
-    pub fn prefetch_hashed_probe(&self, hash: u64) {
-        let i = hash as usize & self.mask;
-        prefetch_element(&self.entries, i);
-        // The same line when `i` is in its first half (16-byte entries or smaller).
-        prefetch_element(&self.entries, (i + 2) & self.mask);
-    }
+/// The index mask of a power-of-two table of slots.
+fn slots_mask(slots: &[Slot]) -> usize {
+    debug_assert!(slots.len().is_power_of_two());
+    slots.len() - 1
 }
 
 /// Ids per item of a [`TradeIndex`] that its bitmap spans: ids that average at most this far
@@ -657,7 +750,7 @@ mod tests {
         for k in &keys {
             let home = m.home(k);
             let mut i = home;
-            while m.entries[i].key != *k {
+            while m.words_at(i) != Some(k.words()) {
                 i = (i + 1) & m.mask;
             }
             let len = ((i + m.mask + 1 - home) & m.mask) + 1;
@@ -923,8 +1016,8 @@ mod tests {
         assert_eq!(m.get(&PairKey::new(2, 1)), Some(20));
         assert_eq!(m.get(&PairKey::new(1 << 32, 2)), Some(30));
         assert_eq!(m.get(&PairKey::new(1, 1)), None);
-        assert_eq!(std::mem::size_of::<Entry<PairKey>>(), 16);
-        assert_eq!(std::mem::size_of::<Entry<u64>>(), 16);
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+        assert_eq!(m.memory().1, 32 * 16);
     }
 
     /// A 64-byte-aligned block, as the state machine's positions and accounts are.

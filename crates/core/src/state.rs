@@ -24,10 +24,14 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::map::{prefetch_element, prefetch_element_bytes, FixedMap, PairKey, Probe, TradeIndex};
+use crate::lookahead::{LookupStage, Lookups, JOB_MAX};
+use crate::map::{
+    prefetch_element, prefetch_element_bytes, FixedMap, MapReader, PairKey, Probe, TradeIndex,
+};
 use crate::position::{Book, MarkedFill, MarkedUnit, Sums, Totals, Valued};
 use crate::units::*;
 use crate::valuation::{value_columns, Columns};
+use std::sync::Arc;
 
 /// Positions per allocation chunk: 4 x 64 B = 256 B, adjacent lines the prefetcher pulls in.
 pub const CHUNK_POSITIONS: usize = 4;
@@ -48,7 +52,7 @@ const ROW_DISTANCE: usize = 2;
 const HOLDER_DISTANCE: usize = 8;
 /// Events one ClearTrade or BustTrade can emit: cleared, 2 positions, 2 x (3 breaches + call).
 pub const TRADE_EVENTS_MAX: usize = 11;
-const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 /// A date known to be valid, to start the trade-date cache with (it must only ever hold one).
 const EPOCH_DATE: Date = 19700101;
 
@@ -649,14 +653,28 @@ pub struct InstrumentView {
 /// A CheckOrder's are its account's row and position's slot (the first of each) and the
 /// column.
 #[derive(Clone, Copy)]
-struct Legs {
+pub(crate) struct Legs {
     rows: [u32; 2],
     col: u32,
     slots: [u32; 2],
 }
 
 impl Legs {
-    const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
+    pub(crate) const NONE: Legs = Legs { rows: [NONE; 2], col: NONE, slots: [NONE; 2] };
+
+    /// The legs as three words (for [`LookupStage`]'s hints, atomic words).
+    #[inline(always)]
+    pub(crate) fn to_words(self) -> [u64; 3] {
+        let pair = |p: [u32; 2]| u64::from(p[0]) | u64::from(p[1]) << 32;
+        [pair(self.slots), pair(self.rows), u64::from(self.col)]
+    }
+
+    /// The legs of [`to_words`](Self::to_words).
+    #[inline(always)]
+    pub(crate) fn from_words(w: [u64; 3]) -> Legs {
+        let pair = |w: u64| [w as u32, (w >> 32) as u32];
+        Legs { slots: pair(w[0]), rows: pair(w[1]), col: w[2] as u32 }
+    }
 }
 
 /// A command's lookups made by [`StateMachine::resolve_ahead`], for
@@ -665,17 +683,98 @@ impl Legs {
 #[derive(Clone, Copy)]
 pub struct Resolved(Legs);
 
+/// The three indices a batch's lookups read: the state machine's own, or readers of them on
+/// another thread ([`LookupStage`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Indices<'a> {
+    pub(crate) positions: &'a MapReader<PairKey>,
+    pub(crate) accounts: &'a MapReader<u64>,
+    pub(crate) instruments: &'a MapReader<u64>,
+}
+
+impl Indices<'_> {
+    /// Look up the accounts, instrument and positions of a trade (or of a CheckOrder: as a
+    /// trade's buyer, with no seller) ahead of applying it; `found_position(slot)` and
+    /// `found_account(row)` are called for each position found, and each account found that
+    /// holds no position in the instrument (to prefetch their lines). Only hits are kept:
+    /// rows, columns and slots never move or disappear, so a hit is still true when the trade
+    /// is applied; a miss (an account or position that a command in between may create) is
+    /// looked up again then. `hashes` are the command's ([`IndexHashes::of`]); `last` is the
+    /// last instrument found (id, column; id 0, which no instrument has, before the first),
+    /// updated here.
+    ///
+    /// The batch's second stage: a holder's row and the column are left for the third
+    /// ([`StateMachine::resolve_rows`]), which reads them from the position found here; the
+    /// account index is read only for an account that does not hold the instrument, the
+    /// instrument index only when neither account holds it. (A CheckOrder reads its account's
+    /// second line too, its suspension, which the third stage does not prefetch: on a book
+    /// larger than the caches, one more line to wait for, mostly from the L3, than prefetching
+    /// it for every trade would cost the trades.)
+    #[inline(always)]
+    pub(crate) fn resolve(
+        self,
+        cmd: &Command,
+        hashes: &IndexHashes,
+        last: &mut (InstrumentId, u32),
+        mut found_position: impl FnMut(u32),
+        mut found_account: impl FnMut(u32),
+    ) -> Legs {
+        // A CheckOrder as a trade's buyer; its seller is account 0, which is none: its lookups
+        // find nothing.
+        let (accounts, instrument) = match *cmd {
+            Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument),
+            Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
+            _ => return Legs::NONE,
+        };
+        let mut h = Legs::NONE;
+        for (k, acct) in accounts.into_iter().enumerate() {
+            let key = PairKey::new(acct, instrument);
+            if let Some(s) = self.positions.get_hashed(&key, hashes.positions[k]) {
+                found_position(s);
+                h.slots[k] = s;
+            } else if let Some(r) = self.accounts.get_hashed(&acct, hashes.accounts[k]) {
+                found_account(r);
+                h.rows[k] = r;
+            }
+        }
+        // A position found names the column too (the third stage reads it).
+        if h.slots == [NONE; 2] {
+            h.col = resolve_col(self.instruments, instrument, last);
+        }
+        h
+    }
+}
+
+/// The column of `instrument` in `instruments` (`NONE` if absent); `last` is the last
+/// instrument found (id, column; id 0, which no instrument has, before the first), updated
+/// here.
+#[inline(always)]
+fn resolve_col(
+    instruments: &MapReader<u64>,
+    instrument: InstrumentId,
+    last: &mut (InstrumentId, u32),
+) -> u32 {
+    if instrument == last.0 {
+        return last.1;
+    }
+    let col = instruments.get(&u64::from(instrument)).unwrap_or(NONE);
+    if col != NONE {
+        *last = (instrument, col);
+    }
+    col
+}
+
 /// The hashes of a trade's keys in the state machine's indices (of a CheckOrder, its account
 /// and position as the buyer's, and account 0's, which is none, as the seller's; all zero for
 /// any other command): a pure function of the command, so any thread can compute them
 /// ([`Prepared`]). The batch path uses them for its prefetches, its lookups ahead and the
 /// trade's duplicate check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct IndexHashes {
+pub(crate) struct IndexHashes {
     /// Buyer and seller in the account index.
     accounts: [u64; 2],
     /// Buyer's and seller's positions in the position index.
-    positions: [u64; 2],
+    pub(crate) positions: [u64; 2],
     /// The trade's id (0 for any other command): the trade index reads its map for an id
     /// that is not the next in order, and hashes it then ([`TradeIndex`]).
     trade_id: u64,
@@ -684,7 +783,7 @@ struct IndexHashes {
 impl IndexHashes {
     /// The hashes of `cmd`'s keys.
     #[inline]
-    fn of(cmd: &Command) -> IndexHashes {
+    pub(crate) fn of(cmd: &Command) -> IndexHashes {
         match *cmd {
             Command::ClearTrade(ref t) => IndexHashes::of_trade(t),
             // As a trade's buyer's, with account 0 (none) as the seller.
@@ -777,6 +876,9 @@ pub struct StateMachine {
     /// The remembered trades whose records are in the digest: `trades[..trades_hashed]` (the
     /// others were cleared since it was last settled).
     trades_hashed: usize,
+    /// Readers of the three indices, lent to a [`LookupStage`]'s jobs
+    /// ([`apply_batch_on`](Self::apply_batch_on)).
+    lookups: Arc<Lookups>,
     /// Tests only: every leg of `book_legs` and every holder re-valued at a new mark through
     /// the exact path ([`leg`](Self::leg), [`revalue_holders`](Self::revalue_holders)), so
     /// that a test can hold the 64-bit legs to it.
@@ -794,14 +896,22 @@ impl StateMachine {
             return Err(LimitsError::TooLarge("positions_max"));
         }
         let a = limits.accounts_max as usize;
+        let account_index = FixedMap::new(a);
+        let instrument_index = FixedMap::new(limits.instruments_max as usize);
+        let position_index = FixedMap::new(limits.positions_max as usize);
+        let lookups = Arc::new(Lookups {
+            positions: position_index.reader(),
+            accounts: account_index.reader(),
+            instruments: instrument_index.reader(),
+        });
         Ok(StateMachine {
             limits,
-            account_index: FixedMap::new(a),
+            account_index,
             accounts: with_capacity_huge(a),
             row_ids: Vec::with_capacity(a),
-            instrument_index: FixedMap::new(limits.instruments_max as usize),
+            instrument_index,
             instruments: Vec::with_capacity(limits.instruments_max as usize),
-            position_index: FixedMap::new(limits.positions_max as usize),
+            position_index,
             // SAFETY: an all-zero Position is a flat book with indices 0: valid.
             positions: unsafe { crate::map::zeroed_slice(slots) },
             chunk_next: vec![NONE; chunks].into_boxed_slice(),
@@ -822,6 +932,7 @@ impl StateMachine {
             dirty_positions: Vec::with_capacity(limits.positions_max as usize),
             dirty_prices: Vec::with_capacity(limits.instruments_max as usize),
             trades_hashed: 0,
+            lookups,
             #[cfg(test)]
             exact_legs: false,
         })
@@ -1081,6 +1192,46 @@ impl StateMachine {
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>),
     ) {
         assert_eq!(batch.len(), hints.len(), "a hint for every command");
+        self.apply_hints(batch, |i| hints[i].0, |i, r, _| on_result(i, r));
+    }
+
+    /// [`apply_batch_with`](Self::apply_batch_with) with the lookups of its first two stages
+    /// made by `stage`'s thread, ahead of this one (see [`crate::lookahead`]): this thread
+    /// reads their hints, and prefetches the positions and accounts they name. The same
+    /// results, events and state as `apply_batch`. A batch of fewer than `2 *
+    /// PREFETCH_DISTANCE` commands is applied by `apply_batch` (handing it over would cost
+    /// more than its lookups); a longer one goes to the stage in jobs of [`JOB_MAX`].
+    pub fn apply_batch_on(
+        &mut self,
+        stage: &mut LookupStage,
+        batch: &[Sequenced],
+        mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
+    ) {
+        if batch.len() < 2 * PREFETCH_DISTANCE {
+            return self.apply_batch_with(batch, on_result);
+        }
+        for (k, chunk) in batch.chunks(JOB_MAX).enumerate() {
+            let mut job = stage.post(chunk, &self.lookups);
+            self.apply_hints(chunk, |i| job.hint(i), |i, r, sm| on_result(k * JOB_MAX + i, r, sm));
+            // `job`'s drop waits for the stage to be done with `chunk`.
+        }
+    }
+
+    /// Apply `batch` with the lookups `hint(i)` made for `batch[i]` ahead (asked for in
+    /// order, `PREFETCH_DISTANCE` commands ahead; any that a command before it may have
+    /// changed, a miss, is looked up again, as in `apply_batch`), prefetching the positions
+    /// and trade-id slots `PREFETCH_DISTANCE` ahead and the accounts (read from the
+    /// positions) `ROW_DISTANCE` ahead. Equivalent to `apply_batch`.
+    fn apply_hints(
+        &mut self,
+        batch: &[Sequenced],
+        mut hint: impl FnMut(usize) -> Legs,
+        mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
+    ) {
+        // The hints of commands i ..= i + PREFETCH_DISTANCE (the third stage fills in their
+        // rows and columns), in a ring whose size is a power of two.
+        const RING: usize = (PREFETCH_DISTANCE + 1).next_power_of_two() - 1;
+        let mut ring = [Legs::NONE; RING + 1];
         let prefetch = |sm: &StateMachine, h: &Legs, cmd: &Command| {
             for k in 0..2 {
                 if h.slots[k] != NONE {
@@ -1093,21 +1244,25 @@ impl StateMachine {
                 sm.trade_index.prefetch(t.trade_id);
             }
         };
-        for (h, s) in hints.iter().zip(batch).take(PREFETCH_DISTANCE) {
-            prefetch(self, &h.0, &s.cmd);
+        for (k, s) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
+            ring[k] = hint(k);
+            prefetch(self, &ring[k], &s.cmd);
         }
-        for h in hints.iter_mut().take(ROW_DISTANCE) {
-            self.resolve_rows(&mut h.0);
+        for h in ring.iter_mut().take(ROW_DISTANCE.min(batch.len())) {
+            self.resolve_rows(h);
         }
         for (i, s) in batch.iter().enumerate() {
-            if let Some(h) = hints.get(i + PREFETCH_DISTANCE) {
-                prefetch(self, &h.0, &batch[i + PREFETCH_DISTANCE].cmd);
+            if let Some(ahead) = batch.get(i + PREFETCH_DISTANCE) {
+                let k = (i + PREFETCH_DISTANCE) & RING;
+                ring[k] = hint(i + PREFETCH_DISTANCE);
+                prefetch(self, &ring[k], &ahead.cmd);
             }
-            if let Some(h) = hints.get_mut(i + ROW_DISTANCE) {
-                self.resolve_rows(&mut h.0);
+            if i + ROW_DISTANCE < batch.len() {
+                self.resolve_rows(&mut ring[(i + ROW_DISTANCE) & RING]);
             }
-            let ok = self.apply_hinted(&s.cmd, s.seq, s.ts, &hints[i].0).map(|_| ());
-            on_result(i, ok.map(|()| &self.events[..]));
+            let ok = self.apply_hinted(&s.cmd, s.seq, s.ts, &ring[i & RING]).map(|_| ());
+            let me = &*self;
+            on_result(i, ok.map(|()| &me.events[..]), me);
         }
     }
 
@@ -1193,33 +1348,26 @@ impl StateMachine {
         hashes: &IndexHashes,
         last: &mut (InstrumentId, u32),
     ) -> Legs {
-        // A CheckOrder as a trade's buyer; its seller is account 0, which is none: its lookups
-        // find nothing.
-        let (accounts, instrument) = match *cmd {
-            Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument),
-            Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
-            _ => return Legs::NONE,
+        let ix = Indices {
+            positions: &self.position_index,
+            accounts: &self.account_index,
+            instruments: &self.instrument_index,
         };
-        let mut h = Legs::NONE;
-        for (k, acct) in accounts.into_iter().enumerate() {
-            let key = PairKey::new(acct, instrument);
-            if let Some(s) = self.position_index.get_hashed(&key, hashes.positions[k]) {
+        ix.resolve(
+            cmd,
+            hashes,
+            last,
+            |s| {
                 if PREFETCH {
                     prefetch_element(&self.positions, s as usize);
                 }
-                h.slots[k] = s;
-            } else if let Some(r) = self.account_index.get_hashed(&acct, hashes.accounts[k]) {
+            },
+            |r| {
                 if PREFETCH {
                     prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_BYTES);
                 }
-                h.rows[k] = r;
-            }
-        }
-        // A position found names the column too (the third stage reads it).
-        if h.slots == [NONE; 2] {
-            h.col = self.resolve_col(instrument, last);
-        }
-        h
+            },
+        )
     }
 
     /// The batch's third stage: the rows of the holders whose positions the second found, and
@@ -1240,18 +1388,10 @@ impl StateMachine {
         }
     }
 
-    /// The column of `instrument` (`NONE` if absent); `last` is the last instrument found (id,
-    /// column; id 0, which no instrument has, before the first), updated here.
+    /// The column of `instrument` (`NONE` if absent); `last` as for [`Indices::resolve`].
     #[inline(always)]
     fn resolve_col(&self, instrument: InstrumentId, last: &mut (InstrumentId, u32)) -> u32 {
-        if instrument == last.0 {
-            return last.1;
-        }
-        let col = self.instrument_index.get(&u64::from(instrument)).unwrap_or(NONE);
-        if col != NONE {
-            *last = (instrument, col);
-        }
-        col
+        resolve_col(&self.instrument_index, instrument, last)
     }
 
     /// A lone trade's lookups (`last` as for [`resolve`](Self::resolve)): its rows from the

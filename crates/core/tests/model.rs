@@ -690,6 +690,21 @@ fn run(seed: u64, len: usize) {
     assert_eq!(split, results, "seed {seed}: the split batch differs");
     assert_eq!(sp.state_hash(), hash);
 
+    // The batch's lookups made on another thread (`apply_batch_on`), in batches of assorted
+    // sizes (shorter than the stage takes, within a job, over several jobs), apply the same.
+    let mut stage = LookupStage::new(|| {}).expect("the lookup stage's thread");
+    let mut on = StateMachine::new(LIMITS).unwrap();
+    let mut staged = Vec::with_capacity(log.len());
+    for chunk in log.chunks(1 + (seed % 2_111) as usize) {
+        let first = staged.len();
+        on.apply_batch_on(&mut stage, chunk, |i, r, _| {
+            assert_eq!(first + i, staged.len(), "results in order");
+            staged.push(r.map(|e| e.to_vec()));
+        });
+    }
+    assert_eq!(staged, results, "seed {seed}: apply_batch_on differs");
+    assert_eq!(on.state_hash(), hash);
+
     // Replaying the log into a fresh machine with other capacities gives the same hash.
     let mut r = StateMachine::new(Limits { accounts_max: 4_096, ..LIMITS }).unwrap();
     for s in &log {

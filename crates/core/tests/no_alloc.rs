@@ -6,6 +6,7 @@ use common::*;
 use novate_core::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Counting;
 
@@ -17,9 +18,20 @@ thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// This thread is a lookup stage's: its allocations also go to `STAGE_ALLOCATIONS`.
+    static STAGE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Allocations made by lookup stages' threads (set by their `on_start`).
+static STAGE_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
 fn count() {
     // `try_with`: a thread being torn down may still free/allocate after its TLS is gone.
     let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    if STAGE.try_with(Cell::get).unwrap_or(false) {
+        STAGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn allocations() -> u64 {
@@ -104,4 +116,24 @@ fn apply_and_apply_batch_never_allocate() {
     assert_eq!(after - before, 0, "apply allocated {} times", after - before);
     assert!(accepted > cmds.len() as u64 / 2, "the workload must mostly succeed: {accepted}");
     assert!(sm.positions_len() > 1_000, "{}", sm.positions_len());
+
+    // `apply_batch_on`, after start-up (the stage's thread started and served one job), on
+    // neither thread.
+    let mut on = StateMachine::new(limits).unwrap();
+    let mut stage = LookupStage::new(|| STAGE.with(|s| s.set(true))).unwrap();
+    let firsts: Vec<Sequenced> = first
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Sequenced { seq: i as u64 + 1, ts: 0, cmd: *c })
+        .collect();
+    let mut staged = 0u64;
+    on.apply_batch_on(&mut stage, &firsts[..100], |_, r, _| staged += u64::from(r.is_ok()));
+    let (before, stage_before) = (allocations(), STAGE_ALLOCATIONS.load(Ordering::Relaxed));
+    on.apply_batch_on(&mut stage, &firsts[100..], |_, r, _| staged += u64::from(r.is_ok()));
+    on.apply_batch_on(&mut stage, &batch, |_, r, _| staged += u64::from(r.is_ok()));
+    let (after, stage_after) = (allocations(), STAGE_ALLOCATIONS.load(Ordering::Relaxed));
+    assert_eq!(after - before, 0, "apply_batch_on allocated {} times", after - before);
+    assert_eq!(stage_after - stage_before, 0, "the stage allocated");
+    assert_eq!(staged, accepted, "apply_batch_on accepts what apply does");
+    assert_eq!(on.state_hash(), sm.state_hash());
 }

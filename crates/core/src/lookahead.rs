@@ -1,0 +1,273 @@
+//! A batch's lookups on another thread: [`LookupStage`], for
+//! [`StateMachine::apply_batch_on`](crate::StateMachine::apply_batch_on).
+//!
+//! `apply_batch` spends about a quarter of a cache-resident trade finding its positions (the
+//! hashes, the index probes and their prefetches). A lookup stage makes those lookups on a
+//! thread of its own, a few hundred commands ahead of the state machine's thread, which then
+//! applies each command with the hints as they come. The hints are the batch's own: only hits
+//! are kept, and a hit stays true (an index never moves or removes a key, see
+//! [`crate::map`]); a miss is looked up again when the command is applied, as `apply_batch`
+//! does. So results and state are exactly `apply_batch`'s, whatever the stage's thread saw and
+//! whenever it saw it: it only reads the indices, through their readers' atomic words.
+//!
+//! One job at a time: the state machine's thread posts a batch (at most [`JOB_MAX`] commands),
+//! the stage's thread publishes its hints in order, and the state machine's thread waits for
+//! the stage to be done with the batch before the batch's borrow ends (also when unwinding).
+
+use crate::map::{MapReader, PairKey};
+use crate::state::{IndexHashes, Indices, Legs, Sequenced, NONE, PREFETCH_DISTANCE};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Commands a job holds at most: `apply_batch_on` applies a longer batch in jobs of this many
+/// (the hints of one job: 24 KiB).
+pub const JOB_MAX: usize = 1024;
+
+/// The stage's thread publishes its progress after every this many commands (and at a job's
+/// end): each publication is a store the state machine's thread has to fetch from the other
+/// core.
+const PUBLISH_EVERY: usize = 8;
+
+/// Polls of an idle stage before its thread parks (~0.1-1 ms): back-to-back batches never
+/// wait for a wake-up; an idle engine does not keep a core busy.
+const SPINS_BEFORE_PARK: u32 = 1 << 14;
+
+/// Polls of a waiting state machine's thread between checks that the stage's thread is alive.
+const SPINS_PER_CHECK: u32 = 1 << 20;
+
+/// Readers of a state machine's three indices, for a stage's thread (the state machine keeps
+/// one, and lends it to each job).
+pub(crate) struct Lookups {
+    pub(crate) positions: MapReader<PairKey>,
+    pub(crate) accounts: MapReader<u64>,
+    pub(crate) instruments: MapReader<u64>,
+}
+
+impl Lookups {
+    fn indices(&self) -> Indices<'_> {
+        Indices {
+            positions: &self.positions,
+            accounts: &self.accounts,
+            instruments: &self.instruments,
+        }
+    }
+}
+
+/// A value on a cache line of its own (two: the adjacent-line prefetcher pairs them), so that
+/// one thread's writes do not take the line of another thread's value away.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// What the two threads share.
+struct Shared {
+    /// Jobs posted so far. The state machine's thread stores it (Release) after the job's
+    /// fields; the stage's thread loads it (Acquire) before reading them.
+    posted: Padded<AtomicU64>,
+    /// The job's batch (its first command and length) and the lookups it lends (an
+    /// `Arc<Lookups>` as a raw pointer: the stage's thread takes it back and drops it).
+    batch: AtomicPtr<Sequenced>,
+    len: AtomicUsize,
+    lookups: AtomicPtr<Lookups>,
+    /// Hints of the current job published so far. The stage's thread stores it (Release)
+    /// after the hints; the state machine's thread loads it (Acquire) before reading them.
+    ready: Padded<AtomicUsize>,
+    /// The last job the stage's thread is done with: it reads nothing of the batch after
+    /// storing it (Release; the state machine's thread loads it with Acquire).
+    finished: Padded<AtomicU64>,
+    /// Set once, when the stage is dropped (Release; loaded with Acquire by the stage's
+    /// thread, which then exits).
+    stop: AtomicBool,
+    /// Hint `i` of the current job: [`Legs::to_words`].
+    hints: Box<[[AtomicU64; 3]]>,
+}
+
+/// A thread that makes `apply_batch`'s lookups ahead of the state machine's thread (see the
+/// module's documentation). Give it to
+/// [`StateMachine::apply_batch_on`](crate::StateMachine::apply_batch_on); any state machine
+/// may use it, one batch at a time. Dropping it stops and joins its thread.
+pub struct LookupStage {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    /// Jobs posted so far (the state machine's thread's copy of `shared.posted`).
+    jobs: u64,
+}
+
+impl LookupStage {
+    /// Start the stage's thread; it first runs `on_start` (e.g. to pin itself to a CPU of its
+    /// own: it spins while batches come, and should not share a core with the state
+    /// machine's thread).
+    pub fn new(on_start: impl FnOnce() + Send + 'static) -> std::io::Result<LookupStage> {
+        let shared = Arc::new(Shared {
+            posted: Padded(AtomicU64::new(0)),
+            batch: AtomicPtr::new(std::ptr::null_mut()),
+            len: AtomicUsize::new(0),
+            lookups: AtomicPtr::new(std::ptr::null_mut()),
+            ready: Padded(AtomicUsize::new(0)),
+            finished: Padded(AtomicU64::new(0)),
+            stop: AtomicBool::new(false),
+            hints: (0..JOB_MAX).map(|_| Default::default()).collect(),
+        });
+        let theirs = shared.clone();
+        let thread =
+            std::thread::Builder::new().name("novate-lookups".into()).spawn(move || {
+                on_start();
+                run(&theirs);
+            })?;
+        Ok(LookupStage { shared, thread: Some(thread), jobs: 0 })
+    }
+
+    /// Post `batch` (at most [`JOB_MAX`] commands) to be looked up in `lookups`: its hints,
+    /// for the caller to read in order. The batch stays borrowed until the job is dropped,
+    /// which waits for the stage's thread to be done with it.
+    pub(crate) fn post<'a>(
+        &'a mut self,
+        batch: &'a [Sequenced],
+        lookups: &Arc<Lookups>,
+    ) -> Job<'a> {
+        assert!(batch.len() <= JOB_MAX, "a job holds at most JOB_MAX commands");
+        let s = &*self.shared;
+        // Relaxed: the Release store of `posted` below publishes them; the stage's thread is
+        // done with the job before (`Job`'s drop waited for `finished`), so nothing races.
+        s.batch.store(batch.as_ptr().cast_mut(), Ordering::Relaxed);
+        s.len.store(batch.len(), Ordering::Relaxed);
+        s.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
+        s.ready.0.store(0, Ordering::Relaxed);
+        self.jobs += 1;
+        s.posted.0.store(self.jobs, Ordering::Release);
+        if let Some(t) = &self.thread {
+            // A no-op unless the thread is parked (one atomic swap).
+            t.thread().unpark();
+        }
+        Job { stage: self, ready: 0, _batch: std::marker::PhantomData }
+    }
+
+    /// Spin until `done` says so; panics if the stage's thread has exited (it does not while
+    /// the stage lives, unless it panicked), rather than wait forever.
+    fn wait(&self, mut done: impl FnMut() -> bool) {
+        let mut spins = 0u32;
+        while !done() {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins == SPINS_PER_CHECK {
+                spins = 0;
+                let alive = self.thread.as_ref().is_some_and(|t| !t.is_finished());
+                assert!(alive || done(), "the lookup stage's thread has exited");
+            }
+        }
+    }
+}
+
+impl Drop for LookupStage {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// A posted job: its hints, in order ([`hint`](Self::hint)). Dropping it waits until the
+/// stage's thread is done with the batch.
+pub(crate) struct Job<'a> {
+    stage: &'a LookupStage,
+    /// Hints known to be published.
+    ready: usize,
+    _batch: std::marker::PhantomData<&'a [Sequenced]>,
+}
+
+impl Job<'_> {
+    /// The hint of the job's command `i` (waiting for it if the stage has not got there).
+    #[inline(always)]
+    pub(crate) fn hint(&mut self, i: usize) -> Legs {
+        let (stage, shared) = (self.stage, &*self.stage.shared);
+        if i >= self.ready {
+            stage.wait(|| {
+                // Acquire: pairs with the stage's Release store after the hints.
+                self.ready = shared.ready.0.load(Ordering::Acquire);
+                i < self.ready
+            });
+        }
+        // Relaxed: published by the Acquire load of `ready` above.
+        Legs::from_words(shared.hints[i].each_ref().map(|w| w.load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for Job<'_> {
+    fn drop(&mut self) {
+        let (stage, job) = (self.stage, self.stage.jobs);
+        // Acquire: the stage's reads of the batch happened before its Release store.
+        stage.wait(|| stage.shared.finished.0.load(Ordering::Acquire) == job);
+    }
+}
+
+/// The stage's thread: wait for a job, look its batch up, say so; until the stage is dropped.
+fn run(shared: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        let job = loop {
+            // Acquire: pairs with `post`'s Release store, after the job's fields.
+            let posted = shared.posted.0.load(Ordering::Acquire);
+            if posted != seen {
+                break posted;
+            }
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            spins += 1;
+            if spins < SPINS_BEFORE_PARK {
+                std::hint::spin_loop();
+            } else {
+                // Woken by `post` (or spuriously); a wake-up before the park is not lost.
+                std::thread::park();
+            }
+        };
+        seen = job;
+        let (ptr, len) = (shared.batch.load(Ordering::Relaxed), shared.len.load(Ordering::Relaxed));
+        // SAFETY: `post` stored a batch of `len` commands that stays borrowed until the job's
+        // drop has seen `finished == job`, stored below after the last read of it.
+        let batch = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
+        // SAFETY: `post` stored `Arc::into_raw` of a clone, once per job; taken back once here.
+        let lookups = unsafe { Arc::from_raw(shared.lookups.load(Ordering::Relaxed)) };
+        look_up(lookups.indices(), batch, &shared.hints, &shared.ready.0);
+        drop(lookups);
+        // Release: the reads of the batch above happen before the job's drop returns.
+        shared.finished.0.store(job, Ordering::Release);
+    }
+}
+
+/// The lookups of `batch`, as `apply_batch`'s first two stages make them (the index slots
+/// prefetched `2 * PREFETCH_DISTANCE` commands ahead, then probed), into `hints`, publishing
+/// `ready` as it goes. It does not prefetch the positions' or accounts' lines: the state
+/// machine's thread does, into its own caches.
+fn look_up(ix: Indices<'_>, batch: &[Sequenced], hints: &[[AtomicU64; 3]], ready: &AtomicUsize) {
+    const AHEAD: usize = 2 * PREFETCH_DISTANCE;
+    const RING: usize = (AHEAD + 1).next_power_of_two() - 1;
+    let mut hashes = [IndexHashes::default(); RING + 1];
+    let prefetch = |h: &IndexHashes| {
+        for p in h.positions {
+            ix.positions.prefetch_hashed_probe(p);
+        }
+    };
+    for (k, s) in batch.iter().enumerate().take(AHEAD) {
+        hashes[k] = IndexHashes::of(&s.cmd);
+        prefetch(&hashes[k]);
+    }
+    let mut last = (0, NONE);
+    for ((i, s), cell) in batch.iter().enumerate().zip(hints) {
+        if let Some(far) = batch.get(i + AHEAD) {
+            hashes[(i + AHEAD) & RING] = IndexHashes::of(&far.cmd);
+            prefetch(&hashes[(i + AHEAD) & RING]);
+        }
+        let legs = ix.resolve(&s.cmd, &hashes[i & RING], &mut last, |_| {}, |_| {});
+        for (w, v) in cell.iter().zip(legs.to_words()) {
+            // Relaxed: published by the Release store of `ready`.
+            w.store(v, Ordering::Relaxed);
+        }
+        if (i + 1) % PUBLISH_EVERY == 0 || i + 1 == batch.len() {
+            ready.store(i + 1, Ordering::Release);
+        }
+    }
+}
