@@ -156,7 +156,7 @@ impl<K> Clone for MapReader<K> {
     }
 }
 
-/// What [`FixedMap::find`] saw: the key's value, or the empty slot its probe ended on.
+/// What [`MapReader::find`] saw: the key's value, or the empty slot its probe ended on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     Found(u32),
@@ -305,7 +305,7 @@ impl<K: MapKey> FixedMap<K> {
     }
 
     /// A reader of this map's slots for another thread: it sees every key inserted before it
-    /// looks, and may or may not see one inserted while it looks (see [`Slot`]).
+    /// looks, and may or may not see one inserted while it looks (see the module documentation).
     pub fn reader(&self) -> MapReader<K> {
         self.reader.clone()
     }
