@@ -21,13 +21,22 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Commands a job holds at most: `apply_batch_on` applies a longer batch in jobs of this many
-/// (the hints of one job: 24 KiB).
+/// (a job's hints: 24 KiB, in one of two halves).
 pub const JOB_MAX: usize = 1024;
 
 /// The stage's thread publishes its progress after every this many commands (and at a job's
 /// end): each publication is a store the state machine's thread has to fetch from the other
 /// core.
 const PUBLISH_EVERY: usize = 8;
+
+/// Hints of the next job whose lines the stage takes ahead (see `run`): more than the state
+/// machine's thread waits for at a job's start (`PREFETCH_DISTANCE`).
+const PRETOUCH: usize = 64;
+
+/// Where job `k`'s hints start in `Shared::hints`.
+fn half(k: u64) -> usize {
+    (k & 1) as usize * JOB_MAX
+}
 
 /// Polls of an idle stage before its thread parks (~0.1-1 ms): back-to-back batches never
 /// wait for a wake-up; an idle engine does not keep a core busy.
@@ -59,16 +68,22 @@ impl Lookups {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// What the two threads share.
-struct Shared {
+/// The job posted last, on one line: the stage's thread reads it in one transfer.
+struct JobSlot {
     /// Jobs posted so far. The state machine's thread stores it (Release) after the job's
     /// fields; the stage's thread loads it (Acquire) before reading them.
-    posted: Padded<AtomicU64>,
+    posted: AtomicU64,
     /// The job's batch (its first command and length) and the lookups it lends (an
     /// `Arc<Lookups>` as a raw pointer: the stage's thread takes it back and drops it).
     batch: AtomicPtr<Sequenced>,
     len: AtomicUsize,
     lookups: AtomicPtr<Lookups>,
+}
+
+/// What the two threads share.
+struct Shared {
+    /// The job posted last.
+    job: Padded<JobSlot>,
     /// Hints of the current job published so far. The stage's thread stores it (Release)
     /// after the hints; the state machine's thread loads it (Acquire) before reading them.
     ready: Padded<AtomicUsize>,
@@ -78,7 +93,9 @@ struct Shared {
     /// Set once, when the stage is dropped (Release; loaded with Acquire by the stage's
     /// thread, which then exits).
     stop: AtomicBool,
-    /// Hint `i` of the current job: [`Legs::to_words`].
+    /// Hint `i` of job `k`, at `half(k) + i`: [`Legs::to_words`]. Two halves, one job's each,
+    /// so that the stage can take the lines of the next job's half from the state machine's
+    /// thread (which read them) while that thread reads this job's (see `run`).
     hints: Box<[[AtomicU64; 3]]>,
 }
 
@@ -99,14 +116,16 @@ impl LookupStage {
     /// machine's thread).
     pub fn new(on_start: impl FnOnce() + Send + 'static) -> std::io::Result<LookupStage> {
         let shared = Arc::new(Shared {
-            posted: Padded(AtomicU64::new(0)),
-            batch: AtomicPtr::new(std::ptr::null_mut()),
-            len: AtomicUsize::new(0),
-            lookups: AtomicPtr::new(std::ptr::null_mut()),
+            job: Padded(JobSlot {
+                posted: AtomicU64::new(0),
+                batch: AtomicPtr::new(std::ptr::null_mut()),
+                len: AtomicUsize::new(0),
+                lookups: AtomicPtr::new(std::ptr::null_mut()),
+            }),
             ready: Padded(AtomicUsize::new(0)),
             finished: Padded(AtomicU64::new(0)),
             stop: AtomicBool::new(false),
-            hints: (0..JOB_MAX).map(|_| Default::default()).collect(),
+            hints: (0..2 * JOB_MAX).map(|_| Default::default()).collect(),
         });
         let theirs = shared.clone();
         let thread =
@@ -126,20 +145,20 @@ impl LookupStage {
         lookups: &Arc<Lookups>,
     ) -> Job<'a> {
         assert!(batch.len() <= JOB_MAX, "a job holds at most JOB_MAX commands");
-        let s = &*self.shared;
+        let (s, j) = (&*self.shared, &self.shared.job.0);
         // Relaxed: the Release store of `posted` below publishes them; the stage's thread is
         // done with the job before (`Job`'s drop waited for `finished`), so nothing races.
-        s.batch.store(batch.as_ptr().cast_mut(), Ordering::Relaxed);
-        s.len.store(batch.len(), Ordering::Relaxed);
-        s.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
+        j.batch.store(batch.as_ptr().cast_mut(), Ordering::Relaxed);
+        j.len.store(batch.len(), Ordering::Relaxed);
+        j.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
         s.ready.0.store(0, Ordering::Relaxed);
         self.jobs += 1;
-        s.posted.0.store(self.jobs, Ordering::Release);
+        j.posted.store(self.jobs, Ordering::Release);
         if let Some(t) = &self.thread {
             // A no-op unless the thread is parked (one atomic swap).
             t.thread().unpark();
         }
-        Job { stage: self, ready: 0, _batch: std::marker::PhantomData }
+        Job { stage: self, half: half(self.jobs), ready: 0, _batch: std::marker::PhantomData }
     }
 
     /// Spin until `done` says so; panics if the stage's thread has exited (it does not while
@@ -172,6 +191,8 @@ impl Drop for LookupStage {
 /// stage's thread is done with the batch.
 pub(crate) struct Job<'a> {
     stage: &'a LookupStage,
+    /// Where its hints start in `hints`.
+    half: usize,
     /// Hints known to be published.
     ready: usize,
     _batch: std::marker::PhantomData<&'a [Sequenced]>,
@@ -190,7 +211,7 @@ impl Job<'_> {
             });
         }
         // Relaxed: published by the Acquire load of `ready` above.
-        Legs::from_words(shared.hints[i].each_ref().map(|w| w.load(Ordering::Relaxed)))
+        Legs::from_words(shared.hints[self.half + i].each_ref().map(|w| w.load(Ordering::Relaxed)))
     }
 }
 
@@ -209,7 +230,7 @@ fn run(shared: &Shared) {
         let mut spins = 0u32;
         let job = loop {
             // Acquire: pairs with `post`'s Release store, after the job's fields.
-            let posted = shared.posted.0.load(Ordering::Acquire);
+            let posted = shared.job.0.posted.load(Ordering::Acquire);
             if posted != seen {
                 break posted;
             }
@@ -225,16 +246,25 @@ fn run(shared: &Shared) {
             }
         };
         seen = job;
-        let (ptr, len) = (shared.batch.load(Ordering::Relaxed), shared.len.load(Ordering::Relaxed));
+        let j = &shared.job.0;
+        let (ptr, len) = (j.batch.load(Ordering::Relaxed), j.len.load(Ordering::Relaxed));
         // SAFETY: `post` stored a batch of `len` commands that stays borrowed until the job's
         // drop has seen `finished == job`, stored below after the last read of it.
         let batch = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
         // SAFETY: `post` stored `Arc::into_raw` of a clone, once per job; taken back once here.
-        let lookups = unsafe { Arc::from_raw(shared.lookups.load(Ordering::Relaxed)) };
-        look_up(lookups.indices(), batch, &shared.hints, &shared.ready.0);
+        let lookups = unsafe { Arc::from_raw(j.lookups.load(Ordering::Relaxed)) };
+        let (this, next) = (half(job), half(job + 1));
+        look_up(lookups.indices(), batch, &shared.hints[this..this + JOB_MAX], &shared.ready.0);
         drop(lookups);
         // Release: the reads of the batch above happen before the job's drop returns.
         shared.finished.0.store(job, Ordering::Release);
+        // The first hints of the next job go to lines that the state machine's thread read
+        // for the job before this one, and is done with (it posted this one after): take
+        // them now, not on the next job's critical start.
+        for cell in &shared.hints[next..next + PRETOUCH] {
+            // Relaxed: overwritten, then published, by the next job.
+            cell[0].store(0, Ordering::Relaxed);
+        }
     }
 }
 
