@@ -15,7 +15,7 @@
 //! the stage to be done with the batch before the batch's borrow ends (also when unwinding).
 
 use crate::map::{MapReader, PairKey};
-use crate::state::{IndexHashes, Indices, Legs, Sequenced, NONE, PREFETCH_DISTANCE};
+use crate::state::{BatchItem, IndexHashes, Indices, Legs, Sequenced, NONE, PREFETCH_DISTANCE};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -73,11 +73,31 @@ struct JobSlot {
     /// Jobs posted so far. The state machine's thread stores it (Release) after the job's
     /// fields; the stage's thread loads it (Acquire) before reading them.
     posted: AtomicU64,
-    /// The job's batch (its first command and length) and the lookups it lends (an
-    /// `Arc<Lookups>` as a raw pointer: the stage's thread takes it back and drops it).
-    batch: AtomicPtr<Sequenced>,
+    /// The job's batch (its first item and length), how to read an item of it (a
+    /// [`ReadItem`] as a raw pointer), and the lookups it lends (an `Arc<Lookups>` as a raw
+    /// pointer: the stage's thread takes it back and drops it).
+    batch: AtomicPtr<()>,
     len: AtomicUsize,
+    read: AtomicPtr<()>,
     lookups: AtomicPtr<Lookups>,
+}
+
+/// Item `i` of a batch of some [`BatchItem`] type starting at `base`: its command, and the
+/// hashes of its index keys (prepared, or computed now).
+///
+/// # Safety
+/// `base` points at a live slice of that type with more than `i` items, readable by this
+/// thread.
+type ReadItem = unsafe fn(base: *const (), i: usize) -> (*const Sequenced, IndexHashes);
+
+/// [`ReadItem`] for a batch of `T`.
+///
+/// # Safety
+/// As for [`ReadItem`], with `T` the slice's type.
+unsafe fn read_item<T: BatchItem>(base: *const (), i: usize) -> (*const Sequenced, IndexHashes) {
+    // SAFETY: the caller's (see `ReadItem`).
+    let item = unsafe { &*base.cast::<T>().add(i) }.item();
+    (item.sequenced(), item.index_hashes())
 }
 
 /// What the two threads share.
@@ -120,6 +140,7 @@ impl LookupStage {
                 posted: AtomicU64::new(0),
                 batch: AtomicPtr::new(std::ptr::null_mut()),
                 len: AtomicUsize::new(0),
+                read: AtomicPtr::new(std::ptr::null_mut()),
                 lookups: AtomicPtr::new(std::ptr::null_mut()),
             }),
             ready: Padded(AtomicUsize::new(0)),
@@ -139,17 +160,18 @@ impl LookupStage {
     /// Post `batch` (at most [`JOB_MAX`] commands) to be looked up in `lookups`: its hints,
     /// for the caller to read in order. The batch stays borrowed until the job is dropped,
     /// which waits for the stage's thread to be done with it.
-    pub(crate) fn post<'a>(
+    pub(crate) fn post<'a, T: BatchItem + Sync>(
         &'a mut self,
-        batch: &'a [Sequenced],
+        batch: &'a [T],
         lookups: &Arc<Lookups>,
     ) -> Job<'a> {
         assert!(batch.len() <= JOB_MAX, "a job holds at most JOB_MAX commands");
         let (s, j) = (&*self.shared, &self.shared.job.0);
         // Relaxed: the Release store of `posted` below publishes them; the stage's thread is
         // done with the job before (`Job`'s drop waited for `finished`), so nothing races.
-        j.batch.store(batch.as_ptr().cast_mut(), Ordering::Relaxed);
+        j.batch.store(batch.as_ptr().cast::<()>().cast_mut(), Ordering::Relaxed);
         j.len.store(batch.len(), Ordering::Relaxed);
+        j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
         j.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
         s.ready.0.store(0, Ordering::Relaxed);
         self.jobs += 1;
@@ -195,7 +217,7 @@ pub(crate) struct Job<'a> {
     half: usize,
     /// Hints known to be published.
     ready: usize,
-    _batch: std::marker::PhantomData<&'a [Sequenced]>,
+    _batch: std::marker::PhantomData<&'a [()]>,
 }
 
 impl Job<'_> {
@@ -247,14 +269,21 @@ fn run(shared: &Shared) {
         };
         seen = job;
         let j = &shared.job.0;
-        let (ptr, len) = (j.batch.load(Ordering::Relaxed), j.len.load(Ordering::Relaxed));
-        // SAFETY: `post` stored a batch of `len` commands that stays borrowed until the job's
-        // drop has seen `finished == job`, stored below after the last read of it.
-        let batch = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
+        // SAFETY: `post` stored a `ReadItem` (`read_item::<T>`) as a pointer.
+        let read =
+            unsafe { std::mem::transmute::<*mut (), ReadItem>(j.read.load(Ordering::Relaxed)) };
+        // `post` stored a batch of `len` items of the type `read` reads, which stays borrowed
+        // (and is `Sync`) until the job's drop has seen `finished == job`, stored below after
+        // the last read of it.
+        let batch = Batch {
+            base: j.batch.load(Ordering::Relaxed),
+            len: j.len.load(Ordering::Relaxed),
+            read,
+        };
         // SAFETY: `post` stored `Arc::into_raw` of a clone, once per job; taken back once here.
         let lookups = unsafe { Arc::from_raw(j.lookups.load(Ordering::Relaxed)) };
         let (this, next) = (half(job), half(job + 1));
-        look_up(lookups.indices(), batch, &shared.hints[this..this + JOB_MAX], &shared.ready.0);
+        look_up(lookups.indices(), &batch, &shared.hints[this..this + JOB_MAX], &shared.ready.0);
         drop(lookups);
         // Release: the reads of the batch above happen before the job's drop returns.
         shared.finished.0.store(job, Ordering::Release);
@@ -268,35 +297,57 @@ fn run(shared: &Shared) {
     }
 }
 
+/// A job's batch, as the stage's thread reads it.
+struct Batch {
+    base: *const (),
+    len: usize,
+    read: ReadItem,
+}
+
+impl Batch {
+    /// Item `i` (`< len`): its command and the hashes of its index keys.
+    #[inline(always)]
+    fn get(&self, i: usize) -> (&Sequenced, IndexHashes) {
+        debug_assert!(i < self.len);
+        // SAFETY: `base` and `read` are a job's, whose batch of `len` items stays borrowed
+        // while the job runs (see `run`); `i < len`.
+        let (s, h) = unsafe { (self.read)(self.base, i) };
+        // SAFETY: a command of that batch.
+        (unsafe { &*s }, h)
+    }
+}
+
 /// The lookups of `batch`, as `apply_batch`'s first two stages make them (the index slots
 /// prefetched `2 * PREFETCH_DISTANCE` commands ahead, then probed), into `hints`, publishing
 /// `ready` as it goes. It does not prefetch the positions' or accounts' lines: the state
 /// machine's thread does, into its own caches.
-fn look_up(ix: Indices<'_>, batch: &[Sequenced], hints: &[[AtomicU64; 3]], ready: &AtomicUsize) {
+fn look_up(ix: Indices<'_>, batch: &Batch, hints: &[[AtomicU64; 3]], ready: &AtomicUsize) {
     const AHEAD: usize = 2 * PREFETCH_DISTANCE;
     const RING: usize = (AHEAD + 1).next_power_of_two() - 1;
     let mut hashes = [IndexHashes::default(); RING + 1];
-    let prefetch = |h: &IndexHashes| {
+    // Item `k`'s hashes, its position-index slots prefetched.
+    let ahead = |k: usize| {
+        let (_, h) = batch.get(k);
         for p in h.positions {
             ix.positions.prefetch_hashed_probe(p);
         }
+        h
     };
-    for (k, s) in batch.iter().enumerate().take(AHEAD) {
-        hashes[k] = IndexHashes::of(&s.cmd);
-        prefetch(&hashes[k]);
+    for k in 0..batch.len.min(AHEAD) {
+        hashes[k] = ahead(k);
     }
     let mut last = (0, NONE);
-    for ((i, s), cell) in batch.iter().enumerate().zip(hints) {
-        if let Some(far) = batch.get(i + AHEAD) {
-            hashes[(i + AHEAD) & RING] = IndexHashes::of(&far.cmd);
-            prefetch(&hashes[(i + AHEAD) & RING]);
+    for (i, cell) in hints.iter().enumerate().take(batch.len) {
+        if i + AHEAD < batch.len {
+            hashes[(i + AHEAD) & RING] = ahead(i + AHEAD);
         }
+        let (s, _) = batch.get(i);
         let legs = ix.resolve(&s.cmd, &hashes[i & RING], &mut last, |_| {}, |_| {});
         for (w, v) in cell.iter().zip(legs.to_words()) {
             // Relaxed: published by the Release store of `ready`.
             w.store(v, Ordering::Relaxed);
         }
-        if (i + 1) % PUBLISH_EVERY == 0 || i + 1 == batch.len() {
+        if (i + 1) % PUBLISH_EVERY == 0 || i + 1 == batch.len {
             ready.store(i + 1, Ordering::Release);
         }
     }

@@ -527,7 +527,7 @@ impl<'a> Item<'a> {
 
     /// The hashes of the command's index keys: the prepared ones, or computed now.
     #[inline]
-    fn index_hashes(self) -> IndexHashes {
+    pub(crate) fn index_hashes(self) -> IndexHashes {
         match self {
             Item::Prepared(Prepared { h: Some(h), .. }) => *h,
             _ => IndexHashes::of(&self.sequenced().cmd),
@@ -1201,10 +1201,10 @@ impl StateMachine {
     /// results, events and state as `apply_batch`. A batch of fewer than `2 *
     /// PREFETCH_DISTANCE` commands is applied by `apply_batch` (handing it over would cost
     /// more than its lookups); a longer one goes to the stage in jobs of [`JOB_MAX`].
-    pub fn apply_batch_on(
+    pub fn apply_batch_on<T: BatchItem + Sync>(
         &mut self,
         stage: &mut LookupStage,
-        batch: &[Sequenced],
+        batch: &[T],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
         if batch.len() < 2 * PREFETCH_DISTANCE {
@@ -1222,9 +1222,9 @@ impl StateMachine {
     /// changed, a miss, is looked up again, as in `apply_batch`), prefetching the positions
     /// and trade-id slots `PREFETCH_DISTANCE` ahead and the accounts (read from the
     /// positions) `ROW_DISTANCE` ahead. Equivalent to `apply_batch`.
-    fn apply_hints(
+    fn apply_hints<T: BatchItem>(
         &mut self,
-        batch: &[Sequenced],
+        batch: &[T],
         mut hint: impl FnMut(usize) -> Legs,
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
@@ -1246,16 +1246,17 @@ impl StateMachine {
         };
         for (k, s) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
             ring[k] = hint(k);
-            prefetch(self, &ring[k], &s.cmd);
+            prefetch(self, &ring[k], &s.item().sequenced().cmd);
         }
         for h in ring.iter_mut().take(ROW_DISTANCE.min(batch.len())) {
             self.resolve_rows(h);
         }
-        for (i, s) in batch.iter().enumerate() {
+        for (i, item) in batch.iter().enumerate() {
+            let s = item.item().sequenced();
             if let Some(ahead) = batch.get(i + PREFETCH_DISTANCE) {
                 let k = (i + PREFETCH_DISTANCE) & RING;
                 ring[k] = hint(i + PREFETCH_DISTANCE);
-                prefetch(self, &ring[k], &ahead.cmd);
+                prefetch(self, &ring[k], &ahead.item().sequenced().cmd);
             }
             if i + ROW_DISTANCE < batch.len() {
                 self.resolve_rows(&mut ring[(i + ROW_DISTANCE) & RING]);
