@@ -333,8 +333,8 @@ fn look_up(ix: Indices<'_>, batch: &Batch, hints: &[[AtomicU64; 3]], ready: &Ato
         }
         h
     };
-    for k in 0..batch.len.min(AHEAD) {
-        hashes[k] = ahead(k);
+    for (k, h) in hashes.iter_mut().enumerate().take(batch.len.min(AHEAD)) {
+        *h = ahead(k);
     }
     let mut last = (0, NONE);
     for (i, cell) in hints.iter().enumerate().take(batch.len) {
