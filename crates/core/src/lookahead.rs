@@ -183,6 +183,11 @@ impl LookupStage {
         Job { stage: self, half: half(self.jobs), ready: 0, _batch: std::marker::PhantomData }
     }
 
+    /// Jobs posted so far (a batch of more than [`JOB_MAX`] commands is several).
+    pub fn jobs(&self) -> u64 {
+        self.jobs
+    }
+
     /// Spin until `done` says so; panics if the stage's thread has exited (it does not while
     /// the stage lives, unless it panicked), rather than wait forever.
     fn wait(&self, mut done: impl FnMut() -> bool) {

@@ -114,6 +114,14 @@ pub struct ThreadsSection {
     pub pin: Vec<usize>,
     /// SCHED_FIFO priority for the pipeline threads (0 = leave the default scheduler).
     pub fifo_priority: i32,
+    /// A lookup stage: a thread that makes each batch's index lookups (its positions' slots)
+    /// ahead of the state machine's thread, which then applies the batch with them
+    /// (`StateMachine::apply_batch_on`; batches of 16 commands or more). Off by default: the
+    /// stage spins while batches come, so it wants a core of its own, which a 2-core machine
+    /// does not have beside the other stages.
+    pub lookup_stage: bool,
+    /// The CPU to pin the lookup stage's thread to (with `lookup_stage`); none: not pinned.
+    pub lookup_cpu: Option<usize>,
     pub huge_pages: HugePages,
     /// Commit the state machine's tables at start-up, at their full capacity
     /// (`StateMachine::prefault`), so that no command pays a page fault on first touch
@@ -130,6 +138,8 @@ impl Default for ThreadsSection {
             combine: true,
             pin: Vec::new(),
             fifo_priority: 0,
+            lookup_stage: false,
+            lookup_cpu: None,
             huge_pages: HugePages::Normal,
             prefault: false,
         }
@@ -283,6 +293,9 @@ impl Config {
                 "give three CPUs (sequencer, state machine, egress) or none",
             ));
         }
+        if self.threads.lookup_cpu.is_some() && !self.threads.lookup_stage {
+            return Err(err("threads.lookup_cpu", "set threads.lookup_stage = true to use it"));
+        }
         if !(0..=99).contains(&self.threads.fifo_priority) {
             return Err(err("threads.fifo_priority", "must be in 0..=99"));
         }
@@ -395,6 +408,11 @@ mod tests {
         assert_eq!(e.key, "net.listen");
         let e = Config::from_toml("[engine]\nbatch_max = 0\n").unwrap_err();
         assert_eq!(e.key, "engine.batch_max");
+        let e = Config::from_toml("[threads]\nlookup_cpu = 1\n").unwrap_err();
+        assert_eq!(e.key, "threads.lookup_cpu");
+        let c = Config::from_toml("[threads]\nlookup_stage = true\nlookup_cpu = 1\n").unwrap();
+        assert_eq!((c.threads.lookup_stage, c.threads.lookup_cpu), (true, Some(1)));
+        assert!(!Config::default().threads.lookup_stage);
         let e = Config::from_toml("[threads]\ncombine = \"no\"\n").unwrap_err();
         assert_eq!(e.key, "threads.combine");
         let c = Config::from_toml("[threads]\nstages = \"fused\"\ncombine = false\n").unwrap();

@@ -39,8 +39,8 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use novate_core::{
-    BatchItem, Command, Event, Item, Nanos, Prepared, Reject, Seq, Sequenced, Snapshot,
-    StateMachine,
+    BatchItem, Command, Event, Item, LookupStage, Nanos, Prepared, Reject, Seq, Sequenced,
+    Snapshot, StateMachine,
 };
 use novate_ring::{mpsc, spsc, WaitStrategy, Waiter};
 
@@ -377,6 +377,9 @@ pub struct Metrics {
     /// Records of the state digest hashed while the state machine had no command to apply
     /// (`StateMachine::settle_some`), so that a hash query or snapshot has fewer left.
     pub idle_settled: AtomicU64,
+    /// Jobs the lookup stage has taken (`threads.lookup_stage`): batches applied with its
+    /// lookups (a batch of more than `novate_core::JOB_MAX` commands is several).
+    pub lookup_jobs: AtomicU64,
 }
 
 /// Add `n` to a counter that one stage writes (the stage's thread, or whoever holds the fused
@@ -668,7 +671,24 @@ impl Engine {
         let fused_stages = cfg.fused().map_err(|e| EngineError::Config(e.to_string()))?;
         let combine = fused_stages && cfg.threads.combine && !journal.commit_waits();
         let final_report = Arc::new(Mutex::new(None));
-        let sm_thread = |sm, publisher, snapshots, fr, spares| SmThread {
+        // The lookup stage's thread reports where it runs when it starts.
+        let (lookups, lookups_report) = if cfg.threads.lookup_stage {
+            let (tx, rx) = std_mpsc::channel::<String>();
+            let cpu = cfg.threads.lookup_cpu;
+            let stage = LookupStage::new(move || {
+                let place = match cpu {
+                    Some(cpu) => novate_mem::pin_current_thread(cpu).to_string(),
+                    None => "not pinned".into(),
+                };
+                let _ = tx.send(format!("lookup stage: {place}"));
+            })
+            .map_err(EngineError::Io)?;
+            (Some(stage), Some(rx))
+        } else {
+            (None, None)
+        };
+        let mut lookups = Some(lookups);
+        let mut sm_thread = |sm, publisher, snapshots, fr, spares| SmThread {
             sm,
             publisher,
             views: views.clone(),
@@ -679,6 +699,7 @@ impl Engine {
             batch_max: e.batch_max,
             final_report: fr,
             outs: Vec::with_capacity(e.batch_max * OUTS_PER_COMMAND),
+            lookups: lookups.take().flatten(),
         };
         // Split: the sequencer's thread hashes a batch's index keys for the state machine's.
         // Fused, one thread does both: hashing ahead would only move the work and copy it.
@@ -788,6 +809,12 @@ impl Engine {
         }
         for line in rx_report.iter() {
             report.lines.push(line);
+        }
+        if let Some(rx) = lookups_report {
+            report.lines.push(
+                rx.recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|_| "lookup stage: did not start".into()),
+            );
         }
         // Each thread records its handle first thing; wait for them so wake-ups are never lost.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1307,6 +1334,8 @@ struct SmThread {
     final_report: Arc<Mutex<Option<ShutdownReport>>>,
     /// The run's answers and events, held until its views are published.
     outs: Vec<Out>,
+    /// The lookup stage (`threads.lookup_stage`), which makes each run's lookups ahead.
+    lookups: Option<LookupStage>,
 }
 
 /// Where the state machine's answers and events go: the egress thread's ring (waiting for
@@ -1417,7 +1446,7 @@ impl SmThread {
         let outs = &mut self.outs;
         let mut rejects = 0u64;
         let mut events = 0u64;
-        self.sm.apply_batch_with(cmds, |i, r, sm| {
+        let on_result = |i: usize, r: Result<&[Event], Reject>, sm: &StateMachine| {
             let Entry::Cmd { p, sink, request_id } = cmds[i] else { return };
             let s = *p.sequenced();
             let kind = match r {
@@ -1441,7 +1470,14 @@ impl SmThread {
                 }
             };
             outs.push(Out::Answer { sink, answer: AnswerRun::one(request_id, kind) });
-        });
+        };
+        match &mut self.lookups {
+            Some(stage) => {
+                self.sm.apply_batch_on(stage, cmds, on_result);
+                shared.metrics.lookup_jobs.store(stage.jobs(), Ordering::Relaxed);
+            }
+            None => self.sm.apply_batch_with(cmds, on_result),
+        }
         let last = cmds.last().map_or(0, |e| e.item().sequenced().seq);
         self.publisher.publish(&self.sm, &self.views, last);
         // Only now do the answers and events go out: whoever sees one (a client spinning on

@@ -280,6 +280,89 @@ fn every_view_matches_the_state_machine_through_a_random_stream() {
     }
 }
 
+/// `threads.lookup_stage`: runs of 16 commands or more are applied with their lookups made
+/// on the stage's thread (`StateMachine::apply_batch_on`), while the state machine opens the
+/// positions they look up. The answers and the state are those of the engine without it, with
+/// split stages and fused.
+#[test]
+fn the_lookup_stage_gives_the_same_answers_and_state() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let run = |stages: &str, lookup_stage: bool| {
+        let mut c = cfg();
+        c.threads.stages = stages.into();
+        c.threads.lookup_stage = lookup_stage;
+        c.engine.positions_max = 2_048;
+        c.engine.ingress_ring = 1_024;
+        c.engine.apply_ring = 1_024;
+        c.engine.egress_ring = 1_024;
+        c.engine.batch_max = 128;
+        c.engine.client_inflight_max = 1_024;
+        let e = start(&c);
+        let mut cl = e.client();
+        let (accounts, instruments) = (60u64, 16u32);
+        for id in 1..=instruments {
+            let spec = InstrumentSpec { id, multiplier: 1, margin_bps: 500, settle_days: 2 };
+            cl.call(Command::UpsertInstrument(spec)).unwrap();
+        }
+        for id in 1..=accounts {
+            let spec =
+                AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+            cl.call(Command::UpsertAccount(spec)).unwrap();
+            let amount = 1_000_000 * PRICE_SCALE as i128;
+            cl.call(Command::AdjustCollateral { account: id, amount }).unwrap();
+        }
+        let mut x = 0x10c4_u64;
+        let mut rnd = |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut answers = Vec::new();
+        let mut id = 0u64;
+        for _window in 0..8 {
+            // A window of trades submitted at once: the sequencer batches them.
+            for _ in 0..1_000 {
+                id += 1;
+                // Accounts 61 and 62 do not exist: a few trades are rejected.
+                let (buy, sell) = (1 + rnd(accounts + 2), 1 + rnd(accounts + 2));
+                let t = Trade {
+                    trade_id: id,
+                    buy,
+                    sell,
+                    instrument: 1 + rnd(u64::from(instruments)) as u32,
+                    qty: 1 + rnd(5) as i64,
+                    price: (95 + rnd(11) as i64) * PRICE_SCALE,
+                    trade_date: 20261125,
+                };
+                cl.try_submit(id, Command::ClearTrade(t)).unwrap();
+            }
+            cl.flush();
+            for _ in 0..1_000 {
+                let a = cl.wait_answer(Duration::from_secs(30)).expect("an answer per command");
+                answers.push(match a.kind {
+                    AnswerKind::Ack { seq, .. } => (a.request_id, Ok(seq)),
+                    AnswerKind::Reject { seq, reason } => (a.request_id, Err((seq, reason))),
+                    k => panic!("{k:?}"),
+                });
+            }
+        }
+        let hash = cl.state_hash().unwrap();
+        let jobs = e.metrics().lookup_jobs.load(Relaxed);
+        (answers, hash, jobs, e.start_report().lines.clone())
+    };
+    for stages in ["split", "fused"] {
+        let (with, with_hash, jobs, lines) = run(stages, true);
+        let (without, without_hash, no_jobs, plain) = run(stages, false);
+        assert_eq!(with.len(), 8_000);
+        assert!(with.iter().any(|a| a.1.is_err()) && with.iter().any(|a| a.1.is_ok()));
+        assert_eq!(with, without, "{stages}");
+        assert_eq!(with_hash, without_hash, "{stages}");
+        assert!(jobs > 0, "{stages}: runs went through the lookup stage");
+        assert_eq!(no_jobs, 0);
+        assert!(lines.iter().any(|l| l.starts_with("lookup stage: not pinned")), "{lines:?}");
+        assert!(!plain.iter().any(|l| l.starts_with("lookup stage")), "{plain:?}");
+    }
+}
+
 #[test]
 fn events_arrive_in_order_filtered_and_a_slow_reader_gets_an_overflow_signal() {
     let mut c = cfg();
