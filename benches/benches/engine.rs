@@ -240,6 +240,11 @@ fn main() {
                 DurabilityPolicy::None,
             ),
             (
+                "durability none, memory journal, stages fused, lookup stage",
+                "fused-lookups".to_string(),
+                DurabilityPolicy::None,
+            ),
+            (
                 "durability none, data dir (page cache)",
                 format!("{tmp}/novate-bench-none-{}", std::process::id()),
                 DurabilityPolicy::None,
@@ -260,9 +265,10 @@ fn main() {
                 cfg = config("", policy);
                 cfg.threads.wait = "spin-yield".into();
             }
-            if dir == "fused" {
+            if dir == "fused" || dir == "fused-lookups" {
                 cfg = config("", policy);
                 cfg.threads.stages = "fused".into();
+                cfg.threads.lookup_stage = dir == "fused-lookups";
             }
             let (rate, h) = pipeline(&cfg, n, samples);
             println!(
@@ -271,7 +277,8 @@ fn main() {
                 rate / bare_rate,
                 report("submit->ack one at a time", &h)
             );
-            if !dir.is_empty() && dir != "spin-yield" && dir != "fused" {
+            if !dir.is_empty() && !["spin-yield", "fused", "fused-lookups"].contains(&dir.as_str())
+            {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
