@@ -24,6 +24,8 @@ pub trait MapKey: Copy + Eq {
     /// The key as a slot stores it: a low word, never 0 but for the empty key's (the engine's
     /// ids start at 1), and a high word.
     fn words(&self) -> (u64, u32);
+    /// Whether the high word can be other than 0 (if not, a lookup compares the low word only).
+    const WIDE: bool;
 }
 
 /// Murmur3's 64-bit finaliser: a fast, well-mixing bijection.
@@ -63,6 +65,7 @@ impl MapKey for u64 {
     fn words(&self) -> (u64, u32) {
         (*self, 0)
     }
+    const WIDE: bool = false;
 }
 
 /// A key that usually arrives in increasing order (venue execution ids; the map of a
@@ -86,6 +89,7 @@ impl MapKey for SeqKey {
     fn words(&self) -> (u64, u32) {
         (self.0, 0)
     }
+    const WIDE: bool = false;
 }
 
 /// (account id, instrument id) packed as three u32 words so an entry is 16 bytes.
@@ -119,6 +123,7 @@ impl MapKey for PairKey {
     fn words(&self) -> (u64, u32) {
         (u64::from(self.0[0]) | u64::from(self.0[1]) << 32, self.0[2])
     }
+    const WIDE: bool = true;
 }
 
 /// One slot: its key's low word (0: empty), and its key's high word in the low half of `hi`
@@ -244,7 +249,7 @@ impl<K: MapKey> MapReader<K> {
             if found == lo {
                 // Relaxed: ordered after the Acquire load above.
                 let word = s.hi.load(Ordering::Relaxed);
-                if word as u32 == hi {
+                if !K::WIDE || word as u32 == hi {
                     return Ok((word >> 32) as u32);
                 }
             }
