@@ -38,6 +38,9 @@ fn half(k: u64) -> usize {
     (k & 1) as usize * JOB_MAX
 }
 
+/// Hints ahead of the one read whose line the state machine's thread prefetches.
+const HINT_PREFETCH: usize = 32;
+
 /// Polls of an idle stage before its thread parks (~0.1-1 ms): back-to-back batches never
 /// wait for a wake-up; an idle engine does not keep a core busy.
 const SPINS_BEFORE_PARK: u32 = 1 << 14;
@@ -237,6 +240,11 @@ impl Job<'_> {
                 i < self.ready
             });
         }
+        // The line of a later hint, which the stage wrote (or is about to), on its way from
+        // the stage's core: read when it comes, it would stall this thread for a transfer
+        // every few hints. Within the two halves (the other half's lines are the stage's next).
+        let ahead = self.half + i + HINT_PREFETCH;
+        crate::map::prefetch_element(&shared.hints[..], ahead.min(2 * JOB_MAX - 1));
         // Relaxed: published by the Acquire load of `ready` above.
         Legs::from_words(shared.hints[self.half + i].each_ref().map(|w| w.load(Ordering::Relaxed)))
     }
