@@ -29,8 +29,9 @@ pub const JOB_MAX: usize = 1024;
 /// core.
 const PUBLISH_EVERY: usize = 8;
 
-/// Hints of the next job whose lines the stage takes ahead (see `run`): more than the state
-/// machine's thread waits for at a job's start (`PREFETCH_DISTANCE`).
+/// Hints of the next job whose lines the stage takes ahead at least (see `run`; as many as
+/// the last job had, if more): more than the state machine's thread waits for at a job's start
+/// (`PREFETCH_DISTANCE`).
 const PRETOUCH: usize = 64;
 
 /// Where job `k`'s hints start in `Shared::hints`.
@@ -103,23 +104,28 @@ unsafe fn read_item<T: BatchItem>(base: *const (), i: usize) -> (*const Sequence
     (item.sequenced(), item.index_hashes())
 }
 
+/// Both halves of hints, on cache lines of their own: no other allocation shares a line with
+/// them (the state machine's thread would lose it to each write of the stage).
+#[repr(align(128))]
+struct Hints([[AtomicU64; 3]; 2 * JOB_MAX]);
+
 /// What the two threads share.
 struct Shared {
     /// The job posted last.
     job: Padded<JobSlot>,
     /// Hints of the current job published so far. The stage's thread stores it (Release)
-    /// after the hints; the state machine's thread loads it (Acquire) before reading them.
+    /// after the hints, and after every read of the items before them and of the items it
+    /// looked ahead at; the state machine's thread loads it (Acquire) before reading them.
+    /// All of a job's hints published: the stage reads nothing of its batch any more, nor of
+    /// its fields in `job`.
     ready: Padded<AtomicUsize>,
-    /// The last job the stage's thread is done with: it reads nothing of the batch after
-    /// storing it (Release; the state machine's thread loads it with Acquire).
-    finished: Padded<AtomicU64>,
     /// Set once, when the stage is dropped (Release; loaded with Acquire by the stage's
     /// thread, which then exits).
     stop: AtomicBool,
     /// Hint `i` of job `k`, at `half(k) + i`: [`Legs::to_words`]. Two halves, one job's each,
     /// so that the stage can take the lines of the next job's half from the state machine's
     /// thread (which read them) while that thread reads this job's (see `run`).
-    hints: Box<[[AtomicU64; 3]]>,
+    hints: Box<Hints>,
 }
 
 /// A thread that makes `apply_batch`'s lookups ahead of the state machine's thread (see the
@@ -147,9 +153,8 @@ impl LookupStage {
                 lookups: AtomicPtr::new(std::ptr::null_mut()),
             }),
             ready: Padded(AtomicUsize::new(0)),
-            finished: Padded(AtomicU64::new(0)),
             stop: AtomicBool::new(false),
-            hints: (0..2 * JOB_MAX).map(|_| Default::default()).collect(),
+            hints: Box::new(Hints(std::array::from_fn(|_| Default::default()))),
         });
         let theirs = shared.clone();
         let thread =
@@ -160,18 +165,19 @@ impl LookupStage {
         Ok(LookupStage { shared, thread: Some(thread), jobs: 0 })
     }
 
-    /// Post `batch` (at most [`JOB_MAX`] commands) to be looked up in `lookups`: its hints,
-    /// for the caller to read in order. The batch stays borrowed until the job is dropped,
-    /// which waits for the stage's thread to be done with it.
+    /// Post `batch` (1 to [`JOB_MAX`] commands) to be looked up in `lookups`: its hints, for
+    /// the caller to read in order. The batch stays borrowed until the job is dropped, which
+    /// waits for the stage's thread to be done with it.
     pub(crate) fn post<'a, T: BatchItem + Sync>(
         &'a mut self,
         batch: &'a [T],
         lookups: &Arc<Lookups>,
     ) -> Job<'a> {
-        assert!(batch.len() <= JOB_MAX, "a job holds at most JOB_MAX commands");
+        assert!((1..=JOB_MAX).contains(&batch.len()), "a job holds 1 to JOB_MAX commands");
         let (s, j) = (&*self.shared, &self.shared.job.0);
         // Relaxed: the Release store of `posted` below publishes them; the stage's thread is
-        // done with the job before (`Job`'s drop waited for `finished`), so nothing races.
+        // done with the job before (`Job`'s drop saw all its hints published), so nothing
+        // races.
         j.batch.store(batch.as_ptr().cast::<()>().cast_mut(), Ordering::Relaxed);
         j.len.store(batch.len(), Ordering::Relaxed);
         j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
@@ -183,7 +189,13 @@ impl LookupStage {
             // A no-op unless the thread is parked (one atomic swap).
             t.thread().unpark();
         }
-        Job { stage: self, half: half(self.jobs), ready: 0, _batch: std::marker::PhantomData }
+        Job {
+            stage: self,
+            half: half(self.jobs),
+            len: batch.len(),
+            ready: 0,
+            _batch: std::marker::PhantomData,
+        }
     }
 
     /// Jobs posted so far (a batch of more than [`JOB_MAX`] commands is several).
@@ -221,8 +233,9 @@ impl Drop for LookupStage {
 /// stage's thread is done with the batch.
 pub(crate) struct Job<'a> {
     stage: &'a LookupStage,
-    /// Where its hints start in `hints`.
+    /// Where its hints start in `hints`, and how many.
     half: usize,
+    len: usize,
     /// Hints known to be published.
     ready: usize,
     _batch: std::marker::PhantomData<&'a [()]>,
@@ -240,21 +253,28 @@ impl Job<'_> {
                 i < self.ready
             });
         }
-        // The line of a later hint, which the stage wrote (or is about to), on its way from
-        // the stage's core: read when it comes, it would stall this thread for a transfer
-        // every few hints. Within the two halves (the other half's lines are the stage's next).
-        let ahead = self.half + i + HINT_PREFETCH;
-        crate::map::prefetch_element(&shared.hints[..], ahead.min(2 * JOB_MAX - 1));
+        // The line of a later hint, which the stage wrote, on its way from the stage's core:
+        // read when it comes, it would stall this thread for a transfer every few hints.
+        // Only a published one: a line the stage has yet to write would go back to it.
+        let ahead = self.half + (i + HINT_PREFETCH).min(self.ready - 1);
+        crate::map::prefetch_element(&shared.hints.0, ahead);
         // Relaxed: published by the Acquire load of `ready` above.
-        Legs::from_words(shared.hints[self.half + i].each_ref().map(|w| w.load(Ordering::Relaxed)))
+        Legs::from_words(
+            shared.hints.0[self.half + i].each_ref().map(|w| w.load(Ordering::Relaxed)),
+        )
     }
 }
 
 impl Drop for Job<'_> {
+    /// Waits until every hint is published (at once when the caller read them all, as it
+    /// does unless it unwinds): the stage's reads of the batch and of the job's fields happen
+    /// before (see `Shared::ready`).
     fn drop(&mut self) {
-        let (stage, job) = (self.stage, self.stage.jobs);
-        // Acquire: the stage's reads of the batch happened before its Release store.
-        stage.wait(|| stage.shared.finished.0.load(Ordering::Acquire) == job);
+        let (stage, len) = (self.stage, self.len);
+        if self.ready < len {
+            // Acquire: pairs with the stage's Release store of the last hint.
+            stage.wait(|| stage.shared.ready.0.load(Ordering::Acquire) == len);
+        }
     }
 }
 
@@ -286,8 +306,8 @@ fn run(shared: &Shared) {
         let read =
             unsafe { std::mem::transmute::<*mut (), ReadItem>(j.read.load(Ordering::Relaxed)) };
         // `post` stored a batch of `len` items of the type `read` reads, which stays borrowed
-        // (and is `Sync`) until the job's drop has seen `finished == job`, stored below after
-        // the last read of it.
+        // (and is `Sync`) until the job's drop has seen its last hint published, after the
+        // last read of it (`look_up`).
         let batch = Batch {
             base: j.batch.load(Ordering::Relaxed),
             len: j.len.load(Ordering::Relaxed),
@@ -296,14 +316,15 @@ fn run(shared: &Shared) {
         // SAFETY: `post` stored `Arc::into_raw` of a clone, once per job; taken back once here.
         let lookups = unsafe { Arc::from_raw(j.lookups.load(Ordering::Relaxed)) };
         let (this, next) = (half(job), half(job + 1));
-        look_up(lookups.indices(), &batch, &shared.hints[this..this + JOB_MAX], &shared.ready.0);
+        look_up(lookups.indices(), &batch, &shared.hints.0[this..this + JOB_MAX], &shared.ready.0);
+        // The job is over for the state machine's thread: it may post the next at once.
         drop(lookups);
-        // Release: the reads of the batch above happen before the job's drop returns.
-        shared.finished.0.store(job, Ordering::Release);
-        // The first hints of the next job go to lines that the state machine's thread read
-        // for the job before this one, and is done with (it posted this one after): take
-        // them now, not on the next job's critical start.
-        for cell in &shared.hints[next..next + PRETOUCH] {
+        // The next job's hints go to lines that the state machine's thread read for the job
+        // before this one, and is done with (it posted this one after): take them now (as
+        // many as this job had), not one by one as the next job writes them. (The next job,
+        // if already posted, waits for this: it is this thread's.)
+        let touch = batch.len.clamp(PRETOUCH, JOB_MAX);
+        for cell in &shared.hints.0[next..next + touch] {
             // Relaxed: overwritten, then published, by the next job.
             cell[0].store(0, Ordering::Relaxed);
         }
