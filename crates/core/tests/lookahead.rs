@@ -129,7 +129,7 @@ fn an_idle_stage_wakes_for_the_next_batch_and_stops_when_dropped() {
     let mut got = Vec::new();
     for (k, chunk) in log.chunks(700).enumerate() {
         if k % 2 == 1 {
-            // Long enough for the stage's thread to have parked (it spins ~0.1-1 ms first).
+            // Long enough for the stage's thread to have parked (it spins ~0.4 ms first).
             std::thread::sleep(std::time::Duration::from_millis(30));
         }
         sm.apply_batch_on(&mut stage, chunk, |_, r, _| got.push(r.map(|e| e.to_vec())));
