@@ -9,22 +9,6 @@ use novate_core::*;
 const LIMITS: Limits =
     Limits { accounts_max: 4_096, instruments_max: 32, positions_max: 70_000, trades_max: 200_000 };
 
-/// A tiny deterministic generator (SplitMix64).
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// 4,000 accounts and 16 instruments set up, then `trades` commands between random accounts:
 /// most trades open a position (64,000 can be), so keys are inserted all through each batch
 /// while the stage looks up the commands after them, often the same keys. Among them

@@ -5,7 +5,7 @@
 //! `state_hash()`.
 
 mod common;
-use common::P;
+use common::{Gen, P};
 use novate_core::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -411,19 +411,7 @@ impl Model {
 
 // ---- random command streams -----------------------------------------------------------------
 
-struct Gen(u64);
-
 impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
     fn account(&mut self) -> u64 {
         // Mostly known ids, sometimes unknown (beyond 40) or 0.
         match self.below(50) {
