@@ -145,3 +145,26 @@ fn a_panic_in_on_result_leaves_the_batch_to_the_stage_until_it_is_done() {
     let (want, hash) = one_by_one(&log);
     assert_eq!((got, fresh.state_hash()), (want, hash));
 }
+
+#[test]
+fn short_jobs_back_to_back_apply_as_one_by_one() {
+    // Jobs of 16-47 commands, posted the moment the one before has its last hint: the stage
+    // is still finishing the last job (its lookups' release, the next half's lines) when the
+    // next is posted, over and over.
+    let log = stream(6, 20_000);
+    let (want, hash) = one_by_one(&log);
+    let mut stage = LookupStage::new(|| {}).unwrap();
+    let mut sm = StateMachine::new(LIMITS).unwrap();
+    let (mut got, mut at, mut g) = (Vec::with_capacity(log.len()), 0, Gen(7));
+    while at < log.len() {
+        let end = (at + 16 + g.below(32) as usize).min(log.len());
+        sm.apply_batch_on(&mut stage, &log[at..end], |_, r, _| got.push(r.map(|e| e.to_vec())));
+        at = end;
+    }
+    assert!(stage.jobs() > 500, "{} jobs", stage.jobs());
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "command #{i}: {:?}", log[i].cmd);
+    }
+    assert_eq!(sm.state_hash(), hash);
+}
