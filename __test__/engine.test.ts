@@ -95,6 +95,45 @@ describe('Engine.open', () => {
     }
   });
 
+  it('threads.lookup_stage gives the same answers and state hash as without it', async () => {
+    // 3,000 trades among 20 accounts in one batch: positions open all through it while the
+    // stage looks up the trades after them; some name an unknown account (rejected).
+    const run = async (lookup_stage: boolean) => {
+      const e = Engine.open({ ...small, threads: { lookup_stage } });
+      try {
+        await setup(e);
+        for (let a = 3n; a <= 20n; a++) {
+          await e.upsertAccount({ id: a });
+          await e.adjustCollateral(a, price('1000000'));
+        }
+        const trades: CommandInput[] = Array.from({ length: 3000 }, (_, i) => ({
+          type: 'clearTrade',
+          trade: {
+            tradeId: 1n + BigInt(i),
+            buy: 1n + BigInt((i * 7) % 21),
+            sell: 1n + BigInt((i * 13 + 5) % 20),
+            instrument: 7n,
+            qty: 1n + BigInt(i % 3),
+            price: price(String(95 + (i % 11))),
+            tradeDate: 20261125,
+          },
+        }));
+        const result = await e.submitBatch(trades);
+        return { result, hash: await e.stateHash(), lines: e.startReport() };
+      } finally {
+        await e.close();
+      }
+    };
+    const on = await run(true);
+    const off = await run(false);
+    expect(on.lines.some((l) => l.startsWith('lookup stage:'))).toBe(true);
+    expect(off.lines.some((l) => l.startsWith('lookup stage:'))).toBe(false);
+    expect(on.result.accepted).toBeGreaterThan(2000);
+    expect(on.result.rejected).toBeGreaterThan(0);
+    expect(on.result).toEqual(off.result);
+    expect(on.hash).toBe(off.hash);
+  });
+
   it('a malformed configuration is a ConfigError naming the key and the reason', () => {
     const e1 = (() => {
       try {

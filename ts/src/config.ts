@@ -23,6 +23,10 @@ export interface EngineConfig {
     combine: boolean;
     pin: number[];
     fifo_priority: number;
+    /** A lookup stage: a thread that makes each batch's index lookups ahead of the state machine's (default false: it wants a core of its own; docs/CONFIG.md). */
+    lookup_stage: boolean;
+    /** With `lookup_stage`: the CPU to pin the stage's thread to. */
+    lookup_cpu: number;
     huge_pages: 'normal' | 'thp' | 'locked';
     /** Commit the state tables at start-up so no command takes a page fault (default false; for production and benchmarks). */
     prefault: boolean;
