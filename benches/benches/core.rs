@@ -369,7 +369,7 @@ fn bench_split(
             sm.resolve_ahead(chunk, &mut hints);
             look_ns += timer.ns_since(t);
             let t = timer.start();
-            sm.apply_resolved(chunk, &mut hints, |_, r| ok += usize::from(r.is_ok()));
+            sm.apply_resolved(chunk, &hints, |_, r| ok += usize::from(r.is_ok()));
             apply_ns += timer.ns_since(t);
         }
         assert_eq!(ok, work.len(), "every benchmark trade must clear");

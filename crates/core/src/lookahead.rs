@@ -352,38 +352,58 @@ impl Batch {
     }
 }
 
-/// The lookups of `batch`, as `apply_batch`'s first two stages make them (the index slots
-/// prefetched `2 * PREFETCH_DISTANCE` commands ahead, then probed), into `hints`, publishing
-/// `ready` as it goes. It does not prefetch the positions' or accounts' lines: the state
-/// machine's thread does, into its own caches.
+/// The lookups of `batch`, as `apply_batch`'s first two stages make them, into `hints`,
+/// publishing `ready` as it goes (see [`look_ahead`]).
 fn look_up(ix: Indices<'_>, batch: &Batch, hints: &[[AtomicU64; 3]], ready: &AtomicUsize) {
+    look_ahead(
+        ix,
+        batch.len,
+        |k| batch.get(k),
+        |i, legs| {
+            for (w, v) in hints[i].iter().zip(legs.to_words()) {
+                // Relaxed: published by the Release store of `ready`.
+                w.store(v, Ordering::Relaxed);
+            }
+            if (i + 1) % PUBLISH_EVERY == 0 || i + 1 == batch.len {
+                ready.store(i + 1, Ordering::Release);
+            }
+        },
+    );
+}
+
+/// The lookups of a batch of `len` items (`item(k)`: item `k`'s command and the hashes of its
+/// index keys), as `apply_batch`'s first two stages make them: the position-index slots
+/// prefetched `2 * PREFETCH_DISTANCE` items ahead, then probed ([`Indices::resolve`]);
+/// `out(i, legs)` for each item in order. No position's or account's line is prefetched: the
+/// state machine's thread does that, into its own caches. Every `item` call for an item comes
+/// before `out` for it and for every item after it that was looked ahead at, so `out`'s last
+/// call follows the last read of the batch.
+pub(crate) fn look_ahead<'a>(
+    ix: Indices<'_>,
+    len: usize,
+    item: impl Fn(usize) -> (&'a Sequenced, IndexHashes),
+    mut out: impl FnMut(usize, Legs),
+) {
     const AHEAD: usize = 2 * PREFETCH_DISTANCE;
     const RING: usize = (AHEAD + 1).next_power_of_two() - 1;
     let mut hashes = [IndexHashes::default(); RING + 1];
     // Item `k`'s hashes, its position-index slots prefetched.
     let ahead = |k: usize| {
-        let (_, h) = batch.get(k);
+        let (_, h) = item(k);
         for p in h.positions {
             ix.positions.prefetch_hashed_probe(p);
         }
         h
     };
-    for (k, h) in hashes.iter_mut().enumerate().take(batch.len.min(AHEAD)) {
+    for (k, h) in hashes.iter_mut().enumerate().take(len.min(AHEAD)) {
         *h = ahead(k);
     }
     let mut last = (0, NONE);
-    for (i, cell) in hints.iter().enumerate().take(batch.len) {
-        if i + AHEAD < batch.len {
+    for i in 0..len {
+        if i + AHEAD < len {
             hashes[(i + AHEAD) & RING] = ahead(i + AHEAD);
         }
-        let (s, _) = batch.get(i);
-        let legs = ix.resolve(&s.cmd, &hashes[i & RING], &mut last, |_| {}, |_| {});
-        for (w, v) in cell.iter().zip(legs.to_words()) {
-            // Relaxed: published by the Release store of `ready`.
-            w.store(v, Ordering::Relaxed);
-        }
-        if (i + 1) % PUBLISH_EVERY == 0 || i + 1 == batch.len {
-            ready.store(i + 1, Ordering::Release);
-        }
+        let (s, _) = item(i);
+        out(i, ix.resolve(&s.cmd, &hashes[i & RING], &mut last, |_| {}, |_| {}));
     }
 }

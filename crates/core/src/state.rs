@@ -1119,8 +1119,7 @@ impl StateMachine {
                 hashes[k] = self.prefetch_index(far);
             }
             for (k, near) in batch.iter().enumerate().take(PREFETCH_DISTANCE) {
-                hints[k] =
-                    self.resolve::<true>(&near.item().sequenced().cmd, &hashes[k], &mut last);
+                hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
             }
             for hint in hints.iter_mut().take(ROW_DISTANCE.min(batch.len())) {
                 self.resolve_rows(hint);
@@ -1135,8 +1134,7 @@ impl StateMachine {
                 }
                 if let Some(near) = batch.get(i + PREFETCH_DISTANCE) {
                     let k = (i + PREFETCH_DISTANCE) & RING;
-                    hints[k] =
-                        self.resolve::<true>(&near.item().sequenced().cmd, &hashes[k], &mut last);
+                    hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
                 }
                 if i + ROW_DISTANCE < batch.len() {
                     self.resolve_rows(&mut hints[(i + ROW_DISTANCE) & RING]);
@@ -1155,32 +1153,16 @@ impl StateMachine {
     /// core could take off the state machine's (`benches/benches/core.rs`, "split"): the
     /// lookups of every command of `batch` (its positions' slots, prefetching their index
     /// slots `2 * PREFETCH_DISTANCE` ahead; an account's row where it holds no position; the
-    /// column where neither account does: [`resolve`](Self::resolve) without its prefetches),
-    /// into `out`, without touching a position's or an account's line.
+    /// column where neither account does), into `out`, without touching a position's or an
+    /// account's line: what a [`LookupStage`]'s thread does.
     /// [`apply_resolved`](Self::apply_resolved) is the second half.
     #[doc(hidden)]
     pub fn resolve_ahead(&self, batch: &[Sequenced], out: &mut Vec<Resolved>) {
-        const AHEAD: usize = 2 * PREFETCH_DISTANCE;
-        const RING: usize = (AHEAD + 1).next_power_of_two() - 1;
-        let mut hashes = [IndexHashes::default(); RING + 1];
-        let prefetch = |h: &IndexHashes| {
-            for p in h.positions {
-                self.position_index.prefetch_hashed_probe(p);
-            }
-        };
-        for (k, s) in batch.iter().enumerate().take(AHEAD) {
-            hashes[k] = IndexHashes::of(&s.cmd);
-            prefetch(&hashes[k]);
-        }
         out.clear();
-        let mut last = (0, NONE);
-        for (i, s) in batch.iter().enumerate() {
-            if let Some(far) = batch.get(i + AHEAD) {
-                hashes[(i + AHEAD) & RING] = IndexHashes::of(&far.cmd);
-                prefetch(&hashes[(i + AHEAD) & RING]);
-            }
-            out.push(Resolved(self.resolve::<false>(&s.cmd, &hashes[i & RING], &mut last)));
-        }
+        let item = |k: usize| (&batch[k], IndexHashes::of(&batch[k].cmd));
+        crate::lookahead::look_ahead(self.indices(), batch.len(), item, |_, legs| {
+            out.push(Resolved(legs));
+        });
     }
 
     /// The second half of [`resolve_ahead`](Self::resolve_ahead): apply `batch` with the
@@ -1192,7 +1174,7 @@ impl StateMachine {
     pub fn apply_resolved(
         &mut self,
         batch: &[Sequenced],
-        hints: &mut [Resolved],
+        hints: &[Resolved],
         mut on_result: impl FnMut(usize, Result<&[Event], Reject>),
     ) {
         assert_eq!(batch.len(), hints.len(), "a hint for every command");
@@ -1337,49 +1319,28 @@ impl StateMachine {
         (row, slot)
     }
 
-    /// Look up (and prefetch) the accounts, instrument and positions of a trade (or of a
-    /// CheckOrder: as a trade's buyer, with no seller) ahead of applying it. Only hits are
-    /// kept: rows, columns and slots never move or disappear, so a hit is still true when the
-    /// trade is applied; a miss (an account or position that a
-    /// command in between may create) is looked up again then.
-    /// `hashes` are the trade's, from `prefetch_index`; `last` is the last instrument found
-    /// (id, column; id 0, which no instrument has, before the first), updated here. Without
-    /// `PREFETCH`, the lookups alone ([`resolve_ahead`](Self::resolve_ahead)).
-    ///
-    /// The batch's second stage: a holder's row and the column are left for the third
-    /// ([`resolve_rows`](Self::resolve_rows)), which reads them from the position found here;
-    /// the account index is read only for an account that does not hold the instrument, the
-    /// instrument index only when neither account holds it. (A CheckOrder reads its account's
-    /// second line too, its suspension, which the third stage does not prefetch: on a book
-    /// larger than the caches, one more line to wait for, mostly from the L3, than prefetching
-    /// it for every trade would cost the trades.)
+    /// [`Indices::resolve`] on this machine's indices: a command's lookups ahead of applying
+    /// it, each position found and each account found that holds no position prefetched
+    /// (`hashes` are the command's, from `prefetch_index`).
     #[inline(always)]
-    fn resolve<const PREFETCH: bool>(
-        &self,
-        cmd: &Command,
-        hashes: &IndexHashes,
-        last: &mut (InstrumentId, u32),
-    ) -> Legs {
-        let ix = Indices {
-            positions: &self.position_index,
-            accounts: &self.account_index,
-            instruments: &self.instrument_index,
-        };
-        ix.resolve(
+    fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
+        self.indices().resolve(
             cmd,
             hashes,
             last,
-            |s| {
-                if PREFETCH {
-                    prefetch_element(&self.positions, s as usize);
-                }
-            },
-            |r| {
-                if PREFETCH {
-                    prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_BYTES);
-                }
-            },
+            |s| prefetch_element(&self.positions, s as usize),
+            |r| prefetch_element_bytes(&self.accounts, r as usize, ACCOUNT_BYTES),
         )
+    }
+
+    /// This machine's three indices, for [`Indices::resolve`].
+    #[inline(always)]
+    fn indices(&self) -> Indices<'_> {
+        Indices {
+            positions: &self.position_index,
+            accounts: &self.account_index,
+            instruments: &self.instrument_index,
+        }
     }
 
     /// The batch's third stage: the rows of the holders whose positions the second found, and

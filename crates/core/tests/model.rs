@@ -673,7 +673,7 @@ fn run(seed: u64, len: usize) {
     let (mut split, mut hints) = (Vec::with_capacity(log.len()), Vec::new());
     for chunk in log.chunks(1 + (seed % 83) as usize) {
         sp.resolve_ahead(chunk, &mut hints);
-        sp.apply_resolved(chunk, &mut hints, |_, r| split.push(r.map(|e| e.to_vec())));
+        sp.apply_resolved(chunk, &hints, |_, r| split.push(r.map(|e| e.to_vec())));
     }
     assert_eq!(split, results, "seed {seed}: the split batch differs");
     assert_eq!(sp.state_hash(), hash);
