@@ -5,7 +5,11 @@
 //! hold ~10 instruments), ClearTrade between holders of existing positions, uniform or hot-set
 //! (Zipf, s = 0.99) access. Each figure is the median of REPS repetitions of N commands.
 //!
-//! Run: `cargo bench -p novate-benches --bench core` (NOVATE_BENCH_QUICK=1 for a smoke run).
+//! Run: `cargo bench -p novate-benches --bench core` (NOVATE_BENCH_QUICK=1 for a smoke run,
+//! NOVATE_BENCH_SCALE=1m|10k|1k for one book). NOVATE_BENCH_AB=1 times only `apply_batch_on`,
+//! 20 repetitions of 100k trades that alternate between the lookup stage finding holders'
+//! rows and not (`LookupStage::force_holder_rows`), and prints both sets: an A/B in one
+//! process, which the host's drift between runs does not skew.
 
 use criterion::{black_box, Criterion};
 use hdrhistogram::Histogram;
@@ -401,7 +405,13 @@ fn bench_staged(
     let _ = novate_mem::cpu::pin_current_thread(0);
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
     let mut times = Vec::new();
+    // NOVATE_BENCH_AB: odd repetitions with the stage finding holders' rows, even without.
+    let ab = std::env::var_os("NOVATE_BENCH_AB").is_some();
+    let mut ab_times = [Vec::new(), Vec::new()];
     for rep in 0..=sz.reps {
+        if ab {
+            stage.force_holder_rows(Some(rep % 2 == 1));
+        }
         let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
         let orders: Vec<Sequenced> = work[..BATCH]
             .iter()
@@ -430,6 +440,14 @@ fn bench_staged(
         if rep < sz.reps && rep > 0 || sz.reps == 1 {
             times.push(dt * 1e9 / work.len() as f64);
         }
+        if ab && rep > 0 {
+            ab_times[rep % 2].push(dt * 1e9 / work.len() as f64);
+        }
+    }
+    for (rows, t) in ab_times.iter_mut().enumerate().filter(|_| ab) {
+        t.sort_by(f64::total_cmp);
+        let t: Vec<String> = t.iter().map(|x| format!("{x:.1}")).collect();
+        println!("  holder rows {}: {} ns/op (sorted)", rows == 1, t.join(", "));
     }
     let _ = novate_mem::cpu::set_affinity(&(0..novate_mem::cpu::cpus_online()).collect::<Vec<_>>());
     median(times)
@@ -654,6 +672,11 @@ fn main() {
         let mut uniform_batch = f64::NAN;
         for (dist, z) in [("uniform", None), ("zipf", Some(&zipf))] {
             let name = format!("{}/{dist}", sc.name);
+            if std::env::var_os("NOVATE_BENCH_AB").is_some() {
+                println!("clear_trade/{name}/novate apply_batch_on, A/B:");
+                bench_staged(sc, &setup, &prefill, z, &Sizes { n: 100_000, reps: 21 });
+                continue;
+            }
             let one = bench_engine(sc, &setup, &prefill, z, false, &sz);
             let batch = bench_engine(sc, &setup, &prefill, z, true, &sz);
             let peer = bench_peer(&setup, &prefill, z, &sz, &probe);

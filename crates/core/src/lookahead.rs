@@ -85,6 +85,9 @@ struct JobSlot {
     len: AtomicUsize,
     read: AtomicPtr<()>,
     lookups: AtomicPtr<Lookups>,
+    /// Whether the stage finds the rows of holders, and the column, too ([`look_ahead`]'s
+    /// `ROWS`).
+    holder_rows: AtomicBool,
 }
 
 /// Item `i` of a batch of some [`BatchItem`] type starting at `base`: its command, and the
@@ -138,6 +141,8 @@ pub struct LookupStage {
     thread: Option<JoinHandle<()>>,
     /// Jobs posted so far (the state machine's thread's copy of `shared.posted`).
     jobs: u64,
+    /// Overrides `post`'s `holder_rows` ([`force_holder_rows`](Self::force_holder_rows)).
+    force_rows: Option<bool>,
 }
 
 impl LookupStage {
@@ -152,6 +157,7 @@ impl LookupStage {
                 len: AtomicUsize::new(0),
                 read: AtomicPtr::new(std::ptr::null_mut()),
                 lookups: AtomicPtr::new(std::ptr::null_mut()),
+                holder_rows: AtomicBool::new(false),
             }),
             ready: Padded(AtomicUsize::new(0)),
             stop: AtomicBool::new(false),
@@ -163,16 +169,17 @@ impl LookupStage {
                 on_start();
                 run(&theirs);
             })?;
-        Ok(LookupStage { shared, thread: Some(thread), jobs: 0 })
+        Ok(LookupStage { shared, thread: Some(thread), jobs: 0, force_rows: None })
     }
 
     /// Post `batch` (1 to [`JOB_MAX`] commands) to be looked up in `lookups`: its hints, for
-    /// the caller to read in order. The batch stays borrowed until the job is dropped, which
+    /// the caller to read in order; with the rows of holders too if `holder_rows`. The batch stays borrowed until the job is dropped, which
     /// waits for the stage's thread to be done with it.
     pub(crate) fn post<'a, T: BatchItem + Sync>(
         &'a mut self,
         batch: &'a [T],
         lookups: &Arc<Lookups>,
+        holder_rows: bool,
     ) -> Job<'a> {
         assert!((1..=JOB_MAX).contains(&batch.len()), "a job holds 1 to JOB_MAX commands");
         let (s, j) = (&*self.shared, &self.shared.job.0);
@@ -183,6 +190,7 @@ impl LookupStage {
         j.len.store(batch.len(), Ordering::Relaxed);
         j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
         j.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
+        j.holder_rows.store(self.force_rows.unwrap_or(holder_rows), Ordering::Relaxed);
         s.ready.0.store(0, Ordering::Relaxed);
         self.jobs += 1;
         j.posted.store(self.jobs, Ordering::Release);
@@ -197,6 +205,13 @@ impl LookupStage {
             ready: 0,
             _batch: std::marker::PhantomData,
         }
+    }
+
+    /// Tests and benches: whether the stage finds the rows of holders too, for every job
+    /// from now on (`None`: as `apply_batch_on` decides by the book's size, the default).
+    #[doc(hidden)]
+    pub fn force_holder_rows(&mut self, on: Option<bool>) {
+        self.force_rows = on;
     }
 
     /// Jobs posted so far (a batch of more than [`JOB_MAX`] commands is several).
@@ -314,10 +329,16 @@ fn run(shared: &Shared) {
             len: j.len.load(Ordering::Relaxed),
             read,
         };
+        let holder_rows = j.holder_rows.load(Ordering::Relaxed);
         // SAFETY: `post` stored `Arc::into_raw` of a clone, once per job; taken back once here.
         let lookups = unsafe { Arc::from_raw(j.lookups.load(Ordering::Relaxed)) };
         let (this, next) = (half(job), half(job + 1));
-        look_up(lookups.indices(), &batch, &shared.hints.0[this..this + JOB_MAX], &shared.ready.0);
+        let hints = &shared.hints.0[this..this + JOB_MAX];
+        if holder_rows {
+            look_up::<true>(lookups.indices(), &batch, hints, &shared.ready.0);
+        } else {
+            look_up::<false>(lookups.indices(), &batch, hints, &shared.ready.0);
+        }
         // The job is over for the state machine's thread: it may post the next at once.
         drop(lookups);
         // The next job's hints go to lines that the state machine's thread read for the job
@@ -354,8 +375,13 @@ impl Batch {
 
 /// The lookups of `batch`, as `apply_batch`'s first two stages make them, into `hints`,
 /// publishing `ready` as it goes (see [`look_ahead`]).
-fn look_up(ix: Indices<'_>, batch: &Batch, hints: &[[AtomicU64; 3]], ready: &AtomicUsize) {
-    look_ahead(
+fn look_up<const ROWS: bool>(
+    ix: Indices<'_>,
+    batch: &Batch,
+    hints: &[[AtomicU64; 3]],
+    ready: &AtomicUsize,
+) {
+    look_ahead::<ROWS>(
         ix,
         batch.len,
         |k| batch.get(k),
@@ -374,11 +400,14 @@ fn look_up(ix: Indices<'_>, batch: &Batch, hints: &[[AtomicU64; 3]], ready: &Ato
 /// The lookups of a batch of `len` items (`item(k)`: item `k`'s command and the hashes of its
 /// index keys), as `apply_batch`'s first two stages make them: the position-index slots
 /// prefetched `2 * PREFETCH_DISTANCE` items ahead, then probed ([`Indices::resolve`]);
-/// `out(i, legs)` for each item in order. No position's or account's line is prefetched: the
-/// state machine's thread does that, into its own caches. Every `item` call for an item comes
+/// `out(i, legs)` for each item in order. With `ROWS`, the rows of the holders found and the
+/// column as well ([`Indices::resolve_holders`]), which `apply_batch` reads from the positions
+/// when it applies a command: the state machine's thread can then prefetch an account's
+/// line with its position's, not after it. No position's or account's line is prefetched
+/// here: the state machine's thread does that, into its own caches. Every `item` call for an item comes
 /// before `out` for it and for every item after it that was looked ahead at, so `out`'s last
 /// call follows the last read of the batch.
-pub(crate) fn look_ahead<'a>(
+pub(crate) fn look_ahead<'a, const ROWS: bool>(
     ix: Indices<'_>,
     len: usize,
     item: impl Fn(usize) -> (&'a Sequenced, IndexHashes),
@@ -393,6 +422,11 @@ pub(crate) fn look_ahead<'a>(
         for p in h.positions {
             ix.positions.prefetch_hashed_probe(p);
         }
+        if ROWS {
+            for a in h.accounts {
+                ix.accounts.prefetch_hashed_probe(a);
+            }
+        }
         h
     };
     for (k, h) in hashes.iter_mut().enumerate().take(len.min(AHEAD)) {
@@ -404,6 +438,11 @@ pub(crate) fn look_ahead<'a>(
             hashes[(i + AHEAD) & RING] = ahead(i + AHEAD);
         }
         let (s, _) = item(i);
-        out(i, ix.resolve(&s.cmd, &hashes[i & RING], &mut last, |_| {}, |_| {}));
+        let h = &hashes[i & RING];
+        let mut legs = ix.resolve(&s.cmd, h, &mut last, |_| {}, |_| {});
+        if ROWS {
+            ix.resolve_holders(&s.cmd, h, &mut legs, &mut last);
+        }
+        out(i, legs);
     }
 }

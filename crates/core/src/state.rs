@@ -46,6 +46,13 @@ pub const PREFETCH_DISTANCE: usize = 8;
 /// of the command applied).
 const COMMAND_PREFETCH: usize = 24;
 
+/// Accounts' bytes past which `apply_batch_on`'s stage finds the rows of holders too
+/// ([`Indices::resolve_holders`]): the accounts no longer fit the L2, and an account's line,
+/// prefetched only once its position has come (`resolve_rows`), may come too late. On a
+/// smaller book it is the stage's work for nothing (1.7 ns a trade more on the 9,556-position
+/// book's uniform workload; docs/PERFORMANCE.md, twenty-ninth session).
+const HOLDER_ROWS_MIN_BYTES: usize = 4 << 20;
+
 /// Commands ahead whose accounts `apply_batch` prefetches (its third stage, after their
 /// positions: see `StateMachine::resolve_rows`): the account's line, mostly from the L3,
 /// comes in time; a position's, from DRAM, needs the longer lead (4 here was slower, and 1).
@@ -697,6 +704,35 @@ pub(crate) struct Indices<'a> {
 }
 
 impl Indices<'_> {
+    /// The rows of the holders `resolve` found a position of (into `h`), and the column:
+    /// what the batch's third stage reads from the positions ([`StateMachine::resolve_rows`]),
+    /// from the indices instead, so that the accounts' lines can be prefetched with the
+    /// positions'. A row not found (an account the stage's reader does not see yet) stays
+    /// `NONE`, for the third stage. `last` as for [`resolve`](Self::resolve).
+    #[inline(always)]
+    pub(crate) fn resolve_holders(
+        self,
+        cmd: &Command,
+        hashes: &IndexHashes,
+        h: &mut Legs,
+        last: &mut (InstrumentId, u32),
+    ) {
+        let (accounts, instrument) = match *cmd {
+            Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument),
+            Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
+            _ => return,
+        };
+        if h.slots == [NONE; 2] {
+            return;
+        }
+        for (k, acct) in accounts.into_iter().enumerate() {
+            if h.slots[k] != NONE {
+                h.rows[k] = self.accounts.get_hashed(&acct, hashes.accounts[k]).unwrap_or(NONE);
+            }
+        }
+        h.col = resolve_col(self.instruments, instrument, last);
+    }
+
     /// Look up the accounts, instrument and positions of a trade (or of a CheckOrder: as a
     /// trade's buyer, with no seller) ahead of applying it; `found_position(slot)` and
     /// `found_account(row)` are called for each position found, and each account found that
@@ -776,7 +812,7 @@ fn resolve_col(
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct IndexHashes {
     /// Buyer and seller in the account index.
-    accounts: [u64; 2],
+    pub(crate) accounts: [u64; 2],
     /// Buyer's and seller's positions in the position index.
     pub(crate) positions: [u64; 2],
     /// The trade's id (0 for any other command): the trade index reads its map for an id
@@ -1160,7 +1196,7 @@ impl StateMachine {
     pub fn resolve_ahead(&self, batch: &[Sequenced], out: &mut Vec<Resolved>) {
         out.clear();
         let item = |k: usize| (&batch[k], IndexHashes::of(&batch[k].cmd));
-        crate::lookahead::look_ahead(self.indices(), batch.len(), item, |_, legs| {
+        crate::lookahead::look_ahead::<false>(self.indices(), batch.len(), item, |_, legs| {
             out.push(Resolved(legs));
         });
     }
@@ -1183,8 +1219,10 @@ impl StateMachine {
 
     /// [`apply_batch_with`](Self::apply_batch_with) with the lookups of its first two stages
     /// made by `stage`'s thread, ahead of this one (see [`crate::lookahead`]): this thread
-    /// reads their hints, and prefetches the positions and accounts they name. The same
-    /// results, events and state as `apply_batch`. A batch of fewer than `2 *
+    /// reads their hints, and prefetches the positions and accounts they name (on a book of
+    /// more than `HOLDER_ROWS_MIN_BYTES` of accounts, the stage finds holders' rows too, so
+    /// their accounts are prefetched with their positions). The same results, events and
+    /// state as `apply_batch`. A batch of fewer than `2 *
     /// PREFETCH_DISTANCE` commands is applied by `apply_batch` (handing it over would cost
     /// more than its lookups); a longer one goes to the stage in jobs of [`JOB_MAX`].
     pub fn apply_batch_on<T: BatchItem + Sync>(
@@ -1196,8 +1234,9 @@ impl StateMachine {
         if batch.len() < 2 * PREFETCH_DISTANCE {
             return self.apply_batch_with(batch, on_result);
         }
+        let holder_rows = self.row_ids.len() * ACCOUNT_BYTES > HOLDER_ROWS_MIN_BYTES;
         for (k, chunk) in batch.chunks(JOB_MAX).enumerate() {
-            let mut job = stage.post(chunk, &self.lookups);
+            let mut job = stage.post(chunk, &self.lookups, holder_rows);
             let hint = |i: usize| {
                 // The stage read the commands first: their lines come from its core, later
                 // than from the caches' own prefetchers. Asked for `i`, this thread applies
@@ -1229,6 +1268,13 @@ impl StateMachine {
             for k in 0..2 {
                 if h.slots[k] != NONE {
                     prefetch_element(&sm.positions, h.slots[k] as usize);
+                    if h.rows[k] != NONE {
+                        prefetch_element_bytes(
+                            &sm.accounts,
+                            h.rows[k] as usize,
+                            ACCOUNT_HOLDER_BYTES,
+                        );
+                    }
                 } else if h.rows[k] != NONE {
                     prefetch_element_bytes(&sm.accounts, h.rows[k] as usize, ACCOUNT_BYTES);
                 }
@@ -1344,7 +1390,8 @@ impl StateMachine {
     }
 
     /// The batch's third stage: the rows of the holders whose positions the second found, and
-    /// the column, read from the positions (prefetched by it), each account's line prefetched.
+    /// the column, read from the positions (prefetched by it), each account's line prefetched
+    /// (a row already found, by a lookup stage's `resolve_holders`, is kept).
     /// A position's account row and instrument column are set when it is opened and never
     /// change. Instead of lookups in the account and instrument indices: three lookups a trade
     /// fewer, and on a book larger than the caches two lines fewer to fetch (PERFORMANCE.md,
@@ -1352,7 +1399,7 @@ impl StateMachine {
     #[inline(always)]
     fn resolve_rows(&self, h: &mut Legs) {
         for k in 0..2 {
-            if h.slots[k] != NONE {
+            if h.slots[k] != NONE && h.rows[k] == NONE {
                 // SAFETY: a slot of the position index (`at`).
                 let p = unsafe { at(&self.positions, h.slots[k]) };
                 prefetch_element_bytes(&self.accounts, p.account as usize, ACCOUNT_HOLDER_BYTES);

@@ -40,11 +40,19 @@ fn stream(seed: u64, trades: usize) -> Vec<Sequenced> {
         .collect()
 }
 
+/// A machine's state hash and every account's view (its funds, which the hash does not
+/// cover: a trade booked on the wrong account's funds shows here).
+type State = (u64, Vec<Result<AccountView, Reject>>);
+
+fn state(sm: &mut StateMachine) -> State {
+    (sm.state_hash(), (1..=4_010).map(|a| sm.account(a)).collect())
+}
+
 /// Each command's result (events or reject), applied one by one.
-fn one_by_one(log: &[Sequenced]) -> (Vec<Result<Vec<Event>, Reject>>, u64) {
+fn one_by_one(log: &[Sequenced]) -> (Vec<Result<Vec<Event>, Reject>>, State) {
     let mut sm = StateMachine::new(LIMITS).unwrap();
     let results = log.iter().map(|s| sm.apply(&s.cmd, s.seq, s.ts).map(|e| e.to_vec())).collect();
-    (results, sm.state_hash())
+    (results, state(&mut sm))
 }
 
 /// The same log through `apply_batch_on`, in batches of `batch` commands.
@@ -52,7 +60,7 @@ fn staged(
     stage: &mut LookupStage,
     log: &[Sequenced],
     batch: usize,
-) -> (Vec<Result<Vec<Event>, Reject>>, u64) {
+) -> (Vec<Result<Vec<Event>, Reject>>, State) {
     let mut sm = StateMachine::new(LIMITS).unwrap();
     let mut results = Vec::with_capacity(log.len());
     for chunk in log.chunks(batch) {
@@ -62,7 +70,7 @@ fn staged(
             results.push(r.map(|e| e.to_vec()));
         });
     }
-    (results, sm.state_hash())
+    (results, state(&mut sm))
 }
 
 #[test]
@@ -72,14 +80,19 @@ fn keys_inserted_while_the_stage_looks_up_apply_as_one_by_one() {
     let opened = want.iter().filter(|r| r.as_ref().is_ok_and(|e| e.len() >= 3)).count();
     assert!(opened > 30_000, "the stream clears trades ({opened})");
     let mut stage = LookupStage::new(|| {}).unwrap();
-    // Within a job, a job exactly, over several jobs, and a length no power of two.
-    for batch in [256, JOB_MAX, 3 * JOB_MAX + 17, 999] {
-        let (got, got_hash) = staged(&mut stage, &log, batch);
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g, w, "batch {batch}, command #{i}: {:?}", log[i].cmd);
+    // Within a job, a job exactly, over several jobs, and a length no power of two; with the
+    // stage finding the rows of holders too (as it does for a book of many accounts) and
+    // without.
+    for rows in [false, true] {
+        stage.force_holder_rows(Some(rows));
+        for batch in [256, JOB_MAX, 3 * JOB_MAX + 17, 999] {
+            let (got, got_hash) = staged(&mut stage, &log, batch);
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "rows {rows}, batch {batch}, command #{i}: {:?}", log[i].cmd);
+            }
+            assert_eq!(got_hash, hash, "rows {rows}, batch {batch}");
         }
-        assert_eq!(got_hash, hash, "batch {batch}");
     }
 }
 
@@ -96,8 +109,8 @@ fn one_stage_serves_several_state_machines() {
         sa.apply_batch_on(&mut stage, ca, |_, r, _| got_a.push(r.map(|e| e.to_vec())));
         sb.apply_batch_on(&mut stage, cb, |_, r, _| got_b.push(r.map(|e| e.to_vec())));
     }
-    assert_eq!((got_a, sa.state_hash()), (want_a, hash_a));
-    assert_eq!((got_b, sb.state_hash()), (want_b, hash_b));
+    assert_eq!((got_a, state(&mut sa)), (want_a, hash_a));
+    assert_eq!((got_b, state(&mut sb)), (want_b, hash_b));
 }
 
 #[test]
@@ -118,7 +131,7 @@ fn an_idle_stage_wakes_for_the_next_batch_and_stops_when_dropped() {
         }
         sm.apply_batch_on(&mut stage, chunk, |_, r, _| got.push(r.map(|e| e.to_vec())));
     }
-    assert_eq!((got, sm.state_hash()), (want, hash));
+    assert_eq!((got, state(&mut sm)), (want, hash));
     assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1, "on_start ran once");
     // Dropping the stage stops and joins its thread (a hang here is the failure).
     drop(stage);
@@ -143,7 +156,7 @@ fn a_panic_in_on_result_leaves_the_batch_to_the_stage_until_it_is_done() {
     let mut got = Vec::new();
     fresh.apply_batch_on(&mut stage, &log, |_, r, _| got.push(r.map(|e| e.to_vec())));
     let (want, hash) = one_by_one(&log);
-    assert_eq!((got, fresh.state_hash()), (want, hash));
+    assert_eq!((got, state(&mut fresh)), (want, hash));
 }
 
 #[test]
@@ -166,5 +179,5 @@ fn short_jobs_back_to_back_apply_as_one_by_one() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "command #{i}: {:?}", log[i].cmd);
     }
-    assert_eq!(sm.state_hash(), hash);
+    assert_eq!(state(&mut sm), hash);
 }

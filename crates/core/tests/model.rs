@@ -680,7 +680,10 @@ fn run(seed: u64, len: usize) {
 
     // The batch's lookups made on another thread (`apply_batch_on`), in batches of assorted
     // sizes (shorter than the stage takes, within a job, over several jobs), apply the same.
+    // The stage finds holders' rows too (as for a book of many accounts) for one of the two
+    // runs, alternately by seed.
     let mut stage = LookupStage::new(|| {}).expect("the lookup stage's thread");
+    stage.force_holder_rows(Some(seed.is_multiple_of(2)));
     let mut on = StateMachine::new(LIMITS).unwrap();
     let mut staged = Vec::with_capacity(log.len());
     for chunk in log.chunks(1 + (seed % 2_111) as usize) {
@@ -693,6 +696,7 @@ fn run(seed: u64, len: usize) {
     assert_eq!(staged, results, "seed {seed}: apply_batch_on differs");
     assert_eq!(on.state_hash(), hash);
     // And the prepared items (the stage reads their hashes where the sequencer made them).
+    stage.force_holder_rows(Some(!seed.is_multiple_of(2)));
     let mut on = StateMachine::new(LIMITS).unwrap();
     let mut staged = Vec::with_capacity(log.len());
     for chunk in hashed.chunks(16 + (seed % 1_499) as usize) {

@@ -130,7 +130,12 @@ fn apply_and_apply_batch_never_allocate() {
     on.apply_batch_on(&mut stage, &firsts[..100], |_, r, _| staged += u64::from(r.is_ok()));
     let (before, stage_before) = (allocations(), STAGE_ALLOCATIONS.load(Ordering::Relaxed));
     on.apply_batch_on(&mut stage, &firsts[100..], |_, r, _| staged += u64::from(r.is_ok()));
-    on.apply_batch_on(&mut stage, &batch, |_, r, _| staged += u64::from(r.is_ok()));
+    // The batch's first half with the stage finding holders' rows too, the rest without.
+    let half = batch.len() / 2;
+    stage.force_holder_rows(Some(true));
+    on.apply_batch_on(&mut stage, &batch[..half], |_, r, _| staged += u64::from(r.is_ok()));
+    stage.force_holder_rows(Some(false));
+    on.apply_batch_on(&mut stage, &batch[half..], |_, r, _| staged += u64::from(r.is_ok()));
     let (after, stage_after) = (allocations(), STAGE_ALLOCATIONS.load(Ordering::Relaxed));
     assert_eq!(after - before, 0, "apply_batch_on allocated {} times", after - before);
     assert_eq!(stage_after - stage_before, 0, "the stage allocated");
