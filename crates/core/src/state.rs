@@ -1158,7 +1158,7 @@ impl StateMachine {
                 hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
             }
             for hint in hints.iter_mut().take(ROW_DISTANCE.min(batch.len())) {
-                self.resolve_rows(hint);
+                self.resolve_rows::<false>(hint);
             }
             ahead = Some((hashes, hints));
         }
@@ -1173,7 +1173,7 @@ impl StateMachine {
                     hints[k] = self.resolve(&near.item().sequenced().cmd, &hashes[k], &mut last);
                 }
                 if i + ROW_DISTANCE < batch.len() {
-                    self.resolve_rows(&mut hints[(i + ROW_DISTANCE) & RING]);
+                    self.resolve_rows::<false>(&mut hints[(i + ROW_DISTANCE) & RING]);
                 }
                 self.apply_hinted(&s.cmd, s.seq, s.ts, &hints[i & RING]).map(|_| ())
             } else {
@@ -1288,7 +1288,7 @@ impl StateMachine {
             prefetch(self, &ring[k], &s.item().sequenced().cmd);
         }
         for h in ring.iter_mut().take(ROW_DISTANCE.min(batch.len())) {
-            self.resolve_rows(h);
+            self.resolve_rows::<true>(h);
         }
         for (i, item) in batch.iter().enumerate() {
             let s = item.item().sequenced();
@@ -1298,7 +1298,7 @@ impl StateMachine {
                 prefetch(self, &ring[k], &ahead.item().sequenced().cmd);
             }
             if i + ROW_DISTANCE < batch.len() {
-                self.resolve_rows(&mut ring[(i + ROW_DISTANCE) & RING]);
+                self.resolve_rows::<true>(&mut ring[(i + ROW_DISTANCE) & RING]);
             }
             let ok = self.apply_hinted(&s.cmd, s.seq, s.ts, &ring[i & RING]).map(|_| ());
             let me = &*self;
@@ -1390,16 +1390,17 @@ impl StateMachine {
     }
 
     /// The batch's third stage: the rows of the holders whose positions the second found, and
-    /// the column, read from the positions (prefetched by it), each account's line prefetched
-    /// (a row already found, by a lookup stage's `resolve_holders`, is kept).
+    /// the column, read from the positions (prefetched by it), each account's line prefetched.
     /// A position's account row and instrument column are set when it is opened and never
     /// change. Instead of lookups in the account and instrument indices: three lookups a trade
     /// fewer, and on a book larger than the caches two lines fewer to fetch (PERFORMANCE.md,
-    /// twenty-first session).
+    /// twenty-first session). With `KEEP`, a row already found (by a lookup stage's
+    /// `resolve_holders`) is kept, its position not read; without, `h` has none (`apply_batch`:
+    /// one test fewer a leg).
     #[inline(always)]
-    fn resolve_rows(&self, h: &mut Legs) {
+    fn resolve_rows<const KEEP: bool>(&self, h: &mut Legs) {
         for k in 0..2 {
-            if h.slots[k] != NONE && h.rows[k] == NONE {
+            if h.slots[k] != NONE && !(KEEP && h.rows[k] != NONE) {
                 // SAFETY: a slot of the position index (`at`).
                 let p = unsafe { at(&self.positions, h.slots[k]) };
                 prefetch_element_bytes(&self.accounts, p.account as usize, ACCOUNT_HOLDER_BYTES);
