@@ -173,8 +173,9 @@ impl LookupStage {
     }
 
     /// Post `batch` (1 to [`JOB_MAX`] commands) to be looked up in `lookups`: its hints, for
-    /// the caller to read in order; with the rows of holders too if `holder_rows`. The batch stays borrowed until the job is dropped, which
-    /// waits for the stage's thread to be done with it.
+    /// the caller to read in order; with the rows of holders too if `holder_rows`. The batch
+    /// stays borrowed until the job is dropped, which waits for the stage's thread to be done
+    /// with it.
     pub(crate) fn post<'a, T: BatchItem + Sync>(
         &'a mut self,
         batch: &'a [T],
@@ -402,9 +403,9 @@ fn look_up<const ROWS: bool>(
 /// prefetched `2 * PREFETCH_DISTANCE` items ahead, then probed ([`Indices::resolve`]);
 /// `out(i, legs)` for each item in order. With `ROWS`, the rows of the holders found and the
 /// column as well ([`Indices::resolve_holders`]), which `apply_batch` reads from the positions
-/// when it applies a command: the state machine's thread can then prefetch an account's
-/// line with its position's, not after it. No position's or account's line is prefetched
-/// here: the state machine's thread does that, into its own caches. Every `item` call for an item comes
+/// when it applies a command: the state machine's thread can then prefetch an account's line
+/// with its position's, not after it. No position's or account's line is prefetched here: the
+/// state machine's thread does that, into its own caches. Every `item` call for an item comes
 /// before `out` for it and for every item after it that was looked ahead at, so `out`'s last
 /// call follows the last read of the batch.
 pub(crate) fn look_ahead<'a, const ROWS: bool>(

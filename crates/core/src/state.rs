@@ -1222,9 +1222,9 @@ impl StateMachine {
     /// reads their hints, and prefetches the positions and accounts they name (on a book of
     /// more than `HOLDER_ROWS_MIN_BYTES` of accounts, the stage finds holders' rows too, so
     /// their accounts are prefetched with their positions). The same results, events and
-    /// state as `apply_batch`. A batch of fewer than `2 *
-    /// PREFETCH_DISTANCE` commands is applied by `apply_batch` (handing it over would cost
-    /// more than its lookups); a longer one goes to the stage in jobs of [`JOB_MAX`].
+    /// state as `apply_batch`. A batch of fewer than `2 * PREFETCH_DISTANCE` commands is
+    /// applied by `apply_batch` (handing it over would cost more than its lookups); a longer
+    /// one goes to the stage in jobs of [`JOB_MAX`].
     pub fn apply_batch_on<T: BatchItem + Sync>(
         &mut self,
         stage: &mut LookupStage,
