@@ -6,7 +6,10 @@
 //! - a rejected command, and any CheckOrder, leaves `state_hash()` unchanged;
 //! - every account can be valued (SEMANTICS.md, the account invariant);
 //! - the O(1) digest equals the hash of the exported records;
-//! - `apply_batch` in batches of a fuzzer-chosen size gives the same results and hash;
+//! - `apply_batch` in batches of a fuzzer-chosen size gives the same results, hash and
+//!   accounts (their funds are derived, outside the hash);
+//! - so does `apply_batch_on` (the lookups on a stage's thread), in batches of 16 or more, with
+//!   the stage finding holders' rows or not (by the same byte's parity);
 //! - export and restore give a machine with the same hash.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -125,6 +128,17 @@ fn trace() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("NOVATE_FUZZ_TRACE").is_some())
 }
 
+/// Every account's view (`Err` for ids with none).
+fn accounts(sm: &StateMachine) -> Vec<Result<AccountView, Reject>> {
+    (1..=6).map(|id| sm.account(id)).collect()
+}
+
+thread_local! {
+    /// One lookup stage for the whole run (a thread each input would dominate the run).
+    static STAGE: std::cell::RefCell<LookupStage> =
+        std::cell::RefCell::new(LookupStage::new(|| {}).expect("the lookup stage's thread"));
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&batch, rest)) = data.split_first() else { return };
     let mut input = Input(rest);
@@ -160,6 +174,19 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(batched, results, "apply_batch differs from apply");
     assert_eq!(b.state_hash(), hash);
+    assert_eq!(accounts(&b), accounts(&sm), "apply_batch's accounts differ");
+
+    let mut on = StateMachine::new(LIMITS).expect("limits are valid");
+    let mut staged: Vec<Outcome> = Vec::with_capacity(log.len());
+    STAGE.with_borrow_mut(|stage| {
+        stage.force_holder_rows(Some(batch % 2 == 1));
+        for chunk in log.chunks(16 + usize::from(batch % 64)) {
+            on.apply_batch_on(stage, chunk, |_, r, _| staged.push(r.map(|e| e.to_vec())));
+        }
+    });
+    assert_eq!(staged, results, "apply_batch_on differs from apply");
+    assert_eq!(on.state_hash(), hash);
+    assert_eq!(accounts(&on), accounts(&sm), "apply_batch_on's accounts differ");
 
     let mut restored = StateMachine::restore(LIMITS, &snap).expect("an export restores");
     assert_eq!(restored.state_hash(), hash, "restore changed the hash");
