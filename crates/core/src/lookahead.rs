@@ -402,7 +402,7 @@ fn look_up<const ROWS: bool>(
 /// index keys), as `apply_batch`'s first two stages make them: the position-index slots
 /// prefetched `2 * PREFETCH_DISTANCE` items ahead, then probed ([`Indices::resolve`]);
 /// `out(i, legs)` for each item in order. With `ROWS`, the rows of the holders found and the
-/// column as well ([`Indices::resolve_holders`]), which `apply_batch` reads from the positions
+/// column as well ([`Indices::resolve`]'s `HOLDERS`), which `apply_batch` reads from the positions
 /// when it applies a command: the state machine's thread can then prefetch an account's line
 /// with its position's, not after it. No position's or account's line is prefetched here: the
 /// state machine's thread does that, into its own caches. Every `item` call for an item comes
@@ -439,11 +439,6 @@ pub(crate) fn look_ahead<'a, const ROWS: bool>(
             hashes[(i + AHEAD) & RING] = ahead(i + AHEAD);
         }
         let (s, _) = item(i);
-        let h = &hashes[i & RING];
-        let mut legs = ix.resolve(&s.cmd, h, &mut last, |_| {}, |_| {});
-        if ROWS {
-            ix.resolve_holders(&s.cmd, h, &mut legs, &mut last);
-        }
-        out(i, legs);
+        out(i, ix.resolve::<ROWS>(&s.cmd, &hashes[i & RING], &mut last, |_| {}, |_| {}));
     }
 }

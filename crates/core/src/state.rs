@@ -47,7 +47,7 @@ pub const PREFETCH_DISTANCE: usize = 8;
 const COMMAND_PREFETCH: usize = 24;
 
 /// Accounts' bytes past which `apply_batch_on`'s stage finds the rows of holders too
-/// ([`Indices::resolve_holders`]): the accounts no longer fit the L2, and an account's line,
+/// ([`Indices::resolve`]'s `HOLDERS`): the accounts no longer fit the L2, and an account's line,
 /// prefetched only once its position has come (`resolve_rows`), may come too late. On a
 /// smaller book it is the stage's work for nothing (1.7 ns a trade more on the 9,556-position
 /// book's uniform workload; docs/PERFORMANCE.md, twenty-ninth session).
@@ -704,35 +704,6 @@ pub(crate) struct Indices<'a> {
 }
 
 impl Indices<'_> {
-    /// The rows of the holders `resolve` found a position of (into `h`), and the column:
-    /// what the batch's third stage reads from the positions ([`StateMachine::resolve_rows`]),
-    /// from the indices instead, so that the accounts' lines can be prefetched with the
-    /// positions'. A row not found (an account the stage's reader does not see yet) stays
-    /// `NONE`, for the third stage. `last` as for [`resolve`](Self::resolve).
-    #[inline(always)]
-    pub(crate) fn resolve_holders(
-        self,
-        cmd: &Command,
-        hashes: &IndexHashes,
-        h: &mut Legs,
-        last: &mut (InstrumentId, u32),
-    ) {
-        let (accounts, instrument) = match *cmd {
-            Command::ClearTrade(ref t) => ([t.buy, t.sell], t.instrument),
-            Command::CheckOrder { account, instrument, .. } => ([account, 0], instrument),
-            _ => return,
-        };
-        if h.slots == [NONE; 2] {
-            return;
-        }
-        for (k, acct) in accounts.into_iter().enumerate() {
-            if h.slots[k] != NONE {
-                h.rows[k] = self.accounts.get_hashed(&acct, hashes.accounts[k]).unwrap_or(NONE);
-            }
-        }
-        h.col = resolve_col(self.instruments, instrument, last);
-    }
-
     /// Look up the accounts, instrument and positions of a trade (or of a CheckOrder: as a
     /// trade's buyer, with no seller) ahead of applying it; `found_position(slot)` and
     /// `found_account(row)` are called for each position found, and each account found that
@@ -750,8 +721,13 @@ impl Indices<'_> {
     /// second line too, its suspension, which the third stage does not prefetch: on a book
     /// larger than the caches, one more line to wait for, mostly from the L3, than prefetching
     /// it for every trade would cost the trades.)
+    ///
+    /// With `HOLDERS` (a lookup stage on a large book), a holder's row and the column are
+    /// found here too, from the indices, so that the state machine's thread can prefetch the
+    /// account's line with the position's rather than after it; a row not found (an account
+    /// the stage's reader does not see yet) stays `NONE`, for the third stage.
     #[inline(always)]
-    pub(crate) fn resolve(
+    pub(crate) fn resolve<const HOLDERS: bool>(
         self,
         cmd: &Command,
         hashes: &IndexHashes,
@@ -772,13 +748,16 @@ impl Indices<'_> {
             if let Some(s) = self.positions.get_hashed(&key, hashes.positions[k]) {
                 found_position(s);
                 h.slots[k] = s;
+                if HOLDERS {
+                    h.rows[k] = self.accounts.get_hashed(&acct, hashes.accounts[k]).unwrap_or(NONE);
+                }
             } else if let Some(r) = self.accounts.get_hashed(&acct, hashes.accounts[k]) {
                 found_account(r);
                 h.rows[k] = r;
             }
         }
         // A position found names the column too (the third stage reads it).
-        if h.slots == [NONE; 2] {
+        if HOLDERS || h.slots == [NONE; 2] {
             h.col = resolve_col(self.instruments, instrument, last);
         }
         h
@@ -1370,7 +1349,7 @@ impl StateMachine {
     /// (`hashes` are the command's, from `prefetch_index`).
     #[inline(always)]
     fn resolve(&self, cmd: &Command, hashes: &IndexHashes, last: &mut (InstrumentId, u32)) -> Legs {
-        self.indices().resolve(
+        self.indices().resolve::<false>(
             cmd,
             hashes,
             last,
@@ -1395,7 +1374,7 @@ impl StateMachine {
     /// change. Instead of lookups in the account and instrument indices: three lookups a trade
     /// fewer, and on a book larger than the caches two lines fewer to fetch (PERFORMANCE.md,
     /// twenty-first session). With `KEEP`, a row already found (by a lookup stage's
-    /// `resolve_holders`) is kept, its position not read; without, `h` has none (`apply_batch`:
+    /// [`Indices::resolve`] with `HOLDERS`) is kept, its position not read; without, `h` has none (`apply_batch`:
     /// one test fewer a leg).
     #[inline(always)]
     fn resolve_rows<const KEEP: bool>(&self, h: &mut Legs) {
