@@ -7,9 +7,10 @@
 //!
 //! Run: `cargo bench -p novate-benches --bench core` (NOVATE_BENCH_QUICK=1 for a smoke run,
 //! NOVATE_BENCH_SCALE=1m|10k|1k for one book). NOVATE_BENCH_AB=1 times only `apply_batch_on`,
-//! 20 repetitions of 100k trades that alternate between the lookup stage finding holders'
-//! rows and not (`LookupStage::force_holder_rows`), and prints both sets: an A/B in one
-//! process, which the host's drift between runs does not skew.
+//! 20 repetitions of 100k trades that alternate between batches of `LONG_BATCH` (four jobs
+//! each, each looked up while the one before is applied) and of `JOB_MAX` (one job a call, so
+//! each waits for its first hints), and prints both sets: an A/B in one process, which the
+//! host's drift between runs does not skew.
 
 use criterion::{black_box, Criterion};
 use hdrhistogram::Histogram;
@@ -20,6 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 const PREFILL_PER_ACCOUNT: u64 = 5; // each prefill trade opens up to 2 positions
+/// The longer batches of `apply_batch_on`: the engine's default `engine.batch_max` (its runs
+/// under load).
+const LONG_BATCH: usize = 4096;
 const BATCH: usize = 256;
 
 /// The book's size: the issue's 1M positions; a cache-resident one (~10k positions, ~2 MB with
@@ -386,7 +390,7 @@ fn bench_split(
 }
 
 /// `apply_batch_on`: `apply_batch` with its lookups made on a [`LookupStage`]'s thread
-/// (pinned to CPU 1, this thread to CPU 0 while it runs), in batches of `BATCH`: ns per trade,
+/// (pinned to CPU 1, this thread to CPU 0 while it runs), in batches of `batch`: ns per trade,
 /// the median of the repetitions. The stage is woken before each timed repetition (by a few
 /// CheckOrders, which change nothing): an idle stage parks.
 fn bench_staged(
@@ -395,6 +399,7 @@ fn bench_staged(
     prefill: &[Trade],
     zipf: Option<&Zipf>,
     sz: &Sizes,
+    batch: usize,
 ) -> f64 {
     let first = prefill.len() as u64 + 1;
     let mut sm = build_settled(sc, setup, (prefill.len() + sz.n * (sz.reps + 1)) as u32);
@@ -405,13 +410,11 @@ fn bench_staged(
     let _ = novate_mem::cpu::pin_current_thread(0);
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
     let mut times = Vec::new();
-    // NOVATE_BENCH_AB: odd repetitions with the stage finding holders' rows, even without.
+    // NOVATE_BENCH_AB: odd repetitions in batches of `batch`, even ones of one job each.
     let ab = std::env::var_os("NOVATE_BENCH_AB").is_some();
     let mut ab_times = [Vec::new(), Vec::new()];
     for rep in 0..=sz.reps {
-        if ab {
-            stage.force_holder_rows(Some(rep % 2 == 1));
-        }
+        let size = if ab && rep % 2 == 0 { JOB_MAX } else { batch };
         let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
         let orders: Vec<Sequenced> = work[..BATCH]
             .iter()
@@ -432,7 +435,7 @@ fn bench_staged(
         sm.apply_batch_on(&mut stage, &orders, |_, _, _| {});
         let mut ok = 0usize;
         let t0 = Instant::now();
-        for chunk in work.chunks(BATCH) {
+        for chunk in work.chunks(size) {
             sm.apply_batch_on(&mut stage, chunk, |_, r, _| ok += usize::from(r.is_ok()));
         }
         let dt = t0.elapsed().as_secs_f64();
@@ -444,10 +447,11 @@ fn bench_staged(
             ab_times[rep % 2].push(dt * 1e9 / work.len() as f64);
         }
     }
-    for (rows, t) in ab_times.iter_mut().enumerate().filter(|_| ab) {
+    for (odd, t) in ab_times.iter_mut().enumerate().filter(|_| ab) {
         t.sort_by(f64::total_cmp);
         let t: Vec<String> = t.iter().map(|x| format!("{x:.1}")).collect();
-        println!("  holder rows {}: {} ns/op (sorted)", rows == 1, t.join(", "));
+        let size = if odd == 1 { batch } else { JOB_MAX };
+        println!("  batches of {size}: {} ns/op (sorted)", t.join(", "));
     }
     let _ = novate_mem::cpu::set_affinity(&(0..novate_mem::cpu::cpus_online()).collect::<Vec<_>>());
     median(times)
@@ -674,14 +678,15 @@ fn main() {
             let name = format!("{}/{dist}", sc.name);
             if std::env::var_os("NOVATE_BENCH_AB").is_some() {
                 println!("clear_trade/{name}/novate apply_batch_on, A/B:");
-                bench_staged(sc, &setup, &prefill, z, &Sizes { n: 100_000, reps: 21 });
+                bench_staged(sc, &setup, &prefill, z, &Sizes { n: 100_000, reps: 21 }, LONG_BATCH);
                 continue;
             }
             let one = bench_engine(sc, &setup, &prefill, z, false, &sz);
             let batch = bench_engine(sc, &setup, &prefill, z, true, &sz);
             let peer = bench_peer(&setup, &prefill, z, &sz, &probe);
             let (lookups, rest) = bench_split(sc, &setup, &prefill, z, &sz);
-            let staged = bench_staged(sc, &setup, &prefill, z, &sz);
+            let staged = bench_staged(sc, &setup, &prefill, z, &sz, BATCH);
+            let staged_long = bench_staged(sc, &setup, &prefill, z, &sz, LONG_BATCH);
             if z.is_none() {
                 uniform_batch = batch.ns_per_op;
             }
@@ -708,6 +713,13 @@ fn main() {
                 1e3 / staged,
                 batch.ns_per_op / staged,
                 peer.ns_per_op / staged
+            );
+            println!(
+                "clear_trade/{name}/novate apply_batch_on in batches of {LONG_BATCH} (the \
+                 engine's batch_max; each job looked up while the one before is applied): \
+                 {staged_long:.1} ns/op ({:.2} M/s); peer / it = {:.2}x",
+                1e3 / staged_long,
+                peer.ns_per_op / staged_long
             );
             let r = batch.reads.as_ref().expect("batched");
             println!(

@@ -10,9 +10,12 @@
 //! does. So results and state are exactly `apply_batch`'s, whatever the stage's thread saw and
 //! whenever it saw it: it only reads the indices, through their readers' atomic words.
 //!
-//! One job at a time: the state machine's thread posts a batch (at most [`JOB_MAX`] commands),
-//! the stage's thread publishes its hints in order, and the state machine's thread waits for
-//! the stage to be done with the batch before the batch's borrow ends (also when unwinding).
+//! A batch goes to the stage in jobs of at most [`JOB_MAX`] commands, and at most two jobs
+//! are out at a time (`Pipeline`): while the state machine's thread reads one job's hints,
+//! the stage looks the next one up, so a long batch waits for its first hints once, not once
+//! a job. The stage's thread publishes each job's hints in order; the state machine's thread
+//! waits for the stage to be done with every job before the batch's borrow ends (also when
+//! unwinding).
 
 use crate::map::{MapReader, PairKey};
 use crate::state::{BatchItem, IndexHashes, Indices, Legs, Sequenced, NONE, PREFETCH_DISTANCE};
@@ -34,9 +37,14 @@ const PUBLISH_EVERY: usize = 8;
 /// (`PREFETCH_DISTANCE`).
 const PRETOUCH: usize = 64;
 
+/// Job `k`'s slot, counter of published hints and half of the hints (jobs alternate).
+fn slot(k: u64) -> usize {
+    (k & 1) as usize
+}
+
 /// Where job `k`'s hints start in `Shared::hints`.
 fn half(k: u64) -> usize {
-    (k & 1) as usize * JOB_MAX
+    slot(k) * JOB_MAX
 }
 
 /// Hints ahead of the one read whose line the state machine's thread prefetches.
@@ -73,11 +81,13 @@ impl Lookups {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// The job posted last, on one line: the stage's thread reads it in one transfer.
+/// A job, on one line: the stage's thread reads it in one transfer. Jobs alternate between
+/// two slots (job `k` in `slot(k)`).
 struct JobSlot {
-    /// Jobs posted so far. The state machine's thread stores it (Release) after the job's
-    /// fields; the stage's thread loads it (Acquire) before reading them.
-    posted: AtomicU64,
+    /// The number of the job in the slot (jobs are numbered from 1). The state machine's
+    /// thread stores it (Release) after the job's fields; the stage's thread loads it
+    /// (Acquire) before reading them.
+    number: AtomicU64,
     /// The job's batch (its first item and length), how to read an item of it (a
     /// [`ReadItem`] as a raw pointer), and the lookups it lends (an `Arc<Lookups>` as a raw
     /// pointer: the stage's thread takes it back and drops it).
@@ -88,6 +98,19 @@ struct JobSlot {
     /// Whether the stage finds the rows of holders, and the column, too ([`look_ahead`]'s
     /// `ROWS`).
     holder_rows: AtomicBool,
+}
+
+impl JobSlot {
+    fn new() -> JobSlot {
+        JobSlot {
+            number: AtomicU64::new(0),
+            batch: AtomicPtr::new(std::ptr::null_mut()),
+            len: AtomicUsize::new(0),
+            read: AtomicPtr::new(std::ptr::null_mut()),
+            lookups: AtomicPtr::new(std::ptr::null_mut()),
+            holder_rows: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Item `i` of a batch of some [`BatchItem`] type starting at `base`: its command, and the
@@ -115,20 +138,24 @@ struct Hints([[AtomicU64; 3]; 2 * JOB_MAX]);
 
 /// What the two threads share.
 struct Shared {
-    /// The job posted last.
-    job: Padded<JobSlot>,
-    /// Hints of the current job published so far. The stage's thread stores it (Release)
+    /// The two jobs out at most (job `k` in `slots[slot(k)]`).
+    slots: [Padded<JobSlot>; 2],
+    /// Hints published so far of the job in each slot. The stage's thread stores it (Release)
     /// after the hints, and after every read of the items before them and of the items it
     /// looked ahead at; the state machine's thread loads it (Acquire) before reading them.
     /// All of a job's hints published: the stage reads nothing of its batch any more, nor of
-    /// its fields in `job`.
-    ready: Padded<AtomicUsize>,
+    /// its slot.
+    ready: [Padded<AtomicUsize>; 2],
+    /// The last job whose hints the state machine's thread has read all of (or will not read
+    /// any more of): it stores it (Release) after those reads; the stage's thread loads it
+    /// (Acquire) before it writes that job's half of the hints ahead of the next job there.
+    released: Padded<AtomicU64>,
     /// Set once, when the stage is dropped (Release; loaded with Acquire by the stage's
     /// thread, which then exits).
     stop: AtomicBool,
-    /// Hint `i` of job `k`, at `half(k) + i`: [`Legs::to_words`]. Two halves, one job's each,
-    /// so that the stage can take the lines of the next job's half from the state machine's
-    /// thread (which read them) while that thread reads this job's (see `run`).
+    /// Hint `i` of job `k`, at `half(k) + i`: [`Legs::to_words`]. Two halves, one job's each:
+    /// the stage writes the next job's hints while the state machine's thread reads this
+    /// job's.
     hints: Box<Hints>,
 }
 
@@ -139,7 +166,7 @@ struct Shared {
 pub struct LookupStage {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    /// Jobs posted so far (the state machine's thread's copy of `shared.posted`).
+    /// Jobs posted so far (the number of the last).
     jobs: u64,
     /// Overrides `post`'s `holder_rows` ([`force_holder_rows`](Self::force_holder_rows)).
     force_rows: Option<bool>,
@@ -151,15 +178,9 @@ impl LookupStage {
     /// machine's thread).
     pub fn new(on_start: impl FnOnce() + Send + 'static) -> std::io::Result<LookupStage> {
         let shared = Arc::new(Shared {
-            job: Padded(JobSlot {
-                posted: AtomicU64::new(0),
-                batch: AtomicPtr::new(std::ptr::null_mut()),
-                len: AtomicUsize::new(0),
-                read: AtomicPtr::new(std::ptr::null_mut()),
-                lookups: AtomicPtr::new(std::ptr::null_mut()),
-                holder_rows: AtomicBool::new(false),
-            }),
-            ready: Padded(AtomicUsize::new(0)),
+            slots: [Padded(JobSlot::new()), Padded(JobSlot::new())],
+            ready: [Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0))],
+            released: Padded(AtomicU64::new(0)),
             stop: AtomicBool::new(false),
             hints: Box::new(Hints(std::array::from_fn(|_| Default::default()))),
         });
@@ -172,40 +193,32 @@ impl LookupStage {
         Ok(LookupStage { shared, thread: Some(thread), jobs: 0, force_rows: None })
     }
 
-    /// Post `batch` (1 to [`JOB_MAX`] commands) to be looked up in `lookups`: its hints, for
-    /// the caller to read in order; with the rows of holders too if `holder_rows`. The batch
-    /// stays borrowed until the job is dropped, which waits for the stage's thread to be done
-    /// with it.
-    pub(crate) fn post<'a, T: BatchItem + Sync>(
+    /// The lookups of `batch` (at least one command) in `lookups`, job by job: their hints,
+    /// for the caller to read in order ([`Pipeline::hint`]); with the rows of holders too if
+    /// `holder_rows`. The batch stays borrowed until the pipeline is dropped, which waits for
+    /// the stage's thread to be done with it.
+    pub(crate) fn pipeline<'a, T: BatchItem + Sync>(
         &'a mut self,
         batch: &'a [T],
-        lookups: &Arc<Lookups>,
+        lookups: &'a Arc<Lookups>,
         holder_rows: bool,
-    ) -> Job<'a> {
-        assert!((1..=JOB_MAX).contains(&batch.len()), "a job holds 1 to JOB_MAX commands");
-        let (s, j) = (&*self.shared, &self.shared.job.0);
-        // Relaxed: the Release store of `posted` below publishes them; the stage's thread is
-        // done with the job before (`Job`'s drop saw all its hints published), so nothing
-        // races.
-        j.batch.store(batch.as_ptr().cast::<()>().cast_mut(), Ordering::Relaxed);
-        j.len.store(batch.len(), Ordering::Relaxed);
-        j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
-        j.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
-        j.holder_rows.store(self.force_rows.unwrap_or(holder_rows), Ordering::Relaxed);
-        s.ready.0.store(0, Ordering::Relaxed);
-        self.jobs += 1;
-        j.posted.store(self.jobs, Ordering::Release);
-        if let Some(t) = &self.thread {
-            // A no-op unless the thread is parked (one atomic swap).
-            t.thread().unpark();
-        }
-        Job {
+    ) -> Pipeline<'a, T> {
+        assert!(!batch.is_empty(), "a pipeline of at least one command");
+        let holder_rows = self.force_rows.unwrap_or(holder_rows);
+        let mut p = Pipeline {
             stage: self,
-            half: half(self.jobs),
-            len: batch.len(),
-            ready: 0,
-            _batch: std::marker::PhantomData,
+            batch,
+            lookups,
+            holder_rows,
+            start: 0,
+            current: None,
+            next: None,
+        };
+        p.current = Some(p.post(0));
+        if batch.len() > JOB_MAX {
+            p.next = Some(p.post(JOB_MAX));
         }
+        p
     }
 
     /// Tests and benches: whether the stage finds the rows of holders too, for every job
@@ -246,66 +259,148 @@ impl Drop for LookupStage {
     }
 }
 
-/// A posted job: its hints, in order ([`hint`](Self::hint)). Dropping it waits until the
-/// stage's thread is done with the batch.
-pub(crate) struct Job<'a> {
-    stage: &'a LookupStage,
-    /// Where its hints start in `hints`, and how many.
-    half: usize,
+/// A posted job, as the state machine's thread follows it.
+struct Posted {
+    number: u64,
     len: usize,
     /// Hints known to be published.
     ready: usize,
-    _batch: std::marker::PhantomData<&'a [()]>,
 }
 
-impl Job<'_> {
-    /// The hint of the job's command `i` (waiting for it if the stage has not got there).
+/// A batch's jobs on a stage, at most two out at a time: the one whose hints the caller reads
+/// ([`hint`](Self::hint), in order over the whole batch) and the one after it, which the
+/// stage looks up meanwhile. Reading the first hint of a job releases the job before it and
+/// posts the job after it. Dropping the pipeline waits until the stage's thread is done with
+/// every job out.
+pub(crate) struct Pipeline<'a, T> {
+    stage: &'a mut LookupStage,
+    batch: &'a [T],
+    lookups: &'a Arc<Lookups>,
+    holder_rows: bool,
+    /// Where the current job starts in `batch`.
+    start: usize,
+    /// The job whose hints are read, and the one posted after it (`None`: none, or taken only
+    /// while one is released).
+    current: Option<Posted>,
+    next: Option<Posted>,
+}
+
+impl<T: BatchItem + Sync> Pipeline<'_, T> {
+    /// Post the job of the (at most [`JOB_MAX`]) commands of `batch` from `from` on. At most
+    /// two are out: the caller has released the job before the one out (see `release`), whose
+    /// slot and half this one takes.
+    fn post(&mut self, from: usize) -> Posted {
+        let batch = &self.batch[from..self.batch.len().min(from + JOB_MAX)];
+        let stage = &mut *self.stage;
+        stage.jobs += 1;
+        let k = stage.jobs;
+        let (s, j) = (&*stage.shared, &stage.shared.slots[slot(k)].0);
+        // Relaxed: the Release store of `number` below publishes them; the stage's thread is
+        // done with the slot's job before (`release` saw all its hints published), so nothing
+        // races.
+        j.batch.store(batch.as_ptr().cast::<()>().cast_mut(), Ordering::Relaxed);
+        j.len.store(batch.len(), Ordering::Relaxed);
+        j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
+        j.lookups.store(Arc::into_raw(self.lookups.clone()).cast_mut(), Ordering::Relaxed);
+        j.holder_rows.store(self.holder_rows, Ordering::Relaxed);
+        s.ready[slot(k)].0.store(0, Ordering::Relaxed);
+        j.number.store(k, Ordering::Release);
+        if let Some(t) = &stage.thread {
+            // A no-op unless the thread is parked (one atomic swap).
+            t.thread().unpark();
+        }
+        Posted { number: k, len: batch.len(), ready: 0 }
+    }
+
+    /// The hint of the batch's command `i` (waiting for it if the stage has not got there).
+    /// Asked in order: asked for the first command of the next job, the current one is
+    /// released and the job after the next posted.
     #[inline(always)]
     pub(crate) fn hint(&mut self, i: usize) -> Legs {
-        let (stage, shared) = (self.stage, &*self.stage.shared);
-        if i >= self.ready {
+        let len = self.current.as_ref().map_or(0, |j| j.len);
+        if i >= self.start + len {
+            self.advance();
+        }
+        let j = i - self.start;
+        let (stage, shared) = (&*self.stage, &*self.stage.shared);
+        let job = self.current.as_mut().expect("a job for every command of the batch");
+        let (half, ready) = (half(job.number), &shared.ready[slot(job.number)].0);
+        if j >= job.ready {
             stage.wait(|| {
                 // Acquire: pairs with the stage's Release store after the hints.
-                self.ready = shared.ready.0.load(Ordering::Acquire);
-                i < self.ready
+                job.ready = ready.load(Ordering::Acquire);
+                j < job.ready
             });
         }
         // The line of a later hint, which the stage wrote, on its way from the stage's core:
         // read when it comes, it would stall this thread for a transfer every few hints.
         // Only a published one: a line the stage has yet to write would go back to it.
-        let ahead = self.half + (i + HINT_PREFETCH).min(self.ready - 1);
+        let ahead = half + (j + HINT_PREFETCH).min(job.ready - 1);
         crate::map::prefetch_element(&shared.hints.0, ahead);
         // Relaxed: published by the Acquire load of `ready` above.
-        Legs::from_words(
-            shared.hints.0[self.half + i].each_ref().map(|w| w.load(Ordering::Relaxed)),
-        )
+        Legs::from_words(shared.hints.0[half + j].each_ref().map(|w| w.load(Ordering::Relaxed)))
     }
-}
 
-impl Drop for Job<'_> {
-    /// Waits until every hint is published (at once when the caller read them all, as it
-    /// does unless it unwinds): the stage's reads of the batch and of the job's fields happen
-    /// before (see `Shared::ready`).
-    fn drop(&mut self) {
-        let (stage, len) = (self.stage, self.len);
-        if self.ready < len {
-            // Acquire: pairs with the stage's Release store of the last hint.
-            stage.wait(|| stage.shared.ready.0.load(Ordering::Acquire) == len);
+    /// Jobs the stage has had posted so far (tests: how many are out ahead of the reader).
+    #[cfg(test)]
+    pub(crate) fn posted(&self) -> u64 {
+        self.stage.jobs
+    }
+
+    /// Move on to the next job: release the current one (all its hints read), and post the
+    /// one after the next, into the released job's slot and half.
+    #[cold]
+    #[inline(never)]
+    fn advance(&mut self) {
+        if let Some(done) = self.current.take() {
+            self.start += done.len;
+            self.release(done);
+        }
+        self.current = self.next.take();
+        let after = self.start + self.current.as_ref().map_or(0, |j| j.len);
+        if after < self.batch.len() {
+            self.next = Some(self.post(after));
         }
     }
 }
 
-/// The stage's thread: wait for a job, look its batch up, say so; until the stage is dropped.
+impl<T> Pipeline<'_, T> {
+    /// Wait until the stage's thread is done with `job` (at once if the caller read all its
+    /// hints: its last is published), and say that this thread reads none of it any more.
+    fn release(&self, job: Posted) {
+        let (stage, shared) = (&*self.stage, &*self.stage.shared);
+        let ready = &shared.ready[slot(job.number)].0;
+        if job.ready < job.len {
+            // Acquire: pairs with the stage's Release store of the last hint.
+            stage.wait(|| ready.load(Ordering::Acquire) == job.len);
+        }
+        // Release: this thread's reads of the job's hints come before the stage's next writes
+        // to them (it loads `released` with Acquire before).
+        shared.released.0.store(job.number, Ordering::Release);
+    }
+}
+
+impl<T> Drop for Pipeline<'_, T> {
+    /// Waits until the stage's thread is done with every job out (at once for a job whose
+    /// hints were all read, as they are unless the caller unwinds): its reads of the batch
+    /// and of the jobs' slots happen before (see `Shared::ready`).
+    fn drop(&mut self) {
+        for job in [self.current.take(), self.next.take()].into_iter().flatten() {
+            self.release(job);
+        }
+    }
+}
+
+/// The stage's thread: wait for the next job, look its batch up, say so; until the stage is
+/// dropped.
 fn run(shared: &Shared) {
     let mut seen = 0u64;
     loop {
+        let k = seen + 1;
+        let j = &shared.slots[slot(k)].0;
         let mut spins = 0u32;
-        let job = loop {
-            // Acquire: pairs with `post`'s Release store, after the job's fields.
-            let posted = shared.job.0.posted.load(Ordering::Acquire);
-            if posted != seen {
-                break posted;
-            }
+        // Acquire: pairs with `post`'s Release store, after the job's fields.
+        while j.number.load(Ordering::Acquire) != k {
             if shared.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -316,14 +411,13 @@ fn run(shared: &Shared) {
                 // Woken by `post` (or spuriously); a wake-up before the park is not lost.
                 std::thread::park();
             }
-        };
-        seen = job;
-        let j = &shared.job.0;
+        }
+        seen = k;
         // SAFETY: `post` stored a `ReadItem` (`read_item::<T>`) as a pointer.
         let read =
             unsafe { std::mem::transmute::<*mut (), ReadItem>(j.read.load(Ordering::Relaxed)) };
         // `post` stored a batch of `len` items of the type `read` reads, which stays borrowed
-        // (and is `Sync`) until the job's drop has seen its last hint published, after the
+        // (and is `Sync`) until the pipeline has seen the job's last hint published, after the
         // last read of it (`look_up`).
         let batch = Batch {
             base: j.batch.load(Ordering::Relaxed),
@@ -333,23 +427,28 @@ fn run(shared: &Shared) {
         let holder_rows = j.holder_rows.load(Ordering::Relaxed);
         // SAFETY: `post` stored `Arc::into_raw` of a clone, once per job; taken back once here.
         let lookups = unsafe { Arc::from_raw(j.lookups.load(Ordering::Relaxed)) };
-        let (this, next) = (half(job), half(job + 1));
-        let hints = &shared.hints.0[this..this + JOB_MAX];
+        let hints = &shared.hints.0[half(k)..half(k) + JOB_MAX];
+        let ready = &shared.ready[slot(k)].0;
         if holder_rows {
-            look_up::<true>(lookups.indices(), &batch, hints, &shared.ready.0);
+            look_up::<true>(lookups.indices(), &batch, hints, ready);
         } else {
-            look_up::<false>(lookups.indices(), &batch, hints, &shared.ready.0);
+            look_up::<false>(lookups.indices(), &batch, hints, ready);
         }
-        // The job is over for the state machine's thread: it may post the next at once.
+        // The job is over for the state machine's thread: it may post the one after the next.
         drop(lookups);
-        // The next job's hints go to lines that the state machine's thread read for the job
-        // before this one, and is done with (it posted this one after): take them now (as
-        // many as this job had), not one by one as the next job writes them. (The next job,
-        // if already posted, waits for this: it is this thread's.)
-        let touch = batch.len.clamp(PRETOUCH, JOB_MAX);
-        for cell in &shared.hints.0[next..next + touch] {
-            // Relaxed: overwritten, then published, by the next job.
-            cell[0].store(0, Ordering::Relaxed);
+        // The next job's hints go to the lines of the job before this one. Once the state
+        // machine's thread is done with it (a batch of one job posts each after the last is
+        // released), and if the next job has not come yet, take them now (as many as this job
+        // had), not one by one as the next job writes them. (The next job, if posted meanwhile,
+        // waits for this: it is this thread's.) Acquire: pairs with `release`'s Release store,
+        // after that thread's reads of those hints.
+        let next_posted = shared.slots[slot(k + 1)].0.number.load(Ordering::Relaxed) == k + 1;
+        if !next_posted && shared.released.0.load(Ordering::Acquire) + 1 >= k {
+            let touch = batch.len.clamp(PRETOUCH, JOB_MAX);
+            for cell in &shared.hints.0[half(k + 1)..half(k + 1) + touch] {
+                // Relaxed: overwritten, then published, by the next job.
+                cell[0].store(0, Ordering::Relaxed);
+            }
         }
     }
 }

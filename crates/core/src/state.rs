@@ -24,7 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::lookahead::{LookupStage, Lookups, JOB_MAX};
+use crate::lookahead::{LookupStage, Lookups};
 use crate::map::{
     prefetch_element, prefetch_element_bytes, FixedMap, MapReader, PairKey, Probe, TradeIndex,
 };
@@ -1203,29 +1203,29 @@ impl StateMachine {
     /// their accounts are prefetched with their positions). The same results, events and
     /// state as `apply_batch`. A batch of fewer than `2 * PREFETCH_DISTANCE` commands is
     /// applied by `apply_batch` (handing it over would cost more than its lookups); a longer
-    /// one goes to the stage in jobs of [`JOB_MAX`].
+    /// one goes to the stage in jobs of [`JOB_MAX`](crate::JOB_MAX), the next looked up while
+    /// this thread applies one (so a long batch waits for the stage once, at its start).
     pub fn apply_batch_on<T: BatchItem + Sync>(
         &mut self,
         stage: &mut LookupStage,
         batch: &[T],
-        mut on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
+        on_result: impl FnMut(usize, Result<&[Event], Reject>, &StateMachine),
     ) {
         if batch.len() < 2 * PREFETCH_DISTANCE {
             return self.apply_batch_with(batch, on_result);
         }
         let holder_rows = self.row_ids.len() * ACCOUNT_BYTES > HOLDER_ROWS_MIN_BYTES;
-        for (k, chunk) in batch.chunks(JOB_MAX).enumerate() {
-            let mut job = stage.post(chunk, &self.lookups, holder_rows);
-            let hint = |i: usize| {
-                // The stage read the commands first: their lines come from its core, later
-                // than from the caches' own prefetchers. Asked for `i`, this thread applies
-                // `i - PREFETCH_DISTANCE` now.
-                prefetch_element(chunk, i + COMMAND_PREFETCH);
-                job.hint(i)
-            };
-            self.apply_hints(chunk, hint, |i, r, sm| on_result(k * JOB_MAX + i, r, sm));
-            // `job`'s drop waits for the stage to be done with `chunk`.
-        }
+        let lookups = self.lookups.clone();
+        let mut jobs = stage.pipeline(batch, &lookups, holder_rows);
+        let hint = |i: usize| {
+            // The stage read the commands first: their lines come from its core, later than
+            // from the caches' own prefetchers. Asked for `i`, this thread applies
+            // `i - PREFETCH_DISTANCE` now.
+            prefetch_element(batch, i + COMMAND_PREFETCH);
+            jobs.hint(i)
+        };
+        self.apply_hints(batch, hint, on_result);
+        // `jobs`' drop waits for the stage to be done with `batch`.
     }
 
     /// Apply `batch` with the lookups `hint(i)` made for `batch[i]` ahead (asked for in
@@ -2989,6 +2989,65 @@ fn equity(collateral: Money, t: &Totals) -> Result<Money, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_batch_has_its_next_job_looked_up_while_one_is_read() {
+        use crate::lookahead::JOB_MAX;
+        let limits =
+            Limits { accounts_max: 64, instruments_max: 8, positions_max: 512, trades_max: 8192 };
+        let mut sm = StateMachine::new(limits).unwrap();
+        let trade = |trade_id: u64, buy: u64, sell: u64, instrument: u32| {
+            Command::ClearTrade(Trade {
+                trade_id,
+                buy,
+                sell,
+                instrument,
+                qty: 1,
+                price: 100 * PRICE_SCALE,
+                trade_date: 20260105,
+            })
+        };
+        let mut setup = Vec::new();
+        for id in 1..=4 {
+            let spec = InstrumentSpec { id, multiplier: 1, margin_bps: 100, settle_days: 2 };
+            setup.push(Command::UpsertInstrument(spec));
+        }
+        for id in 1..=40 {
+            let spec =
+                AccountSpec { id, max_position: 0, max_notional: 0, max_loss: 0, suspended: false };
+            setup.push(Command::UpsertAccount(spec));
+            setup.push(Command::AdjustCollateral { account: id, amount: 1 << 60 });
+        }
+        // Positions for accounts 1..=20 in every instrument; accounts 21..=40 hold none.
+        setup.extend((0..40).map(|k| trade(k + 1, 1 + k % 20, 1 + (k + 7) % 20, 1 + k as u32 % 4)));
+        for (seq, c) in setup.iter().enumerate() {
+            sm.apply(c, seq as u64 + 1, 0).unwrap();
+        }
+        // Two jobs and a bit: held positions, new ones, unknown accounts and instruments.
+        let batch: Vec<Sequenced> = (0..2 * JOB_MAX as u64 + 10)
+            .map(|k| Sequenced {
+                seq: 1000 + k,
+                ts: 0,
+                cmd: trade(1000 + k, 1 + k % 43, 1 + (k * 7 + 3) % 41, 1 + (k % 5) as u32),
+            })
+            .collect();
+        let mut want = Vec::new();
+        sm.resolve_ahead(&batch, &mut want);
+        let mut stage = LookupStage::new(|| {}).unwrap();
+        for round in 0..3 {
+            let mut jobs = stage.pipeline(&batch, &sm.lookups, false);
+            let before = 3 * round;
+            // The first job and the next are out before any hint is read.
+            assert_eq!(jobs.posted(), before + 2);
+            for (i, w) in want.iter().enumerate() {
+                assert_eq!(jobs.hint(i).to_words(), w.0.to_words(), "round {round}, hint {i}");
+                // The first hint of the second job released the first and posted the third.
+                let out = if i < JOB_MAX { 2 } else { 3 };
+                assert_eq!(jobs.posted(), before + out, "round {round}, hint {i}");
+            }
+        }
+        assert_eq!(stage.jobs(), 9);
+    }
 
     #[test]
     fn funds_round_trip_and_are_wide_only_beyond_2_pow_124_or_2_pow_63_under_margin() {

@@ -80,12 +80,13 @@ fn keys_inserted_while_the_stage_looks_up_apply_as_one_by_one() {
     let opened = want.iter().filter(|r| r.as_ref().is_ok_and(|e| e.len() >= 3)).count();
     assert!(opened > 30_000, "the stream clears trades ({opened})");
     let mut stage = LookupStage::new(|| {}).unwrap();
-    // Within a job, a job exactly, over several jobs, and a length no power of two; with the
-    // stage finding the rows of holders too (as it does for a book of many accounts) and
-    // without.
+    // Within a job, a job exactly, two jobs exactly, over several jobs, a length no power of
+    // two, and the whole stream in one batch (59 jobs, each looked up while the one before is
+    // applied); with the stage finding the rows of holders too (as it does for a book of many
+    // accounts) and without.
     for rows in [false, true] {
         stage.force_holder_rows(Some(rows));
-        for batch in [256, JOB_MAX, 3 * JOB_MAX + 17, 999] {
+        for batch in [256, JOB_MAX, 2 * JOB_MAX, 3 * JOB_MAX + 17, 999, log.len()] {
             let (got, got_hash) = staged(&mut stage, &log, batch);
             assert_eq!(got.len(), want.len());
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -142,21 +143,26 @@ fn an_idle_stage_wakes_for_the_next_batch_and_stops_when_dropped() {
 
 #[test]
 fn a_panic_in_on_result_leaves_the_batch_to_the_stage_until_it_is_done() {
-    // The job's drop waits for the stage's thread while unwinding: the batch is freed only
-    // after it. Then the stage serves the next batch.
+    // The drop of the batch's jobs waits for the stage's thread while unwinding (for both
+    // jobs out, the one applied and the next): the batch is freed only after it. Then the
+    // stage serves the next batch. Stops early in the first job, just before and just after
+    // the first hint of the second is asked for (8 commands ahead: the first job released and
+    // the third posted), in the second job, and in the last.
     let log = stream(5, 4_000);
-    let mut stage = LookupStage::new(|| {}).unwrap();
-    let mut sm = StateMachine::new(LIMITS).unwrap();
-    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let copy: Vec<Sequenced> = log.clone();
-        sm.apply_batch_on(&mut stage, &copy, |i, _, _| assert!(i < 40, "stop at 40"));
-    }));
-    assert!(unwound.is_err());
-    let mut fresh = StateMachine::new(LIMITS).unwrap();
-    let mut got = Vec::new();
-    fresh.apply_batch_on(&mut stage, &log, |_, r, _| got.push(r.map(|e| e.to_vec())));
     let (want, hash) = one_by_one(&log);
-    assert_eq!((got, state(&mut fresh)), (want, hash));
+    let mut stage = LookupStage::new(|| {}).unwrap();
+    for stop in [40, JOB_MAX - 9, JOB_MAX - 8, JOB_MAX + 3, 2 * JOB_MAX + 100, log.len() - 5] {
+        let mut sm = StateMachine::new(LIMITS).unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let copy: Vec<Sequenced> = log.clone();
+            sm.apply_batch_on(&mut stage, &copy, |i, _, _| assert!(i < stop, "stop at {stop}"));
+        }));
+        assert!(unwound.is_err(), "stop at {stop}");
+        let mut fresh = StateMachine::new(LIMITS).unwrap();
+        let mut got = Vec::new();
+        fresh.apply_batch_on(&mut stage, &log, |_, r, _| got.push(r.map(|e| e.to_vec())));
+        assert_eq!((got, state(&mut fresh)), (want.clone(), hash.clone()), "stop at {stop}");
+    }
 }
 
 #[test]
