@@ -10,7 +10,9 @@
 //! 20 repetitions of 100k trades that alternate between batches of `LONG_BATCH` (four jobs
 //! each, each looked up while the one before is applied) and of `JOB_MAX` (one job a call, so
 //! each waits for its first hints), and prints both sets: an A/B in one process, which the
-//! host's drift between runs does not skew.
+//! host's drift between runs does not skew. NOVATE_BENCH_AB=head alternates, in batches of
+//! `BATCH`, between `apply_batch_on` looking the first commands up itself (its default) and
+//! the stage looking up all (`LookupStage::force_head`).
 
 use criterion::{black_box, Criterion};
 use hdrhistogram::Histogram;
@@ -410,11 +412,20 @@ fn bench_staged(
     let _ = novate_mem::cpu::pin_current_thread(0);
     let mut rng = SplitMix(if zipf.is_some() { 7 } else { 3 });
     let mut times = Vec::new();
-    // NOVATE_BENCH_AB: odd repetitions in batches of `batch`, even ones of one job each.
-    let ab = std::env::var_os("NOVATE_BENCH_AB").is_some();
+    // NOVATE_BENCH_AB: odd repetitions in batches of `batch`, even ones of one job each;
+    // NOVATE_BENCH_AB=head: all in batches of `BATCH`, even ones with no head (every lookup
+    // made by the stage).
+    let ab = std::env::var("NOVATE_BENCH_AB").ok();
+    let head_ab = ab.as_deref() == Some("head");
     let mut ab_times = [Vec::new(), Vec::new()];
     for rep in 0..=sz.reps {
-        let size = if ab && rep % 2 == 0 { JOB_MAX } else { batch };
+        let even = ab.is_some() && rep % 2 == 0;
+        let size = match (head_ab, even) {
+            (true, _) => BATCH,
+            (false, true) => JOB_MAX,
+            (false, false) => batch,
+        };
+        stage.force_head(if head_ab && even { Some(0) } else { None });
         let work = workload(&mut rng, prefill, sz.n, zipf, first + (rep * sz.n) as u64);
         let orders: Vec<Sequenced> = work[..BATCH]
             .iter()
@@ -443,15 +454,20 @@ fn bench_staged(
         if rep < sz.reps && rep > 0 || sz.reps == 1 {
             times.push(dt * 1e9 / work.len() as f64);
         }
-        if ab && rep > 0 {
+        if ab.is_some() && rep > 0 {
             ab_times[rep % 2].push(dt * 1e9 / work.len() as f64);
         }
     }
-    for (odd, t) in ab_times.iter_mut().enumerate().filter(|_| ab) {
+    for (odd, t) in ab_times.iter_mut().enumerate().filter(|_| ab.is_some()) {
         t.sort_by(f64::total_cmp);
         let t: Vec<String> = t.iter().map(|x| format!("{x:.1}")).collect();
-        let size = if odd == 1 { batch } else { JOB_MAX };
-        println!("  batches of {size}: {} ns/op (sorted)", t.join(", "));
+        let side = match (head_ab, odd == 1) {
+            (true, true) => format!("batches of {BATCH}, a head"),
+            (true, false) => format!("batches of {BATCH}, no head"),
+            (false, true) => format!("batches of {batch}"),
+            (false, false) => format!("batches of {JOB_MAX}"),
+        };
+        println!("  {side}: {} ns/op (sorted)", t.join(", "));
     }
     let _ = novate_mem::cpu::set_affinity(&(0..novate_mem::cpu::cpus_online()).collect::<Vec<_>>());
     median(times)

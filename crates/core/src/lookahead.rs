@@ -170,6 +170,8 @@ pub struct LookupStage {
     jobs: u64,
     /// Overrides `post`'s `holder_rows` ([`force_holder_rows`](Self::force_holder_rows)).
     force_rows: Option<bool>,
+    /// Overrides `apply_batch_on`'s head ([`force_head`](Self::force_head)).
+    force_head: Option<usize>,
 }
 
 impl LookupStage {
@@ -190,7 +192,13 @@ impl LookupStage {
                 on_start();
                 run(&theirs);
             })?;
-        Ok(LookupStage { shared, thread: Some(thread), jobs: 0, force_rows: None })
+        Ok(LookupStage {
+            shared,
+            thread: Some(thread),
+            jobs: 0,
+            force_rows: None,
+            force_head: None,
+        })
     }
 
     /// The lookups of `batch` (at least one command) in `lookups`, job by job: their hints,
@@ -226,6 +234,19 @@ impl LookupStage {
     #[doc(hidden)]
     pub fn force_holder_rows(&mut self, on: Option<bool>) {
         self.force_rows = on;
+    }
+
+    /// Tests and benches: how many commands at a batch's start `apply_batch_on` looks up
+    /// on its own thread, while the stage starts on the rest (at most 64; `None`: its
+    /// default, 16).
+    #[doc(hidden)]
+    pub fn force_head(&mut self, head: Option<usize>) {
+        self.force_head = head;
+    }
+
+    /// The head `apply_batch_on` is to use, if forced.
+    pub(crate) fn head(&self) -> Option<usize> {
+        self.force_head
     }
 
     /// Jobs posted so far (a batch of more than [`JOB_MAX`] commands is several).

@@ -95,6 +95,16 @@ fn keys_inserted_while_the_stage_looks_up_apply_as_one_by_one() {
             assert_eq!(got_hash, hash, "rows {rows}, batch {batch}");
         }
     }
+    // No head (every lookup on the stage), and the longest (64 commands looked up by the state
+    // machine's thread before it reads the stage's first hint).
+    stage.force_holder_rows(None);
+    for head in [0, 64] {
+        stage.force_head(Some(head));
+        for batch in [80, 3 * JOB_MAX + 17] {
+            let (got, got_hash) = staged(&mut stage, &log, batch);
+            assert!(got == want && got_hash == hash, "head {head}, batch {batch}");
+        }
+    }
 }
 
 #[test]
@@ -167,20 +177,21 @@ fn a_panic_in_on_result_leaves_the_batch_to_the_stage_until_it_is_done() {
 
 #[test]
 fn short_jobs_back_to_back_apply_as_one_by_one() {
-    // Jobs of 16-47 commands, posted the moment the one before has its last hint: the stage
-    // is still finishing the last job (its lookups' release, the next half's lines) when the
-    // next is posted, over and over.
+    // Batches of 32-63 commands (jobs of 16-47: the first 16 commands of each are looked up
+    // by the state machine's thread), posted the moment the one before has its last hint: the
+    // stage is still finishing the last job (its lookups' release, the next half's lines)
+    // when the next is posted, over and over.
     let log = stream(6, 20_000);
     let (want, hash) = one_by_one(&log);
     let mut stage = LookupStage::new(|| {}).unwrap();
     let mut sm = StateMachine::new(LIMITS).unwrap();
     let (mut got, mut at, mut g) = (Vec::with_capacity(log.len()), 0, Gen(7));
     while at < log.len() {
-        let end = (at + 16 + g.below(32) as usize).min(log.len());
+        let end = (at + 32 + g.below(32) as usize).min(log.len());
         sm.apply_batch_on(&mut stage, &log[at..end], |_, r, _| got.push(r.map(|e| e.to_vec())));
         at = end;
     }
-    assert!(stage.jobs() > 500, "{} jobs", stage.jobs());
+    assert!(stage.jobs() > 400, "{} jobs", stage.jobs());
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "command #{i}: {:?}", log[i].cmd);
