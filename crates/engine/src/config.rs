@@ -116,7 +116,7 @@ pub struct ThreadsSection {
     pub fifo_priority: i32,
     /// A lookup stage: a thread that makes each batch's index lookups (its positions' slots)
     /// ahead of the state machine's thread, which then applies the batch with them
-    /// (`StateMachine::apply_batch_on`; batches of 16 commands or more). Off by default: the
+    /// (`StateMachine::apply_batch_on`; batches of 32 commands or more). Off by default: the
     /// stage spins while batches come, so it wants a core of its own, which a 2-core machine
     /// does not have beside the other stages.
     pub lookup_stage: bool,
