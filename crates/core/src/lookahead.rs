@@ -237,7 +237,7 @@ impl LookupStage {
     }
 
     /// Tests and benches: how many commands at a batch's start `apply_batch_on` looks up
-    /// on its own thread, while the stage starts on the rest (at most 64; `None`: its
+    /// on its own thread, while the stage starts on the rest (at most 32; `None`: its
     /// default, 16).
     #[doc(hidden)]
     pub fn force_head(&mut self, head: Option<usize>) {

@@ -52,7 +52,7 @@ const COMMAND_PREFETCH: usize = 24;
 /// for DRAM), which the state machine's thread would otherwise spend waiting.
 const HEAD: usize = 16;
 /// The most commands a batch's head can be ([`LookupStage::force_head`]).
-const HEAD_MAX: usize = 64;
+const HEAD_MAX: usize = 32;
 
 /// Accounts' bytes past which `apply_batch_on`'s stage finds the rows of holders too
 /// ([`Indices::resolve`]'s `HOLDERS`): the accounts no longer fit the L2, and an account's line,

@@ -95,10 +95,10 @@ fn keys_inserted_while_the_stage_looks_up_apply_as_one_by_one() {
             assert_eq!(got_hash, hash, "rows {rows}, batch {batch}");
         }
     }
-    // No head (every lookup on the stage), and the longest (64 commands looked up by the state
+    // No head (every lookup on the stage), and the longest (32 commands looked up by the state
     // machine's thread before it reads the stage's first hint).
     stage.force_holder_rows(None);
-    for head in [0, 64] {
+    for head in [0, 32] {
         stage.force_head(Some(head));
         for batch in [80, 3 * JOB_MAX + 17] {
             let (got, got_hash) = staged(&mut stage, &log, batch);
