@@ -208,23 +208,16 @@ impl LookupStage {
     pub(crate) fn pipeline<'a, T: BatchItem + Sync>(
         &'a mut self,
         batch: &'a [T],
-        lookups: &'a Arc<Lookups>,
+        lookups: Arc<Lookups>,
         holder_rows: bool,
     ) -> Pipeline<'a, T> {
         assert!(!batch.is_empty(), "a pipeline of at least one command");
         let holder_rows = self.force_rows.unwrap_or(holder_rows);
-        let mut p = Pipeline {
-            stage: self,
-            batch,
-            lookups,
-            holder_rows,
-            start: 0,
-            current: None,
-            next: None,
-        };
-        p.current = Some(p.post(0));
+        let current = post(self, job_at(batch, 0), &lookups, holder_rows);
+        let mut p =
+            Pipeline { stage: self, batch, lookups, holder_rows, start: 0, current, next: None };
         if batch.len() > JOB_MAX {
-            p.next = Some(p.post(JOB_MAX));
+            p.next = Some(post(p.stage, job_at(batch, JOB_MAX), &p.lookups, holder_rows));
         }
         p
     }
@@ -296,55 +289,61 @@ struct Posted {
 pub(crate) struct Pipeline<'a, T> {
     stage: &'a mut LookupStage,
     batch: &'a [T],
-    lookups: &'a Arc<Lookups>,
+    lookups: Arc<Lookups>,
     holder_rows: bool,
     /// Where the current job starts in `batch`.
     start: usize,
-    /// The job whose hints are read, and the one posted after it (`None`: none, or taken only
-    /// while one is released).
-    current: Option<Posted>,
+    /// The job whose hints are read, and the one posted after it, if any.
+    current: Posted,
     next: Option<Posted>,
 }
 
-impl<T: BatchItem + Sync> Pipeline<'_, T> {
-    /// Post the job of the (at most [`JOB_MAX`]) commands of `batch` from `from` on. At most
-    /// two are out: the caller has released the job before the one out (see `release`), whose
-    /// slot and half this one takes.
-    fn post(&mut self, from: usize) -> Posted {
-        let batch = &self.batch[from..self.batch.len().min(from + JOB_MAX)];
-        let stage = &mut *self.stage;
-        stage.jobs += 1;
-        let k = stage.jobs;
-        let (s, j) = (&*stage.shared, &stage.shared.slots[slot(k)].0);
-        // Relaxed: the Release store of `number` below publishes them; the stage's thread is
-        // done with the slot's job before (`release` saw all its hints published), so nothing
-        // races.
-        j.batch.store(batch.as_ptr().cast::<()>().cast_mut(), Ordering::Relaxed);
-        j.len.store(batch.len(), Ordering::Relaxed);
-        j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
-        j.lookups.store(Arc::into_raw(self.lookups.clone()).cast_mut(), Ordering::Relaxed);
-        j.holder_rows.store(self.holder_rows, Ordering::Relaxed);
-        s.ready[slot(k)].0.store(0, Ordering::Relaxed);
-        j.number.store(k, Ordering::Release);
-        if let Some(t) = &stage.thread {
-            // A no-op unless the thread is parked (one atomic swap).
-            t.thread().unpark();
-        }
-        Posted { number: k, len: batch.len(), ready: 0 }
+/// Post the job of `batch` (1 to [`JOB_MAX`] commands) to `stage`. At most two are out: the
+/// caller has released the job before the one out (see `Pipeline::release`), whose slot and
+/// half this one takes.
+fn post<T: BatchItem + Sync>(
+    stage: &mut LookupStage,
+    batch: &[T],
+    lookups: &Arc<Lookups>,
+    holder_rows: bool,
+) -> Posted {
+    assert!((1..=JOB_MAX).contains(&batch.len()), "a job holds 1 to JOB_MAX commands");
+    stage.jobs += 1;
+    let k = stage.jobs;
+    let (s, j) = (&*stage.shared, &stage.shared.slots[slot(k)].0);
+    // Relaxed: the Release store of `number` below publishes them; the stage's thread is done
+    // with the slot's job before (`release` saw all its hints published), so nothing races.
+    j.batch.store(batch.as_ptr().cast::<()>().cast_mut(), Ordering::Relaxed);
+    j.len.store(batch.len(), Ordering::Relaxed);
+    j.read.store(read_item::<T> as ReadItem as *mut (), Ordering::Relaxed);
+    j.lookups.store(Arc::into_raw(lookups.clone()).cast_mut(), Ordering::Relaxed);
+    j.holder_rows.store(holder_rows, Ordering::Relaxed);
+    s.ready[slot(k)].0.store(0, Ordering::Relaxed);
+    j.number.store(k, Ordering::Release);
+    if let Some(t) = &stage.thread {
+        // A no-op unless the thread is parked (one atomic swap).
+        t.thread().unpark();
     }
+    Posted { number: k, len: batch.len(), ready: 0 }
+}
 
+/// The job of `batch` that starts at `from`: at most [`JOB_MAX`] commands.
+fn job_at<T>(batch: &[T], from: usize) -> &[T] {
+    &batch[from..batch.len().min(from + JOB_MAX)]
+}
+
+impl<T: BatchItem + Sync> Pipeline<'_, T> {
     /// The hint of the batch's command `i` (waiting for it if the stage has not got there).
     /// Asked in order: asked for the first command of the next job, the current one is
     /// released and the job after the next posted.
     #[inline(always)]
     pub(crate) fn hint(&mut self, i: usize) -> Legs {
-        let len = self.current.as_ref().map_or(0, |j| j.len);
-        if i >= self.start + len {
+        if i >= self.start + self.current.len {
             self.advance();
         }
         let j = i - self.start;
         let (stage, shared) = (&*self.stage, &*self.stage.shared);
-        let job = self.current.as_mut().expect("a job for every command of the batch");
+        let job = &mut self.current;
         let (half, ready) = (half(job.number), &shared.ready[slot(job.number)].0);
         if j >= job.ready {
             stage.wait(|| {
@@ -373,14 +372,14 @@ impl<T: BatchItem + Sync> Pipeline<'_, T> {
     #[cold]
     #[inline(never)]
     fn advance(&mut self) {
-        if let Some(done) = self.current.take() {
-            self.start += done.len;
-            self.release(done);
-        }
-        self.current = self.next.take();
-        let after = self.start + self.current.as_ref().map_or(0, |j| j.len);
+        let next = self.next.take().expect("a job for every command of the batch");
+        let done = std::mem::replace(&mut self.current, next);
+        self.start += done.len;
+        self.release(&done);
+        let after = self.start + self.current.len;
         if after < self.batch.len() {
-            self.next = Some(self.post(after));
+            let job = job_at(self.batch, after);
+            self.next = Some(post(self.stage, job, &self.lookups, self.holder_rows));
         }
     }
 }
@@ -388,7 +387,7 @@ impl<T: BatchItem + Sync> Pipeline<'_, T> {
 impl<T> Pipeline<'_, T> {
     /// Wait until the stage's thread is done with `job` (at once if the caller read all its
     /// hints: its last is published), and say that this thread reads none of it any more.
-    fn release(&self, job: Posted) {
+    fn release(&self, job: &Posted) {
         let (stage, shared) = (&*self.stage, &*self.stage.shared);
         let ready = &shared.ready[slot(job.number)].0;
         if job.ready < job.len {
@@ -406,8 +405,9 @@ impl<T> Drop for Pipeline<'_, T> {
     /// hints were all read, as they are unless the caller unwinds): its reads of the batch
     /// and of the jobs' slots happen before (see `Shared::ready`).
     fn drop(&mut self) {
-        for job in [self.current.take(), self.next.take()].into_iter().flatten() {
-            self.release(job);
+        self.release(&self.current);
+        if let Some(next) = &self.next {
+            self.release(next);
         }
     }
 }
@@ -522,12 +522,14 @@ fn look_up<const ROWS: bool>(
 /// index keys), as `apply_batch`'s first two stages make them: the position-index slots
 /// prefetched `2 * PREFETCH_DISTANCE` items ahead, then probed ([`Indices::resolve`]);
 /// `out(i, legs)` for each item in order. With `ROWS`, the rows of the holders found and the
-/// column as well ([`Indices::resolve`]'s `HOLDERS`), which `apply_batch` reads from the positions
-/// when it applies a command: the state machine's thread can then prefetch an account's line
-/// with its position's, not after it. No position's or account's line is prefetched here: the
-/// state machine's thread does that, into its own caches. Every `item` call for an item comes
-/// before `out` for it and for every item after it that was looked ahead at, so `out`'s last
-/// call follows the last read of the batch.
+/// column as well ([`Indices::resolve`]'s `HOLDERS`), which `apply_batch` reads from the
+/// positions when it applies a command: the state machine's thread can then prefetch an
+/// account's line with its position's, not after it. No position's or account's line is
+/// prefetched here: the state machine's thread does that, into its own caches. Every `item`
+/// call for an item comes before `out` for it and for every item after it that was looked
+/// ahead at, so `out`'s last call follows the last read of the batch. (The stage's thread
+/// calls it for its jobs; `apply_batch_on`'s thread for a batch's head, and
+/// `resolve_ahead`.)
 pub(crate) fn look_ahead<'a, const ROWS: bool>(
     ix: Indices<'_>,
     len: usize,

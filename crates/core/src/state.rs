@@ -24,7 +24,7 @@
 
 use crate::command::*;
 use crate::hash::{record, Digest, StableHasher};
-use crate::lookahead::{LookupStage, Lookups};
+use crate::lookahead::{look_ahead, LookupStage, Lookups};
 use crate::map::{
     prefetch_element, prefetch_element_bytes, FixedMap, MapReader, PairKey, Probe, TradeIndex,
 };
@@ -1183,7 +1183,7 @@ impl StateMachine {
     pub fn resolve_ahead(&self, batch: &[Sequenced], out: &mut Vec<Resolved>) {
         out.clear();
         let item = |k: usize| (&batch[k], IndexHashes::of(&batch[k].cmd));
-        crate::lookahead::look_ahead::<false>(self.indices(), batch.len(), item, |_, legs| {
+        look_ahead::<false>(self.indices(), batch.len(), item, |_, legs| {
             out.push(Resolved(legs));
         });
     }
@@ -1225,17 +1225,18 @@ impl StateMachine {
             return self.apply_batch_with(batch, on_result);
         }
         let holder_rows = self.row_ids.len() * ACCOUNT_BYTES > HOLDER_ROWS_MIN_BYTES;
-        let lookups = self.lookups.clone();
-        let mut jobs = stage.pipeline(&batch[head..], &lookups, holder_rows);
-        // The head's lookups, as `apply_batch` makes them: every index slot prefetched, then
-        // each probed.
-        let mut hashes = [IndexHashes::default(); HEAD_MAX];
-        for (h, item) in hashes.iter_mut().zip(&batch[..head]) {
-            *h = self.prefetch_index(item);
-        }
-        let (mut local, mut last) = ([Legs::NONE; HEAD_MAX], (0, NONE));
-        for ((l, h), item) in local.iter_mut().zip(&hashes).zip(&batch[..head]) {
-            *l = self.resolve(&item.item().sequenced().cmd, h, &mut last);
+        let mut jobs = stage.pipeline(&batch[head..], self.lookups.clone(), holder_rows);
+        // The head's lookups, made here as the stage makes the rest's.
+        let mut local = [Legs::NONE; HEAD_MAX];
+        let item = |k: usize| {
+            let it = batch[k].item();
+            (it.sequenced(), it.index_hashes())
+        };
+        let out = |k: usize, legs| local[k] = legs;
+        if holder_rows {
+            look_ahead::<true>(self.indices(), head, item, out);
+        } else {
+            look_ahead::<false>(self.indices(), head, item, out);
         }
         let hint = |i: usize| {
             // The stage read the commands first: their lines come from its core, later than
@@ -1398,8 +1399,8 @@ impl StateMachine {
     /// change. Instead of lookups in the account and instrument indices: three lookups a trade
     /// fewer, and on a book larger than the caches two lines fewer to fetch (PERFORMANCE.md,
     /// twenty-first session). With `KEEP`, a row already found (by a lookup stage's
-    /// [`Indices::resolve`] with `HOLDERS`) is kept, its position not read; without, `h` has none (`apply_batch`:
-    /// one test fewer a leg).
+    /// [`Indices::resolve`] with `HOLDERS`) is kept, its position not read; without, `h` has
+    /// none (`apply_batch`: one test fewer a leg).
     #[inline(always)]
     fn resolve_rows<const KEEP: bool>(&self, h: &mut Legs) {
         for k in 0..2 {
@@ -3059,7 +3060,7 @@ mod tests {
         sm.resolve_ahead(&batch, &mut want);
         let mut stage = LookupStage::new(|| {}).unwrap();
         for round in 0..3 {
-            let mut jobs = stage.pipeline(&batch, &sm.lookups, false);
+            let mut jobs = stage.pipeline(&batch, sm.lookups.clone(), false);
             let before = 3 * round;
             // The first job and the next are out before any hint is read.
             assert_eq!(jobs.posted(), before + 2);
