@@ -1,0 +1,128 @@
+/* What a trade's four prefetched lines cost work that is wide (many independent instructions a
+ * cycle, as the state machine's ~850 a trade at ~4.4 a cycle are) against work that is narrow
+ * (one dependent chain of multiplies) of the same duration (~41 ns a trade on its own).
+ *
+ * Each trade prefetches (for writing) AHEAD trades ahead (16 unless given) two random lines of
+ * a 64 MiB table and the first lines of two of 100,000 records of 256 bytes, then reads and
+ * increments them, then works. Layouts of the four lines:
+ *   cached  any of 64 lines of each table: no miss at all (the work alone);
+ *   dram    random lines of the whole tables: a DRAM line and a page walk each (the 1M book);
+ *   walk    one line in each of 16,384 and 6,400 pages (1.4 MiB of lines, in the L2 and L3):
+ *           mostly page walks, few DRAM lines.
+ * and `prefetch only`: the dram and walk lines prefetched and never read.
+ * Medians of 9 alternating passes of 1,000,000 trades.
+ *
+ *   gcc -O2 benches/probes/wide.c -o /tmp/wide && /tmp/wide [NARROW_WORK WIDE_WORK [AHEAD]]
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define HUGE (2ul << 20)
+#define TRADES 1000000L
+#define PASSES 9
+
+static uint64_t s = 88172645463325252ULL;
+static uint64_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static char *region(size_t bytes) {
+    bytes = (bytes + HUGE - 1) & ~(HUGE - 1);
+    char *r = mmap(0, bytes + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED) { perror("mmap"); exit(1); }
+    char *p = (char *)(((uintptr_t)r + HUGE - 1) & ~(HUGE - 1));
+    madvise(p, bytes, MADV_HUGEPAGE);
+    memset(p, 1, bytes);
+    return p;
+}
+
+static char *pos, *acc;
+static long ahead = 16; /* trades */
+static uint64_t l1[512];
+
+/* Trade i's lines: two of `pos` (64-byte units), two of `acc` (256-byte units). */
+static double pass(uint32_t (*a)[4], int wide, int work, int touch) {
+    uint64_t sum = 0;
+    double t0 = now();
+    for (long i = 0; i < TRADES; i++) {
+        if (i + ahead < TRADES) {
+            uint32_t *b = a[i + ahead];
+            __builtin_prefetch(pos + b[0] * 64ul, 1);
+            __builtin_prefetch(pos + b[1] * 64ul, 1);
+            __builtin_prefetch(acc + b[2] * 256ul, 1);
+            __builtin_prefetch(acc + b[3] * 256ul, 1);
+        }
+        uint32_t *b = a[i];
+        if (touch) {
+            sum += pos[b[0] * 64ul]++;
+            sum += pos[b[1] * 64ul]++;
+            sum += acc[b[2] * 256ul]++;
+            sum += acc[b[3] * 256ul]++;
+        }
+        if (wide) { /* four independent chains, two L1 loads and a store an iteration */
+            uint64_t y0 = sum, y1 = sum + 1, y2 = sum + 2, y3 = sum + 3;
+            for (int k = 0; k < work; k++) {
+                __asm__ volatile("" : "+r"(y0), "+r"(y1), "+r"(y2), "+r"(y3));
+                uint64_t j = (uint64_t)(k * 8 + i) & 511;
+                y0 += l1[j];
+                y1 ^= l1[(j + 64) & 511];
+                l1[(j + 128) & 511] = y2;
+                y2 += y3 >> 1;
+                y3 ^= y0 + k;
+            }
+            sum += (y0 ^ y1 ^ y2 ^ y3) & 1;
+        } else {
+            uint64_t x = sum;
+            for (int k = 0; k < work; k++) x = x * 6364136223846793005ULL + k;
+            sum += x & 1;
+        }
+    }
+    double ns = (now() - t0) / TRADES;
+    if (sum == 42) puts("");
+    return ns;
+}
+
+static int cmp(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+int main(int argc, char **argv) {
+    int work[2] = {argc > 2 ? atoi(argv[1]) : 36, argc > 2 ? atoi(argv[2]) : 34};
+    if (argc > 3) ahead = atol(argv[3]);
+    pos = region(64ul << 20);
+    acc = region(100000ul * 256);
+    uint32_t (*lay[3])[4];
+    for (int l = 0; l < 3; l++) lay[l] = malloc(TRADES * sizeof *lay[l]);
+    for (long i = 0; i < TRADES; i++)
+        for (int k = 0; k < 4; k++) {
+            uint32_t n = k < 2 ? 1u << 20 : 100000, pages = k < 2 ? 16384 : 6400;
+            uint32_t per = k < 2 ? 64 : 16, pg = rnd() % pages; /* units a 4 KiB page */
+            lay[0][i][k] = rnd() % 64;
+            lay[1][i][k] = rnd() % n;
+            lay[2][i][k] = pg * per + (pg * 37) % per; /* scattered in the page: every set */
+        }
+    const char *name[3] = {"cached", "dram", "walk"};
+    for (int wide = 0; wide < 2; wide++) {
+        double t[5][PASSES];
+        for (int p = 0; p < PASSES; p++) {
+            for (int l = 0; l < 3; l++) t[l][p] = pass(lay[l], wide, work[wide], 1);
+            for (int l = 1; l < 3; l++) t[2 + l][p] = pass(lay[l], wide, work[wide], 0);
+        }
+        for (int r = 0; r < 5; r++) qsort(t[r], PASSES, sizeof(double), cmp);
+        printf("%s work (%d): ", wide ? "wide" : "narrow", work[wide]);
+        for (int l = 0; l < 3; l++) printf("%s%s %.1f", l ? ", " : "", name[l], t[l][PASSES / 2]);
+        printf("; prefetch only: dram %.1f, walk %.1f (ns a trade)\n", t[3][PASSES / 2],
+               t[4][PASSES / 2]);
+    }
+    return 0;
+}
