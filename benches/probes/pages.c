@@ -14,25 +14,9 @@
  *
  *   gcc -O2 benches/probes/pages.c -o /tmp/pages && /tmp/pages [WORK]
  */
-#define _GNU_SOURCE
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
+#include "probe.h"
 
-#define HUGE (2ul << 20)
 #define TRADES 2000000L
-
-static uint64_t s = 88172645463325252ULL;
-static uint64_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; }
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
 
 static size_t anon_huge_kib(void) {
     FILE *f = fopen("/proc/self/smaps_rollup", "r");
@@ -42,17 +26,6 @@ static size_t anon_huge_kib(void) {
         if (!strncmp(l, "AnonHugePages:", 14)) kib = strtoul(l + 14, 0, 10);
     if (f) fclose(f);
     return kib;
-}
-
-/* A 2 MiB-aligned region of at least `bytes`, advised for huge pages, touched. */
-static char *region(size_t bytes) {
-    bytes = (bytes + HUGE - 1) & ~(HUGE - 1);
-    char *r = mmap(0, bytes + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (r == MAP_FAILED) { perror("mmap"); exit(1); }
-    char *p = (char *)(((uintptr_t)r + HUGE - 1) & ~(HUGE - 1));
-    madvise(p, bytes, MADV_HUGEPAGE);
-    memset(p, 1, bytes);
-    return p;
 }
 
 /* Line i of a walk: packed, or in page i at a scattered offset. */
@@ -109,9 +82,7 @@ static double trades(uint32_t (*a)[4], int two_pages, int work, char *pos, char 
         }
         trade_lines(a[i], two_pages, pos, acc, mixed, l);
         for (int k = 0; k < 4; k++) sum += (*l[k])++;
-        uint64_t x = sum;
-        for (int k = 0; k < work; k++) x = x * 6364136223846793005ULL + k;
-        sum += x & 1;
+        sum += narrow_work(sum, work);
     }
     double ns = (now() - t0) / TRADES;
     if (sum == 42) puts("");

@@ -14,36 +14,10 @@
  *
  *   gcc -O2 benches/probes/wide.c -o /tmp/wide && /tmp/wide [NARROW_WORK WIDE_WORK [AHEAD]]
  */
-#define _GNU_SOURCE
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
+#include "probe.h"
 
-#define HUGE (2ul << 20)
 #define TRADES 1000000L
 #define PASSES 9
-
-static uint64_t s = 88172645463325252ULL;
-static uint64_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; }
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static char *region(size_t bytes) {
-    bytes = (bytes + HUGE - 1) & ~(HUGE - 1);
-    char *r = mmap(0, bytes + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (r == MAP_FAILED) { perror("mmap"); exit(1); }
-    char *p = (char *)(((uintptr_t)r + HUGE - 1) & ~(HUGE - 1));
-    madvise(p, bytes, MADV_HUGEPAGE);
-    memset(p, 1, bytes);
-    return p;
-}
 
 static char *pos, *acc;
 static long ahead = 16; /* trades */
@@ -81,9 +55,7 @@ static double pass(uint32_t (*a)[4], int wide, int work, int touch) {
             }
             sum += (y0 ^ y1 ^ y2 ^ y3) & 1;
         } else {
-            uint64_t x = sum;
-            for (int k = 0; k < work; k++) x = x * 6364136223846793005ULL + k;
-            sum += x & 1;
+            sum += narrow_work(sum, work);
         }
     }
     double ns = (now() - t0) / TRADES;
