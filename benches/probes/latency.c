@@ -8,28 +8,12 @@
  *
  *   gcc -O2 -pthread benches/probes/latency.c -o /tmp/latency && /tmp/latency [load]
  */
-#define _GNU_SOURCE
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "probe.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <sys/mman.h>
-#include <time.h>
-
-#define STEPS 4000000L
 
 static _Atomic int stop;
-
-static char *region(size_t bytes) {
-    char *p = mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) { perror("mmap"); exit(1); }
-    madvise(p, bytes, MADV_HUGEPAGE);
-    memset(p, 0, bytes);
-    return p;
-}
 
 /* The other core's traffic: random lines of its own 256 MiB, prefetched for writing 16 at a
  * time, then written, until `stop`. */
@@ -41,7 +25,7 @@ static void *load(void *arg) {
     sched_setaffinity(0, sizeof set, &set);
     size_t n = (256ul << 20) / 64;
     char *p = region(256ul << 20);
-    uint64_t s = 99, at[16];
+    uint64_t s = 99, at[16]; /* its own generator: rnd() is the main thread's */
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         for (int i = 0; i < 16; i++) {
             s ^= s << 13; s ^= s >> 7; s ^= s << 17;
@@ -53,30 +37,12 @@ static void *load(void *arg) {
     return 0;
 }
 
+static size_t packed(size_t i) { return i * 64; }
+
 static double walk(size_t mib) {
-    size_t bytes = mib << 20, n = bytes / 64;
+    size_t bytes = mib << 20;
     char *p = region(bytes);
-    uint32_t *perm = malloc(n * sizeof *perm);
-    for (size_t i = 0; i < n; i++) perm[i] = i;
-    uint64_t s = 12345;
-    for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates with xorshift */
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        size_t j = s % (i + 1);
-        uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
-    for (size_t i = 0; i < n; i++)
-        *(char **)(p + 64 * (size_t)perm[i]) = p + 64 * (size_t)perm[(i + 1) % n];
-    double ns = 0;
-    char *q = p + 64 * (size_t)perm[0];
-    for (int pass = 0; pass < 2; pass++) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        for (long i = 0; i < STEPS; i++) q = *(char **)q;
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        ns = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / STEPS;
-    }
-    if (q == 0) puts(""); /* keeps the walk */
-    free(perm);
+    double ns = walk_ns(p, bytes / 64, packed);
     munmap(p, bytes);
     return ns;
 }

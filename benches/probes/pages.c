@@ -28,30 +28,15 @@ static size_t anon_huge_kib(void) {
     return kib;
 }
 
-/* Line i of a walk: packed, or in page i at a scattered offset. */
-static char *line(char *p, size_t i, int spread) {
-    return spread ? p + i * 4096 + ((i * 2654435761u) >> 7) % 64 * 64 : p + i * 64;
-}
+/* Line i of a walk: packed, or in page i at a scattered offset (every cache set used). */
+static size_t packed(size_t i) { return i * 64; }
+static size_t spread(size_t i) { return i * 4096 + ((i * 2654435761u) >> 7) % 64 * 64; }
 
-static double walk(size_t k, int spread) {
-    char *p = region(k * (spread ? 4096 : 64));
-    size_t *perm = malloc(k * sizeof *perm);
-    for (size_t i = 0; i < k; i++) perm[i] = i;
-    for (size_t i = k - 1; i > 0; i--) {
-        size_t j = rnd() % (i + 1), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-    for (size_t i = 0; i < k; i++) *(char **)line(p, perm[i], spread) = line(p, perm[(i + 1) % k], spread);
-    char *q = line(p, perm[0], spread);
-    double ns = 0;
-    for (int pass = 0; pass < 2; pass++) { /* the second pass, warm */
-        double t0 = now();
-        for (long n = 0; n < 4000000; n++) q = *(char **)q;
-        ns = (now() - t0) / 4e6;
-    }
-    if (q == 0) puts("");
-    free(perm);
+static double walk(size_t k, int one_a_page) {
+    size_t bytes = k * (one_a_page ? 4096 : 64);
+    char *p = region(bytes);
+    double ns = walk_ns(p, k, one_a_page ? spread : packed);
+    munmap(p, bytes);
     return ns;
 }
 

@@ -12,7 +12,15 @@
  * and `prefetch only`: the dram and walk lines prefetched and never read.
  * Medians of 9 alternating passes of 1,000,000 trades.
  *
- *   gcc -O2 benches/probes/wide.c -o /tmp/wide && /tmp/wide [NARROW_WORK WIDE_WORK [AHEAD]]
+ * ACCOUNTS lays the accounts' lines out otherwise: `64` in a dense table of first lines (64
+ * bytes a record: 6.4 MB, 1,563 pages); `colo` in their positions' pages (positions in the
+ * first half of a 64 MiB table's pages, each account's line in the second half of its
+ * position's page: two pages a trade); `256` (the default) as above. ACCOUNTS_AHEAD (AHEAD
+ * unless given) is how far ahead the accounts' lines are prefetched. (`walk` is laid out for
+ * the 256-byte records.)
+ *
+ *   gcc -O2 benches/probes/wide.c -o /tmp/wide && /tmp/wide [NARROW_WORK WIDE_WORK [AHEAD
+ *   [ACCOUNTS [ACCOUNTS_AHEAD]]]]
  */
 #include "probe.h"
 
@@ -20,28 +28,31 @@
 #define PASSES 9
 
 static char *pos, *acc;
-static long ahead = 16; /* trades */
+static long ahead = 16, acc_ahead = -1; /* trades */
 static uint64_t l1[512];
 
-/* Trade i's lines: two of `pos` (64-byte units), two of `acc` (256-byte units). */
-static double pass(uint32_t (*a)[4], int wide, int work, int touch) {
+enum layout { RECORDS, DENSE, COLO }; /* ACCOUNTS: 256, 64, colo */
+
+/* Line k of a trade whose line numbers are `b`: two of `pos` (64-byte units), two of `acc`
+ * (256- or 64-byte units), or, co-located, each position in the first half of its page and
+ * its account in the second. (Inlined into a pass per layout: no branch on it.) */
+static inline __attribute__((always_inline)) char *line(const uint32_t *b, int k, enum layout l) {
+    if (l != COLO) return k < 2 ? pos + b[k] * 64ul : acc + b[k] * (l == DENSE ? 64ul : 256ul);
+    if (k < 2) return pos + ((b[k] & ~63ul) + b[k] % 32) * 64;
+    return pos + ((b[k - 2] & ~63ul) + 32 + b[k] % 32) * 64;
+}
+
+static inline __attribute__((always_inline)) double pass_of(enum layout lay, uint32_t (*a)[4],
+                                                            int wide, int work, int touch) {
     uint64_t sum = 0;
     double t0 = now();
     for (long i = 0; i < TRADES; i++) {
-        if (i + ahead < TRADES) {
-            uint32_t *b = a[i + ahead];
-            __builtin_prefetch(pos + b[0] * 64ul, 1);
-            __builtin_prefetch(pos + b[1] * 64ul, 1);
-            __builtin_prefetch(acc + b[2] * 256ul, 1);
-            __builtin_prefetch(acc + b[3] * 256ul, 1);
-        }
-        uint32_t *b = a[i];
-        if (touch) {
-            sum += pos[b[0] * 64ul]++;
-            sum += pos[b[1] * 64ul]++;
-            sum += acc[b[2] * 256ul]++;
-            sum += acc[b[3] * 256ul]++;
-        }
+        if (i + ahead < TRADES)
+            for (int k = 0; k < 2; k++) __builtin_prefetch(line(a[i + ahead], k, lay), 1);
+        if (i + acc_ahead < TRADES)
+            for (int k = 2; k < 4; k++) __builtin_prefetch(line(a[i + acc_ahead], k, lay), 1);
+        if (touch)
+            for (int k = 0; k < 4; k++) sum += (*line(a[i], k, lay))++;
         if (wide) { /* four independent chains, two L1 loads and a store an iteration */
             uint64_t y0 = sum, y1 = sum + 1, y2 = sum + 2, y3 = sum + 3;
             for (int k = 0; k < work; k++) {
@@ -63,6 +74,16 @@ static double pass(uint32_t (*a)[4], int wide, int work, int touch) {
     return ns;
 }
 
+static enum layout accounts = RECORDS;
+
+static double pass(uint32_t (*a)[4], int wide, int work, int touch) {
+    switch (accounts) {
+    case DENSE: return pass_of(DENSE, a, wide, work, touch);
+    case COLO: return pass_of(COLO, a, wide, work, touch);
+    default: return pass_of(RECORDS, a, wide, work, touch);
+    }
+}
+
 static int cmp(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return (a > b) - (a < b);
@@ -71,6 +92,8 @@ static int cmp(const void *x, const void *y) {
 int main(int argc, char **argv) {
     int work[2] = {argc > 2 ? atoi(argv[1]) : 36, argc > 2 ? atoi(argv[2]) : 34};
     if (argc > 3) ahead = atol(argv[3]);
+    if (argc > 4) accounts = !strcmp(argv[4], "colo") ? COLO : !strcmp(argv[4], "64") ? DENSE : RECORDS;
+    acc_ahead = argc > 5 ? atol(argv[5]) : ahead;
     pos = region(64ul << 20);
     acc = region(100000ul * 256);
     uint32_t (*lay[3])[4];
