@@ -1084,7 +1084,7 @@ impl StateMachine {
                 self.adjust_collateral(account, amount)?
             }
             Command::CheckOrder { account, instrument, side, qty, price } => {
-                self.check_order(account, instrument, side.signed(qty), qty, price, hints)?
+                self.check_order(account, instrument, side, qty, price, hints)?
             }
             // Taken above; the arm keeps the match exhaustive without a panic path.
             Command::ClearTrade(ref t) => self.clear_trade(t, hints)?,
@@ -1547,7 +1547,7 @@ impl StateMachine {
         &mut self,
         account: AccountId,
         instrument: InstrumentId,
-        d: Qty,
+        side: Side,
         qty: Qty,
         price: Price,
         hints: &Legs,
@@ -1555,6 +1555,8 @@ impl StateMachine {
         if qty <= 0 {
             return Err(Reject::InvalidQuantity);
         }
+        // Signed only after the check: `-i64::MIN` would overflow.
+        let d = side.signed(qty);
         if price <= 0 {
             return Err(Reject::InvalidPrice);
         }

@@ -258,6 +258,11 @@ fn duplicate_trade_ids_are_rejected_every_time() {
     s.rejects(trade(6, 10, 99, 1, 1, P), Reject::UnknownAccount);
     s.ok(trade(6, 10, 11, 1, 1, P));
     s.rejects(trade(6, 10, 11, 1, 1, P), Reject::Duplicate);
+    // The same id with fields that fail a check listed before Duplicate (docs/SEMANTICS.md,
+    // "Order of checks") gets that check's reason: those checks read no trade id.
+    s.rejects(trade(6, 10, 11, 1, 0, P), Reject::InvalidQuantity);
+    s.rejects(trade(6, 10, 10, 1, 1, P), Reject::SelfTrade);
+    s.rejects(trade(6, 10, 99, 1, 1, P), Reject::UnknownAccount);
 }
 
 #[test]
@@ -365,7 +370,13 @@ fn every_input_rejection_leaves_the_state_untouched() {
     s.rejects(Command::MarkPrice { instrument: 9, price: 1 }, Reject::UnknownInstrument);
     s.rejects(Command::SettlementPrice { instrument: 1, price: -1 }, Reject::InvalidPrice);
     s.rejects(Command::SettlementPrice { instrument: 9, price: 1 }, Reject::UnknownInstrument);
-    s.rejects(order(10, 2, Side::Sell, i64::MAX, i64::MAX), Reject::Overflow); // 2^63 * 2^63 * 50
+    // 2^63 * 2^63 * 50 overflows.
+    s.rejects(order(10, 2, Side::Sell, i64::MAX, i64::MAX), Reject::Overflow);
+    // The most negative quantity is refused before it is signed (-i64::MIN would overflow).
+    s.rejects(order(10, 1, Side::Sell, i64::MIN, P), Reject::InvalidQuantity);
+    s.rejects(order(10, 1, Side::Buy, i64::MIN, P), Reject::InvalidQuantity);
+    s.rejects(trade(2, 10, 11, 1, i64::MIN, P), Reject::InvalidQuantity);
+    s.rejects(trade(2, 10, 11, 1, 1, i64::MIN), Reject::InvalidPrice);
 }
 
 #[test]
@@ -636,4 +647,54 @@ fn trade_dates_are_checked_on_every_change_of_date() {
     s.rejects(on(4, 0), Reject::InvalidDate);
     s.ok(on(4, 20240229));
     s.ok(on(5, 20260105));
+}
+
+#[test]
+fn every_command_checks_in_the_documented_order() {
+    // docs/SEMANTICS.md, "Order of checks": each pair of faults below is answered by the one
+    // listed first there.
+    let mut s = setup();
+    s.ok(trade(1, 10, 11, 1, 1, P));
+    let ins = |id, multiplier, margin_bps, settle_days| {
+        Command::UpsertInstrument(InstrumentSpec { id, multiplier, margin_bps, settle_days })
+    };
+    s.rejects(ins(0, 0, -1, 31), Reject::InvalidId);
+    s.rejects(ins(3, 0, -1, 31), Reject::InvalidMultiplier);
+    s.rejects(ins(3, 1, -1, 31), Reject::InvalidMarginRate);
+    s.rejects(ins(1, 2, 0, 31), Reject::InvalidSettleDays); // 1 is in use: checked later
+    s.rejects(account_with(0, -1, 0, 0), Reject::InvalidId);
+    s.rejects(deposit(99, i128::MAX), Reject::UnknownAccount);
+    s.rejects(deposit(10, i128::MAX), Reject::Overflow);
+    s.rejects(order(99, 9, Side::Sell, 0, 0), Reject::InvalidQuantity);
+    s.rejects(order(99, 9, Side::Sell, 1, 0), Reject::InvalidPrice);
+    s.rejects(order(99, 9, Side::Sell, 1, P), Reject::UnknownAccount);
+    s.rejects(trade(0, 99, 99, 9, 0, 0), Reject::InvalidId);
+    s.rejects(trade(1, 99, 99, 9, 0, 0), Reject::InvalidQuantity);
+    s.rejects(trade(1, 99, 99, 9, 1, 0), Reject::InvalidPrice);
+    let dated = |date| {
+        Command::ClearTrade(Trade {
+            trade_id: 1,
+            buy: 99,
+            sell: 99,
+            instrument: 9,
+            qty: 1,
+            price: P,
+            trade_date: date,
+        })
+    };
+    s.rejects(dated(20260230), Reject::InvalidDate);
+    s.rejects(dated(20260227), Reject::SelfTrade);
+    s.rejects(trade(1, 98, 99, 9, 1, P), Reject::UnknownAccount);
+    s.rejects(trade(1, 10, 99, 9, 1, P), Reject::UnknownAccount);
+    s.rejects(trade(1, 10, 11, 9, 1, P), Reject::UnknownInstrument);
+    s.rejects(trade(1, 10, 11, 1, i64::MAX, i64::MAX), Reject::Duplicate); // before Overflow
+    s.rejects(Command::BustTrade { trade_id: 0 }, Reject::InvalidId);
+    s.rejects(Command::BustTrade { trade_id: 2 }, Reject::UnknownTrade);
+    s.rejects(Command::MarkPrice { instrument: 9, price: 0 }, Reject::InvalidPrice);
+    s.rejects(Command::SettlementPrice { instrument: 9, price: -P }, Reject::InvalidPrice);
+    // A zero adjustment is accepted: it changes nothing but is answered and journaled.
+    assert_eq!(
+        s.ok(deposit(10, 0)),
+        vec![Event::CollateralChanged { account: 10, amount: 0, balance: 1_000_000 * P as i128 }]
+    );
 }
