@@ -83,6 +83,10 @@
 //! records; open reports that as corruption ([`CorruptionKind::ZeroedRecords`]) although no
 //! acknowledged record is lost, and [`repair`] is the answer. A bit flip in the last flush's
 //! records before the durable mark covering them reached the disk looks like a torn tail.
+//! The durable mark is kept in the newest segment: losing that file is caught by its
+//! predecessor's seal, but if the seal is damaged too, nothing left says that more was
+//! acknowledged, and the journal opens at the predecessor's last record
+//! (`tests/damage.rs` counts a deleted newest segment as a lost durable mark).
 //!
 //! [`recover`] then restores the newest snapshot that verifies (its `state_hash()` is stored
 //! beside it) and replays the journal after its sequence number.
