@@ -2539,6 +2539,10 @@ impl StateMachine {
             else {
                 return Err(Invalid("repeated position"));
             };
+            if book.qty == 0 && book.cost != 0 {
+                // Closing takes the whole cost out (`cost * |qty| / |qty|`), exactly.
+                return Err(Invalid("a flat position with a cost"));
+            }
             let slot = sm.new_position(row, col, account, instrument, at);
             sm.positions[slot as usize].book = book;
             sm.positions[slot as usize].record = position_record(account, instrument, &book);
@@ -2561,6 +2565,18 @@ impl StateMachine {
             return Err(Invalid("more trades than trades_max"));
         }
         for &(trade, busted) in &snap.trades {
+            // A remembered trade was booked: its fields passed ClearTrade's checks, and its
+            // accounts and instrument exist (none is ever removed). A bust books it again.
+            let booked = trade.qty > 0
+                && trade.price > 0
+                && is_valid_date(trade.trade_date)
+                && trade.buy != trade.sell
+                && sm.account_row(trade.buy).is_ok()
+                && sm.account_row(trade.sell).is_ok()
+                && sm.instrument_col(trade.instrument).is_ok();
+            if !booked {
+                return Err(Invalid("a trade that could not have been booked"));
+            }
             let vacancy = match trade.trade_id {
                 0 => None,
                 id => sm.trade_index.vacancy(id),
