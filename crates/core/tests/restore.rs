@@ -90,22 +90,21 @@ fn change() -> impl Strategy<Value = Change> {
     let ix = any::<usize>();
     let id = prop_oneof![Just(0u64), 1u64..=5];
     prop_oneof![
-        (ix.clone(), int64(), int64(), 0u8..=40)
+        (ix, int64(), int64(), 0u8..=40)
             .prop_map(|(i, m, r, d)| Change::InstrumentSpec(i, m, r, d)),
-        (ix.clone(), int64(), int64()).prop_map(|(i, m, l)| Change::InstrumentPrices(i, m, l)),
-        (ix.clone(), id.clone()).prop_map(|(i, a)| Change::AccountId(i, a)),
-        (ix.clone(), int64(), int64(), int64(), any::<bool>())
+        (ix, int64(), int64()).prop_map(|(i, m, l)| Change::InstrumentPrices(i, m, l)),
+        (ix, id.clone()).prop_map(|(i, a)| Change::AccountId(i, a)),
+        (ix, int64(), int64(), int64(), any::<bool>())
             .prop_map(|(i, p, n, l, s)| Change::AccountLimits(i, p, n, l, s)),
-        (ix.clone(), int128()).prop_map(|(i, c)| Change::Collateral(i, c)),
-        (ix.clone(), id.clone(), 0u32..=4).prop_map(|(i, a, n)| Change::PositionIds(i, a, n)),
-        (ix.clone(), int64(), int128(), int128())
-            .prop_map(|(i, q, c, r)| Change::PositionBook(i, q, c, r)),
-        (ix.clone(), 0u64..=8, id.clone(), id, 0u32..=4)
+        (ix, int128()).prop_map(|(i, c)| Change::Collateral(i, c)),
+        (ix, id.clone(), 0u32..=4).prop_map(|(i, a, n)| Change::PositionIds(i, a, n)),
+        (ix, int64(), int128(), int128()).prop_map(|(i, q, c, r)| Change::PositionBook(i, q, c, r)),
+        (ix, 0u64..=8, id.clone(), id, 0u32..=4)
             .prop_map(|(i, t, b, s, n)| Change::TradeFields(i, t, b, s, n)),
-        (ix.clone(), int64(), int64(), prop_oneof![Just(20260105u32), Just(0), Just(20260230)])
+        (ix, int64(), int64(), prop_oneof![Just(20260105u32), Just(0), Just(20260230)])
             .prop_map(|(i, q, p, d)| Change::TradeNumbers(i, q, p, d)),
-        (ix.clone(), any::<bool>()).prop_map(|(i, b)| Change::TradeBusted(i, b)),
-        (0u8..4, ix.clone()).prop_map(|(k, i)| Change::Repeat(k, i)),
+        (ix, any::<bool>()).prop_map(|(i, b)| Change::TradeBusted(i, b)),
+        (0u8..4, ix).prop_map(|(k, i)| Change::Repeat(k, i)),
         (0u8..4, ix).prop_map(|(k, i)| Change::Drop(k, i)),
     ]
 }
