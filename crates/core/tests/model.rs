@@ -454,7 +454,7 @@ impl Gen {
     fn qty(&mut self) -> i64 {
         match self.below(200) {
             0 => 0,
-            1 => -5,
+            1 => i64::MIN, // refused as -5 would be, before it is signed
             2 => 1 << 40,
             3 => i64::MAX,
             _ => 1 + self.below(100) as i64,
