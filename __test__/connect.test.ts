@@ -1,12 +1,13 @@
 // `connect(url)` against a novated started by the test on a free loopback port.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
+import { type AddressInfo, connect as netConnect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { ClosedError, EventsOverflowError, InputError, REMOTE_EVENTS_BUFFER_MAX, connect, price } from '../ts/src';
+import { SBE_LE_ENCODING, SOFH_LENGTH } from '../ts/src/wire';
 import { clearingSuite, setup } from './clearing';
 import { buildNovated, startNovated, type Daemon } from './novated';
 
@@ -167,6 +168,38 @@ describe('connect(url)', () => {
     const { code } = await d.stop();
     expect(code).toBe(0);
     await expect(c.upsertAccount({ id: 3n })).rejects.toBeInstanceOf(ClosedError);
+  });
+
+  it('a frame the SDK cannot decode fails the pending calls and closes, without an uncaught exception', async () => {
+    // A stand-in for a daemon that answers with a message this SDK does not know (a newer
+    // schema): a well-formed SOFH frame whose SBE header names template 999.
+    const server = createServer((sock) => {
+      sock.once('data', () => {
+        const frame = new Uint8Array(SOFH_LENGTH + 16);
+        const v = new DataView(frame.buffer);
+        v.setUint32(0, frame.length, false);
+        v.setUint16(4, SBE_LE_ENCODING, false);
+        v.setUint16(SOFH_LENGTH, 8, true); // block length
+        v.setUint16(SOFH_LENGTH + 2, 999, true); // template id
+        v.setUint16(SOFH_LENGTH + 4, 1, true); // schema id
+        v.setUint16(SOFH_LENGTH + 6, 1, true); // version
+        sock.write(frame);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const c = await connect(`tcp://127.0.0.1:${port}`);
+      const err = await c.upsertAccount({ id: 3n }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ClosedError);
+      expect((err as Error).message).toMatch(/cannot decode/);
+      await expect(c.upsertAccount({ id: 4n })).rejects.toBeInstanceOf(ClosedError);
+    } finally {
+      server.close();
+    }
   });
 
   it('SIGTERM drains and snapshots; a restart serves the same positions and state hash', async () => {

@@ -209,7 +209,20 @@ export class Client extends ClearingCommands implements Clearing {
     if (this.pendingCount() === 0) this.socket.unref();
   }
 
+  // A frame the SDK cannot read (a newer schema, a corrupt answer) ends the connection with a
+  // typed error for every pending call; an exception must not escape the socket's 'data'
+  // listener, where it would be uncaught and end the process.
   private onData(chunk: Buffer): void {
+    try {
+      this.readFrames(chunk);
+    } catch (e) {
+      this.buf = new Uint8Array(0);
+      this.error = new ClosedError(`novated sent a frame the SDK cannot decode: ${(e as Error).message}`);
+      this.socket.destroy();
+    }
+  }
+
+  private readFrames(chunk: Buffer): void {
     const joined = new Uint8Array(this.buf.length + chunk.length);
     joined.set(this.buf);
     joined.set(chunk, this.buf.length);
