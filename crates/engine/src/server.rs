@@ -445,6 +445,20 @@ fn read_loop(
     }
 }
 
+/// The request id to answer a frame that does not decode with: the first field of every
+/// request's block (bytes 8..16, after the 8-byte message header), or 0 when the header says
+/// the block is shorter than that, or for a `ClearTradeBatch`, whose root block is empty (bytes
+/// 8..16 are its group header and half of an entry: no id of the member's).
+fn rid_guess(payload: &[u8]) -> u64 {
+    let u16_at =
+        |at: usize| payload.get(at..at + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+    let (block_len, template) = (u16_at(0), u16_at(2));
+    if block_len < 8 || template == novate_wire::ClearTradeBatchDecoder::TEMPLATE_ID {
+        return 0;
+    }
+    payload.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
 /// Submit the commands of one SBE frame (or answer its query); false if the connection must
 /// end.
 fn submit_frame(
@@ -456,9 +470,7 @@ fn submit_frame(
     out: &Deliver,
     waiter: &mut Waiter,
 ) -> bool {
-    // The request id sits first in every command block; use it for wire-level rejections.
-    let rid_guess =
-        payload.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let rid_guess = rid_guess(payload);
     let msg = match novate_wire::decode_exact(payload) {
         Ok(m) => m,
         Err(e) => {

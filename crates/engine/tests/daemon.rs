@@ -257,6 +257,27 @@ fn garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon() {
     assert_eq!(answers[3], (81, Some(RejectCode::UnknownTemplate)));
     assert_eq!(answers[4], (82, Some(RejectCode::MalformedMessage)));
     assert_eq!(answers[5], (79, None));
+    // A ClearTradeBatch that claims 257 entries: refused under request id 0, since its bytes
+    // where a request's id would be are its group header and half an entry's id.
+    let mut gb = connect(&s);
+    let mut b = vec![0u8; 4096];
+    let t = Trade {
+        trade_id: 9999,
+        buy: 1,
+        sell: 2,
+        instrument: 7,
+        qty: 1,
+        price: PRICE_SCALE,
+        trade_date: 20260105,
+    };
+    let n =
+        write_frame(&mut b, |x| novate_wire::convert::encode_clear_trade_batch(x, &[(7777, t)]))
+            .unwrap();
+    b[6 + 8 + 2..6 + 8 + 4].copy_from_slice(&257u16.to_le_bytes()); // numInGroup
+    gb.write_all(&b[..n]).unwrap();
+    let (rid, code) = answer(&read_frames(&mut gb, 1)[0].0);
+    assert_eq!(rid, 0);
+    assert!(code.is_some());
     // And a fresh connection works.
     let mut ok = connect(&s);
     ok.write_all(&frame(80, &setup()[1])).unwrap();
