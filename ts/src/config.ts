@@ -31,7 +31,16 @@ export interface EngineConfig {
     /** Commit the state tables at start-up so no command takes a page fault (default false; for production and benchmarks). */
     prefault: boolean;
   }>;
-  net?: Partial<{ listen: string; connections_max: number; write_timeout_ms: number; busy_poll_us: number }>;
+  net?: Partial<{
+    listen: string;
+    connections_max: number;
+    /** Live subscriptions one connection may hold (default 16); more are refused with SubscriptionCapacity. */
+    subscriptions_per_connection: number;
+    /** Live subscriptions of the whole engine (default 256). */
+    subscriptions_max: number;
+    write_timeout_ms: number;
+    busy_poll_us: number;
+  }>;
 }
 
 function value(v: unknown): string {

@@ -154,6 +154,12 @@ pub struct NetSection {
     pub listen: String,
     /// Connections served at once; more are refused (closed at once).
     pub connections_max: usize,
+    /// Live subscriptions one connection may hold; a `Subscribe` past it is refused
+    /// (`SubscriptionCapacity`).
+    pub subscriptions_per_connection: usize,
+    /// Live subscriptions of the whole engine (each may buffer `engine.subscriber_buffer`
+    /// events); a `Subscribe` past it is refused likewise.
+    pub subscriptions_max: usize,
     /// A client that does not read its answers for this long is disconnected.
     pub write_timeout_ms: u64,
     /// Before a connection's reader blocks for the next request it polls its socket (a
@@ -167,6 +173,8 @@ impl Default for NetSection {
         NetSection {
             listen: "127.0.0.1:7301".into(),
             connections_max: 64,
+            subscriptions_per_connection: 16,
+            subscriptions_max: 256,
             write_timeout_ms: 10_000,
             busy_poll_us: 0,
         }
@@ -302,6 +310,12 @@ impl Config {
         self.listen_addr()?;
         if self.net.connections_max == 0 {
             return Err(err("net.connections_max", "must be at least 1"));
+        }
+        if self.net.subscriptions_per_connection == 0 {
+            return Err(err("net.subscriptions_per_connection", "must be at least 1"));
+        }
+        if self.net.subscriptions_max == 0 {
+            return Err(err("net.subscriptions_max", "must be at least 1"));
         }
         if self.net.write_timeout_ms == 0 {
             return Err(err("net.write_timeout_ms", "must be at least 1"));

@@ -24,6 +24,11 @@ pub fn channel<T>() -> (CountedTx<T>, CountedRx<T>) {
 }
 
 impl<T> CountedTx<T> {
+    /// Messages sent and not yet taken (Relaxed: a bound for back-pressure, not a handshake).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     pub fn send(&self, m: T) -> Result<(), mpsc::SendError<T>> {
         self.tx.send(m)?;
         // Release: a receiver that sees the count finds the message in the channel.

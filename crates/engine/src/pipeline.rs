@@ -888,6 +888,12 @@ impl ClientMaker {
         subscribe(&self.shared, filter)
     }
 
+    /// Subscriptions made and not yet dropped by egress (an ended one counts until egress
+    /// next looks at it).
+    pub fn live_subscriptions(&self) -> usize {
+        self.shared.subscribers.load(Ordering::SeqCst)
+    }
+
     /// See [`Engine::split_client`].
     pub fn split(&self, waker: Thread) -> (Submitter, Answers) {
         let shared = self.shared.clone();

@@ -51,6 +51,12 @@
 //!   stops reading its answers is disconnected after `net.write_timeout_ms`; it never blocks
 //!   the engine or other connections.
 //! - At most `net.connections_max` connections; more are closed at once.
+//! - Answers to queries and wire-level rejects go through the connection's writer; with
+//!   `LOCAL_PENDING_MAX` of them queued the reader stops reading, as for a full command window.
+//! - At most `net.subscriptions_per_connection` live subscriptions per connection and
+//!   `net.subscriptions_max` in the engine; a `Subscribe` past either is answered
+//!   `Reject{SubscriptionCapacity}` (each subscription may buffer `engine.subscriber_buffer`
+//!   events).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -123,6 +129,8 @@ impl Server {
             write_timeout: Duration::from_millis(cfg.net.write_timeout_ms),
             busy_poll: Duration::from_micros(cfg.net.busy_poll_us),
             active: active.clone(),
+            subscriptions_per_connection: cfg.net.subscriptions_per_connection,
+            subscriptions_max: cfg.net.subscriptions_max,
         };
         let max = cfg.net.connections_max;
         let (st, cs, ws, served) = (stop.clone(), conns.clone(), workers.clone(), active.clone());
@@ -262,6 +270,9 @@ struct ConnCtx {
     /// `net.busy_poll_us`.
     busy_poll: Duration,
     active: Arc<AtomicUsize>,
+    /// `net.subscriptions_per_connection` and `net.subscriptions_max`.
+    subscriptions_per_connection: usize,
+    subscriptions_max: usize,
 }
 
 /// What the reader hands the writer besides the engine's answers.
@@ -290,6 +301,10 @@ type LocalRx = CountedRx<Local>;
 
 /// Events per batch frame of one subscription.
 pub const EVENTS_PER_BATCH: usize = 4096;
+
+/// Messages (answers to queries, rejects, subscription changes: ~200 bytes each at most) the
+/// reader may queue for the writer; past it the reader stops reading the socket.
+pub const LOCAL_PENDING_MAX: usize = 1024;
 
 fn serve_conn(sock: TcpStream, ctx: ConnCtx) {
     let _guard = ActiveGuard(ctx.active.clone());
@@ -419,6 +434,16 @@ fn read_loop(
                 break;
             }
             let payload = &avail[SOFH_LEN..len];
+            // Queries and rejects are answered through the writer: a member that sends them
+            // and does not read is stopped here, like one whose command window is full.
+            while local.pending() >= LOCAL_PENDING_MAX {
+                out.after_submit(sub);
+                if dead.load(Ordering::SeqCst) {
+                    return;
+                }
+                waiter.wait();
+            }
+            waiter.reset();
             if !submit_frame(payload, ctx, sub, local, dead, out, &mut waiter) {
                 return;
             }
@@ -560,10 +585,17 @@ fn request(r: Request, ctx: &ConnCtx, sub: &Submitter, local: &LocalTx, out: &De
                 let frame = reject_frame(request_id, RejectCode::MalformedMessage);
                 let _ = local.send(Local::Bytes(frame));
             } else {
-                let account = (account != 0).then_some(account);
-                let s = ctx.maker.subscribe(EventFilter { kinds, account });
                 let mut stops = out.stops.borrow_mut();
                 stops.retain(|(_, st)| !st.is_closed());
+                if stops.len() >= ctx.subscriptions_per_connection
+                    || ctx.maker.live_subscriptions() >= ctx.subscriptions_max
+                {
+                    let frame = reject_frame(request_id, RejectCode::SubscriptionCapacity);
+                    let _ = local.send(Local::Bytes(frame));
+                    return true;
+                }
+                let account = (account != 0).then_some(account);
+                let s = ctx.maker.subscribe(EventFilter { kinds, account });
                 stops.push((request_id, s.stopper()));
                 let _ = local.send(Local::Subscribe { id: request_id, sub: Box::new(s) });
             }
@@ -817,7 +849,10 @@ impl Writer {
     fn gather(&mut self) -> bool {
         let mut progressed = false;
         let o = &mut self.o;
-        while let Some(l) = self.local.try_take() {
+        // Past GATHER_OUT_MAX unwritten bytes the reader's messages stay in the channel, where
+        // the reader counts them (`LOCAL_PENDING_MAX`) and stops reading the socket.
+        while o.out.len() < GATHER_OUT_MAX {
+            let Some(l) = self.local.try_take() else { break };
             progressed = true;
             o.take(l, &self.thread);
         }
@@ -889,6 +924,9 @@ impl Writer {
         false
     }
 }
+
+/// Unwritten bytes past which a gather takes no more of the reader's messages.
+const GATHER_OUT_MAX: usize = 256 * 1024;
 
 /// Gather-and-write rounds of one reader pass before it leaves the rest to the writer thread.
 const READER_PASS_ROUNDS: usize = 4;

@@ -23,6 +23,10 @@ thread_local! {
 }
 
 fn server(write_timeout_ms: u64, inflight: usize) -> Server {
+    server_with(write_timeout_ms, inflight, |_| {})
+}
+
+fn server_with(write_timeout_ms: u64, inflight: usize, f: impl FnOnce(&mut Config)) -> Server {
     let mut c = Config::default();
     c.threads.stages = STAGES.get().into();
     c.net.busy_poll_us = BUSY_POLL_US.get();
@@ -33,6 +37,7 @@ fn server(write_timeout_ms: u64, inflight: usize) -> Server {
     c.engine.instruments_max = 10;
     c.engine.positions_max = 1000;
     c.engine.trades_max = 1_000_000;
+    f(&mut c);
     Server::start(&c).unwrap()
 }
 
@@ -431,6 +436,93 @@ fn connections_over_the_limit_are_closed_at_once() {
     let _ = b.write_all(&frame(2, &setup()[2]));
     assert_eq!(read_frames(&mut b, 1).len(), 0, "refused");
     drop(a);
+    s.shutdown();
+}
+
+#[test]
+fn subscriptions_past_the_connection_or_engine_limit_are_refused() {
+    let s = server_with(5_000, 1024, |c| {
+        c.net.subscriptions_per_connection = 2;
+        c.net.subscriptions_max = 3;
+    });
+    let sub = |request_id| request(Request::Subscribe { request_id, account: 0, kinds: 0 });
+    let subscribed = |subscription| Report::Subscription {
+        subscription,
+        state: SubscriptionState::Subscribed,
+        events: 0,
+    };
+    let mut a = connect(&s);
+    a.write_all(&[sub(1), sub(2), sub(3)].concat()).unwrap();
+    let f = read_frames(&mut a, 3);
+    assert_eq!(report(&f[0].0), subscribed(1));
+    assert_eq!(report(&f[1].0), subscribed(2));
+    assert_eq!(answer(&f[2].0), (3, Some(RejectCode::SubscriptionCapacity)));
+    // Ending one makes room on the connection.
+    a.write_all(&request(Request::Unsubscribe { request_id: 9, subscription: 1 })).unwrap();
+    let f = read_frames(&mut a, 1);
+    assert!(matches!(
+        report(&f[0].0),
+        Report::Subscription { subscription: 1, state: SubscriptionState::Unsubscribed, .. }
+    ));
+    a.write_all(&sub(4)).unwrap();
+    assert_eq!(report(&read_frames(&mut a, 1)[0].0), subscribed(4));
+    // Another connection: one more makes the engine's three, the next is refused.
+    let mut b = connect(&s);
+    b.write_all(&[sub(1), sub(2)].concat()).unwrap();
+    let f = read_frames(&mut b, 2);
+    assert_eq!(report(&f[0].0), subscribed(1));
+    assert_eq!(answer(&f[1].0), (2, Some(RejectCode::SubscriptionCapacity)));
+    drop((a, b));
+    s.shutdown();
+}
+
+#[test]
+fn a_connection_that_sends_queries_and_never_reads_is_held_back() {
+    let s = server(3_000, 1024);
+    set_up(&s);
+    let t = connect(&s);
+    t.set_nonblocking(true).unwrap();
+    let q = request(Request::Account { request_id: 1, account: 1 });
+    let chunk: Vec<u8> = q.iter().copied().cycle().take(q.len() * 4096).collect();
+    // Each 30-byte query is answered by a ~200-byte report the member never reads. The daemon
+    // must stop reading (so writes block here) long before 256 MiB, instead of queueing
+    // reports without bound while its writer waits on the full socket.
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() << 10
+    };
+    let rss_before = rss();
+    let (mut sent, mut blocked_since) = (0usize, None::<Instant>);
+    let start = Instant::now();
+    let mut w = &t;
+    while sent < 256 << 20 && start.elapsed() < Duration::from_secs(60) {
+        match w.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(1_500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break, // cut off by the write timeout: also held back
+        }
+    }
+    let grown = rss().saturating_sub(rss_before);
+    println!("queries sent before the daemon stopped reading: {sent} bytes; memory grew {grown}");
+    // What the daemon holds for the member: its unwritten answers and queued messages
+    // (`LOCAL_PENDING_MAX`, ~256 KiB gathered): a few MiB at most, with the test's own.
+    assert!(grown < 16 << 20, "the daemon queued {grown} bytes of answers");
+    assert!(sent < 64 << 20, "the daemon read {sent} bytes of queries it could not answer");
+    // Other members are served.
+    let mut ok = connect(&s);
+    ok.write_all(&frame(80, &trade(1))).unwrap();
+    assert_eq!(answer(&read_frames(&mut ok, 1)[0].0), (80, None));
+    drop(t);
     s.shutdown();
 }
 

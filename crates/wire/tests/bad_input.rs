@@ -197,13 +197,17 @@ fn reject_codes_equal_core_codes_by_number_and_name() {
         assert_eq!(c.name(), r.name());
         assert_eq!(core_reject(c), Some(r));
     }
-    for c in
-        [RejectCode::MalformedMessage, RejectCode::UnknownTemplate, RejectCode::UnsupportedSchema]
-    {
+    let wire_level = [
+        RejectCode::MalformedMessage,
+        RejectCode::UnknownTemplate,
+        RejectCode::UnsupportedSchema,
+        RejectCode::SubscriptionCapacity,
+    ];
+    for c in wire_level {
         assert!(c.raw() >= 1000);
         assert_eq!(core_reject(c), None);
     }
-    assert_eq!(RejectCode::ALL.len(), novate_core::Reject::ALL.len() + 3);
+    assert_eq!(RejectCode::ALL.len(), novate_core::Reject::ALL.len() + wire_level.len());
 }
 
 proptest! {

@@ -205,8 +205,9 @@ export enum RejectCode {
   MalformedMessage = 1000,
   UnknownTemplate = 1001,
   UnsupportedSchema = 1002,
+  SubscriptionCapacity = 1003,
 }
-const REJECT_CODE_VALUES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 1000, 1001, 1002]);
+const REJECT_CODE_VALUES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 1000, 1001, 1002, 1003]);
 
 /** Create or update an instrument's static data (template id 1). */
 export interface UpsertInstrument {
