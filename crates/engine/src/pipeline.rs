@@ -1771,6 +1771,8 @@ pub struct Client {
     sink: u32,
     answers: AnswerRx,
     inflight: usize,
+    /// Answers still to come to calls that timed out: a later call drops them as they arrive.
+    abandoned: usize,
     next_request: u64,
     waiter: Waiter,
     /// Default timeout of blocking calls.
@@ -1790,6 +1792,7 @@ impl Client {
             sink,
             answers: AnswerRx::new(answers),
             inflight: 0,
+            abandoned: 0,
             next_request: 1,
             waiter,
             timeout: Duration::from_secs(30),
@@ -1914,7 +1917,10 @@ impl Client {
         &mut self,
         make: impl Fn(u64, u32) -> Inbound,
     ) -> Result<AnswerKind, CallError> {
-        assert_eq!(self.inflight, 0, "Client::call with answers pending: use submit/poll_answer");
+        assert_eq!(
+            self.inflight, self.abandoned,
+            "Client::call with answers pending: use submit/poll_answer"
+        );
         let rid = self.fresh_request();
         let item = make(rid, self.sink);
         let deadline = Instant::now() + self.timeout;
@@ -1934,10 +1940,19 @@ impl Client {
             self.flush();
         }
         // With combining, wait_answer steps the pipeline here (or wakes its thread).
-        match self.wait_answer(self.timeout) {
-            Some(a) if a.request_id == rid => Ok(a.kind),
-            Some(_) => Err(CallError::Unavailable),
-            None => Err(CallError::Timeout),
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_answer(left) {
+                Some(a) if a.request_id == rid => return Ok(a.kind),
+                // The late answer of an earlier call that timed out (ids only grow).
+                Some(a) if self.abandoned > 0 && a.request_id < rid => self.abandoned -= 1,
+                Some(_) => return Err(CallError::Unavailable),
+                None => {
+                    self.abandoned += 1;
+                    return Err(CallError::Timeout);
+                }
+            }
         }
     }
 

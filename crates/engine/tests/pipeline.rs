@@ -91,6 +91,33 @@ fn acks_come_only_after_the_journal_commit() {
 }
 
 #[test]
+fn a_call_that_timed_out_does_not_poison_the_next() {
+    let j = GatedJournal::new();
+    let engine = Engine::start(&cfg(), Box::new(j.clone()), Box::new(MemSnapshots::new())).unwrap();
+    let mut c = engine.client();
+    // Declared last, dropped first: a failing assertion opens the gate, so the engine can stop.
+    struct OpenOnDrop(GatedJournal);
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+    let _open = OpenOnDrop(j.clone());
+    c.timeout = Duration::from_millis(100);
+    // The commit is held: both calls time out, their answers still to come.
+    let setup = setup_cmds();
+    assert_eq!(c.call(setup[0]), Err(CallError::Timeout));
+    assert_eq!(c.call(setup[1]), Err(CallError::Timeout));
+    j.open();
+    // The next call takes its own answer, dropping the two late ones; and so on.
+    c.timeout = Duration::from_secs(10);
+    let (seq, _) = c.call(setup[2]).unwrap();
+    assert_eq!(seq, 3);
+    assert_eq!(c.state_hash().unwrap().0, 3);
+    assert!(engine.views().account(2).is_ok(), "the timed-out commands were applied");
+}
+
+#[test]
 fn a_full_ring_or_window_is_busy_and_nothing_is_dropped() {
     let mut c = cfg();
     c.engine.ingress_ring = 2;
