@@ -33,8 +33,12 @@ use novate_ring::index::{self, IndexReader, IndexWriter};
 
 use crate::seqarray::SeqArray;
 
-/// Probe bound of the view indexes (see crates/ring `index`).
-const PROBES_MAX: usize = 64;
+/// Probe bound of the view indexes (see crates/ring `index`): none but the table's size, as
+/// in the state machine's own indexes. Every id the state machine holds must be found here;
+/// with a bound, ids whose hashes collide (chosen so, or by chance) past it would be left out
+/// of the views, and their queries would answer "unknown". The tables are at most half full,
+/// so a lookup still ends at the first empty slot.
+const PROBES_MAX: usize = usize::MAX;
 
 /// Words of each view (i128 values take two words). An account's cell is its sequence word
 /// and 19 words: three cache lines (equity and excess are derived when read).
@@ -185,7 +189,8 @@ impl Publisher {
         if self.row_ids[r] == 0 {
             self.row_ids[r] = id;
             self.rows = self.rows.max(row + 1);
-            // Indexed at once; readers treat an UNPUBLISHED cell as absent.
+            // Indexed at once; readers treat an UNPUBLISHED cell as absent. (It cannot fail:
+            // no probe bound, and no more rows than the table's capacity.)
             let _ = self.account_index.insert(id, row);
             self.spec_dirty[r] = true;
         }
