@@ -223,6 +223,11 @@ pub const BUSY_POLL_US_MAX: u64 = 1_000_000;
 /// The largest ring accepted (slots): 2^24 keeps a ring of 80-byte slots under 1.3 GiB.
 pub const RING_SLOTS_MAX: usize = 1 << 24;
 
+/// Largest `engine.batch_max`: the state machine's thread keeps room for a batch's answers and
+/// events (~8 of each a command), allocated at start; past ~64k commands a batch only delays
+/// its first answer longer.
+pub const BATCH_MAX_MAX: usize = 1 << 16;
+
 impl Config {
     /// Parse and validate TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -275,10 +280,13 @@ impl Config {
                 return Err(err(key, format!("{v} is above {RING_SLOTS_MAX}")));
             }
         }
-        if e.batch_max == 0 || e.batch_max > e.apply_ring {
+        if e.batch_max == 0 || e.batch_max > e.apply_ring.min(BATCH_MAX_MAX) {
             return Err(err(
                 "engine.batch_max",
-                format!("{} must be in 1..=engine.apply_ring ({})", e.batch_max, e.apply_ring),
+                format!(
+                    "{} must be in 1..=engine.apply_ring ({}) and at most {BATCH_MAX_MAX}",
+                    e.batch_max, e.apply_ring
+                ),
             ));
         }
         if e.subscriber_buffer < 2
@@ -422,6 +430,12 @@ mod tests {
         assert_eq!(e.key, "net.listen");
         let e = Config::from_toml("[engine]\nbatch_max = 0\n").unwrap_err();
         assert_eq!(e.key, "engine.batch_max");
+        let huge = "[engine]\napply_ring = 16777216\nbatch_max = 16777216\n";
+        assert_eq!(Config::from_toml(huge).unwrap_err().key, "engine.batch_max");
+        let e = Config::from_toml("[net]\nsubscriptions_max = 0\n").unwrap_err();
+        assert_eq!(e.key, "net.subscriptions_max");
+        let e = Config::from_toml("[net]\nsubscriptions_per_connection = 0\n").unwrap_err();
+        assert_eq!(e.key, "net.subscriptions_per_connection");
         let e = Config::from_toml("[threads]\nlookup_cpu = 1\n").unwrap_err();
         assert_eq!(e.key, "threads.lookup_cpu");
         let c = Config::from_toml("[threads]\nlookup_stage = true\nlookup_cpu = 1\n").unwrap();
