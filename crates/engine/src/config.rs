@@ -160,7 +160,8 @@ pub struct NetSection {
     /// Live subscriptions of the whole engine (each may buffer `engine.subscriber_buffer`
     /// events); a `Subscribe` past it is refused likewise.
     pub subscriptions_max: usize,
-    /// A client that does not read its answers for this long is disconnected.
+    /// A client that does not read its answers for this long is disconnected, and so is one
+    /// that leaves a frame unfinished for this long.
     pub write_timeout_ms: u64,
     /// Before a connection's reader blocks for the next request it polls its socket (a
     /// non-blocking `recv` in a loop) for this long: it stays on its CPU with warm caches

@@ -50,7 +50,9 @@
 //!   that its reader stops reading the socket (TCP pushes back on the member). A member that
 //!   stops reading its answers is disconnected after `net.write_timeout_ms`; it never blocks
 //!   the engine or other connections.
-//! - At most `net.connections_max` connections; more are closed at once.
+//! - At most `net.connections_max` connections; more are closed at once. A connection that
+//!   leaves a frame unfinished for `net.write_timeout_ms` is answered
+//!   `Reject{MalformedMessage}` and closed; an idle one (between frames) stays open.
 //! - Answers to queries and wire-level rejects go through the connection's writer; with
 //!   `LOCAL_PENDING_MAX` of them queued the reader stops reading, as for a full command window.
 //! - At most `net.subscriptions_per_connection` live subscriptions per connection and
@@ -413,6 +415,10 @@ fn read_loop(
     out: &Deliver,
 ) {
     let Some(mut sock) = sock else { return };
+    // A read returns at least every `write_timeout` without data: an idle connection goes on
+    // waiting, one that left a frame unfinished that long is closed (it held a slot of
+    // `connections_max` for nothing).
+    let _ = sock.set_read_timeout(Some(ctx.write_timeout));
     let mut buf = vec![0u8; FRAME_LEN_MAX * 2];
     let (mut start, mut end) = (0usize, 0usize);
     let mut waiter = Waiter::new(sub.wait_strategy());
@@ -465,6 +471,14 @@ fn read_loop(
             Ok(0) => return,
             Ok(n) => end += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if end > 0 {
+                    // Part of a frame, and nothing more for a whole timeout.
+                    let _ = local.send(Local::Bytes(reject_frame(0, RejectCode::MalformedMessage)));
+                    out.thread.unpark();
+                    return;
+                }
+            }
             Err(_) => return,
         }
     }

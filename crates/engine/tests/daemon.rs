@@ -477,6 +477,25 @@ fn subscriptions_past_the_connection_or_engine_limit_are_refused() {
 }
 
 #[test]
+fn a_frame_left_unfinished_is_cut_off_and_an_idle_connection_is_not() {
+    let s = server(300, 64);
+    set_up(&s);
+    let mut idle = connect(&s);
+    let mut partial = connect(&s);
+    let f = frame(1, &trade(1));
+    partial.write_all(&f[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    // The unfinished frame: refused (request id 0), then the connection is closed.
+    let got = read_frames(&mut partial, 2);
+    assert_eq!(got.len(), 1);
+    assert_eq!(answer(&got[0].0), (0, Some(RejectCode::MalformedMessage)));
+    // The idle connection, three timeouts later, is served.
+    idle.write_all(&frame(2, &trade(2))).unwrap();
+    assert_eq!(answer(&read_frames(&mut idle, 1)[0].0), (2, None));
+    s.shutdown();
+}
+
+#[test]
 fn a_connection_that_sends_queries_and_never_reads_is_held_back() {
     let s = server(3_000, 1024);
     set_up(&s);
