@@ -17,10 +17,11 @@
  * first half of a 64 MiB table's pages, each account's line in the second half of its
  * position's page: two pages a trade); `256` (the default) as above. ACCOUNTS_AHEAD (AHEAD
  * unless given) is how far ahead the accounts' lines are prefetched. (`walk` is laid out for
- * the 256-byte records.)
+ * the 256-byte records.) With BURST=n in the environment the prefetches of n trades are issued
+ * together every n trades (a walk then stalls retirement once for n trades' walks).
  *
- *   gcc -O2 benches/probes/wide.c -o /tmp/wide && /tmp/wide [NARROW_WORK WIDE_WORK [AHEAD
- *   [ACCOUNTS [ACCOUNTS_AHEAD]]]]
+ *   gcc -O2 benches/probes/wide.c -o /tmp/wide && [BURST=n] /tmp/wide [NARROW_WORK WIDE_WORK
+ *   [AHEAD [ACCOUNTS [ACCOUNTS_AHEAD]]]]
  */
 #include "probe.h"
 
@@ -28,7 +29,7 @@
 #define PASSES 9
 
 static char *pos, *acc;
-static long ahead = 16, acc_ahead = -1; /* trades */
+static long ahead = 16, acc_ahead = -1, burst = 1; /* trades */
 static uint64_t l1[512];
 
 enum layout { RECORDS, DENSE, COLO }; /* ACCOUNTS: 256, 64, colo */
@@ -47,10 +48,14 @@ static inline __attribute__((always_inline)) double pass_of(enum layout lay, uin
     uint64_t sum = 0;
     double t0 = now();
     for (long i = 0; i < TRADES; i++) {
-        if (i + ahead < TRADES)
-            for (int k = 0; k < 2; k++) __builtin_prefetch(line(a[i + ahead], k, lay), 1);
-        if (i + acc_ahead < TRADES)
-            for (int k = 2; k < 4; k++) __builtin_prefetch(line(a[i + acc_ahead], k, lay), 1);
+        if (i % burst == 0) /* one trade's lines, or BURST trades' at once */
+            for (long g = i; g < i + burst; g++) {
+                if (g + ahead < TRADES)
+                    for (int k = 0; k < 2; k++) __builtin_prefetch(line(a[g + ahead], k, lay), 1);
+                if (g + acc_ahead < TRADES)
+                    for (int k = 2; k < 4; k++)
+                        __builtin_prefetch(line(a[g + acc_ahead], k, lay), 1);
+            }
         if (touch)
             for (int k = 0; k < 4; k++) sum += (*line(a[i], k, lay))++;
         if (wide) { /* four independent chains, two L1 loads and a store an iteration */
@@ -94,6 +99,7 @@ int main(int argc, char **argv) {
     if (argc > 3) ahead = atol(argv[3]);
     if (argc > 4) accounts = !strcmp(argv[4], "colo") ? COLO : !strcmp(argv[4], "64") ? DENSE : RECORDS;
     acc_ahead = argc > 5 ? atol(argv[5]) : ahead;
+    if (getenv("BURST")) burst = atol(getenv("BURST")) > 0 ? atol(getenv("BURST")) : 1;
     pos = region(64ul << 20);
     acc = region(100000ul * 256);
     uint32_t (*lay[3])[4];
