@@ -1,6 +1,6 @@
 // The `novate` CLI (ts/dist/cli.js, built by `npm run build:ts`).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,14 @@ describe('novate CLI', () => {
       const r = run(['replay', dir]);
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toContain(`state hash ${hash.toString(16).padStart(16, '0')} at seq 6`);
+      expect(r.stderr).not.toContain('refused for capacity');
+      // Into smaller tables than the engine's: the hash differs, and the replay says why.
+      const small = join(dir, 'small.toml');
+      writeFileSync(small, '[engine]\naccounts_max = 1\n');
+      const s = run(['replay', dir, '--config', small]);
+      expect(s.status, s.stderr).toBe(0);
+      expect(s.stdout).not.toContain(hash.toString(16).padStart(16, '0'));
+      expect(s.stderr).toMatch(/[1-9]\d* command\(s\) refused for capacity/);
       expect(run(['replay', join(dir, 'nope')]).status).toBe(1);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -765,18 +765,31 @@ impl NativeServer {
     }
 }
 
+/// What `replay` rebuilt: the seq and state hash, and how many commands the replay refused
+/// for a capacity (the limits of `config_toml` smaller than the engine's, if any).
+#[napi(object)]
+pub struct NativeReplay {
+    pub seq: f64,
+    pub hash: BigInt,
+    pub capacity_rejects: f64,
+}
+
 /// Rebuild the state of a data dir read-only (newest snapshot + journal), drawing a progress
-/// bar on stderr; returns the seq and state hash. `config_toml` supplies the limits.
+/// bar on stderr. `config_toml` supplies the limits.
 #[napi]
-pub fn replay(data_dir: String, config_toml: String) -> Result<NativeHash> {
+pub fn replay(data_dir: String, config_toml: String) -> Result<NativeReplay> {
     let cfg = Config::from_toml(&config_toml)
         .map_err(|e| err(format!("NOVATE_CONFIG:{}:{}", e.key, e.reason)))?;
     let mut bar = novate_engine::demo::Progress::new(true, "replay");
-    let (seq, hash) = novate_engine::store::replay_dir(
+    let r = novate_engine::store::replay_dir(
         std::path::Path::new(&data_dir),
         cfg.limits(),
         &mut |d, t| bar.draw(d, t),
     )
     .map_err(|e| err(format!("NOVATE_REPLAY:{e}")))?;
-    Ok(NativeHash { seq: seq as f64, hash: BigInt::from(hash) })
+    Ok(NativeReplay {
+        seq: r.seq as f64,
+        hash: BigInt::from(r.state_hash),
+        capacity_rejects: r.capacity_rejects as f64,
+    })
 }

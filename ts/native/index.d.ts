@@ -190,10 +190,20 @@ export interface NativePosition {
 }
 
 /**
- * Rebuild the state of a data dir read-only (newest snapshot + journal), drawing a progress
- * bar on stderr; returns the seq and state hash. `config_toml` supplies the limits.
+ * What `replay` rebuilt: the seq and state hash, and how many commands the replay refused
+ * for a capacity (the limits of `config_toml` smaller than the engine's, if any).
  */
-export declare function replay(dataDir: string, configToml: string): NativeHash
+export interface NativeReplay {
+  seq: number
+  hash: bigint
+  capacityRejects: number
+}
+
+/**
+ * Rebuild the state of a data dir read-only (newest snapshot + journal), drawing a progress
+ * bar on stderr. `config_toml` supplies the limits.
+ */
+export declare function replay(dataDir: string, configToml: string): NativeReplay
 
 /** Run the demo; returns commands per second. */
 export declare function runDemo(options: DemoOptionsJs): number

@@ -95,6 +95,12 @@ async function main(argv: string[]): Promise<number> {
       if (!dir) throw new Error('replay needs a data dir');
       const r = native().replay(dir, configText(new Map([...f].filter(([k]) => k === 'config'))));
       console.log(`state hash ${r.hash.toString(16).padStart(16, '0')} at seq ${r.seq}`);
+      if (r.capacityRejects > 0) {
+        console.error(
+          `novate replay: ${r.capacityRejects} command(s) refused for capacity in this replay; if the engine ran with ` +
+            'larger limits it accepted them, and its state hash differs: pass its --config',
+        );
+      }
       return 0;
     }
     case 'query': {

@@ -11,7 +11,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use novate_core::{Limits, Seq, Sequenced, Snapshot, StateMachine};
+use novate_core::{Limits, Reject, Seq, Sequenced, Snapshot, StateMachine};
 use novate_journal::{Policy, Reader, Snapshotter};
 
 use crate::config::{Config, DurabilityPolicy};
@@ -196,14 +196,26 @@ pub fn recover_dir(cfg: &Config, dir: &Path) -> Result<RecoveredDir, EngineError
     })
 }
 
+/// What [`replay_dir`] rebuilt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replayed {
+    pub seq: Seq,
+    pub state_hash: u64,
+    /// Commands of the journal rejected for a capacity (`AccountCapacity`,
+    /// `InstrumentCapacity`, `PositionCapacity`, `TradeCapacity`) in this replay. The journal
+    /// does not record the limits the engine ran with: if they were larger than `limits`,
+    /// these commands were accepted then, and the state and its hash differ from the engine's.
+    pub capacity_rejects: u64,
+}
+
 /// Rebuild the state of a data dir read-only (the newest snapshot, then every journal record
-/// after it), calling `progress(done, total)` as it goes; returns (last seq, state hash).
-/// Safe while a daemon owns the directory: nothing is written.
+/// after it), calling `progress(done, total)` as it goes. Safe while a daemon owns the
+/// directory: nothing is written.
 pub fn replay_dir(
     dir: &Path,
     limits: Limits,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Seq, u64), EngineError> {
+) -> Result<Replayed, EngineError> {
     let (jdir, sdir) = novate_journal::data_dirs(dir);
     let scan = novate_journal::scan_journal(&jdir)
         .map_err(|e| EngineError::Recovery(e.to_string()))?
@@ -230,16 +242,24 @@ pub fn replay_dir(
     let mut reader = Reader::open(&jdir, from)
         .map_err(|e| EngineError::Recovery(e.to_string()))?
         .until(scan.last_seq);
-    let mut done = 0u64;
+    let (mut done, mut capacity_rejects) = (0u64, 0u64);
     while let Some(rec) = reader.next().map_err(|e| EngineError::Recovery(e.to_string()))? {
         let (_, cmd) = novate_journal::decode_command(rec.seq, rec.payload)
             .map_err(|e| EngineError::Recovery(e.to_string()))?;
-        let _ = sm.apply(&cmd, rec.seq, rec.ts);
+        if let Err(
+            Reject::AccountCapacity
+            | Reject::InstrumentCapacity
+            | Reject::PositionCapacity
+            | Reject::TradeCapacity,
+        ) = sm.apply(&cmd, rec.seq, rec.ts)
+        {
+            capacity_rejects += 1;
+        }
         done += 1;
         if done.is_multiple_of(65_536) {
             progress(done, total);
         }
     }
     progress(done, total);
-    Ok((sm.last_seq(), sm.state_hash()))
+    Ok(Replayed { seq: sm.last_seq(), state_hash: sm.state_hash(), capacity_rejects })
 }

@@ -653,12 +653,16 @@ fn a_data_dir_survives_restarts_under_both_policies() {
         drop(engine);
         // Read-only replay of the same directory reaches the same hash.
         let mut calls = 0;
-        let (seq, h) =
-            novate_engine::store::replay_dir(dir.path(), c.limits(), &mut |_, _| calls += 1)
-                .unwrap();
-        assert_eq!(seq, 17);
-        assert_ne!(h, hash);
+        let r = novate_engine::store::replay_dir(dir.path(), c.limits(), &mut |_, _| calls += 1)
+            .unwrap();
+        assert_eq!((r.seq, r.capacity_rejects), (17, 0));
+        assert_ne!(r.state_hash, hash);
         assert!(calls >= 1);
+        // Into smaller tables: the commands refused for capacity are counted.
+        let mut small = c.limits();
+        small.accounts_max = 1;
+        let r = novate_engine::store::replay_dir(dir.path(), small, &mut |_, _| {}).unwrap();
+        assert!(r.capacity_rejects >= 1, "{r:?}");
     }
 }
 
