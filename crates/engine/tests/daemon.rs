@@ -266,15 +266,7 @@ fn garbage_huge_lengths_and_truncated_frames_do_not_hurt_the_daemon() {
     // where a request's id would be are its group header and half an entry's id.
     let mut gb = connect(&s);
     let mut b = vec![0u8; 4096];
-    let t = Trade {
-        trade_id: 9999,
-        buy: 1,
-        sell: 2,
-        instrument: 7,
-        qty: 1,
-        price: PRICE_SCALE,
-        trade_date: 20260105,
-    };
+    let Command::ClearTrade(t) = trade(9999) else { unreachable!("a trade") };
     let n =
         write_frame(&mut b, |x| novate_wire::convert::encode_clear_trade_batch(x, &[(7777, t)]))
             .unwrap();

@@ -119,18 +119,10 @@ fn a_call_that_timed_out_does_not_poison_the_next() {
 
 #[test]
 fn accounts_whose_ids_collide_in_the_view_index_are_all_queryable() {
-    // 80 ids whose hashes (murmur3's finaliser, as in crates/ring `index`) share the home slot
-    // of a 256-slot view index (accounts_max 100): one cluster longer than a bound of 64 probes.
-    let home = |key: u64| {
-        let mut h = key;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        h & 255
-    };
-    let ids: Vec<u64> = (1..).filter(|&k| home(k) == 5).take(80).collect();
+    // 80 ids whose hashes share the home slot of a 256-slot view index (accounts_max 100): one
+    // cluster longer than a bound of 64 probes.
+    let ids: Vec<u64> =
+        (1..).filter(|&k| novate_ring::index::spread(k) & 255 == 5).take(80).collect();
     let mut config = cfg();
     config.engine.accounts_max = 100;
     let engine = start(&config);

@@ -79,17 +79,24 @@ struct Table {
     len: AtomicUsize,
 }
 
+/// The hash whose low bits are a key's home slot: murmur3's 64-bit finaliser, so that
+/// sequential ids spread over the whole table. (Unkeyed: ids can be chosen to collide; the
+/// index stays correct, only longer probes.)
+#[inline(always)]
+pub fn spread(key: u64) -> u64 {
+    let mut h = key;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
 impl Table {
     #[inline(always)]
     fn home(&self, key: u64) -> usize {
-        // murmur3's 64-bit finaliser: sequential ids spread over the whole table.
-        let mut h = key;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        (h as usize) & self.mask
+        (spread(key) as usize) & self.mask
     }
 
     #[inline]
