@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { ClosedError, EventsOverflowError, InputError, REMOTE_EVENTS_BUFFER_MAX, connect, price } from '../ts/src';
+import { ClosedError, EventsOverflowError, InputError, NovateError, REMOTE_EVENTS_BUFFER_MAX, connect, price } from '../ts/src';
 import { SBE_LE_ENCODING, SOFH_LENGTH } from '../ts/src/wire';
 import { clearingSuite, setup } from './clearing';
 import { buildNovated, startNovated, type Daemon } from './novated';
@@ -83,6 +83,38 @@ describe('connect(url)', () => {
         expect(n).toBeLessThan(5 + 3 * 2000);
         // The connection is fine afterwards.
         expect((await c.markPrice(7n, price('101'))).seq).toBe(2006n);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a Subscribe past the connection limit fails its stream with SubscriptionCapacity', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'novated-cfg-'));
+    try {
+      writeFileSync(join(dir, 'novated.toml'), '[net]\nsubscriptions_per_connection = 1\n');
+      const d = await startNovated(['--config', join(dir, 'novated.toml')]);
+      daemons.push(d);
+      const c = await connect(d.url);
+      try {
+        const first = c.events();
+        const second = c.events();
+        const err = await (async () => {
+          for await (const _ of second) return undefined;
+        })().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(NovateError);
+        expect((err as NovateError).codeName).toBe('SubscriptionCapacity');
+        // The first stream works.
+        await setup(c);
+        for await (const ev of first) {
+          expect(ev.type).toBe('InstrumentUpdated');
+          break;
+        }
       } finally {
         await c.close();
       }
