@@ -36,8 +36,11 @@
 //! # Trust
 //!
 //! Both processes must follow the protocol. The consumer checks every record header it reads and
-//! reports a malformed one as [`Corrupt`] instead of reading out of bounds; a peer that writes
-//! into records it does not own can still garble payloads (as with any shared memory).
+//! reports a malformed one as [`Corrupt`] instead of reading out of bounds; both ends check the
+//! counters they read from the file or the peer (8-aligned, `tail` at most one capacity ahead
+//! of `head`) before they use them ([`Corrupt`], [`ClaimError::Corrupt`]). A peer that writes
+//! into records it does not own can still garble payloads (as with any shared memory): a
+//! handler gets the payload in place and should copy what it validates.
 
 use core::fmt;
 use std::fs::OpenOptions;
@@ -72,6 +75,14 @@ const KIND_PADDING: u32 = 2;
 
 const fn record_len(payload_len: usize) -> usize {
     (RECORD_HEADER_LEN + payload_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
+}
+
+/// Whether `tail` and `head` are counters the format allows: both 8-aligned (so every record
+/// header is 4-aligned and inside data), `tail` at most one capacity ahead of `head`.
+const fn in_range(tail: u64, head: u64, cap: u64) -> bool {
+    tail.is_multiple_of(RECORD_ALIGN as u64)
+        && head.is_multiple_of(RECORD_ALIGN as u64)
+        && tail.wrapping_sub(head) <= cap
 }
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
@@ -309,6 +320,15 @@ pub enum ClaimError {
         /// The limit.
         max: usize,
     },
+    /// The ring's counters break the format (`tail` or `head` not 8-aligned, or `tail` not
+    /// within one capacity ahead of `head`): a peer broke the protocol or the file is damaged.
+    /// Nothing was written.
+    Corrupt {
+        /// The producer's tail.
+        tail: u64,
+        /// The consumer's head as read.
+        head: u64,
+    },
     /// Not enough free space now; retry after the consumer catches up.
     Full {
         /// Bytes the record (and any padding before it) needs.
@@ -324,6 +344,9 @@ impl fmt::Display for ClaimError {
             Self::TooLong { len, max } => write!(f, "frame of {len} bytes exceeds max {max}"),
             Self::Full { needed, free } => {
                 write!(f, "byte ring full: need {needed} bytes, {free} free")
+            }
+            Self::Corrupt { tail, head } => {
+                write!(f, "byte ring counters out of range: tail {tail}, head {head}")
             }
         }
     }
@@ -394,11 +417,18 @@ impl ByteProducer {
         let to_end = cap - offset;
         let padding = if record > to_end { to_end } else { 0 };
         let needed = padding + record;
-        if cap - (self.tail - self.head_cache) < needed {
+        // Counters as the format allows them (`in_range`); a head read from a peer or a file
+        // is checked before it is trusted, and so is the tail a resumed producer starts from.
+        let mut used = self.tail.wrapping_sub(self.head_cache);
+        if !in_range(self.tail, self.head_cache, cap) || cap - used < needed {
             // Acquire: pairs with the consumer's Release store of `head`: it has finished reading
             // the records below `head` before we overwrite them.
             self.head_cache = self.region.atomic(HEAD_OFFSET).load(Ordering::Acquire);
-            let free = cap - (self.tail - self.head_cache);
+            if !in_range(self.tail, self.head_cache, cap) {
+                return Err(ClaimError::Corrupt { tail: self.tail, head: self.head_cache });
+            }
+            used = self.tail - self.head_cache;
+            let free = cap - used;
             if free < needed {
                 return Err(ClaimError::Full { needed: needed as usize, free: free as usize });
             }
@@ -538,6 +568,11 @@ impl ByteConsumer {
                     break Ok(n);
                 }
             }
+            // Checked before a header is read: an unaligned or runaway counter (a damaged file,
+            // a peer that broke the protocol) would put it outside data.
+            if !in_range(self.tail_cache, head, cap) {
+                break Err(Corrupt { position: head, len: 0, kind: 0 });
+            }
             let offset = head & self.mask;
             let to_end = cap - offset;
             let at = HEADER_LEN + offset as usize;
@@ -545,7 +580,10 @@ impl ByteConsumer {
             let kind = self.region.read_u32(at + 4);
             let corrupt = Corrupt { position: head, len, kind };
             match kind {
-                KIND_PADDING if u64::from(len) + RECORD_HEADER_LEN as u64 == to_end => {
+                KIND_PADDING
+                    if u64::from(len) + RECORD_HEADER_LEN as u64 == to_end
+                        && head + to_end <= self.tail_cache =>
+                {
                     head += to_end;
                 }
                 KIND_FRAME if u64::from(len) <= frame_len_max => {
@@ -632,6 +670,48 @@ mod tests {
         region.write_u32(HEADER_LEN, 3);
         region.write_u32(HEADER_LEN + 4, 77); // unknown kind
         assert_eq!(c.read(|_| {}, 10).unwrap_err().kind, 77);
+    }
+
+    #[test]
+    fn counters_out_of_range_are_corrupt_not_followed() {
+        let store = |r: &Region, off: usize, v: u64| r.atomic(off).store(v, Ordering::SeqCst);
+        // A consumer resuming at an unaligned head, with a tail 8 ahead: no header is read.
+        let ring = ByteRing::in_process(1024).unwrap();
+        let region = ring.region.clone();
+        store(&region, HEAD_OFFSET, 1021);
+        store(&region, TAIL_OFFSET, 1029);
+        let mut c = ring.into_consumer();
+        let err = c.read(|_| panic!("delivered"), 10).unwrap_err();
+        assert_eq!((err.position, err.len, err.kind), (1021, 0, 0));
+        // A tail more than a capacity ahead of the head, or behind it.
+        for (head, tail) in [(0, 4096), (4096, 0)] {
+            let ring = ByteRing::in_process(1024).unwrap();
+            store(&ring.region, HEAD_OFFSET, head);
+            store(&ring.region, TAIL_OFFSET, tail);
+            let mut c = ring.into_consumer();
+            assert!(c.read(|_| panic!("delivered"), 10).is_err(), "head {head} tail {tail}");
+        }
+        // A padding record that claims the whole ring while one record was committed: refused,
+        // not looped over forever.
+        let ring = ByteRing::in_process(1024).unwrap();
+        let region = ring.region.clone();
+        store(&region, TAIL_OFFSET, 8);
+        region.write_u32(HEADER_LEN, 1024 - 8);
+        region.write_u32(HEADER_LEN + 4, KIND_PADDING);
+        let mut c = ring.into_consumer();
+        assert_eq!(c.read(|_| panic!("delivered"), 10).unwrap_err().kind, KIND_PADDING);
+        // A producer resuming at an unaligned tail, or a head the consumer never wrote.
+        for (head, tail) in [(1020, 1020), (0, 2048), (2048, 0)] {
+            let ring = ByteRing::in_process(1024).unwrap();
+            store(&ring.region, HEAD_OFFSET, head);
+            store(&ring.region, TAIL_OFFSET, tail);
+            let mut p = ring.into_producer();
+            assert_eq!(
+                p.try_write(b"x").unwrap_err(),
+                ClaimError::Corrupt { tail, head },
+                "head {head} tail {tail}"
+            );
+        }
     }
 
     #[test]
