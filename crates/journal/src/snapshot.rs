@@ -307,8 +307,12 @@ impl SnapshotStore {
     }
 
     fn delete_in(&self, wtxn: &mut heed::RwTxn, seq: Seq) -> Result<(), Error> {
-        let (lo, hi) = (seq.to_be_bytes(), (seq + 1).to_be_bytes());
-        let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+        // Every key of snapshot `seq` (8 bytes of seq, then the row's id); u64::MAX has no next.
+        let (lo, hi) = (seq.to_be_bytes(), seq.checked_add(1).map(u64::to_be_bytes));
+        let range = (
+            Bound::Included(&lo[..]),
+            hi.as_ref().map_or(Bound::Unbounded, |h| Bound::Excluded(&h[..])),
+        );
         for db in [&self.instruments, &self.accounts, &self.positions, &self.trades, &self.meta] {
             db.delete_range(wtxn, &range).map_err(lmdb)?;
         }
@@ -322,7 +326,9 @@ impl SnapshotStore {
         wtxn.commit().map_err(lmdb)
     }
 
-    /// Read the snapshot at `seq` back (no verification beyond its meta's checksum).
+    /// Read the snapshot at `seq` back (no verification beyond its meta's checksum; the
+    /// counts in its meta only size the buffers, and one that cannot be allocated is an
+    /// invalid snapshot, not an abort).
     pub fn read(&self, seq: Seq) -> Result<(SnapshotInfo, Snapshot), Error> {
         let bad = |why: String| Error::SnapshotInvalid { seq, why };
         let rtxn = self.env.read_txn().map_err(lmdb)?;
@@ -332,10 +338,15 @@ impl SnapshotStore {
             .map_err(lmdb)?
             .ok_or_else(|| bad("no such snapshot".into()))?;
         let info = decode_meta(meta).map_err(bad)?;
-        let (lo, hi) = (seq.to_be_bytes(), (seq + 1).to_be_bytes());
-        let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+        // Every key of snapshot `seq` (8 bytes of seq, then the row's id); u64::MAX has no next.
+        let (lo, hi) = (seq.to_be_bytes(), seq.checked_add(1).map(u64::to_be_bytes));
+        let range = (
+            Bound::Included(&lo[..]),
+            hi.as_ref().map_or(Bound::Unbounded, |h| Bound::Excluded(&h[..])),
+        );
         let mut snap = Snapshot { last_seq: info.seq, ..Snapshot::default() };
-        snap.instruments.reserve(info.instruments as usize);
+        reserve(&mut snap.instruments, info.instruments)
+            .map_err(|e| bad(format!("instruments: {e}")))?;
         for kv in self.instruments.range(&rtxn, &range).map_err(lmdb)? {
             let (k, v) = kv.map_err(lmdb)?;
             if k.len() != 12 || v.len() != INSTRUMENT_BYTES {
@@ -352,7 +363,7 @@ impl SnapshotStore {
             };
             snap.instruments.push((spec, r.i64(), r.i64()));
         }
-        snap.accounts.reserve(info.accounts as usize);
+        reserve(&mut snap.accounts, info.accounts).map_err(|e| bad(format!("accounts: {e}")))?;
         for kv in self.accounts.range(&rtxn, &range).map_err(lmdb)? {
             let (k, v) = kv.map_err(lmdb)?;
             if k.len() != 16 || v.len() != ACCOUNT_BYTES {
@@ -369,7 +380,7 @@ impl SnapshotStore {
             };
             snap.accounts.push((spec, r.i128()));
         }
-        snap.positions.reserve(info.positions as usize);
+        reserve(&mut snap.positions, info.positions).map_err(|e| bad(format!("positions: {e}")))?;
         for kv in self.positions.range(&rtxn, &range).map_err(lmdb)? {
             let (k, v) = kv.map_err(lmdb)?;
             if k.len() != 20 || v.len() != POSITION_BYTES {
@@ -380,7 +391,7 @@ impl SnapshotStore {
             let mut r = R { b: v, at: 0 };
             snap.positions.push((a, i, Book { qty: r.i64(), cost: r.i128(), realized: r.i128() }));
         }
-        snap.trades.reserve(info.trades as usize);
+        reserve(&mut snap.trades, info.trades).map_err(|e| bad(format!("trades: {e}")))?;
         for kv in self.trades.range(&rtxn, &range).map_err(lmdb)? {
             let (k, v) = kv.map_err(lmdb)?;
             if k.len() != 16 || v.len() != TRADE_BYTES {
@@ -566,5 +577,48 @@ impl Snapshotter {
 impl Drop for Snapshotter {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Room for `count` rows read back from a snapshot's meta: a damaged count is an error, not a
+/// capacity-overflow panic or an allocation failure that aborts the process.
+fn reserve<T>(v: &mut Vec<T>, count: u64) -> Result<(), String> {
+    let n = usize::try_from(count).map_err(|_| format!("count {count} does not fit"))?;
+    v.try_reserve(n).map_err(|e| format!("count {count}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meta_whose_counts_cannot_be_allocated_is_an_invalid_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let info = store.write(&Snapshot { last_seq: 7, ..Snapshot::default() }, 1).unwrap();
+        for count in [u64::MAX, 1 << 60] {
+            // A meta row rewritten with a huge count and a checksum that matches it.
+            let bad = SnapshotInfo { trades: count, ..info };
+            let mut wtxn = store.env.write_txn().unwrap();
+            store.meta.put(&mut wtxn, &7u64.to_be_bytes(), &encode_meta(&bad)).unwrap();
+            wtxn.commit().unwrap();
+            match store.read(7) {
+                Err(Error::SnapshotInvalid { seq: 7, why }) => {
+                    assert!(why.contains("trades"), "{why}")
+                }
+                other => panic!("expected an invalid snapshot, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_possible_seq_is_written_read_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        store.write(&Snapshot { last_seq: u64::MAX, ..Snapshot::default() }, 3).unwrap();
+        let (info, snap) = store.read(u64::MAX).unwrap();
+        assert_eq!((info.seq, info.state_hash, snap.last_seq), (u64::MAX, 3, u64::MAX));
+        store.delete(u64::MAX).unwrap();
+        assert!(store.list().unwrap().is_empty());
     }
 }
