@@ -113,8 +113,7 @@ impl Arena {
         }
     }
 
-    /// `len` bytes aligned to `align` (a power of two). Contents are whatever the last user of
-    /// these bytes left (zero the first time).
+    /// `len` zeroed bytes aligned to `align` (a power of two).
     ///
     /// # Panics
     /// If `align` is not a power of two (a bug in the caller).
@@ -122,10 +121,14 @@ impl Arena {
     #[allow(clippy::mut_from_ref)] // each call returns a disjoint range (bumpalo does the same)
     pub fn alloc_bytes(&self, len: usize, align: usize) -> Result<&mut [u8], ArenaFull> {
         let p = self.bump(len, align)?;
-        // SAFETY: `bump` returned `len` bytes inside our block, initialised (zeroed at creation,
-        // only ever written with initialised bytes), and disjoint from every other live
+        // SAFETY: `bump` returned `len` bytes inside our block, disjoint from every other live
         // allocation (the offset only grows until `reset`/`restore`, which need `&mut self`).
-        Ok(unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), len) })
+        // They are zeroed before a `&mut [u8]` is made of them: a value moved in by `alloc`
+        // before a `reset` may have left padding or `MaybeUninit` bytes uninitialised.
+        unsafe {
+            p.as_ptr().write_bytes(0, len);
+            Ok(core::slice::from_raw_parts_mut(p.as_ptr(), len))
+        }
     }
 
     /// Moves `value` into the arena.
@@ -223,6 +226,15 @@ impl Drop for Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_handed_out_again_after_a_reset_are_zeroed() {
+        let mut a = Arena::with_capacity(4096);
+        a.alloc([0xFFu8; 64]).unwrap();
+        a.alloc(core::mem::MaybeUninit::<u64>::uninit()).unwrap();
+        a.reset();
+        assert!(a.alloc_bytes(72, 1).unwrap().iter().all(|&b| b == 0));
+    }
 
     #[test]
     fn alignment_and_disjointness() {
