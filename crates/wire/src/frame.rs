@@ -187,7 +187,7 @@ impl StreamDecoder {
 
     /// Mark `n` bytes of [`spare`](Self::spare) as filled (clamped to the space there is).
     pub fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
+        self.end = self.end.saturating_add(n).min(self.buf.len());
     }
 
     /// Copy as much of `bytes` in as fits; returns how many were taken.
@@ -355,24 +355,29 @@ pub enum SeqStatus {
 /// Tracks the next expected packet sequence number of one stream.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GapDetector {
+    /// None: no packet seen yet (the first one sets it), unless `ended`.
     next: Option<u64>,
+    /// Packet u64::MAX was seen: nothing can follow it, every later packet is stale.
+    ended: bool,
 }
 
 impl GapDetector {
     /// Expect the stream to start at `first` (usually 1).
     pub fn starting_at(first: u64) -> Self {
-        GapDetector { next: Some(first) }
+        GapDetector { next: Some(first), ended: false }
     }
 
     /// Classify packet `seq` and advance.
     pub fn observe(&mut self, seq: u64) -> SeqStatus {
         let status = match self.next {
+            _ if self.ended => return SeqStatus::Stale,
             None => SeqStatus::InOrder,
             Some(n) if seq == n => SeqStatus::InOrder,
             Some(n) if seq > n => SeqStatus::Gap { from: n, to: seq - 1 },
             Some(_) => return SeqStatus::Stale,
         };
         self.next = seq.checked_add(1);
+        self.ended = self.next.is_none();
         status
     }
 }

@@ -71,6 +71,9 @@ fn spare_and_commit_read_in_place() {
         }
     }
     assert_eq!(n, 3);
+    // A commit of more than the spare space is clamped, even one of usize::MAX.
+    dec.commit(usize::MAX);
+    assert!(dec.spare().is_empty(), "the buffer counts as full");
 }
 
 #[test]
@@ -159,4 +162,8 @@ fn gap_detector_reports_missed_and_stale_packets() {
     let mut fresh = GapDetector::default();
     assert_eq!(fresh.observe(100), SeqStatus::InOrder);
     assert_eq!(fresh.observe(102), SeqStatus::Gap { from: 101, to: 101 });
+    // Nothing follows the last possible packet: a replay of earlier ones stays stale.
+    assert_eq!(fresh.observe(u64::MAX), SeqStatus::Gap { from: 103, to: u64::MAX - 1 });
+    assert_eq!(fresh.observe(1), SeqStatus::Stale);
+    assert_eq!(fresh.observe(u64::MAX), SeqStatus::Stale);
 }
