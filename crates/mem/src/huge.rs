@@ -262,9 +262,12 @@ pub(crate) fn parse_smaps_anon_huge(smaps: &str, addr: usize) -> Option<usize> {
 
 impl HugeRegion {
     /// Maps at least `len` bytes (rounded up to the page size obtained), trying page kinds from
-    /// `opts.largest` down to normal pages. Fails only if even normal pages cannot be mapped.
+    /// `opts.largest` down to normal pages. Fails only if even normal pages cannot be mapped
+    /// (or `len` is 0: `InvalidInput`).
     pub fn allocate(len: usize, opts: AllocOptions) -> io::Result<HugeRegion> {
-        assert!(len > 0, "HugeRegion::allocate: zero length");
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "HugeRegion: zero length"));
+        }
         if len > isize::MAX as usize - SIZE_1G {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
@@ -494,6 +497,12 @@ AnonHugePages:      4096 kB
         assert!(PageKind::Huge1G < PageKind::Huge2M);
         assert!(PageKind::Transparent < PageKind::Normal);
         assert_eq!(PageKind::Normal.page_size(), 4096);
+    }
+
+    #[test]
+    fn a_zero_length_is_an_error() {
+        let e = HugeRegion::allocate(0, AllocOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
