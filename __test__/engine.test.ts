@@ -220,6 +220,18 @@ describe('Engine.open', () => {
     }
   });
 
+  it('the binding refuses a kinds mask with bits past the last event kind', () => {
+    const e = Engine.open(small);
+    try {
+      const inner = (e as unknown as { inner: NativeEngine }).inner;
+      expect(() => inner.subscribe(1 << 16, null)).toThrow(/NOVATE_RANGE:kinds 65536/);
+      expect(() => inner.subscribe(1 << 11, null)).toThrow(/NOVATE_RANGE/);
+      expect(inner.subscribe((1 << 11) - 1, null)).toBeDefined();
+    } finally {
+      e.closeSync();
+    }
+  });
+
   it('an idle subscription is woken by the engine, not by a timer', async () => {
     const e = Engine.open(small);
     try {
