@@ -473,7 +473,9 @@ impl NativeEngine {
         let account = account.map(|a| u64_of(&a, "account")).transpose()?;
         // Bits 0..=10 name the event kinds (as on the wire, where more is MalformedMessage).
         if kinds >= 1 << 11 {
-            return Err(err(format!("NOVATE_RANGE:kinds {kinds} has bits past the last event kind")));
+            return Err(err(format!(
+                "NOVATE_RANGE:kinds {kinds} has bits past the last event kind"
+            )));
         }
         let (engine, _) = self.parts()?;
         let sub = engine.subscribe(EventFilter { kinds: kinds as u16, account });
