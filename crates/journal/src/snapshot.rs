@@ -307,12 +307,8 @@ impl SnapshotStore {
     }
 
     fn delete_in(&self, wtxn: &mut heed::RwTxn, seq: Seq) -> Result<(), Error> {
-        // Every key of snapshot `seq` (8 bytes of seq, then the row's id); u64::MAX has no next.
-        let (lo, hi) = (seq.to_be_bytes(), seq.checked_add(1).map(u64::to_be_bytes));
-        let range = (
-            Bound::Included(&lo[..]),
-            hi.as_ref().map_or(Bound::Unbounded, |h| Bound::Excluded(&h[..])),
-        );
+        let keys = SeqKeys::of(seq);
+        let range = keys.range();
         for db in [&self.instruments, &self.accounts, &self.positions, &self.trades, &self.meta] {
             db.delete_range(wtxn, &range).map_err(lmdb)?;
         }
@@ -338,12 +334,8 @@ impl SnapshotStore {
             .map_err(lmdb)?
             .ok_or_else(|| bad("no such snapshot".into()))?;
         let info = decode_meta(meta).map_err(bad)?;
-        // Every key of snapshot `seq` (8 bytes of seq, then the row's id); u64::MAX has no next.
-        let (lo, hi) = (seq.to_be_bytes(), seq.checked_add(1).map(u64::to_be_bytes));
-        let range = (
-            Bound::Included(&lo[..]),
-            hi.as_ref().map_or(Bound::Unbounded, |h| Bound::Excluded(&h[..])),
-        );
+        let keys = SeqKeys::of(seq);
+        let range = keys.range();
         let mut snap = Snapshot { last_seq: info.seq, ..Snapshot::default() };
         reserve(&mut snap.instruments, info.instruments)
             .map_err(|e| bad(format!("instruments: {e}")))?;
@@ -577,6 +569,24 @@ impl Snapshotter {
 impl Drop for Snapshotter {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The key bounds of snapshot `seq`'s rows (8 bytes of seq, then the row's id).
+struct SeqKeys {
+    lo: [u8; 8],
+    /// The next seq's first key; none after u64::MAX.
+    hi: Option<[u8; 8]>,
+}
+
+impl SeqKeys {
+    fn of(seq: Seq) -> SeqKeys {
+        SeqKeys { lo: seq.to_be_bytes(), hi: seq.checked_add(1).map(u64::to_be_bytes) }
+    }
+
+    fn range(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        let hi = self.hi.as_ref().map_or(Bound::Unbounded, |h| Bound::Excluded(&h[..]));
+        (Bound::Included(&self.lo[..]), hi)
     }
 }
 

@@ -355,29 +355,36 @@ pub enum SeqStatus {
 /// Tracks the next expected packet sequence number of one stream.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GapDetector {
-    /// None: no packet seen yet (the first one sets it), unless `ended`.
-    next: Option<u64>,
+    next: Expect,
+}
+
+/// What a [`GapDetector`] expects next.
+#[derive(Clone, Copy, Debug, Default)]
+enum Expect {
+    /// No packet seen yet: the first one sets the stream's start.
+    #[default]
+    Any,
+    Seq(u64),
     /// Packet u64::MAX was seen: nothing can follow it, every later packet is stale.
-    ended: bool,
+    Ended,
 }
 
 impl GapDetector {
     /// Expect the stream to start at `first` (usually 1).
     pub fn starting_at(first: u64) -> Self {
-        GapDetector { next: Some(first), ended: false }
+        GapDetector { next: Expect::Seq(first) }
     }
 
     /// Classify packet `seq` and advance.
     pub fn observe(&mut self, seq: u64) -> SeqStatus {
         let status = match self.next {
-            _ if self.ended => return SeqStatus::Stale,
-            None => SeqStatus::InOrder,
-            Some(n) if seq == n => SeqStatus::InOrder,
-            Some(n) if seq > n => SeqStatus::Gap { from: n, to: seq - 1 },
-            Some(_) => return SeqStatus::Stale,
+            Expect::Ended => return SeqStatus::Stale,
+            Expect::Any => SeqStatus::InOrder,
+            Expect::Seq(n) if seq == n => SeqStatus::InOrder,
+            Expect::Seq(n) if seq > n => SeqStatus::Gap { from: n, to: seq - 1 },
+            Expect::Seq(_) => return SeqStatus::Stale,
         };
-        self.next = seq.checked_add(1);
-        self.ended = self.next.is_none();
+        self.next = seq.checked_add(1).map_or(Expect::Ended, Expect::Seq);
         status
     }
 }
